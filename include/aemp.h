@@ -1,0 +1,304 @@
+/*
+ * aemp.h - a C node in an Erlang/Elixir cluster, with the AnyEvent::MP model.
+ *
+ * Every fallible call returns 0 on success or a negative AEMP_E* code;
+ * aemp_strerror() names it. Constructors assign their out-parameter only on
+ * success. All calls on one node must come from the thread running its
+ * uv loop. Reference documentation: docs/reference.md.
+ */
+#ifndef AEMP_H
+#define AEMP_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AEMP_VERSION "0.1.0"
+
+/* Longest node name `alive@host` in bytes (Erlang allows 255 characters). */
+#define AEMP_MAXNODELEN 255
+/* Longest atom in bytes (255 UTF-8 characters of up to 4 bytes). */
+#define AEMP_MAXATOMLEN 1020
+
+/* Error codes. */
+enum aemp_err {
+    AEMP_OK = 0,
+    AEMP_EINVAL = -1,       /* bad argument */
+    AEMP_ENOMEM = -2,       /* out of memory */
+    AEMP_ENOENT = -3,       /* no such port, name or node */
+    AEMP_EEXIST = -4,       /* name already registered */
+    AEMP_ECLOSED = -5,      /* node or port closed */
+    AEMP_EBADTERM = -6,     /* malformed or unsupported term */
+    AEMP_ETOOBIG = -7,      /* value exceeds a limit */
+    AEMP_EPROTO = -8,       /* protocol violation by the peer */
+    AEMP_EAUTH = -9,        /* authentication failed (cookie) */
+    AEMP_ECONNREFUSED = -10, /* connection refused */
+    AEMP_ETIMEDOUT = -11,   /* timed out */
+    AEMP_EIO = -12,         /* I/O error (see log) */
+    AEMP_ENOTSUP = -13,     /* not supported */
+    AEMP_ENONODE = -14,     /* node not registered with EPMD */
+    AEMP_ENOMATCH = -15,    /* term does not have the requested shape */
+};
+
+/* Name of an error code; never NULL. */
+const char *aemp_strerror(int err);
+
+/* ------------------------------------------------------------------ */
+/* Logging                                                             */
+/* ------------------------------------------------------------------ */
+
+enum aemp_log_level {
+    AEMP_LOG_ERROR = 0,
+    AEMP_LOG_WARN = 1,
+    AEMP_LOG_INFO = 2,
+    AEMP_LOG_DEBUG = 3,
+};
+
+/* Receives every log line at or below the current level. `msg` has no
+ * trailing newline and is valid only during the call. */
+typedef void (*aemp_log_cb)(int level, const char *msg, void *arg);
+
+/* Set the process-wide log level. The initial level comes from the
+ * environment variable AEMP_LOG (error, warn, info, debug), default warn. */
+void aemp_log_set_level(int level);
+int aemp_log_get_level(void);
+/* Route log lines to cb instead of stderr; cb NULL restores stderr. */
+void aemp_log_set_callback(aemp_log_cb cb, void *arg);
+
+/* ------------------------------------------------------------------ */
+/* Terms                                                               */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A term is a view of bytes in Erlang's external term format, without the
+ * leading version byte (131). A received term points into the packet it came
+ * in: it is valid only during the callback that received it. Copy it with
+ * aemp_buf_put_term() to keep it.
+ */
+typedef struct aemp_term {
+    const char *data;
+    size_t len;
+} aemp_term;
+
+/* A growable byte buffer that owns its memory. Zero-initialise it
+ * (AEMP_BUF_INIT), fill it, release with aemp_buf_free(). */
+typedef struct aemp_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+} aemp_buf;
+#define AEMP_BUF_INIT {NULL, 0, 0}
+
+void aemp_buf_free(aemp_buf *b);
+/* The encoded term held in b (no copy; valid until b changes). */
+aemp_term aemp_buf_term(const aemp_buf *b);
+
+/* A process address: a pid (kind AEMP_ADDR_PID) or a registered name on a
+ * node (kind AEMP_ADDR_NAME). It is a plain value: copy it freely. */
+typedef enum aemp_addr_kind { AEMP_ADDR_PID = 1, AEMP_ADDR_NAME = 2 } aemp_addr_kind;
+typedef struct aemp_addr {
+    aemp_addr_kind kind;
+    char node[AEMP_MAXNODELEN + 1];
+    char name[AEMP_MAXATOMLEN + 1]; /* AEMP_ADDR_NAME only */
+    uint32_t num;                   /* AEMP_ADDR_PID only */
+    uint32_t serial;
+    uint32_t creation;
+} aemp_addr;
+
+/* Format an address as a port ID: `node#name` for names and
+ * `node#<num.serial.creation>` for pids. Returns the length it needs (as
+ * snprintf does) or a negative error. */
+int aemp_addr_format(const aemp_addr *a, char *out, size_t size);
+/* Parse a port ID written by aemp_addr_format(). */
+int aemp_addr_parse(const char *s, aemp_addr *out);
+/* Fill a name address. */
+int aemp_addr_name(aemp_addr *out, const char *node, const char *name);
+/* 1 if both addresses name the same process, else 0. */
+int aemp_addr_equal(const aemp_addr *a, const aemp_addr *b);
+
+/*
+ * Build a term from a format string, appending to b (which must hold only
+ * terms built this way, or be empty). Format:
+ *   ~a  atom            (const char *, UTF-8)
+ *   ~s  binary string   (const char *, NUL-terminated, UTF-8)
+ *   ~l  charlist        (const char *, NUL-terminated)
+ *   ~b  binary          (const void *, size_t)
+ *   ~i  integer         (int64_t)
+ *   ~u  integer         (uint64_t)
+ *   ~f  float           (double)
+ *   ~p  pid             (const aemp_addr *, kind AEMP_ADDR_PID)
+ *   ~t  encoded term    (const aemp_term *)
+ *   {...} tuple, [...] proper list, #{K => V, ...} map, and bare atoms
+ *   (foo, 'Foo bar'), integers (-12) and floats (1.5) written literally.
+ * Example: aemp_term_format(&b, "{echo, ~p, #{n => ~i}}", &self, (int64_t)7)
+ * Returns 0 or AEMP_EINVAL (bad format; b is then unchanged).
+ */
+int aemp_term_format(aemp_buf *b, const char *fmt, ...);
+int aemp_term_vformat(aemp_buf *b, const char *fmt, va_list ap);
+
+/* Append an encoded term (a copy of t) to b. */
+int aemp_buf_put_term(aemp_buf *b, const aemp_term *t);
+
+/*
+ * Decoding: a cursor walks a term in place, without copies. Each aemp_get_*
+ * call reads one value at the cursor and advances past it, or returns
+ * AEMP_ENOMATCH and leaves the cursor where it was.
+ */
+typedef struct aemp_cursor {
+    const char *data;
+    size_t len;
+    size_t pos;
+} aemp_cursor;
+
+aemp_cursor aemp_cursor_of(const aemp_term *t);
+/* Type of the value at the cursor, as ei's tags (e.g. 'h' small tuple,
+ * 'v' atom, 'm' binary), or a negative error. */
+int aemp_get_type(const aemp_cursor *c);
+int aemp_get_tuple(aemp_cursor *c, uint32_t *arity);
+/* Lists: *arity is the count of elements; a proper list ends with aemp_get_nil
+ * after the elements (strings sent as lists of bytes are read with
+ * aemp_get_charlist). */
+int aemp_get_list(aemp_cursor *c, uint32_t *arity);
+int aemp_get_nil(aemp_cursor *c);
+int aemp_get_map(aemp_cursor *c, uint32_t *pairs);
+/* Copies the atom (NUL-terminated) into out of size bytes. */
+int aemp_get_atom(aemp_cursor *c, char *out, size_t size);
+int aemp_get_int64(aemp_cursor *c, int64_t *v);
+int aemp_get_uint64(aemp_cursor *c, uint64_t *v);
+int aemp_get_double(aemp_cursor *c, double *v);
+/* Binary: *ptr points into the term (no copy). */
+int aemp_get_binary(aemp_cursor *c, const void **ptr, size_t *len);
+/* Charlist or string: copies into out (NUL-terminated). */
+int aemp_get_charlist(aemp_cursor *c, char *out, size_t size);
+int aemp_get_pid(aemp_cursor *c, aemp_addr *out);
+/* Any value: *t views it in place. */
+int aemp_get_term(aemp_cursor *c, aemp_term *t);
+
+/* If t is a tuple whose first element is an atom, copy that atom to tag and
+ * return 0; else AEMP_ENOMATCH. */
+int aemp_term_tag(const aemp_term *t, char *tag, size_t size);
+
+/* Print t in Erlang syntax into out (always NUL-terminated, truncated with
+ * "..." if longer). Returns the length written or a negative error. */
+int aemp_term_print(const aemp_term *t, char *out, size_t size);
+
+/* ------------------------------------------------------------------ */
+/* Nodes                                                               */
+/* ------------------------------------------------------------------ */
+
+typedef struct aemp_node aemp_node;
+
+/* A local port (an Erlang process of this node). A value: a stale port is
+ * detected (AEMP_ENOENT), never dereferenced. id 0 is no port. */
+typedef struct aemp_port {
+    uint32_t id;
+} aemp_port;
+
+/* Called for each message to a local port. msg and from live in the received
+ * packet and are valid only during the call; from is NULL unless the sender
+ * was given (SEND_SENDER or a local aemp_send with a from port). */
+typedef void (*aemp_recv_cb)(aemp_node *node, aemp_port self, const aemp_term *msg,
+                             const aemp_addr *from, void *arg);
+
+/* Node up/down: up 1 when a connection to `peer` is established, 0 when it is
+ * lost; reason is a short text for down events ("connection closed",
+ * "net_tick timeout", ...), NULL for up. Up and down strictly alternate. */
+typedef void (*aemp_nodes_cb)(aemp_node *node, const char *peer, int up, const char *reason,
+                              void *arg);
+
+typedef struct aemp_node_config {
+    /* `alive@host`, or `alive` for alive@<short host name> as erl -sname. */
+    const char *name;
+    /* Cookie; NULL reads ~/.erlang.cookie. */
+    const char *cookie;
+    /* TCP port to listen on; 0 picks one. */
+    uint16_t listen_port;
+    /* EPMD port; 0 uses $ERL_EPMD_PORT or 4369. */
+    uint16_t epmd_port;
+    /* Seconds of silence after which a peer is dropped (as Erlang's
+     * net_ticktime); 0 means 60. Ticks are sent every net_ticktime/4. */
+    unsigned net_ticktime;
+    /* Handshake must complete within this many milliseconds; 0 means 10000. */
+    unsigned handshake_timeout_ms;
+    /* Largest accepted packet in bytes; 0 means 128 MiB. */
+    size_t max_packet;
+    /* Called once when the EPMD registration completes (status 0) or fails
+     * (e.g. AEMP_EEXIST: the name is taken); may be NULL. */
+    void (*ready_cb)(aemp_node *node, int status, void *arg);
+    void *ready_arg;
+    /* Node up/down callback (may be NULL). */
+    aemp_nodes_cb nodes_cb;
+    void *nodes_arg;
+} aemp_node_config;
+
+/*
+ * Create a node on loop: listen, register with EPMD (starting an embedded
+ * EPMD if none answers), and serve connections. The node is usable at once;
+ * messages to remote nodes are queued until their connection is up.
+ * On success *out owns the node; free it with aemp_node_close().
+ */
+int aemp_node_create(uv_loop_t *loop, const aemp_node_config *cfg, aemp_node **out);
+
+/*
+ * Close the node: all ports die with reason `shutdown`, connections and the
+ * EPMD registration close. closed_cb (may be NULL) runs from the loop once
+ * every handle is closed; after it the node memory is released. No callback
+ * of the node runs after closed_cb.
+ */
+void aemp_node_close(aemp_node *node, void (*closed_cb)(void *arg), void *arg);
+
+/* This node's name (`alive@host`); valid while the node lives. */
+const char *aemp_node_name(const aemp_node *node);
+/* This node's EPMD creation, or 0 before registration completed. */
+uint32_t aemp_node_creation(const aemp_node *node);
+/* TCP port the node listens on. */
+uint16_t aemp_node_listen_port(const aemp_node *node);
+
+/* Connect to peer now (otherwise connections are made on first send).
+ * Completion is reported through nodes_cb. */
+int aemp_node_connect(aemp_node *node, const char *peer);
+/* 1 if a connection to peer is up, 0 otherwise. */
+int aemp_node_is_up(aemp_node *node, const char *peer);
+
+/* ------------------------------------------------------------------ */
+/* Ports                                                               */
+/* ------------------------------------------------------------------ */
+
+/* Create a local port whose messages go to cb(arg). */
+int aemp_port_open(aemp_node *node, aemp_recv_cb cb, void *arg, aemp_port *out);
+/* Kill a local port normally (exit reason `normal`). Killing a port that is
+ * gone is not an error. Its registered name is released. */
+int aemp_port_close(aemp_node *node, aemp_port port);
+/* The address (pid) of a local port. */
+int aemp_port_addr(aemp_node *node, aemp_port port, aemp_addr *out);
+/* Register a local port under an atom name (visible to Erlang as
+ * {Name, Node}). AEMP_EEXIST if the name is taken. */
+int aemp_register(aemp_node *node, const char *name, aemp_port port);
+/* Remove a registered name. */
+int aemp_unregister(aemp_node *node, const char *name);
+/* Find a local port by pid address; AEMP_ENOENT if none. */
+int aemp_port_of_addr(aemp_node *node, const aemp_addr *addr, aemp_port *out);
+
+/*
+ * Send msg to a pid or a registered name, on this node or any other. Returns
+ * at once; msg is copied. from (id 0 for none) is given to the receiver as
+ * the sender. Messages from one port to one destination arrive in order.
+ * To a remote node that is not connected yet the message is queued and the
+ * connection is started; if the connection fails, queued messages are
+ * dropped and the failure is logged and reported to nodes_cb. Sending to a
+ * local port that does not exist drops the message (returns 0).
+ */
+int aemp_send(aemp_node *node, aemp_port from, const aemp_addr *to, const aemp_term *msg);
+/* aemp_term_format() then aemp_send(). */
+int aemp_sendf(aemp_node *node, aemp_port from, const aemp_addr *to, const char *fmt, ...);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AEMP_H */
