@@ -212,6 +212,12 @@ typedef void (*aemp_recv_cb)(aemp_node *node, aemp_port self, const aemp_term *m
 typedef void (*aemp_nodes_cb)(aemp_node *node, const char *peer, int up, const char *reason,
                               void *arg);
 
+/* An outgoing connection attempt to `peer` failed (err is an AEMP_E* code,
+ * reason a one-line explanation such as "wrong cookie" or "no such node");
+ * `dropped` messages queued for the peer were discarded. */
+typedef void (*aemp_fail_cb)(aemp_node *node, const char *peer, int err, const char *reason,
+                             size_t dropped, void *arg);
+
 typedef struct aemp_node_config {
     /* `alive@host`, or `alive` for alive@<short host name> as erl -sname. */
     const char *name;
@@ -235,6 +241,12 @@ typedef struct aemp_node_config {
     /* Node up/down callback (may be NULL). */
     aemp_nodes_cb nodes_cb;
     void *nodes_arg;
+    /* Failed outgoing connections (may be NULL; failures are logged too). */
+    aemp_fail_cb fail_cb;
+    void *fail_arg;
+    /* Nonzero: do not listen or register with EPMD (a node that only makes
+     * outgoing connections, as `aemp ping` uses). */
+    int client_only;
 } aemp_node_config;
 
 /*
@@ -297,6 +309,17 @@ int aemp_port_of_addr(aemp_node *node, const aemp_addr *addr, aemp_port *out);
 int aemp_send(aemp_node *node, aemp_port from, const aemp_addr *to, const aemp_term *msg);
 /* aemp_term_format() then aemp_send(). */
 int aemp_sendf(aemp_node *node, aemp_port from, const aemp_addr *to, const char *fmt, ...);
+
+/* ------------------------------------------------------------------ */
+/* EPMD                                                                */
+/* ------------------------------------------------------------------ */
+
+/* Ask the EPMD on host (NULL: localhost; port 0: $ERL_EPMD_PORT or 4369) for
+ * its registrations. cb runs once from the loop with status 0 and the text
+ * EPMD answered ("name foo at port 4711" lines), or a negative error. */
+typedef void (*aemp_names_cb)(int status, const char *text, size_t len, void *arg);
+int aemp_epmd_names(uv_loop_t *loop, const char *host, uint16_t epmd_port, aemp_names_cb cb,
+                    void *arg);
 
 #ifdef __cplusplus
 }

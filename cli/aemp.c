@@ -1,0 +1,333 @@
+/*
+ * aemp - command-line tool: run a node, ping a node, list EPMD names.
+ * Uses the public API only.
+ */
+#include "aemp.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage:\n"
+               "  aemp run NAME [--cookie C] [--port P]   run a node with an `echo` port\n"
+               "  aemp ping NODE [--cookie C]             check that NODE answers\n"
+               "  aemp names [HOST]                       list EPMD registrations\n"
+               "  aemp version\n"
+               "NAME and NODE are alive@host, or alive for alive@<short host name>.\n"
+               "The cookie defaults to ~/.erlang.cookie; AEMP_LOG=debug|info|warn|error\n"
+               "sets the log level, ERL_EPMD_PORT the EPMD port.\n");
+}
+
+struct opts {
+    const char *name;
+    const char *cookie;
+    unsigned port;
+};
+
+static int parse_opts(int argc, char **argv, struct opts *o)
+{
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--cookie") == 0 && i + 1 < argc) {
+            o->cookie = argv[++i];
+        } else if (strcmp(argv[i], "--port") == 0 && i + 1 < argc) {
+            char *end;
+            unsigned long p = strtoul(argv[++i], &end, 10);
+            if (*end || p > 65535) {
+                fprintf(stderr, "aemp: bad port '%s'\n", argv[i]);
+                return -1;
+            }
+            o->port = (unsigned)p;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "aemp: unknown option '%s'\n", argv[i]);
+            return -1;
+        } else if (!o->name) {
+            o->name = argv[i];
+        } else {
+            fprintf(stderr, "aemp: unexpected argument '%s'\n", argv[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* run                                                                */
+/* ------------------------------------------------------------------ */
+
+struct run_state {
+    uv_loop_t *loop;
+    aemp_node *node;
+    uv_signal_t sigint, sigterm;
+    int status;
+};
+
+/* echo: {From, Msg} -> Msg to From. */
+static void echo_cb(aemp_node *node, aemp_port self, const aemp_term *msg, const aemp_addr *from,
+                    void *arg)
+{
+    aemp_cursor c = aemp_cursor_of(msg);
+    uint32_t arity;
+    aemp_addr *to = malloc(sizeof *to);
+    aemp_term body;
+    if (to && aemp_get_tuple(&c, &arity) == 0 && arity == 2 && aemp_get_pid(&c, to) == 0 &&
+        aemp_get_term(&c, &body) == 0) {
+        int rc = aemp_send(node, self, to, &body);
+        if (rc)
+            fprintf(stderr, "aemp: echo reply failed: %s\n", aemp_strerror(rc));
+    } else {
+        char text[256];
+        aemp_term_print(msg, text, sizeof text);
+        fprintf(stderr, "aemp: echo ignored a message that is not {Pid, Msg}: %s\n", text);
+    }
+    free(to);
+}
+
+static void on_ready(aemp_node *node, int status, void *arg)
+{
+    struct run_state *st = arg;
+    if (status) {
+        fprintf(stderr, "aemp: cannot register %s: %s\n", aemp_node_name(node),
+                aemp_strerror(status));
+        st->status = 1;
+        aemp_node_close(node, NULL, NULL);
+        st->node = NULL;
+        uv_close((uv_handle_t *)&st->sigint, NULL);
+        uv_close((uv_handle_t *)&st->sigterm, NULL);
+        return;
+    }
+    printf("aemp: node %s ready\n", aemp_node_name(node));
+    fflush(stdout);
+}
+
+static void on_nodes(aemp_node *node, const char *peer, int up, const char *reason, void *arg)
+{
+    if (up)
+        printf("aemp: node up: %s\n", peer);
+    else
+        printf("aemp: node down: %s (%s)\n", peer, reason ? reason : "");
+    fflush(stdout);
+}
+
+static void on_closed(void *arg)
+{
+    struct run_state *st = arg;
+    uv_close((uv_handle_t *)&st->sigint, NULL);
+    uv_close((uv_handle_t *)&st->sigterm, NULL);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct run_state *st = h->data;
+    if (!st->node)
+        return;
+    printf("aemp: stopping on signal %d\n", signum);
+    fflush(stdout);
+    aemp_node *n = st->node;
+    st->node = NULL;
+    aemp_node_close(n, on_closed, st);
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    struct opts o = {0};
+    if (parse_opts(argc, argv, &o) || !o.name) {
+        usage(stderr);
+        return 2;
+    }
+    struct run_state st = {0};
+    st.loop = uv_default_loop();
+    aemp_node_config cfg = {0};
+    cfg.name = o.name;
+    cfg.cookie = o.cookie;
+    cfg.listen_port = (uint16_t)o.port;
+    cfg.ready_cb = on_ready;
+    cfg.ready_arg = &st;
+    cfg.nodes_cb = on_nodes;
+    int rc = aemp_node_create(st.loop, &cfg, &st.node);
+    if (rc) {
+        fprintf(stderr, "aemp: cannot start node %s: %s\n", o.name, aemp_strerror(rc));
+        uv_run(st.loop, UV_RUN_DEFAULT);
+        return 1;
+    }
+    aemp_port echo;
+    if ((rc = aemp_port_open(st.node, echo_cb, &st, &echo)) ||
+        (rc = aemp_register(st.node, "echo", echo))) {
+        fprintf(stderr, "aemp: cannot create the echo port: %s\n", aemp_strerror(rc));
+        return 1;
+    }
+    uv_signal_init(st.loop, &st.sigint);
+    uv_signal_init(st.loop, &st.sigterm);
+    st.sigint.data = st.sigterm.data = &st;
+    uv_signal_start(&st.sigint, on_signal, SIGINT);
+    uv_signal_start(&st.sigterm, on_signal, SIGTERM);
+    uv_run(st.loop, UV_RUN_DEFAULT);
+    uv_loop_close(st.loop);
+    return st.status;
+}
+
+/* ------------------------------------------------------------------ */
+/* ping                                                               */
+/* ------------------------------------------------------------------ */
+
+struct ping_state {
+    const char *target;
+    aemp_node *node;
+    int status; /* -1 pending */
+    uv_timer_t timer;
+};
+
+static void ping_finish(struct ping_state *st, int status)
+{
+    if (st->status != -1)
+        return;
+    st->status = status;
+    uv_close((uv_handle_t *)&st->timer, NULL);
+    aemp_node_close(st->node, NULL, NULL);
+}
+
+static void ping_nodes(aemp_node *node, const char *peer, int up, const char *reason, void *arg)
+{
+    struct ping_state *st = arg;
+    if (up && strcmp(peer, st->target) == 0) {
+        printf("pong\n");
+        ping_finish(st, 0);
+    }
+}
+
+static void ping_fail(aemp_node *node, const char *peer, int err, const char *reason,
+                      size_t dropped, void *arg)
+{
+    struct ping_state *st = arg;
+    fprintf(stderr, "pang: %s: %s\n", peer, reason);
+    ping_finish(st, 1);
+}
+
+static void ping_timeout(uv_timer_t *t)
+{
+    struct ping_state *st = t->data;
+    fprintf(stderr, "pang: %s: no answer\n", st->target);
+    ping_finish(st, 1);
+}
+
+static int cmd_ping(int argc, char **argv)
+{
+    struct opts o = {0};
+    if (parse_opts(argc, argv, &o) || !o.name) {
+        usage(stderr);
+        return 2;
+    }
+    uv_loop_t *loop = uv_default_loop();
+    struct ping_state st = {0};
+    st.status = -1;
+    st.target = o.name;
+    char name[64];
+    snprintf(name, sizeof name, "aemp_ping_%ld", (long)uv_os_getpid());
+    /* A bare target name means the short host, as for `run`. */
+    char target[AEMP_MAXNODELEN + 1];
+    if (!strchr(o.name, '@')) {
+        char host[256];
+        size_t hl = sizeof host;
+        if (uv_os_gethostname(host, &hl) == 0) {
+            char *dot = strchr(host, '.');
+            if (dot)
+                *dot = 0;
+            if ((size_t)snprintf(target, sizeof target, "%s@%s", o.name, host) >= sizeof target) {
+                fprintf(stderr, "pang: %s: node name too long\n", o.name);
+                return 1;
+            }
+            st.target = target;
+        }
+    }
+    const char *at = strchr(st.target, '@');
+    char myname[AEMP_MAXNODELEN + 80];
+    if ((size_t)snprintf(myname, sizeof myname, "%s%s", name, at ? at : "") >= sizeof myname) {
+        fprintf(stderr, "pang: %s: node name too long\n", st.target);
+        return 1;
+    }
+    aemp_node_config cfg = {0};
+    cfg.name = myname;
+    cfg.cookie = o.cookie;
+    cfg.client_only = 1;
+    cfg.nodes_cb = ping_nodes;
+    cfg.nodes_arg = &st;
+    cfg.fail_cb = ping_fail;
+    cfg.fail_arg = &st;
+    int rc = aemp_node_create(loop, &cfg, &st.node);
+    if (rc) {
+        fprintf(stderr, "aemp: cannot start a node to ping from: %s\n", aemp_strerror(rc));
+        return 1;
+    }
+    uv_timer_init(loop, &st.timer);
+    st.timer.data = &st;
+    uv_timer_start(&st.timer, ping_timeout, 15000, 0);
+    rc = aemp_node_connect(st.node, st.target);
+    if (rc) {
+        fprintf(stderr, "pang: %s: %s\n", st.target, aemp_strerror(rc));
+        ping_finish(&st, 1);
+    }
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+    return st.status == 0 ? 0 : 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* names                                                              */
+/* ------------------------------------------------------------------ */
+
+static void names_cb(int status, const char *text, size_t len, void *arg)
+{
+    int *rc = arg;
+    if (status) {
+        fprintf(stderr, "aemp: cannot list EPMD names: %s\n", aemp_strerror(status));
+        *rc = 1;
+        return;
+    }
+    fwrite(text, 1, len, stdout);
+    *rc = 0;
+}
+
+static int cmd_names(int argc, char **argv)
+{
+    if (argc > 1) {
+        usage(stderr);
+        return 2;
+    }
+    int rc = 1;
+    uv_loop_t *loop = uv_default_loop();
+    int err = aemp_epmd_names(loop, argc ? argv[0] : NULL, 0, names_cb, &rc);
+    if (err) {
+        fprintf(stderr, "aemp: cannot list EPMD names: %s\n", aemp_strerror(err));
+        return 1;
+    }
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(argc - 2, argv + 2);
+    if (strcmp(cmd, "ping") == 0)
+        return cmd_ping(argc - 2, argv + 2);
+    if (strcmp(cmd, "names") == 0)
+        return cmd_names(argc - 2, argv + 2);
+    if (strcmp(cmd, "version") == 0) {
+        printf("aemp %s\n", AEMP_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "aemp: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,670 @@
+/*
+ * conn.c - one distribution connection: set-up (resolve, EPMD lookup,
+ * connect), handshake, framing, ticks, coalesced writes, and teardown.
+ *
+ * Lifetime: a connection is freed once every handle and request it started
+ * has called back (c->refs reaches 0) after aemp__conn_close().
+ */
+#include "node_int.h"
+
+#include <arpa/inet.h>
+#include <stdlib.h>
+
+#define READ_CHUNK 65536
+/* Keep at most this much idle buffer memory per connection. */
+#define IDLE_BUF_KEEP (256 * 1024)
+
+static void conn_unref(aemp__conn *c);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void list_add(aemp_node *n, aemp__conn *c)
+{
+    c->next = n->conns;
+    c->prev = NULL;
+    if (n->conns)
+        n->conns->prev = c;
+    n->conns = c;
+}
+
+static void list_del(aemp_node *n, aemp__conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        n->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void map_del(aemp__conn *c)
+{
+    if (!c->in_map)
+        return;
+    aemp_node *n = c->node;
+    if (aemp__map_get(&n->conn_by_name, c->peer, strlen(c->peer)) == c)
+        aemp__map_del(&n->conn_by_name, c->peer, strlen(c->peer));
+    c->in_map = false;
+}
+
+static aemp__conn *conn_new(aemp_node *n)
+{
+    aemp__conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->node = n;
+    c->started_ms = c->last_recv_ms = c->last_send_ms = aemp__now_ms(n);
+    list_add(n, c);
+    return c;
+}
+
+static void conn_free(aemp__conn *c)
+{
+    aemp_node *n = c->node;
+    list_del(n, c);
+    if (c->dirty) {
+        for (aemp__conn **pc = &n->dirty; *pc; pc = &(*pc)->next_dirty)
+            if (*pc == c) {
+                *pc = c->next_dirty;
+                break;
+            }
+    }
+    aemp_buf_free(&c->rbuf);
+    aemp_buf_free(&c->wbuf);
+    aemp_buf_free(&c->wflight);
+    aemp_buf_free(&c->pend);
+    memset(c->hs.cookie, 0, sizeof c->hs.cookie);
+    free(c);
+    aemp__node_maybe_finish_close(n);
+}
+
+static void conn_unref(aemp__conn *c)
+{
+    if (--c->refs == 0 && c->state == AEMP__C_CLOSING)
+        conn_free(c);
+}
+
+static void on_tcp_closed(uv_handle_t *h)
+{
+    conn_unref(h->data);
+}
+
+static void report_dropped(aemp__conn *c, int err, const char *reason)
+{
+    aemp_node *n = c->node;
+    size_t dropped = c->npend;
+    aemp_buf_free(&c->pend);
+    c->npend = 0;
+    if (!c->initiator)
+        return;
+    AEMP_LOGW("cannot connect to %s: %s%s", c->peer, reason,
+              dropped ? " (queued messages dropped)" : "");
+    if (n->fail_cb)
+        n->fail_cb(n, c->peer, err, reason, dropped, n->fail_arg);
+}
+
+void aemp__conn_close(aemp__conn *c, int err, const char *reason)
+{
+    if (c->state == AEMP__C_CLOSING)
+        return;
+    aemp_node *n = c->node;
+    int was = c->state;
+    c->state = AEMP__C_CLOSING;
+    map_del(c);
+    if (c->query) {
+        aemp__epmd_query_cancel(c->query);
+        c->query = NULL;
+    }
+    if (c->gai_busy)
+        uv_cancel((uv_req_t *)&c->gai);
+    if (c->tcp_init && !uv_is_closing((uv_handle_t *)&c->tcp))
+        uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
+    if (was == AEMP__C_UP) {
+        AEMP_LOGI("connection to %s closed: %s", c->peer, reason);
+        aemp__ports_node_down(n, c->peer);
+        if (n->nodes_cb && !n->closing)
+            n->nodes_cb(n, c->peer, 0, reason, n->nodes_arg);
+    } else if (c->npend || c->initiator) {
+        report_dropped(c, err, reason);
+    }
+    c->refs++; /* balance: free below if nothing is outstanding */
+    conn_unref(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* writing                                                            */
+/* ------------------------------------------------------------------ */
+
+static void on_prepare(uv_prepare_t *h)
+{
+    aemp__conn_flush_all(h->data);
+}
+
+static void mark_dirty(aemp__conn *c)
+{
+    if (c->dirty)
+        return;
+    c->dirty = true;
+    c->next_dirty = c->node->dirty;
+    c->node->dirty = c;
+    uv_prepare_start(&c->node->flusher, on_prepare);
+}
+
+static void flush(aemp__conn *c);
+
+static void on_write(uv_write_t *req, int status)
+{
+    aemp__conn *c = req->data;
+    c->writing = false;
+    c->wflight.len = 0;
+    if (c->wflight.cap > IDLE_BUF_KEEP)
+        aemp_buf_free(&c->wflight);
+    if (status < 0) {
+        if (c->state != AEMP__C_CLOSING) {
+            AEMP_LOGW("connection to %s: write failed: %s", c->peer, uv_strerror(status));
+            aemp__conn_close(c, AEMP_EIO, uv_strerror(status));
+        }
+    } else if (c->state != AEMP__C_CLOSING) {
+        flush(c);
+    }
+    conn_unref(c);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    aemp__conn *c = req->data;
+    aemp__conn_close(c, 0, "node closed");
+    conn_unref(c);
+}
+
+static void flush(aemp__conn *c)
+{
+    if (c->writing || !c->tcp_init || c->state == AEMP__C_CLOSING)
+        return;
+    if (c->wbuf.len == 0) {
+        if (c->shutdown) {
+            c->shutdown = false;
+            c->sreq.data = c;
+            if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) == 0)
+                c->refs++;
+            else
+                aemp__conn_close(c, 0, "node closed");
+        }
+        return;
+    }
+    /* Swap: new sends accumulate while this batch is written. */
+    aemp_buf t = c->wflight;
+    c->wflight = c->wbuf;
+    c->wbuf = t;
+    c->wbuf.len = 0;
+    uv_buf_t b = uv_buf_init(c->wflight.data, (unsigned)c->wflight.len);
+    c->wreq.data = c;
+    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (rc) {
+        AEMP_LOGW("connection to %s: write failed: %s", c->peer, uv_strerror(rc));
+        aemp__conn_close(c, AEMP_EIO, uv_strerror(rc));
+        return;
+    }
+    c->writing = true;
+    c->refs++;
+    c->last_send_ms = aemp__now_ms(c->node);
+}
+
+void aemp__conn_flush_all(aemp_node *n)
+{
+    while (n->dirty) {
+        aemp__conn *c = n->dirty;
+        n->dirty = c->next_dirty;
+        c->dirty = false;
+        flush(c);
+    }
+    uv_prepare_stop(&n->flusher);
+}
+
+size_t aemp__conn_packet_begin(aemp__conn *c, int *rc)
+{
+    size_t start = c->wbuf.len;
+    *rc = aemp__buf_put_u32(&c->wbuf, 0);
+    return start;
+}
+
+void aemp__conn_packet_end(aemp__conn *c, size_t start)
+{
+    size_t len = c->wbuf.len - start - 4;
+    aemp__put_u32(c->wbuf.data + start, (uint32_t)len);
+    mark_dirty(c);
+}
+
+void aemp__conn_shutdown(aemp__conn *c)
+{
+    if (c->state != AEMP__C_UP) {
+        aemp__conn_close(c, AEMP_ECLOSED, "node closed");
+        return;
+    }
+    c->shutdown = true;
+    mark_dirty(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* reading                                                            */
+/* ------------------------------------------------------------------ */
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    aemp__conn *c = h->data;
+    size_t want = READ_CHUNK;
+    /* A large packet in progress: read straight into its final place. */
+    if (c->state == AEMP__C_UP && c->rbuf.len >= 4) {
+        size_t plen = aemp__get_u32(c->rbuf.data);
+        if (plen <= c->node->max_packet && plen + 4 > c->rbuf.len + want)
+            want = plen + 4 - c->rbuf.len;
+    }
+    if (aemp__buf_reserve(&c->rbuf, want)) {
+        buf->base = NULL;
+        buf->len = 0;
+        return;
+    }
+    buf->base = c->rbuf.data + c->rbuf.len;
+    buf->len = c->rbuf.cap - c->rbuf.len;
+}
+
+/* Handle whole packets in rbuf; keep the partial rest. */
+static void process_packets(aemp__conn *c)
+{
+    size_t pos = 0;
+    aemp_node *n = c->node;
+    while (c->state == AEMP__C_UP && c->rbuf.len - pos >= 4) {
+        size_t plen = aemp__get_u32(c->rbuf.data + pos);
+        if (plen > n->max_packet) {
+            AEMP_LOGW("connection to %s: packet of %zu bytes exceeds the limit of %zu: closing",
+                      c->peer, plen, n->max_packet);
+            aemp__conn_close(c, AEMP_ETOOBIG, "packet too large");
+            return;
+        }
+        if (c->rbuf.len - pos - 4 < plen)
+            break;
+        pos += 4;
+        if (plen > 0)
+            aemp__ctl_packet(c, c->rbuf.data + pos, plen);
+        pos += plen;
+    }
+    if (c->state == AEMP__C_CLOSING)
+        return;
+    aemp__buf_consume(&c->rbuf, pos);
+    if (c->rbuf.len == 0 && c->rbuf.cap > IDLE_BUF_KEEP)
+        aemp_buf_free(&c->rbuf);
+}
+
+static void handshake_done(aemp__conn *c)
+{
+    aemp_node *n = c->node;
+    aemp__strlcpy(c->peer, c->hs.peer_name, sizeof c->peer);
+    c->flags = aemp__hs_flags(&c->hs);
+    aemp__conn *old = aemp__map_get(&n->conn_by_name, c->peer, strlen(c->peer));
+    if (old && old != c) {
+        /* Our own attempt lost a simultaneous connect, or the peer restarted
+         * while we still held its old connection: this one replaces it, and
+         * inherits the messages queued there. */
+        if (old->npend) {
+            aemp_buf t = c->pend;
+            c->pend = old->pend;
+            c->npend = old->npend;
+            old->pend = t;
+            old->npend = 0;
+        }
+        old->initiator = false; /* superseded, not failed: no failure report */
+        aemp__conn_close(old, AEMP_ECLOSED, "replaced by a new connection");
+    }
+    if (aemp__map_put(&n->conn_by_name, c->peer, strlen(c->peer), c)) {
+        aemp__conn_close(c, AEMP_ENOMEM, "out of memory");
+        return;
+    }
+    c->in_map = true;
+    c->state = AEMP__C_UP;
+    memset(c->hs.cookie, 0, sizeof c->hs.cookie);
+    aemp__node_conn_up(c);
+    if (c->state != AEMP__C_UP)
+        return;
+    if (c->npend)
+        aemp__ctl_flush_pending(c);
+}
+
+static void handshake_input(aemp__conn *c)
+{
+    size_t consumed = 0;
+    int rc = aemp__hs_input(&c->hs, c->rbuf.data, c->rbuf.len, &consumed, &c->wbuf);
+    if (c->wbuf.len)
+        mark_dirty(c);
+    aemp__buf_consume(&c->rbuf, consumed);
+    if (rc == AEMP__HS_MORE)
+        return;
+    if (rc == AEMP__HS_DONE) {
+        handshake_done(c);
+        if (c->state == AEMP__C_UP && c->rbuf.len)
+            process_packets(c);
+        return;
+    }
+    const char *who = c->hs.peer_name[0] ? c->hs.peer_name : c->peer[0] ? c->peer : c->ip;
+    if (c->hs.error[0] && rc != AEMP_ECONNREFUSED)
+        AEMP_LOGW("handshake with %s failed: %s", who, c->hs.error);
+    if (rc == AEMP_ECONNREFUSED && c->initiator && strstr(c->hs.error, "nok")) {
+        /* The peer's own connection to us wins: keep our queued messages
+         * for it and wait (bounded by the handshake timeout). */
+        AEMP_LOGD("simultaneous connect with %s: waiting for its connection", c->peer);
+        c->state = AEMP__C_WAIT;
+        c->started_ms = aemp__now_ms(c->node);
+        if (c->tcp_init && !uv_is_closing((uv_handle_t *)&c->tcp)) {
+            uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
+            c->tcp_init = false;
+        }
+        return;
+    }
+    if (rc == AEMP_ECONNREFUSED && !c->initiator) {
+        /* We refused: the status message is the first and only thing we
+         * wrote, small enough to hand to the socket at once. */
+        AEMP_LOGI("refused connection from %s: %s", who, c->hs.error);
+        if (c->wbuf.len) {
+            uv_buf_t b = uv_buf_init(c->wbuf.data, (unsigned)c->wbuf.len);
+            (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        }
+    }
+    aemp__conn_close(c, rc, c->hs.error[0] ? c->hs.error : aemp_strerror(rc));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    aemp__conn *c = s->data;
+    if (c->state == AEMP__C_CLOSING)
+        return;
+    if (nread < 0) {
+        const char *why = nread == UV_EOF ? "connection closed by peer" : uv_strerror((int)nread);
+        if (c->state == AEMP__C_HANDSHAKE) {
+            const char *who = c->hs.peer_name[0] ? c->hs.peer_name : c->peer[0] ? c->peer : c->ip;
+            /* Erlang closes without a word when our digest is wrong. */
+            bool auth = c->initiator && c->hs.state != 0 && c->hs.peer_challenge != 0;
+            AEMP_LOGW("handshake with %s failed: %s%s", who, why,
+                      auth ? " after our challenge reply (wrong cookie?)" : "");
+            aemp__conn_close(c, auth ? AEMP_EAUTH : AEMP_EIO,
+                             auth ? "connection closed during handshake (wrong cookie?)" : why);
+        } else {
+            aemp__conn_close(c, AEMP_EIO, why);
+        }
+        return;
+    }
+    if (nread == 0)
+        return;
+    if (!buf->base) {
+        AEMP_LOGE("connection to %s: out of memory for the read buffer", c->peer);
+        aemp__conn_close(c, AEMP_ENOMEM, "out of memory");
+        return;
+    }
+    c->rbuf.len += (size_t)nread;
+    c->last_recv_ms = aemp__now_ms(c->node);
+    if (c->state == AEMP__C_HANDSHAKE)
+        handshake_input(c);
+    else if (c->state == AEMP__C_UP)
+        process_packets(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* set-up                                                             */
+/* ------------------------------------------------------------------ */
+
+static int start_tcp(aemp__conn *c)
+{
+    int rc = uv_tcp_init(c->node->loop, &c->tcp);
+    if (rc)
+        return rc;
+    c->tcp.data = c;
+    c->tcp_init = true;
+    c->refs++;
+    return 0;
+}
+
+static int decide(void *arg, const char *peer)
+{
+    aemp__conn *c = arg;
+    aemp_node *n = c->node;
+    aemp__strlcpy(c->peer, peer, sizeof c->peer);
+    aemp__conn *other = aemp__map_get(&n->conn_by_name, peer, strlen(peer));
+    if (!other || other->state == AEMP__C_UP)
+        return AEMP__HS_ACCEPT;
+    if (other->state == AEMP__C_WAIT)
+        return AEMP__HS_ACCEPT_SIMUL;
+    /* Both sides are connecting: the greater name keeps its own attempt, as
+     * net_kernel does. */
+    if (strcmp(n->name, peer) > 0)
+        return AEMP__HS_REFUSE_SIMUL;
+    return AEMP__HS_ACCEPT_SIMUL;
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    aemp_node *n = server->data;
+    if (status < 0) {
+        AEMP_LOGW("accept failed: %s", uv_strerror(status));
+        return;
+    }
+    aemp__conn *c = conn_new(n);
+    if (!c || start_tcp(c)) {
+        AEMP_LOGE("out of memory accepting a connection");
+        if (c) {
+            c->state = AEMP__C_CLOSING;
+            c->refs++;
+            conn_unref(c);
+        }
+        return;
+    }
+    c->state = AEMP__C_HANDSHAKE;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp)) {
+        aemp__conn_close(c, AEMP_EIO, "accept failed");
+        return;
+    }
+    struct sockaddr_storage ss;
+    int sl = sizeof ss;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0 &&
+        ss.ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
+        char ip[INET_ADDRSTRLEN];
+        uv_ip4_name(sin, ip, sizeof ip);
+        snprintf(c->ip, sizeof c->ip, "%s:%u", ip, ntohs(sin->sin_port));
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    aemp__hs_init(&c->hs, AEMP__HS_ACCEPTOR, 2, n->name, n->cookie, n->creation,
+                  aemp__dflags_offered(), NULL);
+    c->hs.decide = decide;
+    c->hs.decide_arg = c;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
+        aemp__conn_close(c, AEMP_EIO, "read failed");
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    aemp__conn *c = req->data;
+    if (c->state == AEMP__C_CLOSING) {
+        conn_unref(c);
+        return;
+    }
+    if (status < 0) {
+        aemp__conn_close(c, AEMP_ECONNREFUSED, uv_strerror(status));
+        conn_unref(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->state = AEMP__C_HANDSHAKE;
+    aemp_node *n = c->node;
+    int rc = aemp__hs_init(&c->hs, AEMP__HS_INITIATOR, 2, n->name, n->cookie, n->creation,
+                           aemp__dflags_offered(), c->peer);
+    if (!rc)
+        rc = aemp__hs_start(&c->hs, &c->wbuf);
+    if (!rc)
+        rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (rc)
+        aemp__conn_close(c, AEMP_EIO, "handshake start failed");
+    else
+        mark_dirty(c);
+    conn_unref(c);
+}
+
+static void on_port(int status, uint16_t port, void *arg)
+{
+    aemp__conn *c = arg;
+    c->query = NULL;
+    if (c->state == AEMP__C_CLOSING) {
+        conn_unref(c);
+        return;
+    }
+    if (status) {
+        const char *why = status == AEMP_ENONODE ? "no such node (not registered with EPMD)"
+                          : status == AEMP_ECONNREFUSED ? "EPMD not reachable on the peer's host"
+                                                        : aemp_strerror(status);
+        aemp__conn_close(c, status == AEMP_ENONODE ? AEMP_ENONODE : status, why);
+        conn_unref(c);
+        return;
+    }
+    struct sockaddr_in sin;
+    int rc = uv_ip4_addr(c->ip, port, &sin);
+    if (!rc)
+        rc = start_tcp(c);
+    if (!rc) {
+        c->creq.data = c;
+        rc = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&sin, on_connect);
+        if (!rc)
+            c->refs++;
+    }
+    if (rc)
+        aemp__conn_close(c, AEMP_EIO, uv_strerror(rc));
+    else
+        c->state = AEMP__C_CONNECTING;
+    conn_unref(c);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    aemp__conn *c = req->data;
+    c->gai_busy = false;
+    if (c->state == AEMP__C_CLOSING) {
+        uv_freeaddrinfo(res);
+        conn_unref(c);
+        return;
+    }
+    if (status < 0 || !res) {
+        char why[300];
+        snprintf(why, sizeof why, "cannot resolve host '%s': %s", c->host,
+                 status < 0 ? uv_strerror(status) : "no address");
+        uv_freeaddrinfo(res);
+        aemp__conn_close(c, AEMP_ENOENT, why);
+        conn_unref(c);
+        return;
+    }
+    uv_ip4_name((const struct sockaddr_in *)res->ai_addr, c->ip, sizeof c->ip);
+    uv_freeaddrinfo(res);
+    c->state = AEMP__C_LOOKUP;
+    int rc = aemp__epmd_port_please(c->node->loop, c->ip, c->node->epmd_port, c->alive, on_port,
+                                    c, &c->query);
+    if (rc) {
+        aemp__conn_close(c, rc, "EPMD lookup failed");
+    } else {
+        c->refs++;
+    }
+    conn_unref(c);
+}
+
+aemp__conn *aemp__conn_get_or_start(aemp_node *n, const char *peer)
+{
+    size_t plen = strlen(peer);
+    aemp__conn *c = aemp__map_get(&n->conn_by_name, peer, plen);
+    if (c)
+        return c;
+    const char *at = strchr(peer, '@');
+    if (!at || at == peer || !at[1] || plen > AEMP_MAXNODELEN)
+        return NULL;
+    c = conn_new(n);
+    if (!c)
+        return NULL;
+    c->initiator = true;
+    c->state = AEMP__C_RESOLVE;
+    memcpy(c->peer, peer, plen + 1);
+    memcpy(c->alive, peer, (size_t)(at - peer));
+    c->alive[at - peer] = 0;
+    aemp__strlcpy(c->host, at + 1, sizeof c->host);
+    if (aemp__map_put(&n->conn_by_name, peer, plen, c)) {
+        c->state = AEMP__C_CLOSING;
+        c->refs++;
+        conn_unref(c);
+        return NULL;
+    }
+    c->in_map = true;
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    c->gai.data = c;
+    int rc = uv_getaddrinfo(n->loop, &c->gai, on_resolved, c->host, NULL, &hints);
+    if (rc) {
+        aemp__conn_close(c, AEMP_EIO, uv_strerror(rc));
+        return NULL;
+    }
+    c->gai_busy = true;
+    c->refs++;
+    AEMP_LOGD("connecting to %s", peer);
+    return c;
+}
+
+/* ------------------------------------------------------------------ */
+/* ticks and timeouts                                                 */
+/* ------------------------------------------------------------------ */
+
+void aemp__conn_housekeeping(aemp_node *n)
+{
+    uint64_t now = aemp__now_ms(n);
+    uint64_t tick = (uint64_t)n->net_ticktime * 1000;
+    aemp__conn *c = n->conns, *next;
+    for (; c; c = next) {
+        next = c->next;
+        if (c->state == AEMP__C_CLOSING)
+            continue;
+        if (c->state != AEMP__C_UP) {
+            if (now - c->started_ms > n->hs_timeout_ms) {
+                const char *who = c->peer[0] ? c->peer : c->ip;
+                AEMP_LOGW("connection with %s: set-up timed out after %u ms", who,
+                          n->hs_timeout_ms);
+                aemp__conn_close(c, AEMP_ETIMEDOUT, "connection set-up timed out");
+            }
+            continue;
+        }
+        if (now - c->last_recv_ms > tick) {
+            AEMP_LOGW("connection to %s: no traffic for %u s (net_ticktime): dropping", c->peer,
+                      n->net_ticktime);
+            aemp__conn_close(c, AEMP_ETIMEDOUT, "net_tick timeout");
+            continue;
+        }
+        if (now - c->last_send_ms >= tick / 4 && !c->writing && c->wbuf.len == 0) {
+            /* A tick is an empty packet. */
+            if (aemp__buf_put_u32(&c->wbuf, 0) == 0)
+                mark_dirty(c);
+        }
+    }
+}
+
+/* Listener set-up lives here so that on_connection stays private. */
+int aemp__conn_listen(aemp_node *n, uint16_t port)
+{
+    struct sockaddr_in sin;
+    int rc = uv_tcp_init(n->loop, &n->listener);
+    if (rc)
+        return rc;
+    n->listener_init = true;
+    n->listener.data = n;
+    uv_ip4_addr("0.0.0.0", port, &sin);
+    rc = uv_tcp_bind(&n->listener, (const struct sockaddr *)&sin, 0);
+    if (!rc)
+        rc = uv_listen((uv_stream_t *)&n->listener, 128, on_connection);
+    if (rc)
+        return rc;
+    struct sockaddr_storage ss;
+    int sl = sizeof ss;
+    if (uv_tcp_getsockname(&n->listener, (struct sockaddr *)&ss, &sl) == 0)
+        n->listen_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    return 0;
+}

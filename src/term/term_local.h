@@ -1,0 +1,48 @@
+/*
+ * term_local.h - helpers shared by the files of the term layer only.
+ */
+#ifndef AEMP_TERM_LOCAL_H
+#define AEMP_TERM_LOCAL_H
+
+#include "../aemp_impl.h"
+
+#include <ei.h>
+#include <locale.h>
+
+/* Tags ei.h does not name: we only need them to refuse them. */
+#define AEMP__TAG_COMPRESSED 80     /* zlib-compressed term */
+#define AEMP__TAG_ATOM_CACHE_REF 82 /* index into the distribution atom cache */
+#define AEMP__TAG_LOCAL 121         /* LOCAL_EXT: opaque, only the sender can read it */
+
+/*
+ * The "C" locale for number text: Erlang's float syntax always uses '.',
+ * whatever locale the embedding program chose with setlocale(). Returns
+ * (locale_t)0 if it could not be created; callers then fall back to the
+ * current locale.
+ */
+locale_t aemp__term_c_locale(void);
+
+/* strtod in the "C" locale. */
+double aemp__term_strtod(const char *s, char **end);
+
+/*
+ * Erlang float text for d (shortest that reads back as d, always with a '.'
+ * as Erlang's syntax needs) into out; returns its length (< size), or
+ * truncates as snprintf does.
+ */
+int aemp__term_fmt_double(char *out, size_t size, double d);
+
+/*
+ * View the atom at p (any of the four atom tags) within len bytes: *s and *n
+ * give its text, *latin1 is 1 for ATOM_EXT / SMALL_ATOM_EXT (bytes are
+ * latin-1, not UTF-8), *total is the encoded size. AEMP_ENOMATCH if p does
+ * not hold a complete atom.
+ */
+int aemp__term_atom_view(const char *p, size_t len, const char **s, size_t *n, int *latin1,
+                         size_t *total);
+
+/* Copy an atom's text as UTF-8 (latin-1 converted) into out (NUL-terminated).
+ * AEMP_ETOOBIG if it does not fit in size bytes. */
+int aemp__term_atom_utf8(const char *s, size_t n, int latin1, char *out, size_t size);
+
+#endif /* AEMP_TERM_LOCAL_H */

@@ -1,0 +1,321 @@
+/*
+ * validate.c - bounded, iterative check of untrusted external-format terms.
+ *
+ * ei's decoders trust the buffer: they take no length, copy into fixed-size
+ * structs and recurse on nesting. Every term that comes from the network goes
+ * through aemp__term_validate() first; once it passes, any ei decode of it
+ * stays inside the buffer and inside ei's fixed buffers, and any recursive ei
+ * walk stays within AEMP__TERM_MAX_DEPTH frames.
+ */
+#include "term_local.h"
+
+#include <limits.h>
+
+/* Largest bignum magnitude accepted, in bytes. Nothing legitimate comes near
+ * it, and converting or printing larger numbers costs more than it is worth. */
+#define MAX_BIG_BYTES (16u << 20)
+/* Erlang atoms hold at most 255 characters; ei converts latin-1 atoms to UTF-8
+ * (up to 2 bytes per character) into char[MAXATOMLEN_UTF8], so a longer
+ * latin-1 atom would make ei's decoders fail where we accepted it. */
+#define MAX_LATIN1_ATOM 255
+/* ei's erlang_ref holds at most this many ID words. */
+#define MAX_REF_WORDS 5
+/* The text of an old FLOAT_EXT. */
+#define OLD_FLOAT_LEN 31
+
+enum frame_kind {
+    FRAME_SEQ, /* tuple, list (elements + tail), map, old fun free variables */
+    FRAME_FUN, /* NEW_FUN free variables: must end exactly at `end` */
+};
+
+struct frame {
+    size_t remaining; /* values still to read in this container */
+    size_t end;
+    int kind;
+};
+
+struct walk {
+    const uint8_t *p;
+    size_t len;
+    size_t pos;
+};
+
+static size_t avail(const struct walk *w)
+{
+    return w->len - w->pos;
+}
+
+static int take(struct walk *w, size_t n)
+{
+    if (n > avail(w))
+        return -1;
+    w->pos += n;
+    return 0;
+}
+
+static int get8(struct walk *w, uint32_t *v)
+{
+    if (avail(w) < 1)
+        return -1;
+    *v = w->p[w->pos];
+    w->pos += 1;
+    return 0;
+}
+
+static int get16(struct walk *w, uint32_t *v)
+{
+    if (avail(w) < 2)
+        return -1;
+    *v = aemp__get_u16(w->p + w->pos);
+    w->pos += 2;
+    return 0;
+}
+
+static int get32(struct walk *w, uint32_t *v)
+{
+    if (avail(w) < 4)
+        return -1;
+    *v = aemp__get_u32(w->p + w->pos);
+    w->pos += 4;
+    return 0;
+}
+
+static int skip_atom(struct walk *w)
+{
+    uint32_t tag, n;
+    if (get8(w, &tag))
+        return -1;
+    switch (tag) {
+    case ERL_ATOM_EXT:
+        if (get16(w, &n) || n > MAX_LATIN1_ATOM)
+            return -1;
+        break;
+    case ERL_SMALL_ATOM_EXT:
+    case ERL_SMALL_ATOM_UTF8_EXT:
+        if (get8(w, &n))
+            return -1;
+        break;
+    case ERL_ATOM_UTF8_EXT:
+        if (get16(w, &n) || n > AEMP_MAXATOMLEN)
+            return -1;
+        break;
+    default:
+        return -1;
+    }
+    return take(w, n);
+}
+
+/* The integers inside funs and exports, as ei_decode_long reads them. */
+static int skip_small_int(struct walk *w)
+{
+    uint32_t tag, n;
+    if (get8(w, &tag))
+        return -1;
+    switch (tag) {
+    case ERL_SMALL_INTEGER_EXT:
+        return take(w, 1);
+    case ERL_INTEGER_EXT:
+        return take(w, 4);
+    case ERL_SMALL_BIG_EXT:
+        if (get8(w, &n) || n > 8)
+            return -1;
+        return take(w, 1 + (size_t)n);
+    default:
+        return -1;
+    }
+}
+
+static int skip_pid(struct walk *w)
+{
+    uint32_t tag;
+    if (get8(w, &tag))
+        return -1;
+    if (tag != ERL_PID_EXT && tag != ERL_NEW_PID_EXT)
+        return -1;
+    if (skip_atom(w))
+        return -1;
+    return take(w, tag == ERL_PID_EXT ? 9 : 12);
+}
+
+/* ei reads FLOAT_EXT with sscanf, which stops only at a non-number byte:
+ * without a NUL inside the 31 bytes it would read past them. */
+static int check_old_float(const uint8_t *s)
+{
+    char text[OLD_FLOAT_LEN + 1];
+    if (!memchr(s, 0, OLD_FLOAT_LEN))
+        return -1;
+    memcpy(text, s, OLD_FLOAT_LEN);
+    text[OLD_FLOAT_LEN] = 0;
+    char *end;
+    (void)aemp__term_strtod(text, &end);
+    return end == text ? -1 : 0;
+}
+
+static int push(struct frame *st, int *sp, size_t remaining, int kind, size_t end)
+{
+    if (*sp >= AEMP__TERM_MAX_DEPTH)
+        return -1;
+    ++*sp;
+    st[*sp].remaining = remaining;
+    st[*sp].kind = kind;
+    st[*sp].end = end;
+    return 0;
+}
+
+/* One value at w->pos: leaves are skipped, containers push a frame. */
+static int step(struct walk *w, struct frame *st, int *sp)
+{
+    size_t start = w->pos;
+    uint32_t tag, n, m;
+    if (get8(w, &tag))
+        return -1;
+    switch (tag) {
+    case ERL_SMALL_INTEGER_EXT:
+        return take(w, 1);
+    case ERL_INTEGER_EXT:
+        return take(w, 4);
+    case ERL_FLOAT_EXT:
+        if (avail(w) < OLD_FLOAT_LEN || check_old_float(w->p + w->pos))
+            return -1;
+        return take(w, OLD_FLOAT_LEN);
+    case NEW_FLOAT_EXT:
+        return take(w, 8);
+    case ERL_ATOM_EXT:
+    case ERL_SMALL_ATOM_EXT:
+    case ERL_ATOM_UTF8_EXT:
+    case ERL_SMALL_ATOM_UTF8_EXT:
+        w->pos = start;
+        return skip_atom(w);
+    case ERL_REFERENCE_EXT:
+        if (skip_atom(w))
+            return -1;
+        return take(w, 5);
+    case ERL_NEW_REFERENCE_EXT:
+    case ERL_NEWER_REFERENCE_EXT:
+        if (get16(w, &n) || n > MAX_REF_WORDS || skip_atom(w))
+            return -1;
+        return take(w, (tag == ERL_NEW_REFERENCE_EXT ? 1 : 4) + 4 * (size_t)n);
+    case ERL_PORT_EXT:
+        if (skip_atom(w))
+            return -1;
+        return take(w, 5);
+    case ERL_NEW_PORT_EXT:
+        if (skip_atom(w))
+            return -1;
+        return take(w, 8);
+    case ERL_V4_PORT_EXT:
+        if (skip_atom(w))
+            return -1;
+        return take(w, 12);
+    case ERL_PID_EXT:
+    case ERL_NEW_PID_EXT:
+        w->pos = start;
+        return skip_pid(w);
+    case ERL_SMALL_TUPLE_EXT:
+        if (get8(w, &n) || n > avail(w))
+            return -1;
+        return push(st, sp, n, FRAME_SEQ, 0);
+    case ERL_LARGE_TUPLE_EXT:
+        if (get32(w, &n) || n > avail(w))
+            return -1;
+        return push(st, sp, n, FRAME_SEQ, 0);
+    case ERL_MAP_EXT:
+        if (get32(w, &n) || n > avail(w) / 2)
+            return -1;
+        return push(st, sp, 2 * (size_t)n, FRAME_SEQ, 0);
+    case ERL_NIL_EXT:
+        return 0;
+    case ERL_STRING_EXT:
+        if (get16(w, &n))
+            return -1;
+        return take(w, n);
+    case ERL_LIST_EXT:
+        /* n elements and a tail, each at least one byte */
+        if (get32(w, &n) || n >= avail(w))
+            return -1;
+        return push(st, sp, (size_t)n + 1, FRAME_SEQ, 0);
+    case ERL_BINARY_EXT:
+        if (get32(w, &n))
+            return -1;
+        return take(w, n);
+    case ERL_BIT_BINARY_EXT:
+        /* as ei_decode_bitstring: 1..8 bits used in the last byte of a
+         * non-empty bitstring, 0 for an empty one */
+        if (get32(w, &n) || get8(w, &m))
+            return -1;
+        if ((m == 0) != (n == 0) || m > 8)
+            return -1;
+        return take(w, n);
+    case ERL_SMALL_BIG_EXT:
+        if (get8(w, &n))
+            return -1;
+        return take(w, 1 + (size_t)n);
+    case ERL_LARGE_BIG_EXT:
+        if (get32(w, &n) || n > MAX_BIG_BYTES)
+            return -1;
+        return take(w, 1 + (size_t)n);
+    case ERL_NEW_FUN_EXT: {
+        /* Size counts itself and everything after the tag. */
+        if (get32(w, &n) || n < 4 + 1 + 16 + 4 + 4 || n > w->len - start - 1)
+            return -1;
+        size_t end = start + 1 + (size_t)n;
+        uint32_t nfree;
+        if (take(w, 1 + 16 + 4) || get32(w, &nfree))
+            return -1;
+        if (skip_atom(w) || skip_small_int(w) || skip_small_int(w) || skip_pid(w))
+            return -1;
+        if (w->pos > end || nfree > end - w->pos)
+            return -1;
+        return push(st, sp, nfree, FRAME_FUN, end);
+    }
+    case ERL_EXPORT_EXT:
+        if (skip_atom(w) || skip_atom(w))
+            return -1;
+        return skip_small_int(w);
+    case ERL_FUN_EXT: {
+        uint32_t nfree;
+        if (get32(w, &nfree) || skip_pid(w) || skip_atom(w) || skip_small_int(w) ||
+            skip_small_int(w))
+            return -1;
+        if (nfree > avail(w))
+            return -1;
+        return push(st, sp, nfree, FRAME_SEQ, 0);
+    }
+    default:
+        /* ATOM_CACHE_REF, compressed, LOCAL_EXT and unknown tags: ei cannot
+         * decode them (or, for compressed, would need an unbounded inflate) */
+        return -1;
+    }
+}
+
+int aemp__term_validate(const char *buf, size_t len, size_t *used)
+{
+    /* frame 0 stands for the single top-level value; it adds no depth */
+    struct frame st[AEMP__TERM_MAX_DEPTH + 1];
+    int sp = 0;
+    struct walk w = {(const uint8_t *)buf, len, 0};
+
+    if (!buf && len)
+        return AEMP_EBADTERM;
+    /* ei indexes terms with int */
+    if (w.len > (size_t)INT_MAX)
+        w.len = (size_t)INT_MAX;
+    st[0].remaining = 1;
+    st[0].kind = FRAME_SEQ;
+    st[0].end = 0;
+    for (;;) {
+        while (st[sp].remaining == 0) {
+            if (st[sp].kind == FRAME_FUN && w.pos != st[sp].end)
+                return AEMP_EBADTERM;
+            if (sp == 0) {
+                if (used)
+                    *used = w.pos;
+                return 0;
+            }
+            sp--;
+        }
+        st[sp].remaining--;
+        if (step(&w, st, &sp))
+            return AEMP_EBADTERM;
+    }
+}
