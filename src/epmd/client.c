@@ -16,8 +16,7 @@
 
 uint16_t aemp__epmd_port(uint16_t configured)
 {
-    if (configured)
-        return configured;
+    if (configured) return configured;
     const char *e = getenv("ERL_EPMD_PORT");
     if (e && *e) {
         char *end = NULL;
@@ -83,8 +82,7 @@ static void query_deliver(aemp__epmd_query *q)
 
 static void query_unref(aemp__epmd_query *q)
 {
-    if (--q->pending == 0)
-        query_deliver(q);
+    if (--q->pending == 0) query_deliver(q);
 }
 
 static void query_handle_closed(uv_handle_t *h)
@@ -96,8 +94,7 @@ static void query_handle_closed(uv_handle_t *h)
  * close. */
 static void query_finish(aemp__epmd_query *q, int status)
 {
-    if (q->finished)
-        return;
+    if (q->finished) return;
     q->finished = true;
     q->status = status;
     /* The timer counts as one reference, dropped by its close callback. */
@@ -106,8 +103,7 @@ static void query_finish(aemp__epmd_query *q, int status)
         q->pending++;
         uv_close((uv_handle_t *)&q->tcp, query_handle_closed);
     }
-    if (q->gai_pending)
-        uv_cancel((uv_req_t *)&q->gai);
+    if (q->gai_pending) uv_cancel((uv_req_t *)&q->gai);
 }
 
 static void on_timeout(uv_timer_t *t)
@@ -132,8 +128,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     (void)buf;
     aemp__epmd_query *q = s->data;
-    if (q->finished)
-        return;
+    if (q->finished) return;
     if (nread == UV_EOF) {
         if (q->kind == Q_NAMES && q->in.len >= 4) {
             query_finish(q, 0);
@@ -163,8 +158,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     size_t used = 0;
     struct aemp__epmd_node node;
     int rc = aemp__epmd_parse_port2_resp(q->in.data, q->in.len, &result, &node, &used);
-    if (rc == AEMP__EPMD_MORE)
-        return;
+    if (rc == AEMP__EPMD_MORE) return;
     if (rc < 0) {
         AEMP_LOGW("epmd: malformed PORT2_RESP from %s:%u", q->host, (unsigned)q->epmd_port);
         query_finish(q, AEMP_EPROTO);
@@ -191,8 +185,7 @@ static void on_written(uv_write_t *w, int status)
 static void on_connect(uv_connect_t *req, int status)
 {
     aemp__epmd_query *q = req->data;
-    if (q->finished)
-        return;
+    if (q->finished) return;
     if (status < 0) {
         if (status == UV_ECONNREFUSED) {
             query_finish(q, AEMP_ECONNREFUSED);
@@ -206,10 +199,8 @@ static void on_connect(uv_connect_t *req, int status)
     uv_buf_t b = uv_buf_init(q->out.data, (unsigned)q->out.len);
     q->wr.data = q;
     int rc = uv_write(&q->wr, (uv_stream_t *)&q->tcp, &b, 1, on_written);
-    if (rc == 0)
-        rc = uv_read_start((uv_stream_t *)&q->tcp, on_alloc, on_read);
-    if (rc < 0)
-        query_finish(q, AEMP_EIO);
+    if (rc == 0) rc = uv_read_start((uv_stream_t *)&q->tcp, on_alloc, on_read);
+    if (rc < 0) query_finish(q, AEMP_EIO);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -251,11 +242,9 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 static int query_start(uv_loop_t *loop, enum query_kind kind, const char *host, uint16_t epmd_port,
                        const char *alive, aemp__epmd_query **out, aemp__epmd_query **qp)
 {
-    if (!loop || !host || !*host || !out || strlen(host) >= sizeof((*qp)->host))
-        return AEMP_EINVAL;
+    if (!loop || !host || !*host || !out || strlen(host) >= sizeof((*qp)->host)) return AEMP_EINVAL;
     aemp__epmd_query *q = calloc(1, sizeof *q);
-    if (!q)
-        return AEMP_ENOMEM;
+    if (!q) return AEMP_ENOMEM;
     q->loop = loop;
     q->kind = kind;
     q->epmd_port = aemp__epmd_port(epmd_port);
@@ -293,12 +282,10 @@ static int query_start(uv_loop_t *loop, enum query_kind kind, const char *host, 
     return 0;
 }
 
-int aemp__epmd_port_please(uv_loop_t *loop, const char *host, uint16_t epmd_port,
-                           const char *alive, aemp__epmd_port_cb cb, void *arg,
-                           aemp__epmd_query **out)
+int aemp__epmd_port_please(uv_loop_t *loop, const char *host, uint16_t epmd_port, const char *alive,
+                           aemp__epmd_port_cb cb, void *arg, aemp__epmd_query **out)
 {
-    if (!alive || !cb || !aemp__epmd_name_valid(alive, strlen(alive)))
-        return AEMP_EINVAL;
+    if (!alive || !cb || !aemp__epmd_name_valid(alive, strlen(alive))) return AEMP_EINVAL;
     aemp__epmd_query *q = NULL;
     int rc = query_start(loop, Q_PORT, host, epmd_port, alive, out, &q);
     if (rc == 0) {
@@ -308,11 +295,10 @@ int aemp__epmd_port_please(uv_loop_t *loop, const char *host, uint16_t epmd_port
     return rc;
 }
 
-int aemp__epmd_names(uv_loop_t *loop, const char *host, uint16_t epmd_port,
-                     aemp__epmd_names_cb cb, void *arg, aemp__epmd_query **out)
+int aemp__epmd_names(uv_loop_t *loop, const char *host, uint16_t epmd_port, aemp__epmd_names_cb cb,
+                     void *arg, aemp__epmd_query **out)
 {
-    if (!cb)
-        return AEMP_EINVAL;
+    if (!cb) return AEMP_EINVAL;
     aemp__epmd_query *q = NULL;
     int rc = query_start(loop, Q_NAMES, host, epmd_port, NULL, out, &q);
     if (rc == 0) {
@@ -324,8 +310,7 @@ int aemp__epmd_names(uv_loop_t *loop, const char *host, uint16_t epmd_port,
 
 void aemp__epmd_query_cancel(aemp__epmd_query *q)
 {
-    if (!q)
-        return;
+    if (!q) return;
     if (q->finished) {
         /* Decided but not yet delivered: the caller asked for ECLOSED. */
         q->status = AEMP_ECLOSED;

@@ -12,12 +12,10 @@
 
 bool aemp__epmd_name_valid(const char *p, size_t len)
 {
-    if (len == 0 || len > AEMP__EPMD_MAX_NAME)
-        return false;
+    if (len == 0 || len > AEMP__EPMD_MAX_NAME) return false;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)p[i];
-        if (c < 0x20 || c == 0x7f)
-            return false;
+        if (c < 0x20 || c == 0x7f) return false;
     }
     return true;
 }
@@ -26,8 +24,7 @@ int aemp__epmd_node_init(struct aemp__epmd_node *n, const char *name, uint16_t p
                          uint8_t node_type)
 {
     size_t len = strlen(name);
-    if (!aemp__epmd_name_valid(name, len))
-        return AEMP_EINVAL;
+    if (!aemp__epmd_name_valid(name, len)) return AEMP_EINVAL;
     memset(n, 0, sizeof *n);
     n->port = port;
     n->node_type = node_type;
@@ -63,31 +60,27 @@ static int put_node(aemp_buf *b, const struct aemp__epmd_node *n)
 
 int aemp__epmd_build_alive2_req(aemp_buf *b, const struct aemp__epmd_node *n)
 {
-    if (!node_valid(n))
-        return AEMP_EINVAL;
+    if (!node_valid(n)) return AEMP_EINVAL;
     size_t start = b->len;
     size_t body = 1 + ALIVE2_FIXED + n->name_len + 2 + n->extra_len;
     int rc = aemp__buf_reserve(b, 2 + body);
     rc = rc ? rc : aemp__buf_put_u16(b, (uint16_t)body);
     rc = rc ? rc : aemp__buf_put_u8(b, AEMP__EPMD_ALIVE2_REQ);
     rc = rc ? rc : put_node(b, n);
-    if (rc)
-        b->len = start;
+    if (rc) b->len = start;
     return rc;
 }
 
 int aemp__epmd_build_port_please2_req(aemp_buf *b, const char *name)
 {
     size_t len = strlen(name);
-    if (!aemp__epmd_name_valid(name, len))
-        return AEMP_EINVAL;
+    if (!aemp__epmd_name_valid(name, len)) return AEMP_EINVAL;
     size_t start = b->len;
     int rc = aemp__buf_reserve(b, 3 + len);
     rc = rc ? rc : aemp__buf_put_u16(b, (uint16_t)(1 + len));
     rc = rc ? rc : aemp__buf_put_u8(b, AEMP__EPMD_PORT_PLEASE2_REQ);
     rc = rc ? rc : aemp__buf_append(b, name, len);
-    if (rc)
-        b->len = start;
+    if (rc) b->len = start;
     return rc;
 }
 
@@ -121,15 +114,13 @@ int aemp__epmd_build_port2_resp(aemp_buf *b, const struct aemp__epmd_node *n)
         uint8_t resp[2] = {AEMP__EPMD_PORT2_RESP, 1};
         return aemp__buf_append(b, resp, sizeof resp);
     }
-    if (!node_valid(n))
-        return AEMP_EINVAL;
+    if (!node_valid(n)) return AEMP_EINVAL;
     size_t start = b->len;
     int rc = aemp__buf_reserve(b, 2 + PORT2_FIXED + n->name_len + 2 + n->extra_len);
     rc = rc ? rc : aemp__buf_put_u8(b, AEMP__EPMD_PORT2_RESP);
     rc = rc ? rc : aemp__buf_put_u8(b, 0);
     rc = rc ? rc : put_node(b, n);
-    if (rc)
-        b->len = start;
+    if (rc) b->len = start;
     return rc;
 }
 
@@ -141,8 +132,7 @@ int aemp__epmd_build_names_resp(aemp_buf *b, uint32_t epmd_port)
 int aemp__epmd_build_names_line(aemp_buf *b, const char *name, uint16_t port)
 {
     size_t len = strlen(name);
-    if (!aemp__epmd_name_valid(name, len))
-        return AEMP_EINVAL;
+    if (!aemp__epmd_name_valid(name, len)) return AEMP_EINVAL;
     char tail[32];
     int k = snprintf(tail, sizeof tail, " at port %u\n", (unsigned)port);
     size_t start = b->len;
@@ -150,8 +140,7 @@ int aemp__epmd_build_names_line(aemp_buf *b, const char *name, uint16_t port)
     rc = rc ? rc : aemp__buf_append(b, "name ", 5);
     rc = rc ? rc : aemp__buf_append(b, name, len);
     rc = rc ? rc : aemp__buf_append(b, tail, (size_t)k);
-    if (rc)
-        b->len = start;
+    if (rc) b->len = start;
     return rc;
 }
 
@@ -162,24 +151,17 @@ int aemp__epmd_build_names_line(aemp_buf *b, const char *name, uint16_t port)
  */
 static int get_node(const uint8_t *p, size_t len, struct aemp__epmd_node *n, size_t *used)
 {
-    if (len < ALIVE2_FIXED)
-        return AEMP__EPMD_MORE;
+    if (len < ALIVE2_FIXED) return AEMP__EPMD_MORE;
     size_t nlen = aemp__get_u16(p + 8);
-    if (nlen == 0)
-        return AEMP_EPROTO;
-    if (nlen > AEMP__EPMD_MAX_NAME)
-        return AEMP_ETOOBIG;
-    if (len < ALIVE2_FIXED + nlen + 2)
-        return AEMP__EPMD_MORE;
+    if (nlen == 0) return AEMP_EPROTO;
+    if (nlen > AEMP__EPMD_MAX_NAME) return AEMP_ETOOBIG;
+    if (len < ALIVE2_FIXED + nlen + 2) return AEMP__EPMD_MORE;
     const char *name = (const char *)p + ALIVE2_FIXED;
-    if (!aemp__epmd_name_valid(name, nlen))
-        return AEMP_EPROTO;
+    if (!aemp__epmd_name_valid(name, nlen)) return AEMP_EPROTO;
     size_t elen = aemp__get_u16(p + ALIVE2_FIXED + nlen);
-    if (elen > AEMP__EPMD_MAX_EXTRA)
-        return AEMP_ETOOBIG;
+    if (elen > AEMP__EPMD_MAX_EXTRA) return AEMP_ETOOBIG;
     size_t total = ALIVE2_FIXED + nlen + 2 + elen;
-    if (len < total)
-        return AEMP__EPMD_MORE;
+    if (len < total) return AEMP__EPMD_MORE;
     n->port = aemp__get_u16(p);
     n->node_type = p[2];
     n->protocol = p[3];
@@ -198,15 +180,11 @@ int aemp__epmd_parse_req(const void *buf, size_t len, size_t max_len, struct aem
                          size_t *consumed)
 {
     const uint8_t *p = buf;
-    if (len < 2)
-        return AEMP__EPMD_MORE;
+    if (len < 2) return AEMP__EPMD_MORE;
     size_t rlen = aemp__get_u16(p);
-    if (rlen == 0)
-        return AEMP_EPROTO;
-    if (rlen > max_len)
-        return AEMP_ETOOBIG;
-    if (len < 2 + rlen)
-        return AEMP__EPMD_MORE;
+    if (rlen == 0) return AEMP_EPROTO;
+    if (rlen > max_len) return AEMP_ETOOBIG;
+    if (len < 2 + rlen) return AEMP__EPMD_MORE;
     const uint8_t *body = p + 3;
     size_t blen = rlen - 1;
     memset(req, 0, sizeof *req);
@@ -217,15 +195,12 @@ int aemp__epmd_parse_req(const void *buf, size_t len, size_t max_len, struct aem
         size_t used = 0;
         int rc = get_node(body, blen, &req->node, &used);
         /* The frame is complete, so a node cut short is malformed. */
-        if (rc == AEMP__EPMD_MORE || (rc == 0 && used != blen))
-            return AEMP_EPROTO;
+        if (rc == AEMP__EPMD_MORE || (rc == 0 && used != blen)) return AEMP_EPROTO;
         return rc;
     }
     case AEMP__EPMD_PORT_PLEASE2_REQ:
-        if (blen > AEMP__EPMD_MAX_NAME)
-            return AEMP_ETOOBIG;
-        if (!aemp__epmd_name_valid((const char *)body, blen))
-            return AEMP_EPROTO;
+        if (blen > AEMP__EPMD_MAX_NAME) return AEMP_ETOOBIG;
+        if (!aemp__epmd_name_valid((const char *)body, blen)) return AEMP_EPROTO;
         memcpy(req->node.name, body, blen);
         req->node.name[blen] = 0;
         req->node.name_len = blen;
@@ -237,12 +212,11 @@ int aemp__epmd_parse_req(const void *buf, size_t len, size_t max_len, struct aem
     }
 }
 
-int aemp__epmd_parse_alive2_resp(const void *buf, size_t len, uint8_t *result,
-                                 uint32_t *creation, size_t *consumed)
+int aemp__epmd_parse_alive2_resp(const void *buf, size_t len, uint8_t *result, uint32_t *creation,
+                                 size_t *consumed)
 {
     const uint8_t *p = buf;
-    if (len < 1)
-        return AEMP__EPMD_MORE;
+    if (len < 1) return AEMP__EPMD_MORE;
     size_t need;
     if (p[0] == AEMP__EPMD_ALIVE2_X_RESP)
         need = 6;
@@ -250,8 +224,7 @@ int aemp__epmd_parse_alive2_resp(const void *buf, size_t len, uint8_t *result,
         need = 4;
     else
         return AEMP_EPROTO;
-    if (len < need)
-        return AEMP__EPMD_MORE;
+    if (len < need) return AEMP__EPMD_MORE;
     *result = p[1];
     *creation = need == 6 ? aemp__get_u32(p + 2) : aemp__get_u16(p + 2);
     *consumed = need;
@@ -262,12 +235,9 @@ int aemp__epmd_parse_port2_resp(const void *buf, size_t len, uint8_t *result,
                                 struct aemp__epmd_node *n, size_t *consumed)
 {
     const uint8_t *p = buf;
-    if (len < 1)
-        return AEMP__EPMD_MORE;
-    if (p[0] != AEMP__EPMD_PORT2_RESP)
-        return AEMP_EPROTO;
-    if (len < 2)
-        return AEMP__EPMD_MORE;
+    if (len < 1) return AEMP__EPMD_MORE;
+    if (p[0] != AEMP__EPMD_PORT2_RESP) return AEMP_EPROTO;
+    if (len < 2) return AEMP__EPMD_MORE;
     if (p[1] != 0) {
         *result = p[1];
         *consumed = 2;
@@ -275,18 +245,15 @@ int aemp__epmd_parse_port2_resp(const void *buf, size_t len, uint8_t *result,
     }
     size_t used = 0;
     int rc = get_node(p + 2, len - 2, n, &used);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     *result = 0;
     *consumed = 2 + used;
     return 0;
 }
 
-int aemp__epmd_parse_names_resp(const void *buf, size_t len, uint32_t *epmd_port,
-                                size_t *text_off)
+int aemp__epmd_parse_names_resp(const void *buf, size_t len, uint32_t *epmd_port, size_t *text_off)
 {
-    if (len < 4)
-        return AEMP__EPMD_MORE;
+    if (len < 4) return AEMP__EPMD_MORE;
     *epmd_port = aemp__get_u32(buf);
     *text_off = 4;
     return 0;
@@ -295,12 +262,10 @@ int aemp__epmd_parse_names_resp(const void *buf, size_t len, uint32_t *epmd_port
 /* Parse a decimal port at s[0..len) exactly; -1 if it is not one. */
 static long parse_port(const char *s, size_t len)
 {
-    if (len == 0 || len > 5)
-        return -1;
+    if (len == 0 || len > 5) return -1;
     long v = 0;
     for (size_t i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
+        if (s[i] < '0' || s[i] > '9') return -1;
         v = v * 10 + (s[i] - '0');
     }
     return v <= 65535 ? v : -1;
@@ -318,17 +283,13 @@ int aemp__epmd_names_find(const char *text, size_t len, const char *name, uint16
         size_t llen = nl ? (size_t)(nl - line) : len - pos;
         pos += llen + (nl ? 1 : 0);
         size_t fixed = sizeof pre - 1 + sizeof mid - 1;
-        if (llen <= fixed + nlen)
-            continue;
-        if (memcmp(line, pre, sizeof pre - 1) != 0)
-            continue;
+        if (llen <= fixed + nlen) continue;
+        if (memcmp(line, pre, sizeof pre - 1) != 0) continue;
         const char *n = line + sizeof pre - 1;
-        if (memcmp(n, name, nlen) != 0 || memcmp(n + nlen, mid, sizeof mid - 1) != 0)
-            continue;
+        if (memcmp(n, name, nlen) != 0 || memcmp(n + nlen, mid, sizeof mid - 1) != 0) continue;
         const char *num = n + nlen + sizeof mid - 1;
         long v = parse_port(num, (size_t)(line + llen - num));
-        if (v < 0)
-            continue;
+        if (v < 0) continue;
         *port = (uint16_t)v;
         return 0;
     }

@@ -89,15 +89,14 @@ int aemp__epmd_parse_req(const void *buf, size_t len, size_t max_len, struct aem
 
 /* Client side: ALIVE2_X_RESP (6 bytes) or ALIVE2_RESP (4 bytes). *result is
  * EPMD's result byte (0: registered, else the name is taken). */
-int aemp__epmd_parse_alive2_resp(const void *buf, size_t len, uint8_t *result,
-                                 uint32_t *creation, size_t *consumed);
+int aemp__epmd_parse_alive2_resp(const void *buf, size_t len, uint8_t *result, uint32_t *creation,
+                                 size_t *consumed);
 /* Client side: PORT2_RESP; n is filled only when *result is 0. */
 int aemp__epmd_parse_port2_resp(const void *buf, size_t len, uint8_t *result,
                                 struct aemp__epmd_node *n, size_t *consumed);
 /* Client side: the whole NAMES answer once the server closed: the EPMD port,
  * then the text from *text_off to len. AEMP__EPMD_MORE if under 4 bytes. */
-int aemp__epmd_parse_names_resp(const void *buf, size_t len, uint32_t *epmd_port,
-                                size_t *text_off);
+int aemp__epmd_parse_names_resp(const void *buf, size_t len, uint32_t *epmd_port, size_t *text_off);
 /* Look for the line "name <name> at port <N>" in a NAMES text: 0 and *port,
  * or AEMP_ENONODE. Malformed lines are skipped. */
 int aemp__epmd_names_find(const char *text, size_t len, const char *name, uint16_t *port);

@@ -24,11 +24,11 @@
 #define FIRST_RACE_RETRIES 5
 
 enum reg_state {
-    R_IDLE,        /* waiting for the retry timer */
-    R_CONNECTING,  /* connect in progress */
-    R_WAIT_REPLY,  /* ALIVE2_REQ sent */
-    R_REGISTERED,  /* connection open: we are registered */
-    R_FAILED,      /* first attempt failed and was reported: nothing more */
+    R_IDLE,       /* waiting for the retry timer */
+    R_CONNECTING, /* connect in progress */
+    R_WAIT_REPLY, /* ALIVE2_REQ sent */
+    R_REGISTERED, /* connection open: we are registered */
+    R_FAILED,     /* first attempt failed and was reported: nothing more */
 };
 
 struct conn {
@@ -64,10 +64,8 @@ static void attempt(struct aemp__epmd_reg *r);
 
 static void reg_unref(struct aemp__epmd_reg *r)
 {
-    if (--r->open > 0 || !r->closing)
-        return;
-    if (r->done)
-        r->done(r->done_arg);
+    if (--r->open > 0 || !r->closing) return;
+    if (r->done) r->done(r->done_arg);
     free(r);
 }
 
@@ -84,8 +82,7 @@ static void conn_closed(uv_handle_t *h)
 static void conn_drop(struct aemp__epmd_reg *r)
 {
     struct conn *c = r->conn;
-    if (!c)
-        return;
+    if (!c) return;
     r->conn = NULL;
     c->closing = true;
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
@@ -96,8 +93,7 @@ static void on_timer(uv_timer_t *t);
 static uint32_t random_below(uint32_t n)
 {
     uint32_t v = 0;
-    if (aemp__random(&v, sizeof v) != 0)
-        v = (uint32_t)uv_hrtime();
+    if (aemp__random(&v, sizeof v) != 0) v = (uint32_t)uv_hrtime();
     return n ? v % n : 0;
 }
 
@@ -109,8 +105,7 @@ static void retry_later(struct aemp__epmd_reg *r)
     uint64_t delay = RETRY_MIN_MS + random_below(RETRY_SPREAD_MS);
     int shift = r->failures < 8 ? r->failures : 8;
     delay <<= shift;
-    if (delay > RETRY_MAX_MS)
-        delay = RETRY_MAX_MS - random_below(RETRY_SPREAD_MS);
+    if (delay > RETRY_MAX_MS) delay = RETRY_MAX_MS - random_below(RETRY_SPREAD_MS);
     r->failures++;
     uv_timer_start(&r->timer, on_timer, delay, 0);
 }
@@ -182,8 +177,8 @@ static void registered(struct aemp__epmd_reg *r, uint32_t creation)
 static void name_taken(struct aemp__epmd_reg *r)
 {
     if (!r->ever_registered) {
-        AEMP_LOGW("epmd: the name '%s' is already registered with EPMD on port %u",
-                  r->node.name, (unsigned)r->epmd_port);
+        AEMP_LOGW("epmd: the name '%s' is already registered with EPMD on port %u", r->node.name,
+                  (unsigned)r->epmd_port);
         fail_first(r, AEMP_EEXIST);
         return;
     }
@@ -195,8 +190,8 @@ static void name_taken(struct aemp__epmd_reg *r)
         r->cb(AEMP_EEXIST, 0, r->arg);
         return;
     }
-    AEMP_LOGW("epmd: re-registering '%s': name still registered on port %u, retrying",
-              r->node.name, (unsigned)r->epmd_port);
+    AEMP_LOGW("epmd: re-registering '%s': name still registered on port %u, retrying", r->node.name,
+              (unsigned)r->epmd_port);
     retry_later(r);
 }
 
@@ -205,8 +200,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     (void)buf;
     struct conn *c = s->data;
     struct aemp__epmd_reg *r = c->r;
-    if (c->closing)
-        return;
+    if (c->closing) return;
     if (nread < 0) {
         if (r->state == R_REGISTERED) {
             AEMP_LOGI("epmd: lost the EPMD connection on port %u (%s); re-registering '%s'",
@@ -228,8 +222,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     uint32_t creation = 0;
     size_t used = 0;
     int rc = aemp__epmd_parse_alive2_resp(c->in.data, c->in.len, &result, &creation, &used);
-    if (rc == AEMP__EPMD_MORE)
-        return;
+    if (rc == AEMP__EPMD_MORE) return;
     if (rc < 0) {
         attempt_failed(r, AEMP_EPROTO, "malformed answer (is this an EPMD?)");
         return;
@@ -245,17 +238,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void on_written(uv_write_t *w, int status)
 {
     struct conn *c = w->data;
-    if (status < 0 && !c->closing)
-        attempt_failed(c->r, AEMP_EIO, uv_strerror(status));
+    if (status < 0 && !c->closing) attempt_failed(c->r, AEMP_EIO, uv_strerror(status));
 }
 
 static int start_server(struct aemp__epmd_reg *r)
 {
-    if (r->server)
-        return AEMP_EEXIST;
+    if (r->server) return AEMP_EEXIST;
     int rc = aemp__epmd_server_start(r->loop, r->epmd_port, &r->server);
-    if (rc == 0)
-        r->open++;
+    if (rc == 0) r->open++;
     return rc;
 }
 
@@ -263,8 +253,7 @@ static void on_connect(uv_connect_t *req, int status)
 {
     struct conn *c = req->data;
     struct aemp__epmd_reg *r = c->r;
-    if (c->closing)
-        return;
+    if (c->closing) return;
     if (status == UV_ECONNREFUSED) {
         int rc = start_server(r);
         if (rc == 0) {
@@ -292,10 +281,8 @@ static void on_connect(uv_connect_t *req, int status)
     c->write.data = c;
     uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
     int rc = uv_write(&c->write, (uv_stream_t *)&c->tcp, &b, 1, on_written);
-    if (rc == 0)
-        rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    if (rc < 0)
-        attempt_failed(r, AEMP_EIO, uv_strerror(rc));
+    if (rc == 0) rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (rc < 0) attempt_failed(r, AEMP_EIO, uv_strerror(rc));
 }
 
 static void attempt(struct aemp__epmd_reg *r)
@@ -303,16 +290,13 @@ static void attempt(struct aemp__epmd_reg *r)
     /* After a lost connection, whoever binds the port first serves it. */
     if (r->ever_registered && !r->server) {
         int rc = start_server(r);
-        if (rc == 0)
-            AEMP_LOGI("epmd: took over the EPMD port %u", (unsigned)r->epmd_port);
+        if (rc == 0) AEMP_LOGI("epmd: took over the EPMD port %u", (unsigned)r->epmd_port);
     }
     struct conn *c = calloc(1, sizeof *c);
     int rc = c ? 0 : AEMP_ENOMEM;
-    if (rc == 0)
-        rc = aemp__epmd_build_alive2_req(&c->out, &r->node);
+    if (rc == 0) rc = aemp__epmd_build_alive2_req(&c->out, &r->node);
     if (rc) {
-        if (c)
-            aemp_buf_free(&c->out);
+        if (c) aemp_buf_free(&c->out);
         free(c);
         attempt_failed(r, rc, aemp_strerror(rc));
         return;
@@ -328,19 +312,16 @@ static void attempt(struct aemp__epmd_reg *r)
     uv_ip4_addr("127.0.0.1", r->epmd_port, &addr);
     c->connect.data = c;
     rc = uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&addr, on_connect);
-    if (rc < 0)
-        attempt_failed(r, AEMP_EIO, uv_strerror(rc));
+    if (rc < 0) attempt_failed(r, AEMP_EIO, uv_strerror(rc));
 }
 
 int aemp__epmd_reg_start(uv_loop_t *loop, uint16_t epmd_port, const char *alive,
                          uint16_t listen_port, aemp__epmd_reg_cb cb, void *arg,
                          aemp__epmd_reg **out)
 {
-    if (!loop || !alive || !cb || !out)
-        return AEMP_EINVAL;
+    if (!loop || !alive || !cb || !out) return AEMP_EINVAL;
     struct aemp__epmd_reg *r = calloc(1, sizeof *r);
-    if (!r)
-        return AEMP_ENOMEM;
+    if (!r) return AEMP_ENOMEM;
     int rc = aemp__epmd_node_init(&r->node, alive, listen_port, AEMP__EPMD_NODE_HIDDEN);
     if (rc) {
         free(r);
@@ -373,8 +354,7 @@ static void server_closed(void *arg)
 
 void aemp__epmd_reg_close(aemp__epmd_reg *r, void (*done)(void *arg), void *arg)
 {
-    if (!r || r->closing)
-        return;
+    if (!r || r->closing) return;
     r->closing = true;
     r->done = done;
     r->done_arg = arg;

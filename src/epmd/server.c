@@ -50,18 +50,15 @@ struct wreq {
 
 static void server_maybe_done(struct aemp__epmd_server *s)
 {
-    if (!s->closing || s->open_handles > 0)
-        return;
-    if (s->done)
-        s->done(s->done_arg);
+    if (!s->closing || s->open_handles > 0) return;
+    if (s->done) s->done(s->done_arg);
     free(s);
 }
 
 static void client_handle_closed(uv_handle_t *h)
 {
     struct client *c = h->data;
-    if (--c->open_handles > 0)
-        return;
+    if (--c->open_handles > 0) return;
     struct aemp__epmd_server *s = c->srv;
     aemp_buf_free(&c->in);
     free(c);
@@ -71,19 +68,16 @@ static void client_handle_closed(uv_handle_t *h)
 
 static void client_close(struct client *c)
 {
-    if (c->closing)
-        return;
+    if (c->closing) return;
     c->closing = true;
     struct aemp__epmd_server *s = c->srv;
     if (c->prev)
         c->prev->next = c->next;
     else
         s->clients = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    if (c->next) c->next->prev = c->prev;
     s->nclients--;
-    if (c->registered)
-        AEMP_LOGD("epmd server: '%s' unregistered", c->node.name);
+    if (c->registered) AEMP_LOGD("epmd server: '%s' unregistered", c->node.name);
     uv_close((uv_handle_t *)&c->idle, client_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, client_handle_closed);
 }
@@ -94,8 +88,7 @@ static void write_done(uv_write_t *req, int status)
     struct client *c = w->c;
     if (status < 0 && status != UV_ECANCELED)
         AEMP_LOGD("epmd server: write to %s failed: %s", c->peer, uv_strerror(status));
-    if ((status < 0 || w->close_after) && !c->closing)
-        client_close(c);
+    if ((status < 0 || w->close_after) && !c->closing) client_close(c);
     aemp_buf_free(&w->data);
     free(w);
 }
@@ -127,16 +120,14 @@ static void client_send(struct client *c, aemp_buf *data, bool close_after)
 static struct client *find_registered(struct aemp__epmd_server *s, const char *name)
 {
     for (struct client *c = s->clients; c; c = c->next)
-        if (c->registered && strcmp(c->node.name, name) == 0)
-            return c;
+        if (c->registered && strcmp(c->node.name, name) == 0) return c;
     return NULL;
 }
 
 static uint32_t take_creation(struct aemp__epmd_server *s)
 {
     uint32_t cr = s->next_creation++;
-    if (cr == 0)
-        cr = s->next_creation++;
+    if (cr == 0) cr = s->next_creation++;
     return cr;
 }
 
@@ -144,8 +135,8 @@ static void handle_alive2(struct client *c, const struct aemp__epmd_req *req)
 {
     struct aemp__epmd_server *s = c->srv;
     if (!c->local) {
-        AEMP_LOGW("epmd server: peer %s: ALIVE2 for '%s' from a non-local address refused",
-                  c->peer, req->node.name);
+        AEMP_LOGW("epmd server: peer %s: ALIVE2 for '%s' from a non-local address refused", c->peer,
+                  req->node.name);
         client_close(c);
         return;
     }
@@ -153,8 +144,7 @@ static void handle_alive2(struct client *c, const struct aemp__epmd_req *req)
     bool extended = req->node.highest >= AEMP__EPMD_DIST_VERSION;
     aemp_buf out = AEMP_BUF_INIT;
     if (find_registered(s, req->node.name)) {
-        AEMP_LOGI("epmd server: peer %s: name '%s' is already registered", c->peer,
-                  req->node.name);
+        AEMP_LOGI("epmd server: peer %s: name '%s' is already registered", c->peer, req->node.name);
         if (aemp__epmd_build_alive2_resp(&out, 1, 0, extended) == 0)
             client_send(c, &out, true);
         else
@@ -162,8 +152,7 @@ static void handle_alive2(struct client *c, const struct aemp__epmd_req *req)
         return;
     }
     uint32_t creation = take_creation(s);
-    if (!extended)
-        creation = creation % 3 + 1;
+    if (!extended) creation = creation % 3 + 1;
     if (aemp__epmd_build_alive2_resp(&out, 0, creation, extended) != 0) {
         client_close(c);
         return;
@@ -195,8 +184,7 @@ static void handle_names(struct client *c)
     aemp_buf out = AEMP_BUF_INIT;
     int rc = aemp__epmd_build_names_resp(&out, s->port);
     for (struct client *r = s->clients; r && rc == 0; r = r->next)
-        if (r->registered)
-            rc = aemp__epmd_build_names_line(&out, r->node.name, r->node.port);
+        if (r->registered) rc = aemp__epmd_build_names_line(&out, r->node.name, r->node.port);
     if (rc) {
         aemp_buf_free(&out);
         client_close(c);
@@ -221,9 +209,12 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static const char *req_error(int rc)
 {
     switch (rc) {
-    case AEMP_ETOOBIG: return "request too long";
-    case AEMP_ENOTSUP: return "unknown request code";
-    default: return "malformed request";
+    case AEMP_ETOOBIG:
+        return "request or name too long";
+    case AEMP_ENOTSUP:
+        return "unknown request code";
+    default:
+        return "malformed request";
     }
 }
 
@@ -231,8 +222,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     (void)buf;
     struct client *c = stream->data;
-    if (c->closing)
-        return;
+    if (c->closing) return;
     if (nread < 0) {
         if (nread == UV_ENOBUFS)
             AEMP_LOGW("epmd server: peer %s: out of memory", c->peer);
@@ -245,16 +235,14 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     if (c->registered && c->in.len > 0) {
         /* Erlang sends nothing after ALIVE2: anything else is a confused
          * or hostile peer, and closing unregisters it. */
-        AEMP_LOGW("epmd server: peer %s: data after registration of '%s'", c->peer,
-                  c->node.name);
+        AEMP_LOGW("epmd server: peer %s: data after registration of '%s'", c->peer, c->node.name);
         client_close(c);
         return;
     }
     struct aemp__epmd_req req;
     size_t used = 0;
     int rc = aemp__epmd_parse_req(c->in.data, c->in.len, AEMP__EPMD_MAX_REQ, &req, &used);
-    if (rc == AEMP__EPMD_MORE)
-        return;
+    if (rc == AEMP__EPMD_MORE) return;
     if (rc < 0) {
         if (rc == AEMP_ENOTSUP)
             AEMP_LOGW("epmd server: peer %s: %s %u", c->peer, req_error(rc), (unsigned)req.code);
@@ -271,7 +259,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     }
     aemp__buf_reset(&c->in);
     switch (req.code) {
-    case AEMP__EPMD_ALIVE2_REQ: handle_alive2(c, &req); break;
+    case AEMP__EPMD_ALIVE2_REQ:
+        handle_alive2(c, &req);
+        break;
     case AEMP__EPMD_PORT_PLEASE2_REQ:
         uv_read_stop(stream);
         handle_port_please(c, &req);
@@ -296,8 +286,7 @@ static void describe_peer(struct client *c)
     struct sockaddr_storage ss;
     int len = sizeof ss;
     aemp__strlcpy(c->peer, "?", sizeof c->peer);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
-        return;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0) return;
     char host[48] = "?";
     unsigned port = 0;
     if (ss.ss_family == AF_INET) {
@@ -334,8 +323,7 @@ static void on_connection(uv_stream_t *server, int status)
     c->open_handles = 2;
     s->open_handles++;
     c->next = s->clients;
-    if (s->clients)
-        s->clients->prev = c;
+    if (s->clients) s->clients->prev = c;
     s->clients = c;
     s->nclients++;
     int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
@@ -347,8 +335,8 @@ static void on_connection(uv_stream_t *server, int status)
     describe_peer(c);
     if (s->nclients > AEMP__EPMD_MAX_CLIENTS) {
         if (!s->full_logged)
-            AEMP_LOGW("epmd server: %d connections: refusing peer %s and others", AEMP__EPMD_MAX_CLIENTS,
-                      c->peer);
+            AEMP_LOGW("epmd server: %d connections: refusing peer %s and others",
+                      AEMP__EPMD_MAX_CLIENTS, c->peer);
         s->full_logged = true;
         client_close(c);
         return;
@@ -356,8 +344,7 @@ static void on_connection(uv_stream_t *server, int status)
     s->full_logged = false;
     uv_timer_start(&c->idle, on_idle, AEMP__EPMD_IDLE_MS, 0);
     rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    if (rc < 0)
-        client_close(c);
+    if (rc < 0) client_close(c);
 }
 
 static void listener_closed(uv_handle_t *h)
@@ -370,8 +357,7 @@ static void listener_closed(uv_handle_t *h)
 int aemp__epmd_server_start(uv_loop_t *loop, uint16_t port, aemp__epmd_server **out)
 {
     struct aemp__epmd_server *s = calloc(1, sizeof *s);
-    if (!s)
-        return AEMP_ENOMEM;
+    if (!s) return AEMP_ENOMEM;
     s->loop = loop;
     s->port = port;
     if (aemp__random(&s->next_creation, sizeof s->next_creation) != 0)
@@ -387,12 +373,10 @@ int aemp__epmd_server_start(uv_loop_t *loop, uint16_t port, aemp__epmd_server **
     uv_ip4_addr("0.0.0.0", port, &addr);
     rc = uv_tcp_bind(&s->listener, (const struct sockaddr *)&addr, 0);
     /* libuv may keep a bind error until listen: check both. */
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&s->listener, LISTEN_BACKLOG, on_connection);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, LISTEN_BACKLOG, on_connection);
     if (rc < 0) {
         if (rc != UV_EADDRINUSE)
-            AEMP_LOGW("epmd server: cannot listen on port %u: %s", (unsigned)port,
-                      uv_strerror(rc));
+            AEMP_LOGW("epmd server: cannot listen on port %u: %s", (unsigned)port, uv_strerror(rc));
         /* Freed by the close callback; the caller never sees s. */
         s->closing = true;
         uv_close((uv_handle_t *)&s->listener, listener_closed);
@@ -405,8 +389,7 @@ int aemp__epmd_server_start(uv_loop_t *loop, uint16_t port, aemp__epmd_server **
 
 void aemp__epmd_server_close(aemp__epmd_server *s, void (*done)(void *arg), void *arg)
 {
-    if (!s || s->closing)
-        return;
+    if (!s || s->closing) return;
     s->closing = true;
     s->done = done;
     s->done_arg = arg;

@@ -96,7 +96,7 @@ static void on_registered(int status, uint32_t creation, void *arg)
     if (status)
         AEMP_LOGE("EPMD registration of %s failed: %s", n->name,
                   status == AEMP_EEXIST ? "the name is taken" : aemp_strerror(status));
-    else
+    else if (!n->client_only)
         AEMP_LOGI("registered %s with EPMD (port %u)", n->name, n->listen_port);
     if (!n->ready_reported) {
         n->ready_reported = true;

@@ -1,0 +1,421 @@
+/*
+ * test_node.c - two or three C nodes in one process, on one loop, talking
+ * over real TCP through an embedded EPMD on a private port: connections on
+ * demand, queued messages, simultaneous connects, failures, ports.
+ */
+#include <criterion/criterion.h>
+
+#include "aemp.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAXMSG 64
+
+struct node_ctx {
+    aemp_node *node;
+    int ready;     /* 1 ok, <0 error */
+    int ups, downs, fails;
+    int last_fail_err;
+    size_t last_dropped;
+    char last_peer[AEMP_MAXNODELEN + 1];
+};
+
+struct sink {
+    int count;
+    int64_t values[MAXMSG];
+    int with_from;
+    aemp_addr from;
+};
+
+static uv_loop_t loop;
+static uint16_t epmd_port;
+
+static void setup(void)
+{
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    /* A private EPMD port so that tests never touch a real epmd. */
+    epmd_port = (uint16_t)(20000 + (uv_os_getpid() * 7 + rand()) % 30000);
+    aemp_log_set_level(AEMP_LOG_ERROR);
+}
+
+static void walk_close(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void teardown(void)
+{
+    uv_walk(&loop, walk_close, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    *(int *)t->data = 1;
+}
+
+/* Run the loop until *flag is true or the deadline passes. */
+static int run_until(int *flag, unsigned ms)
+{
+    int expired = 0;
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    t.data = &expired;
+    uv_timer_start(&t, on_deadline, ms, 0);
+    while (!*flag && !expired)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    return *flag;
+}
+
+static void on_ready(aemp_node *n, int status, void *arg)
+{
+    struct node_ctx *c = arg;
+    c->ready = status ? status : 1;
+}
+
+static void on_nodes(aemp_node *n, const char *peer, int up, const char *reason, void *arg)
+{
+    struct node_ctx *c = arg;
+    if (up)
+        c->ups++;
+    else
+        c->downs++;
+    snprintf(c->last_peer, sizeof c->last_peer, "%s", peer);
+}
+
+static void on_fail(aemp_node *n, const char *peer, int err, const char *reason, size_t dropped,
+                    void *arg)
+{
+    struct node_ctx *c = arg;
+    c->fails++;
+    c->last_fail_err = err;
+    c->last_dropped = dropped;
+}
+
+static void start_node(struct node_ctx *c, const char *name, const char *cookie)
+{
+    memset(c, 0, sizeof *c);
+    aemp_node_config cfg = {0};
+    cfg.name = name;
+    cfg.cookie = cookie;
+    cfg.epmd_port = epmd_port;
+    cfg.ready_cb = on_ready;
+    cfg.ready_arg = c;
+    cfg.nodes_cb = on_nodes;
+    cfg.nodes_arg = c;
+    cfg.fail_cb = on_fail;
+    cfg.fail_arg = c;
+    cr_assert_eq(aemp_node_create(&loop, &cfg, &c->node), 0);
+    cr_assert(run_until(&c->ready, 5000), "node %s not ready", name);
+    cr_assert_eq(c->ready, 1, "registration of %s failed: %d", name, c->ready);
+}
+
+static void on_closed(void *arg)
+{
+    *(int *)arg = 1;
+}
+
+static void stop_node(struct node_ctx *c)
+{
+    int closed = 0;
+    aemp_node_close(c->node, on_closed, &closed);
+    cr_assert(run_until(&closed, 5000), "node did not close");
+}
+
+static void sink_cb(aemp_node *n, aemp_port self, const aemp_term *msg, const aemp_addr *from,
+                    void *arg)
+{
+    struct sink *s = arg;
+    aemp_cursor cur = aemp_cursor_of(msg);
+    uint32_t arity;
+    char tag[32];
+    int64_t v = -1;
+    if (aemp_get_tuple(&cur, &arity) == 0 && arity == 2 &&
+        aemp_get_atom(&cur, tag, sizeof tag) == 0 && strcmp(tag, "n") == 0)
+        aemp_get_int64(&cur, &v);
+    if (s->count < MAXMSG)
+        s->values[s->count] = v;
+    s->count++;
+    if (from) {
+        s->with_from = 1;
+        s->from = *from;
+    }
+}
+
+static int count_reached(struct sink *s, int n)
+{
+    return s->count >= n;
+}
+
+static int wait_sink(struct sink *s, int n, unsigned ms)
+{
+    int expired = 0;
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    t.data = &expired;
+    uv_timer_start(&t, on_deadline, ms, 0);
+    while (!count_reached(s, n) && !expired)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    return count_reached(s, n);
+}
+
+static void name_addr(aemp_addr *a, const aemp_node *n, const char *reg)
+{
+    cr_assert_eq(aemp_addr_name(a, aemp_node_name(n), reg), 0);
+}
+
+TestSuite(node, .init = setup, .fini = teardown, .timeout = 60);
+
+Test(node, send_to_name_connects_on_demand_and_keeps_order)
+{
+    struct node_ctx a, b;
+    start_node(&a, "a@127.0.0.1", "secret");
+    start_node(&b, "b@127.0.0.1", "secret");
+    struct sink s = {0};
+    aemp_port p;
+    cr_assert_eq(aemp_port_open(b.node, sink_cb, &s, &p), 0);
+    cr_assert_eq(aemp_register(b.node, "sink", p), 0);
+    aemp_addr to;
+    name_addr(&to, b.node, "sink");
+    /* Sent before any connection exists: queued, then delivered in order. */
+    for (int i = 0; i < 40; i++)
+        cr_assert_eq(aemp_sendf(a.node, (aemp_port){0}, &to, "{n, ~i}", (int64_t)i), 0);
+    cr_assert(wait_sink(&s, 40, 5000), "only %d of 40 arrived", s.count);
+    for (int i = 0; i < 40; i++)
+        cr_assert_eq(s.values[i], i);
+    cr_assert_eq(a.ups, 1);
+    cr_assert_eq(b.ups, 1);
+    cr_assert(aemp_node_is_up(a.node, "b@127.0.0.1"));
+    stop_node(&a);
+    cr_assert(run_until(&b.downs, 5000), "b saw no node down");
+    cr_assert_str_eq(b.last_peer, "a@127.0.0.1");
+    stop_node(&b);
+}
+
+Test(node, send_to_pid_with_sender)
+{
+    struct node_ctx a, b;
+    start_node(&a, "a@127.0.0.1", "secret");
+    start_node(&b, "b@127.0.0.1", "secret");
+    struct sink s = {0}, unused = {0};
+    aemp_port p, from;
+    cr_assert_eq(aemp_port_open(b.node, sink_cb, &s, &p), 0);
+    cr_assert_eq(aemp_port_open(a.node, sink_cb, &unused, &from), 0);
+    aemp_addr to, fa;
+    cr_assert_eq(aemp_port_addr(b.node, p, &to), 0);
+    cr_assert_eq(aemp_port_addr(a.node, from, &fa), 0);
+    cr_assert_eq(aemp_sendf(a.node, from, &to, "{n, ~i}", (int64_t)7), 0);
+    cr_assert(wait_sink(&s, 1, 5000));
+    cr_assert_eq(s.values[0], 7);
+    cr_assert(s.with_from);
+    cr_assert(aemp_addr_equal(&s.from, &fa), "sender not reported");
+    stop_node(&a);
+    stop_node(&b);
+}
+
+Test(node, simultaneous_connect_delivers_both_ways)
+{
+    struct node_ctx a, b;
+    start_node(&a, "a@127.0.0.1", "secret");
+    start_node(&b, "b@127.0.0.1", "secret");
+    struct sink sa = {0}, sb = {0};
+    aemp_port pa, pb;
+    cr_assert_eq(aemp_port_open(a.node, sink_cb, &sa, &pa), 0);
+    cr_assert_eq(aemp_port_open(b.node, sink_cb, &sb, &pb), 0);
+    aemp_register(a.node, "sink", pa);
+    aemp_register(b.node, "sink", pb);
+    aemp_addr ta, tb;
+    name_addr(&ta, a.node, "sink");
+    name_addr(&tb, b.node, "sink");
+    /* Both start connecting in the same loop turn. */
+    for (int i = 0; i < 20; i++) {
+        aemp_sendf(a.node, (aemp_port){0}, &tb, "{n, ~i}", (int64_t)i);
+        aemp_sendf(b.node, (aemp_port){0}, &ta, "{n, ~i}", (int64_t)i);
+    }
+    cr_assert(wait_sink(&sa, 20, 8000), "a got %d", sa.count);
+    cr_assert(wait_sink(&sb, 20, 8000), "b got %d", sb.count);
+    for (int i = 0; i < 20; i++) {
+        cr_assert_eq(sa.values[i], i);
+        cr_assert_eq(sb.values[i], i);
+    }
+    cr_assert_eq(a.fails, 0);
+    cr_assert_eq(b.fails, 0);
+    cr_assert_eq(a.ups, 1, "a: %d ups", a.ups);
+    cr_assert_eq(b.ups, 1, "b: %d ups", b.ups);
+    stop_node(&a);
+    stop_node(&b);
+}
+
+Test(node, wrong_cookie_fails_and_drops_queued)
+{
+    struct node_ctx a, b;
+    start_node(&a, "a@127.0.0.1", "secret");
+    start_node(&b, "b@127.0.0.1", "other");
+    aemp_addr to;
+    name_addr(&to, b.node, "sink");
+    for (int i = 0; i < 3; i++)
+        aemp_sendf(a.node, (aemp_port){0}, &to, "{n, ~i}", (int64_t)i);
+    cr_assert(run_until(&a.fails, 5000), "no failure reported");
+    cr_assert_eq(a.last_fail_err, AEMP_EAUTH);
+    cr_assert_eq(a.last_dropped, 3);
+    cr_assert_eq(a.ups, 0);
+    cr_assert_eq(b.ups, 0);
+    stop_node(&a);
+    stop_node(&b);
+}
+
+Test(node, unknown_node_fails)
+{
+    struct node_ctx a;
+    start_node(&a, "a@127.0.0.1", "secret");
+    aemp_addr to;
+    cr_assert_eq(aemp_addr_name(&to, "nosuch@127.0.0.1", "x"), 0);
+    aemp_sendf(a.node, (aemp_port){0}, &to, "{n, 1}");
+    cr_assert(run_until(&a.fails, 5000));
+    cr_assert_eq(a.last_fail_err, AEMP_ENONODE);
+    cr_assert_eq(a.last_dropped, 1);
+    stop_node(&a);
+}
+
+Test(node, name_taken_is_refused)
+{
+    struct node_ctx a;
+    start_node(&a, "a@127.0.0.1", "secret");
+    struct node_ctx b;
+    memset(&b, 0, sizeof b);
+    aemp_node_config cfg = {0};
+    cfg.name = "a@127.0.0.1";
+    cfg.cookie = "secret";
+    cfg.epmd_port = epmd_port;
+    cfg.ready_cb = on_ready;
+    cfg.ready_arg = &b;
+    cr_assert_eq(aemp_node_create(&loop, &cfg, &b.node), 0);
+    cr_assert(run_until(&b.ready, 5000));
+    cr_assert_eq(b.ready, AEMP_EEXIST);
+    stop_node(&b);
+    stop_node(&a);
+}
+
+/* ------------------------------------------------------------------ */
+/* local ports                                                         */
+/* ------------------------------------------------------------------ */
+
+struct bouncer {
+    int hits;
+    int limit;
+};
+
+static void bounce_cb(aemp_node *n, aemp_port self, const aemp_term *msg, const aemp_addr *from,
+                      void *arg)
+{
+    struct bouncer *b = arg;
+    b->hits++;
+    if (b->hits < b->limit) {
+        aemp_addr me;
+        aemp_port_addr(n, self, &me);
+        aemp_sendf(n, self, &me, "{n, ~i}", (int64_t)b->hits);
+    }
+}
+
+Test(node, self_send_recursion_is_bounded)
+{
+    struct node_ctx a;
+    start_node(&a, "a@127.0.0.1", "secret");
+    struct bouncer b = {0, 100000};
+    aemp_port p;
+    cr_assert_eq(aemp_port_open(a.node, bounce_cb, &b, &p), 0);
+    aemp_addr me;
+    aemp_port_addr(a.node, p, &me);
+    /* 100,000 nested sends would overflow the stack if delivered inline. */
+    aemp_sendf(a.node, p, &me, "{n, 0}");
+    int expired = 0;
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    t.data = &expired;
+    uv_timer_start(&t, on_deadline, 20000, 0);
+    while (b.hits < b.limit && !expired)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    cr_assert_eq(b.hits, b.limit);
+    stop_node(&a);
+}
+
+Test(node, ports_are_never_reused_and_stale_ids_are_detected)
+{
+    struct node_ctx a;
+    start_node(&a, "a@127.0.0.1", "secret");
+    struct sink s = {0};
+    aemp_port p1, p2;
+    cr_assert_eq(aemp_port_open(a.node, sink_cb, &s, &p1), 0);
+    aemp_addr a1;
+    cr_assert_eq(aemp_port_addr(a.node, p1, &a1), 0);
+    cr_assert_eq(aemp_register(a.node, "x", p1), 0);
+    cr_assert_eq(aemp_port_close(a.node, p1), 0);
+    cr_assert_eq(aemp_port_addr(a.node, p1, &a1), AEMP_ENOENT);
+    /* the name is released with the port */
+    cr_assert_eq(aemp_port_open(a.node, sink_cb, &s, &p2), 0);
+    cr_assert_neq(p1.id, p2.id);
+    cr_assert_eq(aemp_register(a.node, "x", p2), 0);
+    cr_assert_eq(aemp_register(a.node, "x", p2), AEMP_EEXIST);
+    /* a message to the dead pid is dropped, not delivered to p2 */
+    cr_assert_eq(aemp_sendf(a.node, (aemp_port){0}, &a1, "{n, 1}"), 0);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    cr_assert_eq(s.count, 0);
+    aemp_port got;
+    cr_assert_eq(aemp_port_of_addr(a.node, &a1, &got), AEMP_ENOENT);
+    stop_node(&a);
+}
+
+static void closing_cb(aemp_node *n, aemp_port self, const aemp_term *msg, const aemp_addr *from,
+                       void *arg)
+{
+    int *hits = arg;
+    (*hits)++;
+    aemp_port_close(n, self); /* a port may kill itself inside its callback */
+}
+
+Test(node, port_closing_itself_in_callback)
+{
+    struct node_ctx a;
+    start_node(&a, "a@127.0.0.1", "secret");
+    int hits = 0;
+    aemp_port p;
+    cr_assert_eq(aemp_port_open(a.node, closing_cb, &hits, &p), 0);
+    aemp_addr me;
+    aemp_port_addr(a.node, p, &me);
+    aemp_sendf(a.node, (aemp_port){0}, &me, "{n, 1}");
+    aemp_sendf(a.node, (aemp_port){0}, &me, "{n, 2}");
+    uv_run(&loop, UV_RUN_NOWAIT);
+    cr_assert_eq(hits, 1);
+    stop_node(&a);
+}
+
+Test(node, bad_arguments)
+{
+    aemp_node *n = NULL;
+    aemp_node_config cfg = {0};
+    cfg.cookie = "c";
+    cr_assert_eq(aemp_node_create(&loop, &cfg, &n), AEMP_EINVAL);
+    cfg.name = "@host";
+    cr_assert_eq(aemp_node_create(&loop, &cfg, &n), AEMP_EINVAL);
+    cfg.name = "a@b@c";
+    cr_assert_eq(aemp_node_create(&loop, &cfg, &n), AEMP_EINVAL);
+    cr_assert_null(n);
+    struct node_ctx a;
+    start_node(&a, "a@127.0.0.1", "secret");
+    aemp_addr to;
+    memset(&to, 0, sizeof to);
+    aemp_term empty = {NULL, 0};
+    cr_assert_eq(aemp_send(a.node, (aemp_port){0}, &to, &empty), AEMP_EINVAL);
+    cr_assert_eq(aemp_node_connect(a.node, "nohost"), AEMP_EINVAL);
+    cr_assert_eq(aemp_node_connect(a.node, "a@127.0.0.1"), AEMP_EINVAL);
+    stop_node(&a);
+}
