@@ -14,7 +14,10 @@ static void usage(FILE *f)
                "  aemp run NAME [--cookie C] [--port P]   run a node with an `echo` port\n"
                "  aemp ping NODE [--cookie C]             check that NODE answers\n"
                "  aemp names [HOST]                       list EPMD registrations\n"
+               "  aemp gencert DIR [--name N] [HOST...]   make a CA and a node certificate\n"
                "  aemp version\n"
+               "run and ping take --tls-cert FILE --tls-key FILE --tls-ca FILE for TLS\n"
+               "distribution (as erl -proto_dist inet_tls).\n"
                "NAME and NODE are alive@host, or alive for alive@<short host name>.\n"
                "The cookie defaults to ~/.erlang.cookie; AEMP_LOG=debug|info|warn|error\n"
                "sets the log level, ERL_EPMD_PORT the EPMD port.\n");
@@ -24,6 +27,7 @@ struct opts {
     const char *name;
     const char *cookie;
     unsigned port;
+    const char *tls_cert, *tls_key, *tls_ca;
 };
 
 static int parse_opts(int argc, char **argv, struct opts *o)
@@ -31,6 +35,12 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--cookie") == 0 && i + 1 < argc) {
             o->cookie = argv[++i];
+        } else if (strcmp(argv[i], "--tls-cert") == 0 && i + 1 < argc) {
+            o->tls_cert = argv[++i];
+        } else if (strcmp(argv[i], "--tls-key") == 0 && i + 1 < argc) {
+            o->tls_key = argv[++i];
+        } else if (strcmp(argv[i], "--tls-ca") == 0 && i + 1 < argc) {
+            o->tls_ca = argv[++i];
         } else if (strcmp(argv[i], "--port") == 0 && i + 1 < argc) {
             char *end;
             unsigned long p = strtoul(argv[++i], &end, 10);
@@ -142,6 +152,9 @@ static int cmd_run(int argc, char **argv)
     cfg.name = o.name;
     cfg.cookie = o.cookie;
     cfg.listen_port = (uint16_t)o.port;
+    cfg.tls_cert = o.tls_cert;
+    cfg.tls_key = o.tls_key;
+    cfg.tls_ca = o.tls_ca;
     cfg.ready_cb = on_ready;
     cfg.ready_arg = &st;
     cfg.nodes_cb = on_nodes;
@@ -250,6 +263,9 @@ static int cmd_ping(int argc, char **argv)
     cfg.name = myname;
     cfg.cookie = o.cookie;
     cfg.client_only = 1;
+    cfg.tls_cert = o.tls_cert;
+    cfg.tls_key = o.tls_key;
+    cfg.tls_ca = o.tls_ca;
     cfg.nodes_cb = ping_nodes;
     cfg.nodes_arg = &st;
     cfg.fail_cb = ping_fail;
@@ -306,6 +322,59 @@ static int cmd_names(int argc, char **argv)
     return rc;
 }
 
+/* ------------------------------------------------------------------ */
+/* gencert                                                            */
+/* ------------------------------------------------------------------ */
+
+static int cmd_gencert(int argc, char **argv)
+{
+    const char *dir = NULL, *name = "node";
+    const char *hosts[64];
+    size_t nhosts = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
+            name = argv[++i];
+        else if (argv[i][0] == '-') {
+            fprintf(stderr, "aemp: unknown option '%s'\n", argv[i]);
+            return 2;
+        } else if (!dir)
+            dir = argv[i];
+        else if (nhosts < 60)
+            hosts[nhosts++] = argv[i];
+    }
+    if (!dir) {
+        usage(stderr);
+        return 2;
+    }
+    /* By default: this host's names and the loopback address. */
+    char host[256], fqdn[256];
+    if (nhosts == 0) {
+        size_t hl = sizeof host;
+        if (uv_os_gethostname(host, &hl) == 0) {
+            memcpy(fqdn, host, sizeof fqdn);
+            char *dot = strchr(host, '.');
+            if (dot)
+                *dot = 0;
+            hosts[nhosts++] = host;
+            if (strcmp(fqdn, host) != 0)
+                hosts[nhosts++] = fqdn;
+        }
+        hosts[nhosts++] = "localhost";
+        hosts[nhosts++] = "127.0.0.1";
+    }
+    int rc = aemp_tls_gencert(dir, name, hosts, nhosts);
+    if (rc) {
+        fprintf(stderr, "aemp: gencert failed: %s\n", aemp_strerror(rc));
+        return 1;
+    }
+    printf("CA:          %s/ca.pem (key %s/ca.key)\n", dir, dir);
+    printf("certificate: %s/%s.pem (key %s/%s.key) for", dir, name, dir, name);
+    for (size_t i = 0; i < nhosts; i++)
+        printf(" %s", hosts[i]);
+    printf("\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -319,6 +388,8 @@ int main(int argc, char **argv)
         return cmd_ping(argc - 2, argv + 2);
     if (strcmp(cmd, "names") == 0)
         return cmd_names(argc - 2, argv + 2);
+    if (strcmp(cmd, "gencert") == 0)
+        return cmd_gencert(argc - 2, argv + 2);
     if (strcmp(cmd, "version") == 0) {
         printf("aemp %s\n", AEMP_VERSION);
         return 0;

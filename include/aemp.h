@@ -247,6 +247,17 @@ typedef struct aemp_node_config {
     /* Nonzero: do not listen or register with EPMD (a node that only makes
      * outgoing connections, as `aemp ping` uses). */
     int client_only;
+    /* TLS distribution, as `erl -proto_dist inet_tls`: PEM file names of
+     * this node's certificate chain, its private key, and the CA
+     * certificates to trust. With tls_cert set, every connection (in and
+     * out) is TLS from the first byte. Peers are verified by default: a peer
+     * must present a certificate signed by the CA and naming the host part of
+     * its node name. */
+    const char *tls_cert;
+    const char *tls_key;
+    const char *tls_ca;
+    /* Nonzero: do not verify peer certificates (for tests only). */
+    int tls_no_verify;
 } aemp_node_config;
 
 /*
@@ -309,6 +320,20 @@ int aemp_port_of_addr(aemp_node *node, const aemp_addr *addr, aemp_port *out);
 int aemp_send(aemp_node *node, aemp_port from, const aemp_addr *to, const aemp_term *msg);
 /* aemp_term_format() then aemp_send(). */
 int aemp_sendf(aemp_node *node, aemp_port from, const aemp_addr *to, const char *fmt, ...);
+
+/* ------------------------------------------------------------------ */
+/* TLS certificates                                                    */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Make certificates for TLS distribution in dir (created with mode 0700 if
+ * missing): a CA (dir/ca.pem, dir/ca.key; reused when present, so several
+ * nodes can share it) and a certificate for a node signed by that CA
+ * (dir/NAME.pem, dir/NAME.key) valid for each entry of hosts (host names
+ * and IP addresses; hosts[0] is also its common name). EC P-256 keys, 10
+ * years validity; key files have mode 0600.
+ */
+int aemp_tls_gencert(const char *dir, const char *name, const char *const *hosts, size_t nhosts);
 
 /* ------------------------------------------------------------------ */
 /* EPMD                                                                */

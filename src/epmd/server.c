@@ -144,6 +144,7 @@ static void handle_alive2(struct client *c, const struct aemp__epmd_req *req)
     bool extended = req->node.highest >= AEMP__EPMD_DIST_VERSION;
     aemp_buf out = AEMP_BUF_INIT;
     if (find_registered(s, req->node.name)) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
         AEMP_LOGI("epmd server: peer %s: name '%s' is already registered", c->peer, req->node.name);
         if (aemp__epmd_build_alive2_resp(&out, 1, 0, extended) == 0)
             client_send(c, &out, true);

@@ -73,6 +73,9 @@ static void conn_free(aemp__conn *c)
     aemp_buf_free(&c->wbuf);
     aemp_buf_free(&c->wflight);
     aemp_buf_free(&c->pend);
+    aemp_buf_free(&c->cbuf);
+    aemp_buf_free(&c->tbuf);
+    aemp__tls_free(c->tls);
     memset(c->hs.cookie, 0, sizeof c->hs.cookie);
     free(c);
     aemp__node_maybe_finish_close(n);
@@ -181,7 +184,21 @@ static void flush(aemp__conn *c)
 {
     if (c->writing || !c->tcp_init || c->state == AEMP__C_CLOSING)
         return;
-    if (c->wbuf.len == 0) {
+    aemp_buf *out = &c->wbuf;
+    if (c->tls) {
+        /* Plaintext waits in wbuf until TLS is established. */
+        if (c->wbuf.len && aemp__tls_established(c->tls)) {
+            int rc = aemp__tls_write(c->tls, c->wbuf.data, c->wbuf.len, &c->tbuf);
+            c->wbuf.len = 0;
+            if (rc) {
+                AEMP_LOGW("connection to %s: %s", c->peer, aemp__tls_error(c->tls));
+                aemp__conn_close(c, rc, aemp__tls_error(c->tls));
+                return;
+            }
+        }
+        out = &c->tbuf;
+    }
+    if (out->len == 0) {
         if (c->shutdown) {
             c->shutdown = false;
             c->sreq.data = c;
@@ -194,9 +211,9 @@ static void flush(aemp__conn *c)
     }
     /* Swap: new sends accumulate while this batch is written. */
     aemp_buf t = c->wflight;
-    c->wflight = c->wbuf;
-    c->wbuf = t;
-    c->wbuf.len = 0;
+    c->wflight = *out;
+    *out = t;
+    out->len = 0;
     uv_buf_t b = uv_buf_init(c->wflight.data, (unsigned)c->wflight.len);
     c->wreq.data = c;
     int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
@@ -253,6 +270,16 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     aemp__conn *c = h->data;
     size_t want = READ_CHUNK;
+    if (c->tls) {
+        if (aemp__buf_reserve(&c->cbuf, want)) {
+            buf->base = NULL;
+            buf->len = 0;
+            return;
+        }
+        buf->base = c->cbuf.data + c->cbuf.len;
+        buf->len = c->cbuf.cap - c->cbuf.len;
+        return;
+    }
     /* A large packet in progress: read straight into its final place. */
     if (c->state == AEMP__C_UP && c->rbuf.len >= 4) {
         size_t plen = aemp__get_u32(c->rbuf.data);
@@ -299,6 +326,15 @@ static void handshake_done(aemp__conn *c)
 {
     aemp_node *n = c->node;
     aemp__strlcpy(c->peer, c->hs.peer_name, sizeof c->peer);
+    if (c->tls && !c->initiator) {
+        /* A certificate vouches for a host: the node name must match it. */
+        const char *host = strchr(c->peer, '@') + 1;
+        if (aemp__tls_check_peer_host(c->tls, host)) {
+            AEMP_LOGW("refused connection from %s: %s", c->peer, aemp__tls_error(c->tls));
+            aemp__conn_close(c, AEMP_EAUTH, aemp__tls_error(c->tls));
+            return;
+        }
+    }
     c->flags = aemp__hs_flags(&c->hs);
     aemp__conn *old = aemp__map_get(&n->conn_by_name, c->peer, strlen(c->peer));
     if (old && old != c) {
@@ -363,8 +399,11 @@ static void handshake_input(aemp__conn *c)
         /* We refused: the status message is the first and only thing we
          * wrote, small enough to hand to the socket at once. */
         AEMP_LOGI("refused connection from %s: %s", who, c->hs.error);
-        if (c->wbuf.len) {
-            uv_buf_t b = uv_buf_init(c->wbuf.data, (unsigned)c->wbuf.len);
+        aemp_buf *out = &c->wbuf;
+        if (c->tls && aemp__tls_write(c->tls, c->wbuf.data, c->wbuf.len, &c->tbuf) == 0)
+            out = &c->tbuf;
+        if (out->len) {
+            uv_buf_t b = uv_buf_init(out->data, (unsigned)out->len);
             (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
         }
     }
@@ -398,8 +437,34 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         aemp__conn_close(c, AEMP_ENOMEM, "out of memory");
         return;
     }
-    c->rbuf.len += (size_t)nread;
     c->last_recv_ms = aemp__now_ms(c->node);
+    if (c->tls) {
+        c->cbuf.len += (size_t)nread;
+        int rc = aemp__tls_feed(c->tls, c->cbuf.data, c->cbuf.len, &c->rbuf, &c->tbuf);
+        c->cbuf.len = 0;
+        if (c->tbuf.len)
+            mark_dirty(c);
+        if (rc) {
+            const char *who = c->peer[0] ? c->peer : c->ip;
+            AEMP_LOGW("TLS connection with %s failed: %s", who, aemp__tls_error(c->tls));
+            aemp__conn_close(c, rc, aemp__tls_error(c->tls));
+            return;
+        }
+        if (!aemp__tls_established(c->tls))
+            return;
+        if (c->initiator && !c->hs_started) {
+            c->hs_started = true;
+            if (aemp__hs_start(&c->hs, &c->wbuf)) {
+                aemp__conn_close(c, AEMP_ENOMEM, "handshake start failed");
+                return;
+            }
+            mark_dirty(c);
+        }
+        if (c->rbuf.len == 0)
+            return;
+    } else {
+        c->rbuf.len += (size_t)nread;
+    }
     if (c->state == AEMP__C_HANDSHAKE)
         handshake_input(c);
     else if (c->state == AEMP__C_UP)
@@ -470,7 +535,11 @@ static void on_connection(uv_stream_t *server, int status)
         snprintf(c->ip, sizeof c->ip, "%s:%u", ip, ntohs(sin->sin_port));
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    aemp__hs_init(&c->hs, AEMP__HS_ACCEPTOR, 2, n->name, n->cookie, n->creation,
+    if (n->tls_ctx && aemp__tls_new(n->tls_ctx, true, NULL, &c->tls)) {
+        aemp__conn_close(c, AEMP_ENOMEM, "out of memory");
+        return;
+    }
+    aemp__hs_init(&c->hs, AEMP__HS_ACCEPTOR, c->tls ? 4 : 2, n->name, n->cookie, n->creation,
                   aemp__dflags_offered(), NULL);
     c->hs.decide = decide;
     c->hs.decide_arg = c;
@@ -493,10 +562,19 @@ static void on_connect(uv_connect_t *req, int status)
     uv_tcp_nodelay(&c->tcp, 1);
     c->state = AEMP__C_HANDSHAKE;
     aemp_node *n = c->node;
-    int rc = aemp__hs_init(&c->hs, AEMP__HS_INITIATOR, 2, n->name, n->cookie, n->creation,
-                           aemp__dflags_offered(), c->peer);
+    int rc = 0;
+    if (n->tls_ctx) {
+        rc = aemp__tls_new(n->tls_ctx, false, c->host, &c->tls);
+        if (!rc)
+            rc = aemp__tls_start(c->tls, &c->tbuf);
+    }
     if (!rc)
+        rc = aemp__hs_init(&c->hs, AEMP__HS_INITIATOR, c->tls ? 4 : 2, n->name, n->cookie,
+                           n->creation, aemp__dflags_offered(), c->peer);
+    if (!rc && !c->tls) {
+        c->hs_started = true;
         rc = aemp__hs_start(&c->hs, &c->wbuf);
+    }
     if (!rc)
         rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (rc)

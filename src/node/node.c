@@ -152,6 +152,16 @@ int aemp_node_create(uv_loop_t *loop, const aemp_node_config *cfg, aemp_node **o
     n->fail_cb = cfg->fail_cb;
     n->fail_arg = cfg->fail_arg;
     n->client_only = cfg->client_only != 0;
+    if (cfg->tls_cert || cfg->tls_key || cfg->tls_ca) {
+        aemp__tls_config tc = {cfg->tls_cert, cfg->tls_key, cfg->tls_ca, !cfg->tls_no_verify};
+        char err[512];
+        rc = aemp__tls_ctx_new(&tc, &n->tls_ctx, err, sizeof err);
+        if (rc) {
+            AEMP_LOGE("TLS set-up failed: %s", err);
+            free(n);
+            return rc;
+        }
+    }
     aemp__map_init(&n->conn_by_name);
     aemp__map_init(&n->ports);
     aemp__map_init(&n->names);
@@ -225,6 +235,7 @@ void aemp__node_maybe_finish_close(aemp_node *n)
     aemp__map_free(&n->ports);
     aemp__map_free(&n->names);
     aemp_buf_free(&n->deferred);
+    aemp__tls_ctx_free(n->tls_ctx);
     memset(n->cookie, 0, sizeof n->cookie);
     free(n);
     if (cb)

@@ -6,6 +6,7 @@
 #define AEMP_NODE_INT_H
 
 #include "../aemp_impl.h"
+#include "../dist/tls.h"
 #include "../util/map.h"
 
 #include <ei.h>
@@ -86,6 +87,10 @@ struct aemp__conn {
     aemp__epmd_query *query;
     char ip[64];
     aemp__hs hs;
+    bool hs_started;
+    aemp__tls *tls;   /* NULL on plain TCP */
+    aemp_buf cbuf;    /* TLS: ciphertext received */
+    aemp_buf tbuf;    /* TLS: ciphertext to send */
     uint64_t flags; /* negotiated, once up */
     aemp_buf rbuf;
     aemp_buf wbuf;    /* queued, written at the end of this loop turn */
@@ -138,6 +143,7 @@ struct aemp_node {
     aemp_fail_cb fail_cb;
     void *fail_arg;
 
+    aemp__tls_ctx *tls_ctx; /* NULL: plain TCP */
     uv_tcp_t listener;
     bool listener_init;
     uv_timer_t timer;       /* ticks and handshake timeouts */

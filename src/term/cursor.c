@@ -279,12 +279,7 @@ int aemp_get_double(aemp_cursor *c, double *v)
         return 0;
     }
     if (p[0] == ERL_FLOAT_EXT && have(c, 32)) {
-        char text[32];
-        memcpy(text, p + 1, 31);
-        text[31] = 0;
-        char *end;
-        d = aemp__term_strtod(text, &end);
-        if (end == text)
+        if (aemp__term_old_float((const char *)p + 1, &d))
             return AEMP_ENOMATCH;
         if (v)
             *v = d;

@@ -97,16 +97,41 @@ static int put_charlist(aemp_buf *b, const char *s)
     return 0;
 }
 
+/* Integers as Erlang encodes them: the smallest of SMALL_INTEGER_EXT,
+ * INTEGER_EXT (any int32; ei's encoder stops at 28 bits) and SMALL_BIG_EXT. */
+static int put_integer(aemp_buf *b, int neg, uint64_t mag)
+{
+    uint8_t d[11];
+    size_t n = 0;
+    if (!neg && mag <= 0xff) {
+        d[n++] = ERL_SMALL_INTEGER_EXT;
+        d[n++] = (uint8_t)mag;
+    } else if ((!neg && mag <= INT32_MAX) || (neg && mag <= (uint64_t)INT32_MAX + 1)) {
+        uint32_t v = neg ? (uint32_t)(0u - (uint32_t)mag) : (uint32_t)mag;
+        d[n++] = ERL_INTEGER_EXT;
+        aemp__put_u32(d + n, v);
+        n += 4;
+    } else {
+        d[n++] = ERL_SMALL_BIG_EXT;
+        d[n++] = 0; /* digit count, set below */
+        d[n++] = neg ? 1 : 0;
+        while (mag) {
+            d[n++] = (uint8_t)mag;
+            mag >>= 8;
+        }
+        d[1] = (uint8_t)(n - 3);
+    }
+    return aemp__buf_append(b, d, n);
+}
+
 static int put_i64(aemp_buf *b, int64_t v)
 {
-    EI_PUT(b, ei_encode_longlong(buf_, &ix_, (EI_LONGLONG)v));
-    return 0;
+    return v < 0 ? put_integer(b, 1, (uint64_t)0 - (uint64_t)v) : put_integer(b, 0, (uint64_t)v);
 }
 
 static int put_u64(aemp_buf *b, uint64_t v)
 {
-    EI_PUT(b, ei_encode_ulonglong(buf_, &ix_, (EI_ULONGLONG)v));
-    return 0;
+    return put_integer(b, 0, v);
 }
 
 static int put_double(aemp_buf *b, double d)
@@ -280,11 +305,9 @@ static int number(struct fmt *f)
     }
     if (overflow)
         return AEMP_EINVAL;
-    if (!neg)
-        return put_u64(f->b, mag);
-    if (mag > (uint64_t)INT64_MAX + 1)
+    if (neg && mag > (uint64_t)INT64_MAX + 1)
         return AEMP_EINVAL;
-    return put_i64(f->b, mag == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)mag);
+    return put_integer(f->b, neg && mag != 0, mag);
 }
 
 static int value(struct fmt *f);

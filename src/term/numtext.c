@@ -51,3 +51,26 @@ int aemp__term_fmt_double(char *out, size_t size, double d)
     }
     return snprintf(out, size, "%s", tmp);
 }
+
+int aemp__term_old_float(const char *text31, double *out)
+{
+    char text[32];
+    const char *nul = memchr(text31, 0, 31);
+    /* without a NUL in its 31 bytes, ei's sscanf would read past them */
+    if (!nul || nul == text31)
+        return -1;
+    size_t n = (size_t)(nul - text31);
+    /* only what Erlang's "%.20e" writes: hex, inf, nan and spaces, which
+     * strtod and sscanf treat differently, are refused */
+    if (strspn(text31, "0123456789.eE+-") != n)
+        return -1;
+    memcpy(text, text31, n);
+    text[n] = 0;
+    char *end;
+    double d = aemp__term_strtod(text, &end);
+    if (end != text + n)
+        return -1;
+    if (out)
+        *out = d;
+    return 0;
+}

@@ -25,6 +25,10 @@ locale_t aemp__term_c_locale(void);
 /* strtod in the "C" locale. */
 double aemp__term_strtod(const char *s, char **end);
 
+/* Parse the 31-byte text of an old FLOAT_EXT; -1 unless it is a number
+ * followed by NULs, the only form ei's decoder reads consistently. */
+int aemp__term_old_float(const char *text31, double *out);
+
 /*
  * Erlang float text for d (shortest that reads back as d, always with a '.'
  * as Erlang's syntax needs) into out; returns its length (< size), or

@@ -116,10 +116,18 @@ static int skip_small_int(struct walk *w)
         return take(w, 1);
     case ERL_INTEGER_EXT:
         return take(w, 4);
-    case ERL_SMALL_BIG_EXT:
-        if (get8(w, &n) || n > 8)
+    case ERL_SMALL_BIG_EXT: {
+        /* must fit ei's long long, or ei_decode_long refuses it */
+        uint32_t sign;
+        if (get8(w, &n) || n > 8 || get8(w, &sign) || n > avail(w))
             return -1;
-        return take(w, 1 + (size_t)n);
+        uint64_t mag = 0;
+        for (uint32_t i = 0; i < n; i++)
+            mag |= (uint64_t)w->p[w->pos + i] << (8 * i);
+        if (mag > (sign ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX))
+            return -1;
+        return take(w, n);
+    }
     default:
         return -1;
     }
@@ -135,20 +143,6 @@ static int skip_pid(struct walk *w)
     if (skip_atom(w))
         return -1;
     return take(w, tag == ERL_PID_EXT ? 9 : 12);
-}
-
-/* ei reads FLOAT_EXT with sscanf, which stops only at a non-number byte:
- * without a NUL inside the 31 bytes it would read past them. */
-static int check_old_float(const uint8_t *s)
-{
-    char text[OLD_FLOAT_LEN + 1];
-    if (!memchr(s, 0, OLD_FLOAT_LEN))
-        return -1;
-    memcpy(text, s, OLD_FLOAT_LEN);
-    text[OLD_FLOAT_LEN] = 0;
-    char *end;
-    (void)aemp__term_strtod(text, &end);
-    return end == text ? -1 : 0;
 }
 
 static int push(struct frame *st, int *sp, size_t remaining, int kind, size_t end)
@@ -175,7 +169,8 @@ static int step(struct walk *w, struct frame *st, int *sp)
     case ERL_INTEGER_EXT:
         return take(w, 4);
     case ERL_FLOAT_EXT:
-        if (avail(w) < OLD_FLOAT_LEN || check_old_float(w->p + w->pos))
+        if (avail(w) < OLD_FLOAT_LEN ||
+            aemp__term_old_float((const char *)w->p + w->pos, NULL))
             return -1;
         return take(w, OLD_FLOAT_LEN);
     case NEW_FLOAT_EXT:
