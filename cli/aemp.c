@@ -17,7 +17,8 @@ static void usage(FILE *f)
                "  aemp gencert DIR [--name N] [HOST...]   make a CA and a node certificate\n"
                "  aemp version\n"
                "run and ping take --tls-cert FILE --tls-key FILE --tls-ca FILE for TLS\n"
-               "distribution (as erl -proto_dist inet_tls).\n"
+               "distribution (as erl -proto_dist inet_tls); run takes --ticktime S\n"
+               "(as net_ticktime, default 60).\n"
                "NAME and NODE are alive@host, or alive for alive@<short host name>.\n"
                "The cookie defaults to ~/.erlang.cookie; AEMP_LOG=debug|info|warn|error\n"
                "sets the log level, ERL_EPMD_PORT the EPMD port.\n");
@@ -28,6 +29,7 @@ struct opts {
     const char *cookie;
     unsigned port;
     const char *tls_cert, *tls_key, *tls_ca;
+    unsigned ticktime;
 };
 
 static int parse_opts(int argc, char **argv, struct opts *o)
@@ -35,6 +37,14 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--cookie") == 0 && i + 1 < argc) {
             o->cookie = argv[++i];
+        } else if (strcmp(argv[i], "--ticktime") == 0 && i + 1 < argc) {
+            char *end;
+            unsigned long t = strtoul(argv[++i], &end, 10);
+            if (*end || t == 0 || t > 86400) {
+                fprintf(stderr, "aemp: bad ticktime '%s' (seconds, 1..86400)\n", argv[i]);
+                return -1;
+            }
+            o->ticktime = (unsigned)t;
         } else if (strcmp(argv[i], "--tls-cert") == 0 && i + 1 < argc) {
             o->tls_cert = argv[++i];
         } else if (strcmp(argv[i], "--tls-key") == 0 && i + 1 < argc) {
@@ -152,6 +162,7 @@ static int cmd_run(int argc, char **argv)
     cfg.name = o.name;
     cfg.cookie = o.cookie;
     cfg.listen_port = (uint16_t)o.port;
+    cfg.net_ticktime = o.ticktime;
     cfg.tls_cert = o.tls_cert;
     cfg.tls_key = o.tls_key;
     cfg.tls_ca = o.tls_ca;

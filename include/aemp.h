@@ -44,6 +44,7 @@ enum aemp_err {
     AEMP_ENOTSUP = -13,     /* not supported */
     AEMP_ENONODE = -14,     /* node not registered with EPMD */
     AEMP_ENOMATCH = -15,    /* term does not have the requested shape */
+    AEMP_EBUSY = -16,       /* send queue to that node is full (see max_pending) */
 };
 
 /* Name of an error code; never NULL. */
@@ -232,8 +233,16 @@ typedef struct aemp_node_config {
     unsigned net_ticktime;
     /* Handshake must complete within this many milliseconds; 0 means 10000. */
     unsigned handshake_timeout_ms;
-    /* Largest accepted packet in bytes; 0 means 128 MiB. */
+    /* Largest accepted packet in bytes; 0 means 128 MiB. A bigger packet
+     * closes the connection (logged). */
     size_t max_packet;
+    /* Most connections at once, in and out; 0 means 1024. Connections
+     * beyond it are refused (logged). */
+    unsigned max_connections;
+    /* Most bytes queued for one peer and not yet written; 0 means 64 MiB.
+     * Beyond it aemp_send() refuses with AEMP_EBUSY (the message is not
+     * sent and the sender knows it) until the queue drains. */
+    size_t max_pending;
     /* Called once when the EPMD registration completes (status 0) or fails
      * (e.g. AEMP_EEXIST: the name is taken); may be NULL. */
     void (*ready_cb)(aemp_node *node, int status, void *arg);
@@ -288,6 +297,8 @@ uint16_t aemp_node_listen_port(const aemp_node *node);
 int aemp_node_connect(aemp_node *node, const char *peer);
 /* 1 if a connection to peer is up, 0 otherwise. */
 int aemp_node_is_up(aemp_node *node, const char *peer);
+/* Bytes queued for peer and not yet written to the socket (0 if none). */
+size_t aemp_node_pending(aemp_node *node, const char *peer);
 
 /* ------------------------------------------------------------------ */
 /* Ports                                                               */
@@ -314,8 +325,10 @@ int aemp_port_of_addr(aemp_node *node, const aemp_addr *addr, aemp_port *out);
  * the sender. Messages from one port to one destination arrive in order.
  * To a remote node that is not connected yet the message is queued and the
  * connection is started; if the connection fails, queued messages are
- * dropped and the failure is logged and reported to nodes_cb. Sending to a
+ * dropped and the failure is logged and reported to fail_cb. Sending to a
  * local port that does not exist drops the message (returns 0).
+ * AEMP_EBUSY: more than max_pending bytes wait for that peer; the message
+ * was not queued. aemp_node_pending() tells how much waits.
  */
 int aemp_send(aemp_node *node, aemp_port from, const aemp_addr *to, const aemp_term *msg);
 /* aemp_term_format() then aemp_send(). */

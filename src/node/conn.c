@@ -47,11 +47,19 @@ static void map_del(aemp__conn *c)
     c->in_map = false;
 }
 
+size_t aemp__conn_queued(const aemp__conn *c)
+{
+    return c->wbuf.len + c->wflight.len + c->tbuf.len + c->pend.len;
+}
+
 static aemp__conn *conn_new(aemp_node *n)
 {
+    if (n->nconns >= n->max_connections)
+        return NULL;
     aemp__conn *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
+    n->nconns++;
     c->node = n;
     c->started_ms = c->last_recv_ms = c->last_send_ms = aemp__now_ms(n);
     list_add(n, c);
@@ -61,6 +69,7 @@ static aemp__conn *conn_new(aemp_node *n)
 static void conn_free(aemp__conn *c)
 {
     aemp_node *n = c->node;
+    n->nconns--;
     list_del(n, c);
     if (c->dirty) {
         for (aemp__conn **pc = &n->dirty; *pc; pc = &(*pc)->next_dirty)
@@ -511,6 +520,19 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     aemp__conn *c = conn_new(n);
+    if (!c && n->nconns >= n->max_connections) {
+        /* Accept and close at once, so that the peer is not left waiting. */
+        uv_tcp_t *t = malloc(sizeof *t);
+        if (t && uv_tcp_init(n->loop, t) == 0) {
+            if (uv_accept(server, (uv_stream_t *)t) == 0)
+                AEMP_LOGW("refused a connection: too many connections (limit %u)",
+                          n->max_connections);
+            uv_close((uv_handle_t *)t, (uv_close_cb)free);
+        } else {
+            free(t);
+        }
+        return;
+    }
     if (!c || start_tcp(c)) {
         AEMP_LOGE("out of memory accepting a connection");
         if (c) {

@@ -14,6 +14,8 @@
 #define DEFAULT_TICKTIME 60
 #define DEFAULT_HS_TIMEOUT_MS 10000
 #define DEFAULT_MAX_PACKET (128u * 1024 * 1024)
+#define DEFAULT_MAX_CONNECTIONS 1024
+#define DEFAULT_MAX_PENDING (64u * 1024 * 1024)
 
 uint64_t aemp__now_ms(const aemp_node *n)
 {
@@ -145,6 +147,8 @@ int aemp_node_create(uv_loop_t *loop, const aemp_node_config *cfg, aemp_node **o
     n->net_ticktime = cfg->net_ticktime ? cfg->net_ticktime : DEFAULT_TICKTIME;
     n->hs_timeout_ms = cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : DEFAULT_HS_TIMEOUT_MS;
     n->max_packet = cfg->max_packet ? cfg->max_packet : DEFAULT_MAX_PACKET;
+    n->max_connections = cfg->max_connections ? cfg->max_connections : DEFAULT_MAX_CONNECTIONS;
+    n->max_pending = cfg->max_pending ? cfg->max_pending : DEFAULT_MAX_PENDING;
     n->ready_cb = cfg->ready_cb;
     n->ready_arg = cfg->ready_arg;
     n->nodes_cb = cfg->nodes_cb;
@@ -323,6 +327,14 @@ int aemp_node_is_up(aemp_node *n, const char *peer)
         return 0;
     aemp__conn *c = aemp__map_get(&n->conn_by_name, peer, strlen(peer));
     return c && c->state == AEMP__C_UP;
+}
+
+size_t aemp_node_pending(aemp_node *n, const char *peer)
+{
+    if (!n || !peer)
+        return 0;
+    aemp__conn *c = aemp__map_get(&n->conn_by_name, peer, strlen(peer));
+    return c ? aemp__conn_queued(c) : 0;
 }
 
 /* ------------------------------------------------------------------ */

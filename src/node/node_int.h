@@ -135,6 +135,9 @@ struct aemp_node {
     unsigned net_ticktime;
     unsigned hs_timeout_ms;
     size_t max_packet;
+    unsigned max_connections;
+    unsigned nconns;
+    size_t max_pending;
     void (*ready_cb)(aemp_node *, int, void *);
     void *ready_arg;
     bool ready_reported;
@@ -187,6 +190,8 @@ size_t aemp__conn_packet_begin(aemp__conn *c, int *rc);
 void aemp__conn_packet_end(aemp__conn *c, size_t start);
 void aemp__conn_flush_all(aemp_node *n);
 void aemp__conn_housekeeping(aemp_node *n);
+/* Bytes waiting to be written to c's socket, queued records included. */
+size_t aemp__conn_queued(const aemp__conn *c);
 
 /* control.c */
 void aemp__ctl_packet(aemp__conn *c, const char *p, size_t len);

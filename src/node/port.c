@@ -340,8 +340,18 @@ int aemp_send(aemp_node *n, aemp_port from, const aemp_addr *to, const aemp_term
         return send_local(n, from.id, id, msg);
     }
     aemp__conn *c = aemp__conn_get_or_start(n, to->node);
-    if (!c)
-        return strchr(to->node, '@') ? AEMP_ENOMEM : AEMP_EINVAL;
+    if (!c) {
+        if (!strchr(to->node, '@'))
+            return AEMP_EINVAL;
+        AEMP_LOGW("cannot send to %s: no connection can be made (limit %u connections)",
+                  to->node, n->max_connections);
+        return n->nconns >= n->max_connections ? AEMP_EBUSY : AEMP_ENOMEM;
+    }
+    if (aemp__conn_queued(c) + msg->len > n->max_pending) {
+        AEMP_LOGD("send to %s refused: %zu bytes queued (limit %zu)", to->node,
+                  aemp__conn_queued(c), n->max_pending);
+        return AEMP_EBUSY;
+    }
     if (c->state == AEMP__C_UP)
         return aemp__ctl_send(c, from.id, to, msg);
     return aemp__pend_add(c, from.id, to, msg);

@@ -117,6 +117,7 @@ const char *aemp_strerror(int err)
     case AEMP_ENOTSUP: return "not supported";
     case AEMP_ENONODE: return "node not registered with EPMD";
     case AEMP_ENOMATCH: return "term does not match";
+    case AEMP_EBUSY: return "send queue full";
     default: return "unknown error";
     }
 }
