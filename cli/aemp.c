@@ -12,6 +12,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage:\n"
                "  aemp run NAME [--cookie C] [--port P]   run a node with an `echo` port\n"
+               "                                          and rpc functions aemp:echo, aemp:fail\n"
                "  aemp ping NODE [--cookie C]             check that NODE answers\n"
                "  aemp names [HOST]                       list EPMD registrations\n"
                "  aemp gencert DIR [--name N] [HOST...]   make a CA and a node certificate\n"
@@ -104,6 +105,25 @@ static void echo_cb(aemp_node *node, aemp_port self, const aemp_term *msg, const
     free(to);
 }
 
+/* aemp:echo(Args...) returns the argument list; aemp:fail(Reason) raises
+ * error:Reason. For trying rpc:call against a running node. */
+static int rpc_echo(aemp_node *node, const aemp_term *args, aemp_buf *result, void *arg)
+{
+    return aemp_buf_put_term(result, args) ? AEMP_RPC_ERROR : AEMP_RPC_RETURN;
+}
+
+static int rpc_fail(aemp_node *node, const aemp_term *args, aemp_buf *result, void *arg)
+{
+    aemp_cursor c = aemp_cursor_of(args);
+    uint32_t n;
+    aemp_term reason;
+    if (aemp_get_list(&c, &n) == 0 && n == 1 && aemp_get_term(&c, &reason) == 0)
+        aemp_buf_put_term(result, &reason);
+    else
+        aemp_term_format(result, "badarg");
+    return AEMP_RPC_ERROR;
+}
+
 static void on_ready(aemp_node *node, int status, void *arg)
 {
     struct run_state *st = arg;
@@ -177,7 +197,9 @@ static int cmd_run(int argc, char **argv)
     }
     aemp_port echo;
     if ((rc = aemp_port_open(st.node, echo_cb, &st, &echo)) ||
-        (rc = aemp_register(st.node, "echo", echo))) {
+        (rc = aemp_register(st.node, "echo", echo)) ||
+        (rc = aemp_export(st.node, "aemp", "echo", rpc_echo, NULL)) ||
+        (rc = aemp_export(st.node, "aemp", "fail", rpc_fail, NULL))) {
         fprintf(stderr, "aemp: cannot create the echo port: %s\n", aemp_strerror(rc));
         return 1;
     }

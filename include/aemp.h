@@ -335,6 +335,36 @@ int aemp_send(aemp_node *node, aemp_port from, const aemp_addr *to, const aemp_t
 int aemp_sendf(aemp_node *node, aemp_port from, const aemp_addr *to, const char *fmt, ...);
 
 /* ------------------------------------------------------------------ */
+/* Functions callable from Erlang (rpc:call, erpc:call, rpc:cast)      */
+/* ------------------------------------------------------------------ */
+
+/* What an exported function's result means (its return value). */
+enum aemp_rpc_kind {
+    AEMP_RPC_RETURN = 0, /* result is the return value */
+    AEMP_RPC_ERROR = 1,  /* result is an error reason: erpc raises error:Result */
+    AEMP_RPC_THROW = 2,  /* result is thrown: erpc throws Result */
+    AEMP_RPC_EXIT = 3,   /* result is an exit reason: erpc exits with Result */
+};
+
+/* A C function callable as Module:Function(Args...) from Erlang. args is
+ * the argument list (a proper list; valid during the call). Append exactly
+ * one term to result (empty on entry) and return an aemp_rpc_kind. */
+typedef int (*aemp_fun_cb)(aemp_node *node, const aemp_term *args, aemp_buf *result, void *arg);
+
+/*
+ * Make cb callable from Erlang as Module:Function with any number of
+ * arguments: rpc:call(Node, Module, Function, Args) and erpc:call return
+ * its result; rpc:cast runs it and drops the result. Re-exporting replaces
+ * the callback. Only exported functions can be run remotely: a call of
+ * anything else is answered with error undef, as Erlang answers a call of
+ * an undefined function (the node is always in AEMP's "secure" mode).
+ */
+int aemp_export(aemp_node *node, const char *module, const char *function, aemp_fun_cb cb,
+                void *arg);
+/* Withdraw an export; AEMP_ENOENT if there was none. */
+int aemp_unexport(aemp_node *node, const char *module, const char *function);
+
+/* ------------------------------------------------------------------ */
 /* TLS certificates                                                    */
 /* ------------------------------------------------------------------ */
 

@@ -495,15 +495,8 @@ static void on_exit_signal(aemp__conn *c, const aemp_term *from, const aemp_term
 
 static void on_spawn_request(aemp__conn *c, struct ctl *m)
 {
-    /* Remote spawn comes with the ports issue; until then refuse cleanly so
-     * that Erlang callers get an error instead of waiting. */
-    aemp_buf ctl = AEMP_BUF_INIT;
-    if (aemp__enc_tuple(&ctl, 5) == 0 && aemp__enc_long(&ctl, AEMP__CTL_SPAWN_REPLY) == 0 &&
-        aemp_buf_put_term(&ctl, &m->el[1]) == 0 && aemp_buf_put_term(&ctl, &m->el[2]) == 0 &&
-        aemp__enc_long(&ctl, 0) == 0 && aemp__enc_atom(&ctl, "notsup") == 0)
-        aemp__ctl_raw(c, &ctl, NULL);
-    aemp_buf_free(&ctl);
-    AEMP_LOGI("spawn request from %s refused: not supported", c->peer);
+    /* {SPAWN_REQUEST, ReqId, From, GroupLeader, {M, F, Arity}, Opts} + Args */
+    aemp__rpc_spawn_request(c, &m->el[1], &m->el[2], &m->el[4], &m->el[5], &m->payload);
 }
 
 static void on_unlink_id(aemp__conn *c, struct ctl *m)

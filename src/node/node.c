@@ -169,6 +169,7 @@ int aemp_node_create(uv_loop_t *loop, const aemp_node_config *cfg, aemp_node **o
     aemp__map_init(&n->conn_by_name);
     aemp__map_init(&n->ports);
     aemp__map_init(&n->names);
+    aemp__map_init(&n->exports);
 
     uv_timer_init(loop, &n->timer);
     n->timer.data = n;
@@ -238,6 +239,7 @@ void aemp__node_maybe_finish_close(aemp_node *n)
     aemp__map_free(&n->conn_by_name);
     aemp__map_free(&n->ports);
     aemp__map_free(&n->names);
+    aemp__rpc_free(n);
     aemp_buf_free(&n->deferred);
     aemp__tls_ctx_free(n->tls_ctx);
     memset(n->cookie, 0, sizeof n->cookie);

@@ -161,6 +161,7 @@ struct aemp_node {
 
     aemp__map ports;    /* id (4 bytes) -> aemp__port */
     aemp__map names;    /* registered name -> aemp__port */
+    aemp__map exports;  /* "module:function" -> exported C function */
     uint32_t next_port; /* last id handed out */
 
     /* local deliveries deferred to bound recursion */
@@ -210,6 +211,12 @@ int aemp__ctl_raw(aemp__conn *c, const aemp_buf *ctl, const aemp_term *payload);
 
 /* Tell a dying port's watcher (link or monitor) on its node. */
 void aemp__ctl_port_died(aemp_node *n, uint32_t id, aemp__watch *w, const aemp_term *reason);
+
+/* rpc.c */
+void aemp__rpc_spawn_request(aemp__conn *c, const aemp_term *req, const aemp_term *from,
+                             const aemp_term *mfa, const aemp_term *opts,
+                             const aemp_term *payload);
+void aemp__rpc_free(aemp_node *n);
 
 /* port.c */
 aemp__port *aemp__port_find(aemp_node *n, uint32_t id);
