@@ -120,7 +120,8 @@ int aemp_addr_format(const aemp_addr *a, char *out, size_t size);
 int aemp_addr_parse(const char *s, aemp_addr *out);
 /* Fill a name address. */
 int aemp_addr_name(aemp_addr *out, const char *node, const char *name);
-/* 1 if both addresses name the same process, else 0. */
+/* 1 if both addresses are the same (same kind and fields), else 0: a name
+ * and the pid registered under it are different addresses. */
 int aemp_addr_equal(const aemp_addr *a, const aemp_addr *b);
 
 /*
@@ -138,7 +139,8 @@ int aemp_addr_equal(const aemp_addr *a, const aemp_addr *b);
  *   {...} tuple, [...] proper list, #{K => V, ...} map, and bare atoms
  *   (foo, 'Foo bar'), integers (-12) and floats (1.5) written literally.
  * Example: aemp_term_format(&b, "{echo, ~p, #{n => ~i}}", &self, (int64_t)7)
- * Returns 0 or AEMP_EINVAL (bad format; b is then unchanged).
+ * Returns 0, AEMP_EINVAL (bad format) or AEMP_ENOMEM; on error b is
+ * unchanged.
  */
 int aemp_term_format(aemp_buf *b, const char *fmt, ...);
 int aemp_term_vformat(aemp_buf *b, const char *fmt, va_list ap);
@@ -148,8 +150,10 @@ int aemp_buf_put_term(aemp_buf *b, const aemp_term *t);
 
 /*
  * Decoding: a cursor walks a term in place, without copies. Each aemp_get_*
- * call reads one value at the cursor and advances past it, or returns
- * AEMP_ENOMATCH and leaves the cursor where it was.
+ * call reads one value at the cursor and advances past it, or returns a
+ * negative error and leaves the cursor where it was: AEMP_ENOMATCH when the
+ * value has another type, AEMP_ETOOBIG when it does not fit the output
+ * buffer, AEMP_EINVAL for bad arguments, AEMP_EBADTERM for a malformed term.
  */
 typedef struct aemp_cursor {
     const char *data;
@@ -175,7 +179,8 @@ int aemp_get_uint64(aemp_cursor *c, uint64_t *v);
 int aemp_get_double(aemp_cursor *c, double *v);
 /* Binary: *ptr points into the term (no copy). */
 int aemp_get_binary(aemp_cursor *c, const void **ptr, size_t *len);
-/* Charlist or string: copies into out (NUL-terminated). */
+/* A string sent as a list of bytes (Erlang "abc", STRING_EXT or a list of
+ * integers 0..255): copies the bytes (latin-1) into out, NUL-terminated. */
 int aemp_get_charlist(aemp_cursor *c, char *out, size_t size);
 int aemp_get_pid(aemp_cursor *c, aemp_addr *out);
 /* Any value: *t views it in place. */
@@ -203,7 +208,8 @@ typedef struct aemp_port {
 
 /* Called for each message to a local port. msg and from live in the received
  * packet and are valid only during the call; from is NULL unless the sender
- * was given (SEND_SENDER or a local aemp_send with a from port). */
+ * is known (Erlang sends to a registered name or with SEND_SENDER, or a local
+ * aemp_send with a from port). */
 typedef void (*aemp_recv_cb)(aemp_node *node, aemp_port self, const aemp_term *msg,
                              const aemp_addr *from, void *arg);
 
@@ -280,20 +286,23 @@ int aemp_node_create(uv_loop_t *loop, const aemp_node_config *cfg, aemp_node **o
 /*
  * Close the node: all ports die with reason `shutdown`, connections and the
  * EPMD registration close. closed_cb (may be NULL) runs from the loop once
- * every handle is closed; after it the node memory is released. No callback
- * of the node runs after closed_cb.
+ * every handle is closed; after it the node memory is released. From this
+ * call on, no callback of the node (nodes_cb, fail_cb, ready_cb, port
+ * callbacks) runs, except closed_cb.
  */
 void aemp_node_close(aemp_node *node, void (*closed_cb)(void *arg), void *arg);
 
 /* This node's name (`alive@host`); valid while the node lives. */
 const char *aemp_node_name(const aemp_node *node);
-/* This node's EPMD creation, or 0 before registration completed. */
+/* This node's creation: a random nonzero number chosen when the node is
+ * created, told to peers in the handshake and part of every pid. */
 uint32_t aemp_node_creation(const aemp_node *node);
 /* TCP port the node listens on. */
 uint16_t aemp_node_listen_port(const aemp_node *node);
 
 /* Connect to peer now (otherwise connections are made on first send).
- * Completion is reported through nodes_cb. */
+ * Success is reported through nodes_cb, failure through fail_cb.
+ * AEMP_EINVAL if peer is not `alive@host` or is this node. */
 int aemp_node_connect(aemp_node *node, const char *peer);
 /* 1 if a connection to peer is up, 0 otherwise. */
 int aemp_node_is_up(aemp_node *node, const char *peer);
@@ -316,7 +325,8 @@ int aemp_port_addr(aemp_node *node, aemp_port port, aemp_addr *out);
 int aemp_register(aemp_node *node, const char *name, aemp_port port);
 /* Remove a registered name. */
 int aemp_unregister(aemp_node *node, const char *name);
-/* Find a local port by pid address; AEMP_ENOENT if none. */
+/* Find a local port by address (a pid of this node, or a name registered
+ * on it); AEMP_ENOENT if none. */
 int aemp_port_of_addr(aemp_node *node, const aemp_addr *addr, aemp_port *out);
 
 /*

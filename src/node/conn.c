@@ -109,6 +109,10 @@ static void report_dropped(aemp__conn *c, int err, const char *reason)
     c->npend = 0;
     if (!c->initiator)
         return;
+    if (n->closing) {
+        AEMP_LOGD("connection to %s abandoned: node closed", c->peer);
+        return;
+    }
     AEMP_LOGW("cannot connect to %s: %s%s", c->peer, reason,
               dropped ? " (queued messages dropped)" : "");
     if (n->fail_cb)
@@ -670,15 +674,22 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     conn_unref(c);
 }
 
+bool aemp__node_name_valid(const char *name)
+{
+    const char *at = strchr(name, '@');
+    return at && at != name && at[1] && !strchr(at + 1, '@') &&
+           strlen(name) <= AEMP_MAXNODELEN;
+}
+
 aemp__conn *aemp__conn_get_or_start(aemp_node *n, const char *peer)
 {
     size_t plen = strlen(peer);
     aemp__conn *c = aemp__map_get(&n->conn_by_name, peer, plen);
     if (c)
         return c;
-    const char *at = strchr(peer, '@');
-    if (!at || at == peer || !at[1] || plen > AEMP_MAXNODELEN)
+    if (!aemp__node_name_valid(peer))
         return NULL;
+    const char *at = strchr(peer, '@');
     c = conn_new(n);
     if (!c)
         return NULL;

@@ -35,8 +35,14 @@ static int read_cookie_file(char *out, size_t size)
         return AEMP_ENOENT;
     }
     struct stat st;
-    if (fstat(fd, &st) == 0 && (st.st_mode & 077))
-        AEMP_LOGW("cookie file %s is accessible by others: it should have mode 0400", path);
+    if (fstat(fd, &st) != 0 || (st.st_mode & 077) || !S_ISREG(st.st_mode)) {
+        /* As erl: a cookie others can read is no secret; do not use it. */
+        AEMP_LOGE("cookie file %s must be a regular file accessible by its owner only "
+                  "(chmod 400 %s): not used",
+                  path, path);
+        close(fd);
+        return AEMP_EAUTH;
+    }
     ssize_t n = read(fd, out, size - 1);
     close(fd);
     if (n <= 0) {
@@ -314,13 +320,15 @@ uint16_t aemp_node_listen_port(const aemp_node *n)
 
 int aemp_node_connect(aemp_node *n, const char *peer)
 {
-    if (!n || !peer || !strchr(peer, '@') || strlen(peer) > AEMP_MAXNODELEN)
+    if (!n || !peer || !aemp__node_name_valid(peer))
         return AEMP_EINVAL;
     if (n->closing)
         return AEMP_ECLOSED;
     if (strcmp(peer, n->name) == 0)
         return AEMP_EINVAL;
-    return aemp__conn_get_or_start(n, peer) ? 0 : AEMP_ENOMEM;
+    if (aemp__conn_get_or_start(n, peer))
+        return 0;
+    return n->nconns >= n->max_connections ? AEMP_EBUSY : AEMP_ENOMEM;
 }
 
 int aemp_node_is_up(aemp_node *n, const char *peer)

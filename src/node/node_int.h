@@ -181,6 +181,8 @@ void aemp__node_maybe_finish_close(aemp_node *n);
 uint64_t aemp__now_ms(const aemp_node *n);
 
 /* conn.c */
+/* `alive@host` with both parts non-empty, one '@', at most AEMP_MAXNODELEN. */
+bool aemp__node_name_valid(const char *name);
 aemp__conn *aemp__conn_get_or_start(aemp_node *n, const char *peer);
 /* Listen on port (0: any); sets n->listen_port. Returns a uv error. */
 int aemp__conn_listen(aemp_node *n, uint16_t port);

@@ -339,10 +339,10 @@ int aemp_send(aemp_node *n, aemp_port from, const aemp_addr *to, const aemp_term
             return 0; /* a pid of an earlier incarnation: gone */
         return send_local(n, from.id, id, msg);
     }
+    if (!aemp__node_name_valid(to->node))
+        return AEMP_EINVAL;
     aemp__conn *c = aemp__conn_get_or_start(n, to->node);
     if (!c) {
-        if (!strchr(to->node, '@'))
-            return AEMP_EINVAL;
         AEMP_LOGW("cannot send to %s: no connection can be made (limit %u connections)",
                   to->node, n->max_connections);
         return n->nconns >= n->max_connections ? AEMP_EBUSY : AEMP_ENOMEM;

@@ -16,11 +16,9 @@ static int node_ok(const char *node, size_t n)
 
 int aemp_addr_name(aemp_addr *out, const char *node, const char *name)
 {
-    if (!out || !node || !name)
-        return AEMP_EINVAL;
+    if (!out || !node || !name) return AEMP_EINVAL;
     size_t nn = strlen(node), an = strlen(name);
-    if (!node_ok(node, nn) || an == 0 || an > AEMP_MAXATOMLEN)
-        return AEMP_EINVAL;
+    if (!node_ok(node, nn) || an == 0 || an > AEMP_MAXATOMLEN) return AEMP_EINVAL;
     aemp_addr a;
     memset(&a, 0, sizeof a);
     a.kind = AEMP_ADDR_NAME;
@@ -33,8 +31,7 @@ int aemp_addr_name(aemp_addr *out, const char *node, const char *name)
 int aemp_addr_format(const aemp_addr *a, char *out, size_t size)
 {
     int n;
-    if (!a || (!out && size))
-        return AEMP_EINVAL;
+    if (!a || (!out && size)) return AEMP_EINVAL;
     /* the fields are fixed arrays: never read past them, even unterminated */
     int nl = (int)strnlen(a->node, sizeof a->node);
     switch (a->kind) {
@@ -59,39 +56,30 @@ static const char *parse_u32(const char *s, uint32_t *v)
     const char *start = s;
     while (*s >= '0' && *s <= '9') {
         x = x * 10 + (uint64_t)(*s - '0');
-        if (x > UINT32_MAX)
-            return NULL;
+        if (x > UINT32_MAX) return NULL;
         s++;
     }
-    if (s == start)
-        return NULL;
+    if (s == start) return NULL;
     *v = (uint32_t)x;
     return s;
 }
 
 static int parse_pid(const char *s, aemp_addr *a)
 {
-    if (*s++ != '<')
-        return -1;
-    if (!(s = parse_u32(s, &a->num)) || *s++ != '.')
-        return -1;
-    if (!(s = parse_u32(s, &a->serial)) || *s++ != '.')
-        return -1;
-    if (!(s = parse_u32(s, &a->creation)) || *s++ != '>')
-        return -1;
+    if (*s++ != '<') return -1;
+    if (!(s = parse_u32(s, &a->num)) || *s++ != '.') return -1;
+    if (!(s = parse_u32(s, &a->serial)) || *s++ != '.') return -1;
+    if (!(s = parse_u32(s, &a->creation)) || *s++ != '>') return -1;
     return *s == 0 ? 0 : -1;
 }
 
 int aemp_addr_parse(const char *s, aemp_addr *out)
 {
-    if (!s || !out)
-        return AEMP_EINVAL;
+    if (!s || !out) return AEMP_EINVAL;
     const char *hash = strchr(s, '#');
-    if (!hash)
-        return AEMP_EINVAL;
+    if (!hash) return AEMP_EINVAL;
     size_t nn = (size_t)(hash - s);
-    if (!node_ok(s, nn))
-        return AEMP_EINVAL;
+    if (!node_ok(s, nn)) return AEMP_EINVAL;
     const char *rest = hash + 1;
     aemp_addr a;
     memset(&a, 0, sizeof a);
@@ -101,8 +89,7 @@ int aemp_addr_parse(const char *s, aemp_addr *out)
     } else {
         size_t an = strlen(rest);
         /* a malformed pid is an error, not a name that looks like one */
-        if (an == 0 || an > AEMP_MAXATOMLEN || rest[0] == '<')
-            return AEMP_EINVAL;
+        if (an == 0 || an > AEMP_MAXATOMLEN || rest[0] == '<') return AEMP_EINVAL;
         a.kind = AEMP_ADDR_NAME;
         memcpy(a.name, rest, an);
     }
@@ -112,10 +99,8 @@ int aemp_addr_parse(const char *s, aemp_addr *out)
 
 int aemp_addr_equal(const aemp_addr *a, const aemp_addr *b)
 {
-    if (!a || !b || a->kind != b->kind)
-        return 0;
-    if (strncmp(a->node, b->node, sizeof a->node) != 0)
-        return 0;
+    if (!a || !b || a->kind != b->kind) return 0;
+    if (strncmp(a->node, b->node, sizeof a->node) != 0) return 0;
     switch (a->kind) {
     case AEMP_ADDR_PID:
         return a->num == b->num && a->serial == b->serial && a->creation == b->creation;

@@ -43,15 +43,13 @@ aemp_cursor aemp_cursor_of(const aemp_term *t)
 
 int aemp_get_type(const aemp_cursor *c)
 {
-    if (!have(c, 1))
-        return AEMP_ENOMATCH;
+    if (!have(c, 1)) return AEMP_ENOMATCH;
     return here(c)[0];
 }
 
 int aemp_get_tuple(aemp_cursor *c, uint32_t *arity)
 {
-    if (!have(c, 1))
-        return AEMP_ENOMATCH;
+    if (!have(c, 1)) return AEMP_ENOMATCH;
     const uint8_t *p = here(c);
     uint32_t n;
     size_t hdr;
@@ -64,44 +62,36 @@ int aemp_get_tuple(aemp_cursor *c, uint32_t *arity)
     } else {
         return AEMP_ENOMATCH;
     }
-    if (arity)
-        *arity = n;
+    if (arity) *arity = n;
     c->pos += hdr;
     return 0;
 }
 
 int aemp_get_list(aemp_cursor *c, uint32_t *arity)
 {
-    if (!have(c, 1))
-        return AEMP_ENOMATCH;
+    if (!have(c, 1)) return AEMP_ENOMATCH;
     const uint8_t *p = here(c);
     if (p[0] == ERL_NIL_EXT) {
-        if (arity)
-            *arity = 0;
+        if (arity) *arity = 0;
         return 0;
     }
-    if (p[0] != ERL_LIST_EXT || !have(c, 5))
-        return AEMP_ENOMATCH;
-    if (arity)
-        *arity = aemp__get_u32(p + 1);
+    if (p[0] != ERL_LIST_EXT || !have(c, 5)) return AEMP_ENOMATCH;
+    if (arity) *arity = aemp__get_u32(p + 1);
     c->pos += 5;
     return 0;
 }
 
 int aemp_get_nil(aemp_cursor *c)
 {
-    if (!have(c, 1) || here(c)[0] != ERL_NIL_EXT)
-        return AEMP_ENOMATCH;
+    if (!have(c, 1) || here(c)[0] != ERL_NIL_EXT) return AEMP_ENOMATCH;
     c->pos += 1;
     return 0;
 }
 
 int aemp_get_map(aemp_cursor *c, uint32_t *pairs)
 {
-    if (!have(c, 5) || here(c)[0] != ERL_MAP_EXT)
-        return AEMP_ENOMATCH;
-    if (pairs)
-        *pairs = aemp__get_u32(here(c) + 1);
+    if (!have(c, 5) || here(c)[0] != ERL_MAP_EXT) return AEMP_ENOMATCH;
+    if (pairs) *pairs = aemp__get_u32(here(c) + 1);
     c->pos += 5;
     return 0;
 }
@@ -111,8 +101,7 @@ int aemp__term_atom_view(const char *p, size_t len, const char **s, size_t *n, i
 {
     const uint8_t *u = (const uint8_t *)p;
     size_t hdr, k;
-    if (!p || len < 2)
-        return AEMP_ENOMATCH;
+    if (!p || len < 2) return AEMP_ENOMATCH;
     switch (u[0]) {
     case ERL_SMALL_ATOM_EXT:
     case ERL_SMALL_ATOM_UTF8_EXT:
@@ -121,16 +110,14 @@ int aemp__term_atom_view(const char *p, size_t len, const char **s, size_t *n, i
         break;
     case ERL_ATOM_EXT:
     case ERL_ATOM_UTF8_EXT:
-        if (len < 3)
-            return AEMP_ENOMATCH;
+        if (len < 3) return AEMP_ENOMATCH;
         hdr = 3;
         k = aemp__get_u16(u + 1);
         break;
     default:
         return AEMP_ENOMATCH;
     }
-    if (k > len - hdr)
-        return AEMP_ENOMATCH;
+    if (k > len - hdr) return AEMP_ENOMATCH;
     *s = p + hdr;
     *n = k;
     *latin1 = u[0] == ERL_ATOM_EXT || u[0] == ERL_SMALL_ATOM_EXT;
@@ -140,14 +127,12 @@ int aemp__term_atom_view(const char *p, size_t len, const char **s, size_t *n, i
 
 int aemp__term_atom_utf8(const char *s, size_t n, int latin1, char *out, size_t size)
 {
-    if (!out || size == 0)
-        return AEMP_EINVAL;
+    if (!out || size == 0) return AEMP_EINVAL;
     size_t need = n;
     if (latin1)
         for (size_t i = 0; i < n; i++)
             need += ((uint8_t)s[i] & 0x80) != 0;
-    if (need >= size)
-        return AEMP_ETOOBIG;
+    if (need >= size) return AEMP_ETOOBIG;
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         uint8_t ch = (uint8_t)s[i];
@@ -167,12 +152,9 @@ int aemp_get_atom(aemp_cursor *c, char *out, size_t size)
     const char *s;
     size_t n, total;
     int latin1, rc;
-    if (!have(c, 0))
-        return AEMP_ENOMATCH;
-    if ((rc = aemp__term_atom_view(c->data + c->pos, left(c), &s, &n, &latin1, &total)))
-        return rc;
-    if ((rc = aemp__term_atom_utf8(s, n, latin1, out, size)))
-        return rc;
+    if (!have(c, 0)) return AEMP_ENOMATCH;
+    if ((rc = aemp__term_atom_view(c->data + c->pos, left(c), &s, &n, &latin1, &total))) return rc;
+    if ((rc = aemp__term_atom_utf8(s, n, latin1, out, size))) return rc;
     c->pos += total;
     return 0;
 }
@@ -180,8 +162,7 @@ int aemp_get_atom(aemp_cursor *c, char *out, size_t size)
 /* An integer as sign and magnitude, if the magnitude fits 64 bits. */
 static int get_integer(const aemp_cursor *c, int *neg, uint64_t *mag, size_t *size)
 {
-    if (!have(c, 2))
-        return AEMP_ENOMATCH;
+    if (!have(c, 2)) return AEMP_ENOMATCH;
     const uint8_t *p = here(c);
     size_t n, hdr;
     switch (p[0]) {
@@ -191,8 +172,7 @@ static int get_integer(const aemp_cursor *c, int *neg, uint64_t *mag, size_t *si
         *size = 2;
         return 0;
     case ERL_INTEGER_EXT: {
-        if (!have(c, 5))
-            return AEMP_ENOMATCH;
+        if (!have(c, 5)) return AEMP_ENOMATCH;
         int32_t v = (int32_t)aemp__get_u32(p + 1);
         *neg = v < 0;
         *mag = v < 0 ? (uint64_t)(-(int64_t)v) : (uint64_t)v;
@@ -204,16 +184,14 @@ static int get_integer(const aemp_cursor *c, int *neg, uint64_t *mag, size_t *si
         hdr = 3;
         break;
     case ERL_LARGE_BIG_EXT:
-        if (!have(c, 6))
-            return AEMP_ENOMATCH;
+        if (!have(c, 6)) return AEMP_ENOMATCH;
         n = aemp__get_u32(p + 1);
         hdr = 6;
         break;
     default:
         return AEMP_ENOMATCH;
     }
-    if (!have(c, hdr) || n > left(c) - hdr)
-        return AEMP_ENOMATCH;
+    if (!have(c, hdr) || n > left(c) - hdr) return AEMP_ENOMATCH;
     uint64_t m = 0;
     for (size_t i = 0; i < n; i++) {
         uint8_t d = p[hdr + i];
@@ -233,20 +211,16 @@ int aemp_get_int64(aemp_cursor *c, int64_t *v)
     int neg;
     uint64_t mag;
     size_t size;
-    if (get_integer(c, &neg, &mag, &size))
-        return AEMP_ENOMATCH;
+    if (get_integer(c, &neg, &mag, &size)) return AEMP_ENOMATCH;
     int64_t r;
     if (neg) {
-        if (mag > (uint64_t)INT64_MAX + 1)
-            return AEMP_ENOMATCH;
+        if (mag > (uint64_t)INT64_MAX + 1) return AEMP_ENOMATCH;
         r = mag == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)mag;
     } else {
-        if (mag > (uint64_t)INT64_MAX)
-            return AEMP_ENOMATCH;
+        if (mag > (uint64_t)INT64_MAX) return AEMP_ENOMATCH;
         r = (int64_t)mag;
     }
-    if (v)
-        *v = r;
+    if (v) *v = r;
     c->pos += size;
     return 0;
 }
@@ -256,33 +230,27 @@ int aemp_get_uint64(aemp_cursor *c, uint64_t *v)
     int neg;
     uint64_t mag;
     size_t size;
-    if (get_integer(c, &neg, &mag, &size) || neg)
-        return AEMP_ENOMATCH;
-    if (v)
-        *v = mag;
+    if (get_integer(c, &neg, &mag, &size) || neg) return AEMP_ENOMATCH;
+    if (v) *v = mag;
     c->pos += size;
     return 0;
 }
 
 int aemp_get_double(aemp_cursor *c, double *v)
 {
-    if (!have(c, 1))
-        return AEMP_ENOMATCH;
+    if (!have(c, 1)) return AEMP_ENOMATCH;
     const uint8_t *p = here(c);
     double d;
     if (p[0] == NEW_FLOAT_EXT && have(c, 9)) {
         uint64_t bits = aemp__get_u64(p + 1);
         memcpy(&d, &bits, sizeof d);
-        if (v)
-            *v = d;
+        if (v) *v = d;
         c->pos += 9;
         return 0;
     }
     if (p[0] == ERL_FLOAT_EXT && have(c, 32)) {
-        if (aemp__term_old_float((const char *)p + 1, &d))
-            return AEMP_ENOMATCH;
-        if (v)
-            *v = d;
+        if (aemp__term_old_float((const char *)p + 1, &d)) return AEMP_ENOMATCH;
+        if (v) *v = d;
         c->pos += 32;
         return 0;
     }
@@ -291,25 +259,19 @@ int aemp_get_double(aemp_cursor *c, double *v)
 
 int aemp_get_binary(aemp_cursor *c, const void **ptr, size_t *len)
 {
-    if (!have(c, 5) || here(c)[0] != ERL_BINARY_EXT)
-        return AEMP_ENOMATCH;
+    if (!have(c, 5) || here(c)[0] != ERL_BINARY_EXT) return AEMP_ENOMATCH;
     size_t n = aemp__get_u32(here(c) + 1);
-    if (n > left(c) - 5)
-        return AEMP_ENOMATCH;
-    if (ptr)
-        *ptr = here(c) + 5;
-    if (len)
-        *len = n;
+    if (n > left(c) - 5) return AEMP_ENOMATCH;
+    if (ptr) *ptr = here(c) + 5;
+    if (len) *len = n;
     c->pos += 5 + n;
     return 0;
 }
 
 int aemp_get_charlist(aemp_cursor *c, char *out, size_t size)
 {
-    if (!out || size == 0)
-        return AEMP_EINVAL;
-    if (!have(c, 1))
-        return AEMP_ENOMATCH;
+    if (!out || size == 0) return AEMP_EINVAL;
+    if (!have(c, 1)) return AEMP_ENOMATCH;
     const uint8_t *p = here(c);
     size_t n;
     switch (p[0]) {
@@ -318,31 +280,23 @@ int aemp_get_charlist(aemp_cursor *c, char *out, size_t size)
         c->pos += 1;
         return 0;
     case ERL_STRING_EXT:
-        if (!have(c, 3))
-            return AEMP_ENOMATCH;
+        if (!have(c, 3)) return AEMP_ENOMATCH;
         n = aemp__get_u16(p + 1);
-        if (n > left(c) - 3)
-            return AEMP_ENOMATCH;
-        if (n >= size)
-            return AEMP_ETOOBIG;
+        if (n > left(c) - 3) return AEMP_ENOMATCH;
+        if (n >= size) return AEMP_ETOOBIG;
         memcpy(out, p + 3, n);
         out[n] = 0;
         c->pos += 3 + n;
         return 0;
     case ERL_LIST_EXT:
-        if (!have(c, 5))
-            return AEMP_ENOMATCH;
+        if (!have(c, 5)) return AEMP_ENOMATCH;
         n = aemp__get_u32(p + 1);
         /* 2 bytes per small integer, then NIL */
-        if (n > (left(c) - 5) / 2 || 5 + 2 * n >= left(c))
-            return AEMP_ENOMATCH;
+        if (n > (left(c) - 5) / 2 || 5 + 2 * n >= left(c)) return AEMP_ENOMATCH;
         for (size_t i = 0; i < n; i++)
-            if (p[5 + 2 * i] != ERL_SMALL_INTEGER_EXT)
-                return AEMP_ENOMATCH;
-        if (p[5 + 2 * n] != ERL_NIL_EXT)
-            return AEMP_ENOMATCH;
-        if (n >= size)
-            return AEMP_ETOOBIG;
+            if (p[5 + 2 * i] != ERL_SMALL_INTEGER_EXT) return AEMP_ENOMATCH;
+        if (p[5 + 2 * n] != ERL_NIL_EXT) return AEMP_ENOMATCH;
+        if (n >= size) return AEMP_ETOOBIG;
         for (size_t i = 0; i < n; i++)
             out[i] = (char)p[5 + 2 * i + 1];
         out[n] = 0;
@@ -355,25 +309,20 @@ int aemp_get_charlist(aemp_cursor *c, char *out, size_t size)
 
 int aemp_get_pid(aemp_cursor *c, aemp_addr *out)
 {
-    if (!out)
-        return AEMP_EINVAL;
-    if (!have(c, 1))
-        return AEMP_ENOMATCH;
+    if (!out) return AEMP_EINVAL;
+    if (!have(c, 1)) return AEMP_ENOMATCH;
     const uint8_t *p = here(c);
-    if (p[0] != ERL_PID_EXT && p[0] != ERL_NEW_PID_EXT)
-        return AEMP_ENOMATCH;
+    if (p[0] != ERL_PID_EXT && p[0] != ERL_NEW_PID_EXT) return AEMP_ENOMATCH;
     const char *s;
     size_t n, total;
     int latin1, rc;
     if (aemp__term_atom_view(c->data + c->pos + 1, left(c) - 1, &s, &n, &latin1, &total))
         return AEMP_ENOMATCH;
     size_t tail = p[0] == ERL_PID_EXT ? 9 : 12;
-    if (tail > left(c) - 1 - total)
-        return AEMP_ENOMATCH;
+    if (tail > left(c) - 1 - total) return AEMP_ENOMATCH;
     aemp_addr a;
     memset(&a, 0, sizeof a);
-    if ((rc = aemp__term_atom_utf8(s, n, latin1, a.node, sizeof a.node)))
-        return rc;
+    if ((rc = aemp__term_atom_utf8(s, n, latin1, a.node, sizeof a.node))) return rc;
     const uint8_t *q = p + 1 + total;
     a.kind = AEMP_ADDR_PID;
     a.num = aemp__get_u32(q);
@@ -388,12 +337,10 @@ int aemp_get_pid(aemp_cursor *c, aemp_addr *out)
 int aemp_get_term(aemp_cursor *c, aemp_term *t)
 {
     size_t used;
-    if (!have(c, 1))
-        return AEMP_ENOMATCH;
+    if (!have(c, 1)) return AEMP_ENOMATCH;
     /* our iterative walker rather than ei_skip_term: bounded stack and
      * bounds-checked even for terms that were never validated */
-    if (aemp__term_validate(c->data + c->pos, left(c), &used))
-        return AEMP_EBADTERM;
+    if (aemp__term_validate(c->data + c->pos, left(c), &used)) return AEMP_EBADTERM;
     if (t) {
         t->data = c->data + c->pos;
         t->len = used;
@@ -406,7 +353,6 @@ int aemp_term_tag(const aemp_term *t, char *tag, size_t size)
 {
     aemp_cursor c = aemp_cursor_of(t);
     uint32_t arity;
-    if (aemp_get_tuple(&c, &arity) || arity == 0)
-        return AEMP_ENOMATCH;
+    if (aemp_get_tuple(&c, &arity) || arity == 0) return AEMP_ENOMATCH;
     return aemp_get_atom(&c, tag, size);
 }

@@ -32,22 +32,18 @@ static void skip_ws(struct fmt *f)
     do {                                                                                           \
         int ix_ = 0;                                                                               \
         char *buf_ = NULL;                                                                         \
-        if (call_with_buf < 0)                                                                     \
-            return AEMP_EINVAL;                                                                    \
+        if (call_with_buf < 0) return AEMP_EINVAL;                                                 \
         int rc_ = aemp__buf_reserve((b), (size_t)ix_);                                             \
-        if (rc_)                                                                                   \
-            return rc_;                                                                            \
+        if (rc_) return rc_;                                                                       \
         buf_ = (b)->data + (b)->len;                                                               \
         ix_ = 0;                                                                                   \
-        if (call_with_buf < 0)                                                                     \
-            return AEMP_EINVAL;                                                                    \
+        if (call_with_buf < 0) return AEMP_EINVAL;                                                 \
         (b)->len += (size_t)ix_;                                                                   \
     } while (0)
 
 static int put_atom(aemp_buf *b, const char *s, size_t n)
 {
-    if (n > AEMP_MAXATOMLEN)
-        return AEMP_EINVAL;
+    if (n > AEMP_MAXATOMLEN) return AEMP_EINVAL;
     /* UTF-8 in, UTF-8 atom out; ei checks the UTF-8 and the 255-character
      * limit */
     EI_PUT(b, ei_encode_atom_len_as(buf_, &ix_, s, (int)n, ERLANG_UTF8, ERLANG_UTF8));
@@ -56,11 +52,9 @@ static int put_atom(aemp_buf *b, const char *s, size_t n)
 
 static int put_binary(aemp_buf *b, const void *p, size_t n)
 {
-    if (n > UINT32_MAX || (!p && n))
-        return AEMP_EINVAL;
+    if (n > UINT32_MAX || (!p && n)) return AEMP_EINVAL;
     int rc = aemp__buf_reserve(b, 5 + n);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     aemp__buf_put_u8(b, ERL_BINARY_EXT);
     aemp__buf_put_u32(b, (uint32_t)n);
     aemp__buf_append(b, p, n);
@@ -73,20 +67,16 @@ static int put_charlist(aemp_buf *b, const char *s)
 {
     size_t n = strlen(s);
     int rc;
-    if (n == 0)
-        return aemp__buf_put_u8(b, ERL_NIL_EXT);
+    if (n == 0) return aemp__buf_put_u8(b, ERL_NIL_EXT);
     if (n <= 0xffff) {
-        if ((rc = aemp__buf_reserve(b, 3 + n)))
-            return rc;
+        if ((rc = aemp__buf_reserve(b, 3 + n))) return rc;
         aemp__buf_put_u8(b, ERL_STRING_EXT);
         aemp__buf_put_u16(b, (uint16_t)n);
         aemp__buf_append(b, s, n);
         return 0;
     }
-    if (n > UINT32_MAX || n > (SIZE_MAX - 6) / 2)
-        return AEMP_EINVAL;
-    if ((rc = aemp__buf_reserve(b, 5 + 2 * n + 1)))
-        return rc;
+    if (n > UINT32_MAX || n > (SIZE_MAX - 6) / 2) return AEMP_EINVAL;
+    if ((rc = aemp__buf_reserve(b, 5 + 2 * n + 1))) return rc;
     aemp__buf_put_u8(b, ERL_LIST_EXT);
     aemp__buf_put_u32(b, (uint32_t)n);
     for (size_t i = 0; i < n; i++) {
@@ -137,8 +127,7 @@ static int put_u64(aemp_buf *b, uint64_t v)
 static int put_double(aemp_buf *b, double d)
 {
     /* Erlang has no infinities or NaN: binary_to_term would refuse them */
-    if (!isfinite(d))
-        return AEMP_EINVAL;
+    if (!isfinite(d)) return AEMP_EINVAL;
     EI_PUT(b, ei_encode_double(buf_, &ix_, d));
     return 0;
 }
@@ -146,11 +135,9 @@ static int put_double(aemp_buf *b, double d)
 static int put_pid(aemp_buf *b, const aemp_addr *a)
 {
     erlang_pid p;
-    if (!a || a->kind != AEMP_ADDR_PID)
-        return AEMP_EINVAL;
+    if (!a || a->kind != AEMP_ADDR_PID) return AEMP_EINVAL;
     size_t n = strnlen(a->node, sizeof a->node);
-    if (n == 0 || n > AEMP_MAXNODELEN)
-        return AEMP_EINVAL;
+    if (n == 0 || n > AEMP_MAXNODELEN) return AEMP_EINVAL;
     memset(&p, 0, sizeof p);
     memcpy(p.node, a->node, n);
     p.num = a->num;
@@ -163,11 +150,9 @@ static int put_pid(aemp_buf *b, const aemp_addr *a)
 static int put_term(aemp_buf *b, const aemp_term *t)
 {
     size_t used;
-    if (!t || (!t->data && t->len))
-        return AEMP_EINVAL;
+    if (!t || (!t->data && t->len)) return AEMP_EINVAL;
     /* exactly one well-formed term, or the result would not parse */
-    if (aemp__term_validate(t->data, t->len, &used) || used != t->len)
-        return AEMP_EINVAL;
+    if (aemp__term_validate(t->data, t->len, &used) || used != t->len) return AEMP_EINVAL;
     return aemp__buf_append(b, t->data, t->len);
 }
 
@@ -209,8 +194,8 @@ static int directive(struct fmt *f)
 
 static int is_atom_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '@';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '@';
 }
 
 static int bare_atom(struct fmt *f)
@@ -228,23 +213,30 @@ static int quoted_atom(struct fmt *f)
     f->s++; /* opening quote */
     for (;;) {
         char c = *f->s++;
-        if (c == 0)
-            return AEMP_EINVAL;
-        if (c == '\'')
-            break;
+        if (c == 0) return AEMP_EINVAL;
+        if (c == '\'') break;
         if (c == '\\') {
             c = *f->s++;
             switch (c) {
-            case 0: return AEMP_EINVAL;
-            case 'n': c = '\n'; break;
-            case 't': c = '\t'; break;
-            case 'r': c = '\r'; break;
-            case 's': c = ' '; break;
-            default: break; /* \' \\ and any other character stand for themselves */
+            case 0:
+                return AEMP_EINVAL;
+            case 'n':
+                c = '\n';
+                break;
+            case 't':
+                c = '\t';
+                break;
+            case 'r':
+                c = '\r';
+                break;
+            case 's':
+                c = ' ';
+                break;
+            default:
+                break; /* \' \\ and any other character stand for themselves */
             }
         }
-        if (n == sizeof text)
-            return AEMP_EINVAL;
+        if (n == sizeof text) return AEMP_EINVAL;
         text[n++] = c;
     }
     return put_atom(f->b, text, n);
@@ -263,8 +255,7 @@ static int number(struct fmt *f)
         neg = 1;
         f->s++;
     }
-    if (!is_digit(*f->s))
-        return AEMP_EINVAL;
+    if (!is_digit(*f->s)) return AEMP_EINVAL;
     uint64_t mag = 0;
     int overflow = 0;
     while (is_digit(*f->s)) {
@@ -281,10 +272,8 @@ static int number(struct fmt *f)
             f->s++;
         if (*f->s == 'e' || *f->s == 'E') {
             const char *e = f->s + 1;
-            if (*e == '+' || *e == '-')
-                e++;
-            if (!is_digit(*e))
-                return AEMP_EINVAL;
+            if (*e == '+' || *e == '-') e++;
+            if (!is_digit(*e)) return AEMP_EINVAL;
             while (is_digit(*e))
                 e++;
             f->s = e;
@@ -293,20 +282,16 @@ static int number(struct fmt *f)
     if (is_float) {
         char text[MAX_NUMBER_TEXT + 1];
         size_t n = (size_t)(f->s - start);
-        if (n > MAX_NUMBER_TEXT)
-            return AEMP_EINVAL;
+        if (n > MAX_NUMBER_TEXT) return AEMP_EINVAL;
         memcpy(text, start, n);
         text[n] = 0;
         char *end;
         double d = aemp__term_strtod(text, &end);
-        if (end != text + n)
-            return AEMP_EINVAL;
+        if (end != text + n) return AEMP_EINVAL;
         return put_double(f->b, d);
     }
-    if (overflow)
-        return AEMP_EINVAL;
-    if (neg && mag > (uint64_t)INT64_MAX + 1)
-        return AEMP_EINVAL;
+    if (overflow) return AEMP_EINVAL;
+    if (neg && mag > (uint64_t)INT64_MAX + 1) return AEMP_EINVAL;
     return put_integer(f->b, neg && mag != 0, mag);
 }
 
@@ -323,26 +308,21 @@ static int elements(struct fmt *f, char close, int pairs, uint32_t *count)
         return 0;
     }
     for (;;) {
-        if ((rc = value(f)))
-            return rc;
+        if ((rc = value(f))) return rc;
         if (pairs) {
             skip_ws(f);
-            if (f->s[0] != '=' || f->s[1] != '>')
-                return AEMP_EINVAL;
+            if (f->s[0] != '=' || f->s[1] != '>') return AEMP_EINVAL;
             f->s += 2;
-            if ((rc = value(f)))
-                return rc;
+            if ((rc = value(f))) return rc;
         }
-        if (*count == UINT32_MAX)
-            return AEMP_EINVAL;
+        if (*count == UINT32_MAX) return AEMP_EINVAL;
         ++*count;
         skip_ws(f);
         if (*f->s == close) {
             f->s++;
             return 0;
         }
-        if (*f->s != ',')
-            return AEMP_EINVAL;
+        if (*f->s != ',') return AEMP_EINVAL;
         f->s++;
     }
 }
@@ -352,18 +332,15 @@ static int container(struct fmt *f, char open)
     aemp_buf *b = f->b;
     uint32_t n;
     int rc;
-    if (f->depth >= AEMP__TERM_MAX_DEPTH)
-        return AEMP_EINVAL;
+    if (f->depth >= AEMP__TERM_MAX_DEPTH) return AEMP_EINVAL;
     size_t hdr = b->len;
-    if ((rc = aemp__buf_reserve(b, 5)))
-        return rc;
+    if ((rc = aemp__buf_reserve(b, 5))) return rc;
     memset(b->data + hdr, 0, 5);
     b->len += 5;
     f->depth++;
     rc = elements(f, open == '[' ? ']' : '}', open == '#', &n);
     f->depth--;
-    if (rc)
-        return rc;
+    if (rc) return rc;
     switch (open) {
     case '{':
         if (n <= 0xff) {
@@ -406,25 +383,20 @@ static int value(struct fmt *f)
         return container(f, c);
     }
     if (c == '#') {
-        if (f->s[1] != '{')
-            return AEMP_EINVAL;
+        if (f->s[1] != '{') return AEMP_EINVAL;
         f->s += 2;
         return container(f, '#');
     }
-    if (c == '\'')
-        return quoted_atom(f);
-    if (c >= 'a' && c <= 'z')
-        return bare_atom(f);
-    if (c == '-' || is_digit(c))
-        return number(f);
+    if (c == '\'') return quoted_atom(f);
+    if (c >= 'a' && c <= 'z') return bare_atom(f);
+    if (c == '-' || is_digit(c)) return number(f);
     return AEMP_EINVAL;
 }
 
 int aemp_term_vformat(aemp_buf *b, const char *fmt, va_list ap)
 {
     struct fmt f;
-    if (!b || !fmt)
-        return AEMP_EINVAL;
+    if (!b || !fmt) return AEMP_EINVAL;
     size_t saved = b->len;
     f.s = fmt;
     f.b = b;
@@ -433,12 +405,10 @@ int aemp_term_vformat(aemp_buf *b, const char *fmt, va_list ap)
     int rc = value(&f);
     if (rc == 0) {
         skip_ws(&f);
-        if (*f.s)
-            rc = AEMP_EINVAL;
+        if (*f.s) rc = AEMP_EINVAL;
     }
     va_end(f.ap);
-    if (rc)
-        b->len = saved;
+    if (rc) b->len = saved;
     return rc;
 }
 

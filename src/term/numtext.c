@@ -34,13 +34,10 @@ int aemp__term_fmt_double(char *out, size_t size, double d)
     int prec;
     for (prec = 1; prec < 17; prec++) {
         snprintf(tmp, sizeof tmp, "%.*g", prec, d);
-        if (aemp__term_strtod(tmp, NULL) == d)
-            break;
+        if (aemp__term_strtod(tmp, NULL) == d) break;
     }
-    if (prec == 17)
-        snprintf(tmp, sizeof tmp, "%.17g", d);
-    if (l)
-        uselocale(old);
+    if (prec == 17) snprintf(tmp, sizeof tmp, "%.17g", d);
+    if (l) uselocale(old);
 
     /* Erlang floats need digits on both sides of a '.': 1e+20 -> 1.0e+20. */
     const char *e = strchr(tmp, 'e');
@@ -57,20 +54,16 @@ int aemp__term_old_float(const char *text31, double *out)
     char text[32];
     const char *nul = memchr(text31, 0, 31);
     /* without a NUL in its 31 bytes, ei's sscanf would read past them */
-    if (!nul || nul == text31)
-        return -1;
+    if (!nul || nul == text31) return -1;
     size_t n = (size_t)(nul - text31);
     /* only what Erlang's "%.20e" writes: hex, inf, nan and spaces, which
      * strtod and sscanf treat differently, are refused */
-    if (strspn(text31, "0123456789.eE+-") != n)
-        return -1;
+    if (strspn(text31, "0123456789.eE+-") != n) return -1;
     memcpy(text, text31, n);
     text[n] = 0;
     char *end;
     double d = aemp__term_strtod(text, &end);
-    if (end != text + n)
-        return -1;
-    if (out)
-        *out = d;
+    if (end != text + n) return -1;
+    if (out) *out = d;
     return 0;
 }

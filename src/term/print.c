@@ -15,6 +15,7 @@
 #include "term_local.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 
 struct out {
@@ -26,8 +27,7 @@ struct out {
 
 static void put(struct out *o, const char *s, size_t n)
 {
-    if (o->full)
-        return;
+    if (o->full) return;
     size_t room = o->size - 1 - o->len;
     if (n > room) {
         memcpy(o->p + o->len, s, room);
@@ -52,21 +52,18 @@ static void putf(struct out *o, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
-    if (n > 0)
-        put(o, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+    if (n > 0) put(o, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
 static const char *const reserved_words[] = {
-    "after", "and",   "andalso", "band", "begin",  "bnot",    "bor", "bsl", "bsr",
-    "bxor",  "case",  "catch",   "cond", "div",    "else",    "end", "fun", "if",
-    "let",   "maybe", "not",     "of",   "or",     "orelse",  "receive", "rem", "try",
-    "when",  "xor",
+    "after", "and",   "andalso", "band",   "begin",   "bnot", "bor", "bsl",  "bsr", "bxor",
+    "case",  "catch", "cond",    "div",    "else",    "end",  "fun", "if",   "let", "maybe",
+    "not",   "of",    "or",      "orelse", "receive", "rem",  "try", "when", "xor",
 };
 
 static int atom_needs_quotes(const char *s, size_t n)
 {
-    if (n == 0 || !(s[0] >= 'a' && s[0] <= 'z'))
-        return 1;
+    if (n == 0 || !(s[0] >= 'a' && s[0] <= 'z')) return 1;
     for (size_t i = 1; i < n; i++) {
         char c = s[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -74,8 +71,7 @@ static int atom_needs_quotes(const char *s, size_t n)
             return 1;
     }
     for (size_t i = 0; i < sizeof reserved_words / sizeof reserved_words[0]; i++)
-        if (strlen(reserved_words[i]) == n && memcmp(reserved_words[i], s, n) == 0)
-            return 1;
+        if (strlen(reserved_words[i]) == n && memcmp(reserved_words[i], s, n) == 0) return 1;
     return 0;
 }
 
@@ -83,11 +79,20 @@ static int atom_needs_quotes(const char *s, size_t n)
 static void put_char_escaped(struct out *o, uint8_t ch, char quote)
 {
     switch (ch) {
-    case '\n': puts_(o, "\\n"); return;
-    case '\t': puts_(o, "\\t"); return;
-    case '\r': puts_(o, "\\r"); return;
-    case '\\': puts_(o, "\\\\"); return;
-    default: break;
+    case '\n':
+        puts_(o, "\\n");
+        return;
+    case '\t':
+        puts_(o, "\\t");
+        return;
+    case '\r':
+        puts_(o, "\\r");
+        return;
+    case '\\':
+        puts_(o, "\\\\");
+        return;
+    default:
+        break;
     }
     if (ch == (uint8_t)quote) {
         char e[2] = {'\\', quote};
@@ -257,8 +262,7 @@ static void put_fun(struct out *o, const char *p, size_t len)
         /* FUN_EXT: free-variable count, then the creator pid */
         aemp_term skip;
         c.pos = 1 + 4;
-        if (aemp_get_term(&c, &skip))
-            return;
+        if (aemp_get_term(&c, &skip)) return;
         pos = c.pos;
     }
     puts_(o, "#Fun<");
@@ -359,8 +363,7 @@ static int print_term(struct out *o, const char *data, size_t len)
     size_t pos = 0, used;
     const uint8_t *u = (const uint8_t *)data;
 
-    if (aemp__term_validate(data, len, &used))
-        return AEMP_EBADTERM;
+    if (aemp__term_validate(data, len, &used)) return AEMP_EBADTERM;
     len = used;
     st[0].kind = P_TOP;
     st[0].remaining = 1;
@@ -372,8 +375,7 @@ static int print_term(struct out *o, const char *data, size_t len)
                 puts_(o, "}");
             else if (f->kind == P_LIST)
                 puts_(o, "]");
-            if (sp == 0)
-                break;
+            if (sp == 0) break;
             sp--;
             continue;
         }
@@ -421,8 +423,7 @@ static int print_term(struct out *o, const char *data, size_t len)
             break;
         default:
             /* a leaf: its size from the validator, which never recurses */
-            if (aemp__term_validate(data + pos, len - pos, &used))
-                return AEMP_EBADTERM;
+            if (aemp__term_validate(data + pos, len - pos, &used)) return AEMP_EBADTERM;
             put_leaf(o, data + pos, used);
             pos += used;
             continue;
@@ -438,8 +439,9 @@ static int print_term(struct out *o, const char *data, size_t len)
 
 int aemp_term_print(const aemp_term *t, char *out, size_t size)
 {
-    if (!out || size == 0)
-        return AEMP_EINVAL;
+    if (!out || size == 0) return AEMP_EINVAL;
+    /* the length is returned as an int */
+    if (size > (size_t)INT_MAX) size = (size_t)INT_MAX;
     struct out o = {out, size, 0, 0};
     int rc = t ? print_term(&o, t->data, t->len) : AEMP_EINVAL;
     if (rc) {

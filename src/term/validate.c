@@ -47,16 +47,14 @@ static size_t avail(const struct walk *w)
 
 static int take(struct walk *w, size_t n)
 {
-    if (n > avail(w))
-        return -1;
+    if (n > avail(w)) return -1;
     w->pos += n;
     return 0;
 }
 
 static int get8(struct walk *w, uint32_t *v)
 {
-    if (avail(w) < 1)
-        return -1;
+    if (avail(w) < 1) return -1;
     *v = w->p[w->pos];
     w->pos += 1;
     return 0;
@@ -64,8 +62,7 @@ static int get8(struct walk *w, uint32_t *v)
 
 static int get16(struct walk *w, uint32_t *v)
 {
-    if (avail(w) < 2)
-        return -1;
+    if (avail(w) < 2) return -1;
     *v = aemp__get_u16(w->p + w->pos);
     w->pos += 2;
     return 0;
@@ -73,8 +70,7 @@ static int get16(struct walk *w, uint32_t *v)
 
 static int get32(struct walk *w, uint32_t *v)
 {
-    if (avail(w) < 4)
-        return -1;
+    if (avail(w) < 4) return -1;
     *v = aemp__get_u32(w->p + w->pos);
     w->pos += 4;
     return 0;
@@ -83,21 +79,17 @@ static int get32(struct walk *w, uint32_t *v)
 static int skip_atom(struct walk *w)
 {
     uint32_t tag, n;
-    if (get8(w, &tag))
-        return -1;
+    if (get8(w, &tag)) return -1;
     switch (tag) {
     case ERL_ATOM_EXT:
-        if (get16(w, &n) || n > MAX_LATIN1_ATOM)
-            return -1;
+        if (get16(w, &n) || n > MAX_LATIN1_ATOM) return -1;
         break;
     case ERL_SMALL_ATOM_EXT:
     case ERL_SMALL_ATOM_UTF8_EXT:
-        if (get8(w, &n))
-            return -1;
+        if (get8(w, &n)) return -1;
         break;
     case ERL_ATOM_UTF8_EXT:
-        if (get16(w, &n) || n > AEMP_MAXATOMLEN)
-            return -1;
+        if (get16(w, &n) || n > AEMP_MAXATOMLEN) return -1;
         break;
     default:
         return -1;
@@ -109,8 +101,7 @@ static int skip_atom(struct walk *w)
 static int skip_small_int(struct walk *w)
 {
     uint32_t tag, n;
-    if (get8(w, &tag))
-        return -1;
+    if (get8(w, &tag)) return -1;
     switch (tag) {
     case ERL_SMALL_INTEGER_EXT:
         return take(w, 1);
@@ -119,13 +110,11 @@ static int skip_small_int(struct walk *w)
     case ERL_SMALL_BIG_EXT: {
         /* must fit ei's long long, or ei_decode_long refuses it */
         uint32_t sign;
-        if (get8(w, &n) || n > 8 || get8(w, &sign) || n > avail(w))
-            return -1;
+        if (get8(w, &n) || n > 8 || get8(w, &sign) || n > avail(w)) return -1;
         uint64_t mag = 0;
         for (uint32_t i = 0; i < n; i++)
             mag |= (uint64_t)w->p[w->pos + i] << (8 * i);
-        if (mag > (sign ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX))
-            return -1;
+        if (mag > (sign ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX)) return -1;
         return take(w, n);
     }
     default:
@@ -136,19 +125,15 @@ static int skip_small_int(struct walk *w)
 static int skip_pid(struct walk *w)
 {
     uint32_t tag;
-    if (get8(w, &tag))
-        return -1;
-    if (tag != ERL_PID_EXT && tag != ERL_NEW_PID_EXT)
-        return -1;
-    if (skip_atom(w))
-        return -1;
+    if (get8(w, &tag)) return -1;
+    if (tag != ERL_PID_EXT && tag != ERL_NEW_PID_EXT) return -1;
+    if (skip_atom(w)) return -1;
     return take(w, tag == ERL_PID_EXT ? 9 : 12);
 }
 
 static int push(struct frame *st, int *sp, size_t remaining, int kind, size_t end)
 {
-    if (*sp >= AEMP__TERM_MAX_DEPTH)
-        return -1;
+    if (*sp >= AEMP__TERM_MAX_DEPTH) return -1;
     ++*sp;
     st[*sp].remaining = remaining;
     st[*sp].kind = kind;
@@ -161,16 +146,14 @@ static int step(struct walk *w, struct frame *st, int *sp)
 {
     size_t start = w->pos;
     uint32_t tag, n, m;
-    if (get8(w, &tag))
-        return -1;
+    if (get8(w, &tag)) return -1;
     switch (tag) {
     case ERL_SMALL_INTEGER_EXT:
         return take(w, 1);
     case ERL_INTEGER_EXT:
         return take(w, 4);
     case ERL_FLOAT_EXT:
-        if (avail(w) < OLD_FLOAT_LEN ||
-            aemp__term_old_float((const char *)w->p + w->pos, NULL))
+        if (avail(w) < OLD_FLOAT_LEN || aemp__term_old_float((const char *)w->p + w->pos, NULL))
             return -1;
         return take(w, OLD_FLOAT_LEN);
     case NEW_FLOAT_EXT:
@@ -182,98 +165,77 @@ static int step(struct walk *w, struct frame *st, int *sp)
         w->pos = start;
         return skip_atom(w);
     case ERL_REFERENCE_EXT:
-        if (skip_atom(w))
-            return -1;
+        if (skip_atom(w)) return -1;
         return take(w, 5);
     case ERL_NEW_REFERENCE_EXT:
     case ERL_NEWER_REFERENCE_EXT:
-        if (get16(w, &n) || n > MAX_REF_WORDS || skip_atom(w))
-            return -1;
+        if (get16(w, &n) || n > MAX_REF_WORDS || skip_atom(w)) return -1;
         return take(w, (tag == ERL_NEW_REFERENCE_EXT ? 1 : 4) + 4 * (size_t)n);
     case ERL_PORT_EXT:
-        if (skip_atom(w))
-            return -1;
+        if (skip_atom(w)) return -1;
         return take(w, 5);
     case ERL_NEW_PORT_EXT:
-        if (skip_atom(w))
-            return -1;
+        if (skip_atom(w)) return -1;
         return take(w, 8);
     case ERL_V4_PORT_EXT:
-        if (skip_atom(w))
-            return -1;
+        if (skip_atom(w)) return -1;
         return take(w, 12);
     case ERL_PID_EXT:
     case ERL_NEW_PID_EXT:
         w->pos = start;
         return skip_pid(w);
     case ERL_SMALL_TUPLE_EXT:
-        if (get8(w, &n) || n > avail(w))
-            return -1;
+        if (get8(w, &n) || n > avail(w)) return -1;
         return push(st, sp, n, FRAME_SEQ, 0);
     case ERL_LARGE_TUPLE_EXT:
-        if (get32(w, &n) || n > avail(w))
-            return -1;
+        if (get32(w, &n) || n > avail(w)) return -1;
         return push(st, sp, n, FRAME_SEQ, 0);
     case ERL_MAP_EXT:
-        if (get32(w, &n) || n > avail(w) / 2)
-            return -1;
+        if (get32(w, &n) || n > avail(w) / 2) return -1;
         return push(st, sp, 2 * (size_t)n, FRAME_SEQ, 0);
     case ERL_NIL_EXT:
         return 0;
     case ERL_STRING_EXT:
-        if (get16(w, &n))
-            return -1;
+        if (get16(w, &n)) return -1;
         return take(w, n);
     case ERL_LIST_EXT:
         /* n elements and a tail, each at least one byte */
-        if (get32(w, &n) || n >= avail(w))
-            return -1;
+        if (get32(w, &n) || n >= avail(w)) return -1;
         return push(st, sp, (size_t)n + 1, FRAME_SEQ, 0);
     case ERL_BINARY_EXT:
-        if (get32(w, &n))
-            return -1;
+        if (get32(w, &n)) return -1;
         return take(w, n);
     case ERL_BIT_BINARY_EXT:
         /* as ei_decode_bitstring: 1..8 bits used in the last byte of a
          * non-empty bitstring, 0 for an empty one */
-        if (get32(w, &n) || get8(w, &m))
-            return -1;
-        if ((m == 0) != (n == 0) || m > 8)
-            return -1;
+        if (get32(w, &n) || get8(w, &m)) return -1;
+        if ((m == 0) != (n == 0) || m > 8) return -1;
         return take(w, n);
     case ERL_SMALL_BIG_EXT:
-        if (get8(w, &n))
-            return -1;
+        if (get8(w, &n)) return -1;
         return take(w, 1 + (size_t)n);
     case ERL_LARGE_BIG_EXT:
-        if (get32(w, &n) || n > MAX_BIG_BYTES)
-            return -1;
+        if (get32(w, &n) || n > MAX_BIG_BYTES) return -1;
         return take(w, 1 + (size_t)n);
     case ERL_NEW_FUN_EXT: {
         /* Size counts itself and everything after the tag. */
-        if (get32(w, &n) || n < 4 + 1 + 16 + 4 + 4 || n > w->len - start - 1)
-            return -1;
+        if (get32(w, &n) || n < 4 + 1 + 16 + 4 + 4 || n > w->len - start - 1) return -1;
         size_t end = start + 1 + (size_t)n;
         uint32_t nfree;
-        if (take(w, 1 + 16 + 4) || get32(w, &nfree))
-            return -1;
-        if (skip_atom(w) || skip_small_int(w) || skip_small_int(w) || skip_pid(w))
-            return -1;
-        if (w->pos > end || nfree > end - w->pos)
-            return -1;
+        if (take(w, 1 + 16 + 4) || get32(w, &nfree)) return -1;
+        if (skip_atom(w) || skip_small_int(w) || skip_small_int(w) || skip_pid(w)) return -1;
+        if (w->pos > end || nfree > end - w->pos) return -1;
         return push(st, sp, nfree, FRAME_FUN, end);
     }
     case ERL_EXPORT_EXT:
-        if (skip_atom(w) || skip_atom(w))
-            return -1;
+        if (skip_atom(w) || skip_atom(w)) return -1;
         return skip_small_int(w);
     case ERL_FUN_EXT: {
         uint32_t nfree;
         if (get32(w, &nfree) || skip_pid(w) || skip_atom(w) || skip_small_int(w) ||
             skip_small_int(w))
             return -1;
-        if (nfree > avail(w))
-            return -1;
+        if (nfree > avail(w)) return -1;
         return push(st, sp, nfree, FRAME_SEQ, 0);
     }
     default:
@@ -290,27 +252,22 @@ int aemp__term_validate(const char *buf, size_t len, size_t *used)
     int sp = 0;
     struct walk w = {(const uint8_t *)buf, len, 0};
 
-    if (!buf && len)
-        return AEMP_EBADTERM;
+    if (!buf && len) return AEMP_EBADTERM;
     /* ei indexes terms with int */
-    if (w.len > (size_t)INT_MAX)
-        w.len = (size_t)INT_MAX;
+    if (w.len > (size_t)INT_MAX) w.len = (size_t)INT_MAX;
     st[0].remaining = 1;
     st[0].kind = FRAME_SEQ;
     st[0].end = 0;
     for (;;) {
         while (st[sp].remaining == 0) {
-            if (st[sp].kind == FRAME_FUN && w.pos != st[sp].end)
-                return AEMP_EBADTERM;
+            if (st[sp].kind == FRAME_FUN && w.pos != st[sp].end) return AEMP_EBADTERM;
             if (sp == 0) {
-                if (used)
-                    *used = w.pos;
+                if (used) *used = w.pos;
                 return 0;
             }
             sp--;
         }
         st[sp].remaining--;
-        if (step(&w, st, &sp))
-            return AEMP_EBADTERM;
+        if (step(&w, st, &sp)) return AEMP_EBADTERM;
     }
 }
