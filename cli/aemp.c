@@ -95,8 +95,7 @@ static void echo_cb(aemp_node *node, aemp_port self, const aemp_term *msg, const
     if (to && aemp_get_tuple(&c, &arity) == 0 && arity == 2 && aemp_get_pid(&c, to) == 0 &&
         aemp_get_term(&c, &body) == 0) {
         int rc = aemp_send(node, self, to, &body);
-        if (rc)
-            fprintf(stderr, "aemp: echo reply failed: %s\n", aemp_strerror(rc));
+        if (rc) fprintf(stderr, "aemp: echo reply failed: %s\n", aemp_strerror(rc));
     } else {
         char text[256];
         aemp_term_print(msg, text, sizeof text);
@@ -160,8 +159,7 @@ static void on_closed(void *arg)
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct run_state *st = h->data;
-    if (!st->node)
-        return;
+    if (!st->node) return;
     printf("aemp: stopping on signal %d\n", signum);
     fflush(stdout);
     aemp_node *n = st->node;
@@ -226,8 +224,7 @@ struct ping_state {
 
 static void ping_finish(struct ping_state *st, int status)
 {
-    if (st->status != -1)
-        return;
+    if (st->status != -1) return;
     st->status = status;
     uv_close((uv_handle_t *)&st->timer, NULL);
     aemp_node_close(st->node, NULL, NULL);
@@ -277,8 +274,7 @@ static int cmd_ping(int argc, char **argv)
         size_t hl = sizeof host;
         if (uv_os_gethostname(host, &hl) == 0) {
             char *dot = strchr(host, '.');
-            if (dot)
-                *dot = 0;
+            if (dot) *dot = 0;
             if ((size_t)snprintf(target, sizeof target, "%s@%s", o.name, host) >= sizeof target) {
                 fprintf(stderr, "pang: %s: node name too long\n", o.name);
                 return 1;
@@ -386,11 +382,9 @@ static int cmd_gencert(int argc, char **argv)
         if (uv_os_gethostname(host, &hl) == 0) {
             memcpy(fqdn, host, sizeof fqdn);
             char *dot = strchr(host, '.');
-            if (dot)
-                *dot = 0;
+            if (dot) *dot = 0;
             hosts[nhosts++] = host;
-            if (strcmp(fqdn, host) != 0)
-                hosts[nhosts++] = fqdn;
+            if (strcmp(fqdn, host) != 0) hosts[nhosts++] = fqdn;
         }
         hosts[nhosts++] = "localhost";
         hosts[nhosts++] = "127.0.0.1";
@@ -415,14 +409,10 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[1];
-    if (strcmp(cmd, "run") == 0)
-        return cmd_run(argc - 2, argv + 2);
-    if (strcmp(cmd, "ping") == 0)
-        return cmd_ping(argc - 2, argv + 2);
-    if (strcmp(cmd, "names") == 0)
-        return cmd_names(argc - 2, argv + 2);
-    if (strcmp(cmd, "gencert") == 0)
-        return cmd_gencert(argc - 2, argv + 2);
+    if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2);
+    if (strcmp(cmd, "ping") == 0) return cmd_ping(argc - 2, argv + 2);
+    if (strcmp(cmd, "names") == 0) return cmd_names(argc - 2, argv + 2);
+    if (strcmp(cmd, "gencert") == 0) return cmd_gencert(argc - 2, argv + 2);
     if (strcmp(cmd, "version") == 0) {
         printf("aemp %s\n", AEMP_VERSION);
         return 0;

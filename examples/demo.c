@@ -18,8 +18,8 @@ struct demo {
     uv_signal_t sig;
 };
 
-static void greeter_cb(aemp_node *node, aemp_port self, const aemp_term *msg,
-                       const aemp_addr *from, void *arg)
+static void greeter_cb(aemp_node *node, aemp_port self, const aemp_term *msg, const aemp_addr *from,
+                       void *arg)
 {
     char text[256];
     aemp_term_print(msg, text, sizeof text);

@@ -16,8 +16,7 @@
 
 static int path_of(char *out, size_t size, const char *dir, const char *name, const char *ext)
 {
-    if ((size_t)snprintf(out, size, "%s/%s%s", dir, name, ext) >= size)
-        return AEMP_ETOOBIG;
+    if ((size_t)snprintf(out, size, "%s/%s%s", dir, name, ext) >= size) return AEMP_ETOOBIG;
     return 0;
 }
 
@@ -31,16 +30,14 @@ static FILE *create(const char *path, mode_t mode)
         return NULL;
     }
     FILE *f = fdopen(fd, "w");
-    if (!f)
-        close(fd);
+    if (!f) close(fd);
     return f;
 }
 
 static int write_key(const char *path, EVP_PKEY *key)
 {
     FILE *f = create(path, 0600);
-    if (!f)
-        return AEMP_EIO;
+    if (!f) return AEMP_EIO;
     int ok = PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL);
     return fclose(f) == 0 && ok ? 0 : AEMP_EIO;
 }
@@ -48,8 +45,7 @@ static int write_key(const char *path, EVP_PKEY *key)
 static int write_cert(const char *path, X509 *cert)
 {
     FILE *f = create(path, 0644);
-    if (!f)
-        return AEMP_EIO;
+    if (!f) return AEMP_EIO;
     int ok = PEM_write_X509(f, cert);
     return fclose(f) == 0 && ok ? 0 : AEMP_EIO;
 }
@@ -60,8 +56,7 @@ static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
     X509V3_set_ctx_nodb(&ctx);
     X509V3_set_ctx(&ctx, issuer, cert, NULL, NULL, 0);
     X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
-    if (!ext)
-        return AEMP_EINVAL;
+    if (!ext) return AEMP_EINVAL;
     int ok = X509_add_ext(cert, ext, -1);
     X509_EXTENSION_free(ext);
     return ok ? 0 : AEMP_EINVAL;
@@ -70,8 +65,7 @@ static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
 static X509 *new_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key)
 {
     X509 *cert = X509_new();
-    if (!cert)
-        return NULL;
+    if (!cert) return NULL;
     uint64_t serial;
     aemp__random(&serial, sizeof serial);
     ASN1_INTEGER_set_uint64(X509_get_serialNumber(cert), serial >> 1);
@@ -90,8 +84,7 @@ static X509 *new_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *iss
 static int load_ca(const char *cert_path, const char *key_path, X509 **cert, EVP_PKEY **key)
 {
     FILE *f = fopen(cert_path, "r");
-    if (!f)
-        return AEMP_ENOENT;
+    if (!f) return AEMP_ENOENT;
     *cert = PEM_read_X509(f, NULL, NULL, NULL);
     fclose(f);
     f = fopen(key_path, "r");
@@ -113,22 +106,15 @@ static int load_ca(const char *cert_path, const char *key_path, X509 **cert, EVP
 static int make_ca(const char *cert_path, const char *key_path, X509 **cert, EVP_PKEY **key)
 {
     *key = EVP_EC_gen("P-256");
-    if (!*key)
-        return AEMP_ENOMEM;
+    if (!*key) return AEMP_ENOMEM;
     *cert = new_cert(*key, "aemp CA", NULL, NULL);
     int rc = *cert ? 0 : AEMP_ENOMEM;
-    if (!rc)
-        rc = add_ext(*cert, *cert, NID_basic_constraints, "critical,CA:TRUE");
-    if (!rc)
-        rc = add_ext(*cert, *cert, NID_key_usage, "critical,keyCertSign,cRLSign");
-    if (!rc)
-        rc = add_ext(*cert, *cert, NID_subject_key_identifier, "hash");
-    if (!rc && !X509_sign(*cert, *key, EVP_sha256()))
-        rc = AEMP_EINVAL;
-    if (!rc)
-        rc = write_key(key_path, *key);
-    if (!rc)
-        rc = write_cert(cert_path, *cert);
+    if (!rc) rc = add_ext(*cert, *cert, NID_basic_constraints, "critical,CA:TRUE");
+    if (!rc) rc = add_ext(*cert, *cert, NID_key_usage, "critical,keyCertSign,cRLSign");
+    if (!rc) rc = add_ext(*cert, *cert, NID_subject_key_identifier, "hash");
+    if (!rc && !X509_sign(*cert, *key, EVP_sha256())) rc = AEMP_EINVAL;
+    if (!rc) rc = write_key(key_path, *key);
+    if (!rc) rc = write_cert(cert_path, *cert);
     if (rc) {
         X509_free(*cert);
         EVP_PKEY_free(*key);
@@ -140,8 +126,7 @@ static int make_ca(const char *cert_path, const char *key_path, X509 **cert, EVP
 
 int aemp_tls_gencert(const char *dir, const char *name, const char *const *hosts, size_t nhosts)
 {
-    if (!dir || !name || !*name || strchr(name, '/') || !hosts || nhosts == 0)
-        return AEMP_EINVAL;
+    if (!dir || !name || !*name || strchr(name, '/') || !hosts || nhosts == 0) return AEMP_EINVAL;
     char ca_pem[4096], ca_key[4096], pem[4096], key[4096];
     if (path_of(ca_pem, sizeof ca_pem, dir, "ca", ".pem") ||
         path_of(ca_key, sizeof ca_key, dir, "ca", ".key") ||
@@ -159,41 +144,29 @@ int aemp_tls_gencert(const char *dir, const char *name, const char *const *hosts
         bool ip = inet_pton(AF_INET, hosts[i], b) == 1 || inet_pton(AF_INET6, hosts[i], b) == 1;
         int w = snprintf(san + used, sizeof san - used, "%s%s:%s", i ? "," : "", ip ? "IP" : "DNS",
                          hosts[i]);
-        if (w < 0 || (size_t)w >= sizeof san - used)
-            return AEMP_ETOOBIG;
+        if (w < 0 || (size_t)w >= sizeof san - used) return AEMP_ETOOBIG;
         used += (size_t)w;
     }
     X509 *ca = NULL, *cert = NULL;
     EVP_PKEY *cakey = NULL, *pkey = NULL;
     int rc = load_ca(ca_pem, ca_key, &ca, &cakey);
-    if (rc == AEMP_ENOENT)
-        rc = make_ca(ca_pem, ca_key, &ca, &cakey);
-    if (rc)
-        goto done;
+    if (rc == AEMP_ENOENT) rc = make_ca(ca_pem, ca_key, &ca, &cakey);
+    if (rc) goto done;
     pkey = EVP_EC_gen("P-256");
     cert = pkey ? new_cert(pkey, hosts[0], ca, cakey) : NULL;
     rc = cert ? 0 : AEMP_ENOMEM;
-    if (!rc)
-        rc = add_ext(cert, ca, NID_basic_constraints, "critical,CA:FALSE");
-    if (!rc)
-        rc = add_ext(cert, ca, NID_key_usage, "critical,digitalSignature,keyAgreement");
-    if (!rc)
-        rc = add_ext(cert, ca, NID_ext_key_usage, "serverAuth,clientAuth");
-    if (!rc)
-        rc = add_ext(cert, ca, NID_subject_alt_name, san);
-    if (!rc)
-        rc = add_ext(cert, ca, NID_authority_key_identifier, "keyid");
-    if (!rc && !X509_sign(cert, cakey, EVP_sha256()))
-        rc = AEMP_EINVAL;
-    if (!rc)
-        rc = write_key(key, pkey);
-    if (!rc)
-        rc = write_cert(pem, cert);
+    if (!rc) rc = add_ext(cert, ca, NID_basic_constraints, "critical,CA:FALSE");
+    if (!rc) rc = add_ext(cert, ca, NID_key_usage, "critical,digitalSignature,keyAgreement");
+    if (!rc) rc = add_ext(cert, ca, NID_ext_key_usage, "serverAuth,clientAuth");
+    if (!rc) rc = add_ext(cert, ca, NID_subject_alt_name, san);
+    if (!rc) rc = add_ext(cert, ca, NID_authority_key_identifier, "keyid");
+    if (!rc && !X509_sign(cert, cakey, EVP_sha256())) rc = AEMP_EINVAL;
+    if (!rc) rc = write_key(key, pkey);
+    if (!rc) rc = write_cert(pem, cert);
     if (rc) {
         unsigned long e = ERR_get_error();
         char buf[200] = "";
-        if (e)
-            ERR_error_string_n(e, buf, sizeof buf);
+        if (e) ERR_error_string_n(e, buf, sizeof buf);
         AEMP_LOGE("gencert: cannot make the certificate for %s: %s %s", name, aemp_strerror(rc),
                   buf);
     }

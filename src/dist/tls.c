@@ -31,8 +31,7 @@ static void openssl_error(char *out, size_t size, const char *what)
 {
     unsigned long e = ERR_get_error();
     char buf[160] = "";
-    if (e)
-        ERR_error_string_n(e, buf, sizeof buf);
+    if (e) ERR_error_string_n(e, buf, sizeof buf);
     snprintf(out, size, "%s%s%s", what, e ? ": " : "", buf);
     ERR_clear_error();
 }
@@ -69,8 +68,7 @@ static SSL_CTX *make_ctx(bool server, const aemp__tls_config *cfg, char *err, si
     }
     if (cfg->verify) {
         int mode = SSL_VERIFY_PEER;
-        if (server)
-            mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+        if (server) mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
         SSL_CTX_set_verify(ctx, mode, NULL);
     } else {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
@@ -93,12 +91,10 @@ int aemp__tls_ctx_new(const aemp__tls_config *cfg, aemp__tls_ctx **out, char *er
         return AEMP_EINVAL;
     }
     aemp__tls_ctx *t = calloc(1, sizeof *t);
-    if (!t)
-        return AEMP_ENOMEM;
+    if (!t) return AEMP_ENOMEM;
     t->verify = cfg->verify;
     t->server = make_ctx(true, cfg, err, errlen);
-    if (t->server)
-        t->client = make_ctx(false, cfg, err, errlen);
+    if (t->server) t->client = make_ctx(false, cfg, err, errlen);
     if (!t->server || !t->client) {
         aemp__tls_ctx_free(t);
         return AEMP_EINVAL;
@@ -109,8 +105,7 @@ int aemp__tls_ctx_new(const aemp__tls_config *cfg, aemp__tls_ctx **out, char *er
 
 void aemp__tls_ctx_free(aemp__tls_ctx *t)
 {
-    if (!t)
-        return;
+    if (!t) return;
     SSL_CTX_free(t->server);
     SSL_CTX_free(t->client);
     free(t);
@@ -125,8 +120,7 @@ static bool is_ip(const char *host)
 int aemp__tls_new(aemp__tls_ctx *ctx, bool server, const char *peer_host, aemp__tls **out)
 {
     aemp__tls *t = calloc(1, sizeof *t);
-    if (!t)
-        return AEMP_ENOMEM;
+    if (!t) return AEMP_ENOMEM;
     t->server = server;
     t->verify = ctx->verify;
     t->ssl = SSL_new(server ? ctx->server : ctx->client);
@@ -146,8 +140,7 @@ int aemp__tls_new(aemp__tls_ctx *ctx, bool server, const char *peer_host, aemp__
         SSL_set_connect_state(t->ssl);
         if (peer_host) {
             aemp__strlcpy(t->host, peer_host, sizeof t->host);
-            if (!is_ip(peer_host))
-                SSL_set_tlsext_host_name(t->ssl, peer_host);
+            if (!is_ip(peer_host)) SSL_set_tlsext_host_name(t->ssl, peer_host);
             /* The server's certificate must name the host we connect to. */
             if (t->verify) {
                 X509_VERIFY_PARAM *p = SSL_get0_param(t->ssl);
@@ -164,8 +157,7 @@ int aemp__tls_new(aemp__tls_ctx *ctx, bool server, const char *peer_host, aemp__
 
 void aemp__tls_free(aemp__tls *t)
 {
-    if (!t)
-        return;
+    if (!t) return;
     SSL_free(t->ssl); /* frees both BIOs */
     free(t);
 }
@@ -175,11 +167,9 @@ static int drain(aemp__tls *t, aemp_buf *out)
     size_t pending;
     while ((pending = BIO_ctrl_pending(t->wbio)) > 0) {
         int rc = aemp__buf_reserve(out, pending);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         int n = BIO_read(t->wbio, out->data + out->len, (int)pending);
-        if (n <= 0)
-            break;
+        if (n <= 0) break;
         out->len += (size_t)n;
     }
     return 0;
@@ -190,7 +180,9 @@ static void verify_error(aemp__tls *t)
     long v = SSL_get_verify_result(t->ssl);
     const char *who = t->server ? "client" : "server";
     switch (v) {
-    case X509_V_OK: openssl_error(t->error, sizeof t->error, "TLS handshake failed"); return;
+    case X509_V_OK:
+        openssl_error(t->error, sizeof t->error, "TLS handshake failed");
+        return;
     case X509_V_ERR_HOSTNAME_MISMATCH:
     case X509_V_ERR_IP_ADDRESS_MISMATCH:
         snprintf(t->error, sizeof t->error, "%s certificate is for another host (expected %s)", who,
@@ -215,15 +207,13 @@ static int handshake(aemp__tls *t, aemp_buf *out)
 {
     int r = SSL_do_handshake(t->ssl);
     int drc = drain(t, out);
-    if (drc)
-        return drc;
+    if (drc) return drc;
     if (r == 1) {
         t->established = true;
         return 0;
     }
     int e = SSL_get_error(t->ssl, r);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-        return 0;
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return 0;
     if (t->server && t->verify && SSL_get_verify_result(t->ssl) == X509_V_OK &&
         ERR_GET_REASON(ERR_peek_error()) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
         snprintf(t->error, sizeof t->error, "client sent no certificate");
@@ -252,19 +242,17 @@ int aemp__tls_start(aemp__tls *t, aemp_buf *out)
 
 int aemp__tls_feed(aemp__tls *t, const char *cipher, size_t len, aemp_buf *plain, aemp_buf *out)
 {
-    if (len && BIO_write(t->rbio, cipher, (int)len) != (int)len)
-        return AEMP_ENOMEM;
+    if (len && BIO_write(t->rbio, cipher, (int)len) != (int)len) return AEMP_ENOMEM;
     if (!t->established) {
         int rc = handshake(t, out);
-        if (rc || !t->established)
-            return rc;
+        if (rc || !t->established) return rc;
     }
     for (;;) {
         int rc = aemp__buf_reserve(plain, 16384);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         size_t room = plain->cap - plain->len;
-        int n = SSL_read(t->ssl, plain->data + plain->len, room > INT32_MAX ? INT32_MAX : (int)room);
+        int n =
+            SSL_read(t->ssl, plain->data + plain->len, room > INT32_MAX ? INT32_MAX : (int)room);
         if (n > 0) {
             plain->len += (size_t)n;
             continue;
@@ -272,10 +260,8 @@ int aemp__tls_feed(aemp__tls *t, const char *cipher, size_t len, aemp_buf *plain
         int e = SSL_get_error(t->ssl, n);
         /* Renegotiation or key updates may want to write. */
         int drc = drain(t, out);
-        if (drc)
-            return drc;
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-            return 0;
+        if (drc) return drc;
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return 0;
         if (e == SSL_ERROR_ZERO_RETURN) {
             snprintf(t->error, sizeof t->error, "peer closed the TLS session");
             return AEMP_EIO;
@@ -297,8 +283,7 @@ int aemp__tls_write(aemp__tls *t, const char *plain, size_t len, aemp_buf *out)
         }
         pos += (size_t)n;
         int rc = drain(t, out);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     return 0;
 }
@@ -315,14 +300,14 @@ const char *aemp__tls_error(const aemp__tls *t)
 
 int aemp__tls_check_peer_host(aemp__tls *t, const char *host)
 {
-    if (!t->verify)
-        return 0;
+    if (!t->verify) return 0;
     X509 *cert = SSL_get1_peer_certificate(t->ssl);
     if (!cert) {
         snprintf(t->error, sizeof t->error, "peer sent no certificate");
         return AEMP_EAUTH;
     }
-    int ok = is_ip(host) ? X509_check_ip_asc(cert, host, 0) : X509_check_host(cert, host, 0, 0, NULL);
+    int ok =
+        is_ip(host) ? X509_check_ip_asc(cert, host, 0) : X509_check_host(cert, host, 0, 0, NULL);
     X509_free(cert);
     if (ok != 1) {
         snprintf(t->error, sizeof t->error, "peer certificate is not for host %s", host);

@@ -21,8 +21,7 @@ static void list_add(aemp_node *n, aemp__conn *c)
 {
     c->next = n->conns;
     c->prev = NULL;
-    if (n->conns)
-        n->conns->prev = c;
+    if (n->conns) n->conns->prev = c;
     n->conns = c;
 }
 
@@ -32,15 +31,13 @@ static void list_del(aemp_node *n, aemp__conn *c)
         c->prev->next = c->next;
     else
         n->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    if (c->next) c->next->prev = c->prev;
     c->prev = c->next = NULL;
 }
 
 static void map_del(aemp__conn *c)
 {
-    if (!c->in_map)
-        return;
+    if (!c->in_map) return;
     aemp_node *n = c->node;
     if (aemp__map_get(&n->conn_by_name, c->peer, strlen(c->peer)) == c)
         aemp__map_del(&n->conn_by_name, c->peer, strlen(c->peer));
@@ -54,11 +51,9 @@ size_t aemp__conn_queued(const aemp__conn *c)
 
 static aemp__conn *conn_new(aemp_node *n)
 {
-    if (n->nconns >= n->max_connections)
-        return NULL;
+    if (n->nconns >= n->max_connections) return NULL;
     aemp__conn *c = calloc(1, sizeof *c);
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     n->nconns++;
     c->node = n;
     c->started_ms = c->last_recv_ms = c->last_send_ms = aemp__now_ms(n);
@@ -92,8 +87,7 @@ static void conn_free(aemp__conn *c)
 
 static void conn_unref(aemp__conn *c)
 {
-    if (--c->refs == 0 && c->state == AEMP__C_CLOSING)
-        conn_free(c);
+    if (--c->refs == 0 && c->state == AEMP__C_CLOSING) conn_free(c);
 }
 
 static void on_tcp_closed(uv_handle_t *h)
@@ -107,22 +101,19 @@ static void report_dropped(aemp__conn *c, int err, const char *reason)
     size_t dropped = c->npend;
     aemp_buf_free(&c->pend);
     c->npend = 0;
-    if (!c->initiator)
-        return;
+    if (!c->initiator) return;
     if (n->closing) {
         AEMP_LOGD("connection to %s abandoned: node closed", c->peer);
         return;
     }
     AEMP_LOGW("cannot connect to %s: %s%s", c->peer, reason,
               dropped ? " (queued messages dropped)" : "");
-    if (n->fail_cb)
-        n->fail_cb(n, c->peer, err, reason, dropped, n->fail_arg);
+    if (n->fail_cb) n->fail_cb(n, c->peer, err, reason, dropped, n->fail_arg);
 }
 
 void aemp__conn_close(aemp__conn *c, int err, const char *reason)
 {
-    if (c->state == AEMP__C_CLOSING)
-        return;
+    if (c->state == AEMP__C_CLOSING) return;
     aemp_node *n = c->node;
     int was = c->state;
     c->state = AEMP__C_CLOSING;
@@ -131,15 +122,13 @@ void aemp__conn_close(aemp__conn *c, int err, const char *reason)
         aemp__epmd_query_cancel(c->query);
         c->query = NULL;
     }
-    if (c->gai_busy)
-        uv_cancel((uv_req_t *)&c->gai);
+    if (c->gai_busy) uv_cancel((uv_req_t *)&c->gai);
     if (c->tcp_init && !uv_is_closing((uv_handle_t *)&c->tcp))
         uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
     if (was == AEMP__C_UP) {
         AEMP_LOGI("connection to %s closed: %s", c->peer, reason);
         aemp__ports_node_down(n, c->peer);
-        if (n->nodes_cb && !n->closing)
-            n->nodes_cb(n, c->peer, 0, reason, n->nodes_arg);
+        if (n->nodes_cb && !n->closing) n->nodes_cb(n, c->peer, 0, reason, n->nodes_arg);
     } else if (c->npend || c->initiator) {
         report_dropped(c, err, reason);
     }
@@ -158,8 +147,7 @@ static void on_prepare(uv_prepare_t *h)
 
 static void mark_dirty(aemp__conn *c)
 {
-    if (c->dirty)
-        return;
+    if (c->dirty) return;
     c->dirty = true;
     c->next_dirty = c->node->dirty;
     c->node->dirty = c;
@@ -173,8 +161,7 @@ static void on_write(uv_write_t *req, int status)
     aemp__conn *c = req->data;
     c->writing = false;
     c->wflight.len = 0;
-    if (c->wflight.cap > IDLE_BUF_KEEP)
-        aemp_buf_free(&c->wflight);
+    if (c->wflight.cap > IDLE_BUF_KEEP) aemp_buf_free(&c->wflight);
     if (status < 0) {
         if (c->state != AEMP__C_CLOSING) {
             AEMP_LOGW("connection to %s: write failed: %s", c->peer, uv_strerror(status));
@@ -195,8 +182,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 
 static void flush(aemp__conn *c)
 {
-    if (c->writing || !c->tcp_init || c->state == AEMP__C_CLOSING)
-        return;
+    if (c->writing || !c->tcp_init || c->state == AEMP__C_CLOSING) return;
     aemp_buf *out = &c->wbuf;
     if (c->tls) {
         /* Plaintext waits in wbuf until TLS is established. */
@@ -321,18 +307,14 @@ static void process_packets(aemp__conn *c)
             aemp__conn_close(c, AEMP_ETOOBIG, "packet too large");
             return;
         }
-        if (c->rbuf.len - pos - 4 < plen)
-            break;
+        if (c->rbuf.len - pos - 4 < plen) break;
         pos += 4;
-        if (plen > 0)
-            aemp__ctl_packet(c, c->rbuf.data + pos, plen);
+        if (plen > 0) aemp__ctl_packet(c, c->rbuf.data + pos, plen);
         pos += plen;
     }
-    if (c->state == AEMP__C_CLOSING)
-        return;
+    if (c->state == AEMP__C_CLOSING) return;
     aemp__buf_consume(&c->rbuf, pos);
-    if (c->rbuf.len == 0 && c->rbuf.cap > IDLE_BUF_KEEP)
-        aemp_buf_free(&c->rbuf);
+    if (c->rbuf.len == 0 && c->rbuf.cap > IDLE_BUF_KEEP) aemp_buf_free(&c->rbuf);
 }
 
 static void handshake_done(aemp__conn *c)
@@ -372,25 +354,20 @@ static void handshake_done(aemp__conn *c)
     c->state = AEMP__C_UP;
     memset(c->hs.cookie, 0, sizeof c->hs.cookie);
     aemp__node_conn_up(c);
-    if (c->state != AEMP__C_UP)
-        return;
-    if (c->npend)
-        aemp__ctl_flush_pending(c);
+    if (c->state != AEMP__C_UP) return;
+    if (c->npend) aemp__ctl_flush_pending(c);
 }
 
 static void handshake_input(aemp__conn *c)
 {
     size_t consumed = 0;
     int rc = aemp__hs_input(&c->hs, c->rbuf.data, c->rbuf.len, &consumed, &c->wbuf);
-    if (c->wbuf.len)
-        mark_dirty(c);
+    if (c->wbuf.len) mark_dirty(c);
     aemp__buf_consume(&c->rbuf, consumed);
-    if (rc == AEMP__HS_MORE)
-        return;
+    if (rc == AEMP__HS_MORE) return;
     if (rc == AEMP__HS_DONE) {
         handshake_done(c);
-        if (c->state == AEMP__C_UP && c->rbuf.len)
-            process_packets(c);
+        if (c->state == AEMP__C_UP && c->rbuf.len) process_packets(c);
         return;
     }
     const char *who = c->hs.peer_name[0] ? c->hs.peer_name : c->peer[0] ? c->peer : c->ip;
@@ -426,8 +403,7 @@ static void handshake_input(aemp__conn *c)
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     aemp__conn *c = s->data;
-    if (c->state == AEMP__C_CLOSING)
-        return;
+    if (c->state == AEMP__C_CLOSING) return;
     if (nread < 0) {
         const char *why = nread == UV_EOF ? "connection closed by peer" : uv_strerror((int)nread);
         if (c->state == AEMP__C_HANDSHAKE) {
@@ -443,8 +419,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         return;
     }
-    if (nread == 0)
-        return;
+    if (nread == 0) return;
     if (!buf->base) {
         AEMP_LOGE("connection to %s: out of memory for the read buffer", c->peer);
         aemp__conn_close(c, AEMP_ENOMEM, "out of memory");
@@ -455,16 +430,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->cbuf.len += (size_t)nread;
         int rc = aemp__tls_feed(c->tls, c->cbuf.data, c->cbuf.len, &c->rbuf, &c->tbuf);
         c->cbuf.len = 0;
-        if (c->tbuf.len)
-            mark_dirty(c);
+        if (c->tbuf.len) mark_dirty(c);
         if (rc) {
             const char *who = c->peer[0] ? c->peer : c->ip;
             AEMP_LOGW("TLS connection with %s failed: %s", who, aemp__tls_error(c->tls));
             aemp__conn_close(c, rc, aemp__tls_error(c->tls));
             return;
         }
-        if (!aemp__tls_established(c->tls))
-            return;
+        if (!aemp__tls_established(c->tls)) return;
         if (c->initiator && !c->hs_started) {
             c->hs_started = true;
             if (aemp__hs_start(&c->hs, &c->wbuf)) {
@@ -473,8 +446,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             }
             mark_dirty(c);
         }
-        if (c->rbuf.len == 0)
-            return;
+        if (c->rbuf.len == 0) return;
     } else {
         c->rbuf.len += (size_t)nread;
     }
@@ -491,8 +463,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static int start_tcp(aemp__conn *c)
 {
     int rc = uv_tcp_init(c->node->loop, &c->tcp);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     c->tcp.data = c;
     c->tcp_init = true;
     c->refs++;
@@ -505,14 +476,11 @@ static int decide(void *arg, const char *peer)
     aemp_node *n = c->node;
     aemp__strlcpy(c->peer, peer, sizeof c->peer);
     aemp__conn *other = aemp__map_get(&n->conn_by_name, peer, strlen(peer));
-    if (!other || other->state == AEMP__C_UP)
-        return AEMP__HS_ACCEPT;
-    if (other->state == AEMP__C_WAIT)
-        return AEMP__HS_ACCEPT_SIMUL;
+    if (!other || other->state == AEMP__C_UP) return AEMP__HS_ACCEPT;
+    if (other->state == AEMP__C_WAIT) return AEMP__HS_ACCEPT_SIMUL;
     /* Both sides are connecting: the greater name keeps its own attempt, as
      * net_kernel does. */
-    if (strcmp(n->name, peer) > 0)
-        return AEMP__HS_REFUSE_SIMUL;
+    if (strcmp(n->name, peer) > 0) return AEMP__HS_REFUSE_SIMUL;
     return AEMP__HS_ACCEPT_SIMUL;
 }
 
@@ -553,8 +521,7 @@ static void on_connection(uv_stream_t *server, int status)
     }
     struct sockaddr_storage ss;
     int sl = sizeof ss;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0 &&
-        ss.ss_family == AF_INET) {
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET) {
         const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
         char ip[INET_ADDRSTRLEN];
         uv_ip4_name(sin, ip, sizeof ip);
@@ -591,8 +558,7 @@ static void on_connect(uv_connect_t *req, int status)
     int rc = 0;
     if (n->tls_ctx) {
         rc = aemp__tls_new(n->tls_ctx, false, c->host, &c->tls);
-        if (!rc)
-            rc = aemp__tls_start(c->tls, &c->tbuf);
+        if (!rc) rc = aemp__tls_start(c->tls, &c->tbuf);
     }
     if (!rc)
         rc = aemp__hs_init(&c->hs, AEMP__HS_INITIATOR, c->tls ? 4 : 2, n->name, n->cookie,
@@ -601,8 +567,7 @@ static void on_connect(uv_connect_t *req, int status)
         c->hs_started = true;
         rc = aemp__hs_start(&c->hs, &c->wbuf);
     }
-    if (!rc)
-        rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (!rc) rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (rc)
         aemp__conn_close(c, AEMP_EIO, "handshake start failed");
     else
@@ -619,7 +584,7 @@ static void on_port(int status, uint16_t port, void *arg)
         return;
     }
     if (status) {
-        const char *why = status == AEMP_ENONODE ? "no such node (not registered with EPMD)"
+        const char *why = status == AEMP_ENONODE        ? "no such node (not registered with EPMD)"
                           : status == AEMP_ECONNREFUSED ? "EPMD not reachable on the peer's host"
                                                         : aemp_strerror(status);
         aemp__conn_close(c, status == AEMP_ENONODE ? AEMP_ENONODE : status, why);
@@ -628,13 +593,11 @@ static void on_port(int status, uint16_t port, void *arg)
     }
     struct sockaddr_in sin;
     int rc = uv_ip4_addr(c->ip, port, &sin);
-    if (!rc)
-        rc = start_tcp(c);
+    if (!rc) rc = start_tcp(c);
     if (!rc) {
         c->creq.data = c;
         rc = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&sin, on_connect);
-        if (!rc)
-            c->refs++;
+        if (!rc) c->refs++;
     }
     if (rc)
         aemp__conn_close(c, AEMP_EIO, uv_strerror(rc));
@@ -664,8 +627,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     uv_ip4_name((const struct sockaddr_in *)res->ai_addr, c->ip, sizeof c->ip);
     uv_freeaddrinfo(res);
     c->state = AEMP__C_LOOKUP;
-    int rc = aemp__epmd_port_please(c->node->loop, c->ip, c->node->epmd_port, c->alive, on_port,
-                                    c, &c->query);
+    int rc = aemp__epmd_port_please(c->node->loop, c->ip, c->node->epmd_port, c->alive, on_port, c,
+                                    &c->query);
     if (rc) {
         aemp__conn_close(c, rc, "EPMD lookup failed");
     } else {
@@ -677,22 +640,18 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 bool aemp__node_name_valid(const char *name)
 {
     const char *at = strchr(name, '@');
-    return at && at != name && at[1] && !strchr(at + 1, '@') &&
-           strlen(name) <= AEMP_MAXNODELEN;
+    return at && at != name && at[1] && !strchr(at + 1, '@') && strlen(name) <= AEMP_MAXNODELEN;
 }
 
 aemp__conn *aemp__conn_get_or_start(aemp_node *n, const char *peer)
 {
     size_t plen = strlen(peer);
     aemp__conn *c = aemp__map_get(&n->conn_by_name, peer, plen);
-    if (c)
-        return c;
-    if (!aemp__node_name_valid(peer))
-        return NULL;
+    if (c) return c;
+    if (!aemp__node_name_valid(peer)) return NULL;
     const char *at = strchr(peer, '@');
     c = conn_new(n);
-    if (!c)
-        return NULL;
+    if (!c) return NULL;
     c->initiator = true;
     c->state = AEMP__C_RESOLVE;
     memcpy(c->peer, peer, plen + 1);
@@ -733,8 +692,7 @@ void aemp__conn_housekeeping(aemp_node *n)
     aemp__conn *c = n->conns, *next;
     for (; c; c = next) {
         next = c->next;
-        if (c->state == AEMP__C_CLOSING)
-            continue;
+        if (c->state == AEMP__C_CLOSING) continue;
         if (c->state != AEMP__C_UP) {
             if (now - c->started_ms > n->hs_timeout_ms) {
                 const char *who = c->peer[0] ? c->peer : c->ip;
@@ -752,8 +710,7 @@ void aemp__conn_housekeeping(aemp_node *n)
         }
         if (now - c->last_send_ms >= tick / 4 && !c->writing && c->wbuf.len == 0) {
             /* A tick is an empty packet. */
-            if (aemp__buf_put_u32(&c->wbuf, 0) == 0)
-                mark_dirty(c);
+            if (aemp__buf_put_u32(&c->wbuf, 0) == 0) mark_dirty(c);
         }
     }
 }
@@ -763,16 +720,13 @@ int aemp__conn_listen(aemp_node *n, uint16_t port)
 {
     struct sockaddr_in sin;
     int rc = uv_tcp_init(n->loop, &n->listener);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     n->listener_init = true;
     n->listener.data = n;
     uv_ip4_addr("0.0.0.0", port, &sin);
     rc = uv_tcp_bind(&n->listener, (const struct sockaddr *)&sin, 0);
-    if (!rc)
-        rc = uv_listen((uv_stream_t *)&n->listener, 128, on_connection);
-    if (rc)
-        return rc;
+    if (!rc) rc = uv_listen((uv_stream_t *)&n->listener, 128, on_connection);
+    if (rc) return rc;
     struct sockaddr_storage ss;
     int sl = sizeof ss;
     if (uv_tcp_getsockname(&n->listener, (struct sockaddr *)&ss, &sl) == 0)

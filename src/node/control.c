@@ -13,15 +13,12 @@
         int i_ = 0;                                                                                \
         char *buf = NULL;                                                                          \
         int *idx = &i_;                                                                            \
-        if ((call) < 0)                                                                            \
-            return AEMP_EINVAL;                                                                    \
+        if ((call) < 0) return AEMP_EINVAL;                                                        \
         int rc_ = aemp__buf_reserve((b), (size_t)i_);                                              \
-        if (rc_)                                                                                   \
-            return rc_;                                                                            \
+        if (rc_) return rc_;                                                                       \
         buf = (b)->data + (b)->len;                                                                \
         i_ = 0;                                                                                    \
-        if ((call) < 0)                                                                            \
-            return AEMP_EINVAL;                                                                    \
+        if ((call) < 0) return AEMP_EINVAL;                                                        \
         (b)->len += (size_t)i_;                                                                    \
         return 0;                                                                                  \
     } while (0)
@@ -100,16 +97,13 @@ int aemp__ctl_raw(aemp__conn *c, const aemp_buf *ctl, const aemp_term *payload)
 {
     int rc;
     size_t start = aemp__conn_packet_begin(c, &rc);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     if ((rc = aemp__buf_put_u8(&c->wbuf, AEMP__PASS_THROUGH)) ||
         (rc = aemp__buf_put_u8(&c->wbuf, 131)) ||
         (rc = aemp__buf_append(&c->wbuf, ctl->data, ctl->len)))
         goto fail;
-    if (payload && (rc = aemp__buf_put_u8(&c->wbuf, 131)))
-        goto fail;
-    if (payload && (rc = aemp__buf_append(&c->wbuf, payload->data, payload->len)))
-        goto fail;
+    if (payload && (rc = aemp__buf_put_u8(&c->wbuf, 131))) goto fail;
+    if (payload && (rc = aemp__buf_append(&c->wbuf, payload->data, payload->len))) goto fail;
     aemp__conn_packet_end(c, start);
     return 0;
 fail:
@@ -123,8 +117,7 @@ int aemp__ctl_send(aemp__conn *c, uint32_t from, const aemp_addr *to, const aemp
      * message beyond the one into the socket buffer. */
     int rc;
     size_t start = aemp__conn_packet_begin(c, &rc);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     if ((rc = aemp__buf_put_u8(&c->wbuf, AEMP__PASS_THROUGH)) ||
         (rc = aemp__buf_put_u8(&c->wbuf, 131)) || (rc = enc_send_ctl(c, &c->wbuf, from, to)) ||
         (rc = aemp__buf_put_u8(&c->wbuf, 131)) ||
@@ -147,11 +140,9 @@ int aemp__pend_add(aemp__conn *c, uint32_t from, const aemp_addr *to, const aemp
     const char *name = to->kind == AEMP_ADDR_NAME ? to->name : "";
     size_t nlen = strlen(name);
     size_t total = 4 + 4 + 1 + 12 + 2 + nlen + msg->len;
-    if (total > UINT32_MAX)
-        return AEMP_ETOOBIG;
+    if (total > UINT32_MAX) return AEMP_ETOOBIG;
     int rc = aemp__buf_reserve(&c->pend, total);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     aemp__buf_put_u32(&c->pend, (uint32_t)total);
     aemp__buf_put_u32(&c->pend, from);
     aemp__buf_put_u8(&c->pend, (uint8_t)to->kind);
@@ -213,21 +204,36 @@ struct ctl {
 static const char *ctl_name(int64_t tag)
 {
     switch (tag) {
-    case AEMP__CTL_LINK: return "LINK";
-    case AEMP__CTL_SEND: return "SEND";
-    case AEMP__CTL_EXIT: return "EXIT";
-    case AEMP__CTL_UNLINK: return "UNLINK";
-    case AEMP__CTL_NODE_LINK: return "NODE_LINK";
-    case AEMP__CTL_REG_SEND: return "REG_SEND";
-    case AEMP__CTL_GROUP_LEADER: return "GROUP_LEADER";
-    case AEMP__CTL_EXIT2: return "EXIT2";
-    case AEMP__CTL_MONITOR_P: return "MONITOR_P";
-    case AEMP__CTL_DEMONITOR_P: return "DEMONITOR_P";
-    case AEMP__CTL_MONITOR_P_EXIT: return "MONITOR_P_EXIT";
-    case AEMP__CTL_SPAWN_REQUEST: return "SPAWN_REQUEST";
-    case AEMP__CTL_SPAWN_REPLY: return "SPAWN_REPLY";
-    case AEMP__CTL_ALIAS_SEND: return "ALIAS_SEND";
-    default: return "control message";
+    case AEMP__CTL_LINK:
+        return "LINK";
+    case AEMP__CTL_SEND:
+        return "SEND";
+    case AEMP__CTL_EXIT:
+        return "EXIT";
+    case AEMP__CTL_UNLINK:
+        return "UNLINK";
+    case AEMP__CTL_NODE_LINK:
+        return "NODE_LINK";
+    case AEMP__CTL_REG_SEND:
+        return "REG_SEND";
+    case AEMP__CTL_GROUP_LEADER:
+        return "GROUP_LEADER";
+    case AEMP__CTL_EXIT2:
+        return "EXIT2";
+    case AEMP__CTL_MONITOR_P:
+        return "MONITOR_P";
+    case AEMP__CTL_DEMONITOR_P:
+        return "DEMONITOR_P";
+    case AEMP__CTL_MONITOR_P_EXIT:
+        return "MONITOR_P_EXIT";
+    case AEMP__CTL_SPAWN_REQUEST:
+        return "SPAWN_REQUEST";
+    case AEMP__CTL_SPAWN_REPLY:
+        return "SPAWN_REPLY";
+    case AEMP__CTL_ALIAS_SEND:
+        return "ALIAS_SEND";
+    default:
+        return "control message";
     }
 }
 
@@ -253,8 +259,7 @@ static bool is_atom(const aemp_term *t, const char *want)
 static aemp__port *local_port_of(aemp_node *n, const aemp_term *t, aemp_addr *scratch)
 {
     uint32_t id;
-    if (!get_pid(t, scratch) || !aemp__pid_is_local(n, scratch, &id))
-        return NULL;
+    if (!get_pid(t, scratch) || !aemp__pid_is_local(n, scratch, &id)) return NULL;
     return aemp__port_find(n, id);
 }
 
@@ -263,8 +268,7 @@ static void deliver_to_pid(aemp__conn *c, const aemp_term *to, const aemp_term *
 {
     aemp_node *n = c->node;
     aemp_addr *a = malloc(2 * sizeof *a);
-    if (!a)
-        return;
+    if (!a) return;
     aemp__port *p = local_port_of(n, to, &a[0]);
     if (!p) {
         AEMP_LOGD("message from %s to a pid that is not here: dropped", c->peer);
@@ -330,8 +334,7 @@ static void deliver_to_name(aemp__conn *c, const aemp_term *name, const aemp_ter
         return;
     }
     aemp_addr *fa = malloc(sizeof *fa);
-    if (!fa)
-        return;
+    if (!fa) return;
     aemp__deliver(c->node, p->id, msg, from && get_pid(from, fa) ? fa : NULL);
     free(fa);
 }
@@ -368,8 +371,7 @@ static void add_watch(aemp__conn *c, aemp__port *p, bool is_link, const aemp_ter
                       const aemp_term *watcher, const aemp_term *ref)
 {
     aemp__watch *w = calloc(1, sizeof *w);
-    if (!w)
-        return;
+    if (!w) return;
     w->is_link = is_link;
     aemp__strlcpy(w->peer, c->peer, sizeof w->peer);
     if ((target && watch_copy(&w->target, target)) || watch_copy(&w->watcher, watcher) ||
@@ -412,8 +414,7 @@ static void on_monitor(aemp__conn *c, struct ctl *m)
     aemp__port *p = NULL;
     char reg[AEMP_MAXATOMLEN + 1];
     aemp_addr *scratch = malloc(sizeof *scratch);
-    if (!scratch)
-        return;
+    if (!scratch) return;
     if (get_atom(&m->el[2], reg, sizeof reg)) {
         if (strcmp(reg, "net_kernel") == 0) {
             free(scratch);
@@ -438,22 +439,19 @@ static void on_demonitor(aemp__conn *c, struct ctl *m)
     char reg[AEMP_MAXATOMLEN + 1];
     aemp__port *p = NULL;
     aemp_addr *scratch = malloc(sizeof *scratch);
-    if (!scratch)
-        return;
+    if (!scratch) return;
     if (get_atom(&m->el[2], reg, sizeof reg))
         p = aemp__port_by_name(n, reg);
     else
         p = local_port_of(n, &m->el[2], scratch);
     free(scratch);
-    if (p)
-        del_watch(p, false, &m->el[1], &m->el[3]);
+    if (p) del_watch(p, false, &m->el[1], &m->el[3]);
 }
 
 static void on_link(aemp__conn *c, struct ctl *m)
 {
     aemp_addr *scratch = malloc(sizeof *scratch);
-    if (!scratch)
-        return;
+    if (!scratch) return;
     aemp__port *p = local_port_of(c->node, &m->el[2], scratch);
     free(scratch);
     if (!p) {
@@ -466,30 +464,24 @@ static void on_link(aemp__conn *c, struct ctl *m)
 static void on_unlink(aemp__conn *c, const aemp_term *from, const aemp_term *to)
 {
     aemp_addr *scratch = malloc(sizeof *scratch);
-    if (!scratch)
-        return;
+    if (!scratch) return;
     aemp__port *p = local_port_of(c->node, to, scratch);
     free(scratch);
-    if (p)
-        del_watch(p, true, from, NULL);
+    if (p) del_watch(p, true, from, NULL);
 }
 
 static void on_exit_signal(aemp__conn *c, const aemp_term *from, const aemp_term *to,
                            const aemp_term *reason, bool is_link_exit)
 {
     aemp_addr *scratch = malloc(sizeof *scratch);
-    if (!scratch)
-        return;
+    if (!scratch) return;
     aemp__port *p = local_port_of(c->node, to, scratch);
     free(scratch);
-    if (!p)
-        return;
-    if (is_link_exit)
-        del_watch(p, true, from, NULL);
+    if (!p) return;
+    if (is_link_exit) del_watch(p, true, from, NULL);
     /* Ports do not trap exits: a normal exit signal is ignored, any other
      * kills the port with that reason. */
-    if (is_atom(reason, "normal"))
-        return;
+    if (is_atom(reason, "normal")) return;
     aemp__port_kill(c->node, p, reason);
 }
 
@@ -516,48 +508,75 @@ static bool ctl_shape(int64_t tag, uint32_t *min_arity, bool *payload)
 {
     *payload = false;
     switch (tag) {
-    case AEMP__CTL_NODE_LINK: *min_arity = 1; return true;
+    case AEMP__CTL_NODE_LINK:
+        *min_arity = 1;
+        return true;
     case AEMP__CTL_LINK:
     case AEMP__CTL_UNLINK:
-    case AEMP__CTL_GROUP_LEADER: *min_arity = 3; return true;
+    case AEMP__CTL_GROUP_LEADER:
+        *min_arity = 3;
+        return true;
     case AEMP__CTL_SEND:
     case AEMP__CTL_SEND_SENDER:
     case AEMP__CTL_ALIAS_SEND:
     case AEMP__CTL_PAYLOAD_EXIT:
-    case AEMP__CTL_PAYLOAD_EXIT2: *min_arity = 3; *payload = true; return true;
+    case AEMP__CTL_PAYLOAD_EXIT2:
+        *min_arity = 3;
+        *payload = true;
+        return true;
     case AEMP__CTL_SEND_TT:
     case AEMP__CTL_SEND_SENDER_TT:
     case AEMP__CTL_ALIAS_SEND_TT:
     case AEMP__CTL_PAYLOAD_EXIT_TT:
     case AEMP__CTL_PAYLOAD_EXIT2_TT:
-    case AEMP__CTL_PAYLOAD_MONITOR_P_EXIT: *min_arity = 4; *payload = true; return true;
-    case AEMP__CTL_REG_SEND: *min_arity = 4; *payload = true; return true;
-    case AEMP__CTL_REG_SEND_TT: *min_arity = 5; *payload = true; return true;
+    case AEMP__CTL_PAYLOAD_MONITOR_P_EXIT:
+        *min_arity = 4;
+        *payload = true;
+        return true;
+    case AEMP__CTL_REG_SEND:
+        *min_arity = 4;
+        *payload = true;
+        return true;
+    case AEMP__CTL_REG_SEND_TT:
+        *min_arity = 5;
+        *payload = true;
+        return true;
     case AEMP__CTL_EXIT:
     case AEMP__CTL_EXIT2:
     case AEMP__CTL_MONITOR_P:
     case AEMP__CTL_DEMONITOR_P:
     case AEMP__CTL_UNLINK_ID:
-    case AEMP__CTL_UNLINK_ID_ACK: *min_arity = 4; return true;
+    case AEMP__CTL_UNLINK_ID_ACK:
+        *min_arity = 4;
+        return true;
     case AEMP__CTL_EXIT_TT:
     case AEMP__CTL_EXIT2_TT:
     case AEMP__CTL_MONITOR_P_EXIT:
-    case AEMP__CTL_SPAWN_REPLY: *min_arity = 5; return true;
-    case AEMP__CTL_SPAWN_REPLY_TT: *min_arity = 6; return true;
-    case AEMP__CTL_SPAWN_REQUEST: *min_arity = 6; *payload = true; return true;
-    case AEMP__CTL_SPAWN_REQUEST_TT: *min_arity = 7; *payload = true; return true;
-    default: return false;
+    case AEMP__CTL_SPAWN_REPLY:
+        *min_arity = 5;
+        return true;
+    case AEMP__CTL_SPAWN_REPLY_TT:
+        *min_arity = 6;
+        return true;
+    case AEMP__CTL_SPAWN_REQUEST:
+        *min_arity = 6;
+        *payload = true;
+        return true;
+    case AEMP__CTL_SPAWN_REQUEST_TT:
+        *min_arity = 7;
+        *payload = true;
+        return true;
+    default:
+        return false;
     }
 }
 
 static int parse_ctl(aemp__conn *c, const char *p, size_t len, struct ctl *m)
 {
     size_t used, pos = 0;
-    if (len < 2 || (uint8_t)p[0] != 131)
-        return AEMP_EPROTO;
+    if (len < 2 || (uint8_t)p[0] != 131) return AEMP_EPROTO;
     pos = 1;
-    if (aemp__term_validate(p + pos, len - pos, &used))
-        return AEMP_EBADTERM;
+    if (aemp__term_validate(p + pos, len - pos, &used)) return AEMP_EBADTERM;
     aemp_term whole = {p + pos, used};
     aemp_cursor cur = aemp_cursor_of(&whole);
     if (aemp_get_tuple(&cur, &m->arity) || m->arity < 1 || aemp_get_int64(&cur, &m->tag))
@@ -581,11 +600,9 @@ static int parse_ctl(aemp__conn *c, const char *p, size_t len, struct ctl *m)
         aemp_get_term(&cur, &m->el[i]);
     m->has_payload = payload;
     if (payload) {
-        if (pos >= len || (uint8_t)p[pos] != 131)
-            return AEMP_EPROTO;
+        if (pos >= len || (uint8_t)p[pos] != 131) return AEMP_EPROTO;
         pos++;
-        if (aemp__term_validate(p + pos, len - pos, &used))
-            return AEMP_EBADTERM;
+        if (aemp__term_validate(p + pos, len - pos, &used)) return AEMP_EBADTERM;
         m->payload.data = p + pos;
         m->payload.len = used;
         pos += used;
@@ -616,36 +633,65 @@ void aemp__ctl_packet(aemp__conn *c, const char *p, size_t len)
         return;
     }
     switch (m.tag) {
-    case -1: break;
+    case -1:
+        break;
     case AEMP__CTL_SEND:
-    case AEMP__CTL_SEND_TT: deliver_to_pid(c, &m.el[2], &m.payload, NULL); break;
+    case AEMP__CTL_SEND_TT:
+        deliver_to_pid(c, &m.el[2], &m.payload, NULL);
+        break;
     case AEMP__CTL_SEND_SENDER:
-    case AEMP__CTL_SEND_SENDER_TT: deliver_to_pid(c, &m.el[2], &m.payload, &m.el[1]); break;
+    case AEMP__CTL_SEND_SENDER_TT:
+        deliver_to_pid(c, &m.el[2], &m.payload, &m.el[1]);
+        break;
     case AEMP__CTL_REG_SEND:
-    case AEMP__CTL_REG_SEND_TT: deliver_to_name(c, &m.el[3], &m.payload, &m.el[1]); break;
+    case AEMP__CTL_REG_SEND_TT:
+        deliver_to_name(c, &m.el[3], &m.payload, &m.el[1]);
+        break;
     case AEMP__CTL_ALIAS_SEND:
     case AEMP__CTL_ALIAS_SEND_TT:
         /* We create no aliases: any alias is unknown, and an unknown alias
          * drops the message, as in Erlang. */
         AEMP_LOGD("alias send from %s to an unknown alias: dropped", c->peer);
         break;
-    case AEMP__CTL_MONITOR_P: on_monitor(c, &m); break;
-    case AEMP__CTL_DEMONITOR_P: on_demonitor(c, &m); break;
-    case AEMP__CTL_LINK: on_link(c, &m); break;
-    case AEMP__CTL_UNLINK: on_unlink(c, &m.el[1], &m.el[2]); break;
-    case AEMP__CTL_UNLINK_ID: on_unlink_id(c, &m); break;
-    case AEMP__CTL_EXIT: on_exit_signal(c, &m.el[1], &m.el[2], &m.el[3], true); break;
-    case AEMP__CTL_EXIT_TT: on_exit_signal(c, &m.el[1], &m.el[2], &m.el[4], true); break;
-    case AEMP__CTL_EXIT2: on_exit_signal(c, &m.el[1], &m.el[2], &m.el[3], false); break;
-    case AEMP__CTL_EXIT2_TT: on_exit_signal(c, &m.el[1], &m.el[2], &m.el[4], false); break;
+    case AEMP__CTL_MONITOR_P:
+        on_monitor(c, &m);
+        break;
+    case AEMP__CTL_DEMONITOR_P:
+        on_demonitor(c, &m);
+        break;
+    case AEMP__CTL_LINK:
+        on_link(c, &m);
+        break;
+    case AEMP__CTL_UNLINK:
+        on_unlink(c, &m.el[1], &m.el[2]);
+        break;
+    case AEMP__CTL_UNLINK_ID:
+        on_unlink_id(c, &m);
+        break;
+    case AEMP__CTL_EXIT:
+        on_exit_signal(c, &m.el[1], &m.el[2], &m.el[3], true);
+        break;
+    case AEMP__CTL_EXIT_TT:
+        on_exit_signal(c, &m.el[1], &m.el[2], &m.el[4], true);
+        break;
+    case AEMP__CTL_EXIT2:
+        on_exit_signal(c, &m.el[1], &m.el[2], &m.el[3], false);
+        break;
+    case AEMP__CTL_EXIT2_TT:
+        on_exit_signal(c, &m.el[1], &m.el[2], &m.el[4], false);
+        break;
     case AEMP__CTL_PAYLOAD_EXIT:
-    case AEMP__CTL_PAYLOAD_EXIT_TT: on_exit_signal(c, &m.el[1], &m.el[2], &m.payload, true); break;
+    case AEMP__CTL_PAYLOAD_EXIT_TT:
+        on_exit_signal(c, &m.el[1], &m.el[2], &m.payload, true);
+        break;
     case AEMP__CTL_PAYLOAD_EXIT2:
     case AEMP__CTL_PAYLOAD_EXIT2_TT:
         on_exit_signal(c, &m.el[1], &m.el[2], &m.payload, false);
         break;
     case AEMP__CTL_SPAWN_REQUEST:
-    case AEMP__CTL_SPAWN_REQUEST_TT: on_spawn_request(c, &m); break;
+    case AEMP__CTL_SPAWN_REQUEST_TT:
+        on_spawn_request(c, &m);
+        break;
     case AEMP__CTL_NODE_LINK:
     case AEMP__CTL_GROUP_LEADER:
     case AEMP__CTL_UNLINK_ID_ACK:
@@ -656,43 +702,34 @@ void aemp__ctl_packet(aemp__conn *c, const char *p, size_t len)
         /* We issue no monitors, links or spawns yet: nothing waits for these. */
         AEMP_LOGD("%s from %s ignored", ctl_name(m.tag), c->peer);
         break;
-    default: break;
+    default:
+        break;
     }
 }
 
 void aemp__ctl_port_died(aemp_node *n, uint32_t id, aemp__watch *w, const aemp_term *reason)
 {
     aemp__conn *c = aemp__map_get(&n->conn_by_name, w->peer, strlen(w->peer));
-    if (!c || c->state != AEMP__C_UP)
-        return;
+    if (!c || c->state != AEMP__C_UP) return;
     aemp_buf ctl = AEMP_BUF_INIT;
     aemp_term watcher = aemp_buf_term(&w->watcher);
     int rc;
     if (w->is_link) {
         /* {EXIT, FromPid, ToPid, Reason} */
         rc = aemp__enc_tuple(&ctl, 4);
-        if (!rc)
-            rc = aemp__enc_long(&ctl, AEMP__CTL_EXIT);
-        if (!rc)
-            rc = aemp__enc_local_pid(&ctl, n, id);
-        if (!rc)
-            rc = aemp_buf_put_term(&ctl, &watcher);
+        if (!rc) rc = aemp__enc_long(&ctl, AEMP__CTL_EXIT);
+        if (!rc) rc = aemp__enc_local_pid(&ctl, n, id);
+        if (!rc) rc = aemp_buf_put_term(&ctl, &watcher);
     } else {
         /* {MONITOR_P_EXIT, FromProc, ToPid, Ref, Reason} */
         aemp_term target = aemp_buf_term(&w->target), ref = aemp_buf_term(&w->ref);
         rc = aemp__enc_tuple(&ctl, 5);
-        if (!rc)
-            rc = aemp__enc_long(&ctl, AEMP__CTL_MONITOR_P_EXIT);
-        if (!rc)
-            rc = aemp_buf_put_term(&ctl, &target);
-        if (!rc)
-            rc = aemp_buf_put_term(&ctl, &watcher);
-        if (!rc)
-            rc = aemp_buf_put_term(&ctl, &ref);
+        if (!rc) rc = aemp__enc_long(&ctl, AEMP__CTL_MONITOR_P_EXIT);
+        if (!rc) rc = aemp_buf_put_term(&ctl, &target);
+        if (!rc) rc = aemp_buf_put_term(&ctl, &watcher);
+        if (!rc) rc = aemp_buf_put_term(&ctl, &ref);
     }
-    if (!rc)
-        rc = aemp_buf_put_term(&ctl, reason);
-    if (!rc)
-        aemp__ctl_raw(c, &ctl, NULL);
+    if (!rc) rc = aemp_buf_put_term(&ctl, reason);
+    if (!rc) aemp__ctl_raw(c, &ctl, NULL);
     aemp_buf_free(&ctl);
 }

@@ -52,8 +52,7 @@ static int read_cookie_file(char *out, size_t size)
     out[n] = 0;
     /* erl uses the first line, without trailing blanks */
     char *nl = strpbrk(out, "\r\n");
-    if (nl)
-        *nl = 0;
+    if (nl) *nl = 0;
     size_t len = strlen(out);
     while (len && (out[len - 1] == ' ' || out[len - 1] == '\t'))
         out[--len] = 0;
@@ -63,12 +62,10 @@ static int read_cookie_file(char *out, size_t size)
 static int short_hostname(char *out, size_t size)
 {
     char h[256];
-    if (gethostname(h, sizeof h - 1))
-        return AEMP_EIO;
+    if (gethostname(h, sizeof h - 1)) return AEMP_EIO;
     h[sizeof h - 1] = 0;
     char *dot = strchr(h, '.');
-    if (dot)
-        *dot = 0;
+    if (dot) *dot = 0;
     aemp__strlcpy(out, h, size);
     return 0;
 }
@@ -77,13 +74,11 @@ static int set_name(aemp_node *n, const char *name)
 {
     const char *at = strchr(name, '@');
     size_t alen = at ? (size_t)(at - name) : strlen(name);
-    if (alen == 0 || alen >= sizeof n->alive)
-        return AEMP_EINVAL;
+    if (alen == 0 || alen >= sizeof n->alive) return AEMP_EINVAL;
     memcpy(n->alive, name, alen);
     n->alive[alen] = 0;
     if (at) {
-        if (!at[1] || strchr(at + 1, '@'))
-            return AEMP_EINVAL;
+        if (!at[1] || strchr(at + 1, '@')) return AEMP_EINVAL;
         aemp__strlcpy(n->host, at + 1, sizeof n->host);
     } else if (short_hostname(n->host, sizeof n->host)) {
         return AEMP_EIO;
@@ -108,8 +103,7 @@ static void on_registered(int status, uint32_t creation, void *arg)
         AEMP_LOGI("registered %s with EPMD (port %u)", n->name, n->listen_port);
     if (!n->ready_reported) {
         n->ready_reported = true;
-        if (n->ready_cb)
-            n->ready_cb(n, status, n->ready_arg);
+        if (n->ready_cb) n->ready_cb(n, status, n->ready_arg);
     }
 }
 
@@ -122,11 +116,9 @@ static void on_ready_timer(uv_timer_t *t)
 
 int aemp_node_create(uv_loop_t *loop, const aemp_node_config *cfg, aemp_node **out)
 {
-    if (!loop || !cfg || !cfg->name || !out)
-        return AEMP_EINVAL;
+    if (!loop || !cfg || !cfg->name || !out) return AEMP_EINVAL;
     aemp_node *n = calloc(1, sizeof *n);
-    if (!n)
-        return AEMP_ENOMEM;
+    if (!n) return AEMP_ENOMEM;
     n->loop = loop;
     int rc = set_name(n, cfg->name);
     if (rc) {
@@ -151,7 +143,8 @@ int aemp_node_create(uv_loop_t *loop, const aemp_node_config *cfg, aemp_node **o
     } while (n->creation < 4);
     n->epmd_port = aemp__epmd_port(cfg->epmd_port);
     n->net_ticktime = cfg->net_ticktime ? cfg->net_ticktime : DEFAULT_TICKTIME;
-    n->hs_timeout_ms = cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : DEFAULT_HS_TIMEOUT_MS;
+    n->hs_timeout_ms =
+        cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : DEFAULT_HS_TIMEOUT_MS;
     n->max_packet = cfg->max_packet ? cfg->max_packet : DEFAULT_MAX_PACKET;
     n->max_connections = cfg->max_connections ? cfg->max_connections : DEFAULT_MAX_CONNECTIONS;
     n->max_pending = cfg->max_pending ? cfg->max_pending : DEFAULT_MAX_PENDING;
@@ -186,8 +179,7 @@ int aemp_node_create(uv_loop_t *loop, const aemp_node_config *cfg, aemp_node **o
     uv_idle_init(loop, &n->deferred_idle);
     n->deferred_idle.data = n;
     uint64_t period = (uint64_t)n->net_ticktime * 250;
-    if (period > 1000)
-        period = 1000;
+    if (period > 1000) period = 1000;
     uv_timer_start(&n->timer, on_timer, period, period);
 
     if (n->client_only) {
@@ -202,8 +194,7 @@ int aemp_node_create(uv_loop_t *loop, const aemp_node_config *cfg, aemp_node **o
         rc = aemp__epmd_reg_start(loop, n->epmd_port, n->alive, n->listen_port, on_registered, n,
                                   &n->epmd);
         if (rc) {
-            AEMP_LOGE("cannot register with EPMD on port %u: %s", n->epmd_port,
-                      aemp_strerror(rc));
+            AEMP_LOGE("cannot register with EPMD on port %u: %s", n->epmd_port, aemp_strerror(rc));
             goto fail;
         }
     }
@@ -237,8 +228,7 @@ static void on_epmd_closed(void *arg)
 
 void aemp__node_maybe_finish_close(aemp_node *n)
 {
-    if (!n->closing || n->pending_closes > 0 || n->conns)
-        return;
+    if (!n->closing || n->pending_closes > 0 || n->conns) return;
     void (*cb)(void *) = n->closed_cb;
     void *arg = n->closed_arg;
     n->pending_closes = -1; /* finished: never again */
@@ -250,8 +240,7 @@ void aemp__node_maybe_finish_close(aemp_node *n)
     aemp__tls_ctx_free(n->tls_ctx);
     memset(n->cookie, 0, sizeof n->cookie);
     free(n);
-    if (cb)
-        cb(arg);
+    if (cb) cb(arg);
 }
 
 static void close_handle(aemp_node *n, uv_handle_t *h)
@@ -263,8 +252,7 @@ static void close_handle(aemp_node *n, uv_handle_t *h)
 
 void aemp_node_close(aemp_node *n, void (*closed_cb)(void *arg), void *arg)
 {
-    if (!n || n->closing)
-        return;
+    if (!n || n->closing) return;
     n->closed_cb = closed_cb;
     n->closed_arg = arg;
     /* Ports die first, so that their exit signals are queued on the
@@ -281,8 +269,7 @@ void aemp_node_close(aemp_node *n, void (*closed_cb)(void *arg), void *arg)
     close_handle(n, (uv_handle_t *)&n->ready_timer);
     close_handle(n, (uv_handle_t *)&n->flusher);
     close_handle(n, (uv_handle_t *)&n->deferred_idle);
-    if (n->listener_init)
-        close_handle(n, (uv_handle_t *)&n->listener);
+    if (n->listener_init) close_handle(n, (uv_handle_t *)&n->listener);
     if (n->epmd) {
         n->pending_closes++;
         aemp__epmd_reg_close(n->epmd, on_epmd_closed, n);
@@ -299,8 +286,7 @@ void aemp__node_conn_up(aemp__conn *c)
     aemp__dflags_describe(c->flags, flags, sizeof flags);
     AEMP_LOGI("connected to %s (%s)", c->peer, c->initiator ? "outgoing" : "incoming");
     AEMP_LOGD("flags with %s: %s", c->peer, flags);
-    if (n->nodes_cb && !n->closing)
-        n->nodes_cb(n, c->peer, 1, NULL, n->nodes_arg);
+    if (n->nodes_cb && !n->closing) n->nodes_cb(n, c->peer, 1, NULL, n->nodes_arg);
 }
 
 const char *aemp_node_name(const aemp_node *n)
@@ -320,29 +306,23 @@ uint16_t aemp_node_listen_port(const aemp_node *n)
 
 int aemp_node_connect(aemp_node *n, const char *peer)
 {
-    if (!n || !peer || !aemp__node_name_valid(peer))
-        return AEMP_EINVAL;
-    if (n->closing)
-        return AEMP_ECLOSED;
-    if (strcmp(peer, n->name) == 0)
-        return AEMP_EINVAL;
-    if (aemp__conn_get_or_start(n, peer))
-        return 0;
+    if (!n || !peer || !aemp__node_name_valid(peer)) return AEMP_EINVAL;
+    if (n->closing) return AEMP_ECLOSED;
+    if (strcmp(peer, n->name) == 0) return AEMP_EINVAL;
+    if (aemp__conn_get_or_start(n, peer)) return 0;
     return n->nconns >= n->max_connections ? AEMP_EBUSY : AEMP_ENOMEM;
 }
 
 int aemp_node_is_up(aemp_node *n, const char *peer)
 {
-    if (!n || !peer)
-        return 0;
+    if (!n || !peer) return 0;
     aemp__conn *c = aemp__map_get(&n->conn_by_name, peer, strlen(peer));
     return c && c->state == AEMP__C_UP;
 }
 
 size_t aemp_node_pending(aemp_node *n, const char *peer)
 {
-    if (!n || !peer)
-        return 0;
+    if (!n || !peer) return 0;
     aemp__conn *c = aemp__map_get(&n->conn_by_name, peer, strlen(peer));
     return c ? aemp__conn_queued(c) : 0;
 }
@@ -366,17 +346,14 @@ static void on_names(int status, const char *text, size_t len, void *arg)
 int aemp_epmd_names(uv_loop_t *loop, const char *host, uint16_t epmd_port, aemp_names_cb cb,
                     void *arg)
 {
-    if (!loop || !cb)
-        return AEMP_EINVAL;
+    if (!loop || !cb) return AEMP_EINVAL;
     struct names_req *r = malloc(sizeof *r);
-    if (!r)
-        return AEMP_ENOMEM;
+    if (!r) return AEMP_ENOMEM;
     r->cb = cb;
     r->arg = arg;
     aemp__epmd_query *q;
-    int rc = aemp__epmd_names(loop, host ? host : "localhost", aemp__epmd_port(epmd_port),
-                              on_names, r, &q);
-    if (rc)
-        free(r);
+    int rc = aemp__epmd_names(loop, host ? host : "localhost", aemp__epmd_port(epmd_port), on_names,
+                              r, &q);
+    if (rc) free(r);
     return rc;
 }

@@ -71,11 +71,11 @@ struct aemp__conn {
     bool initiator;
     bool dirty;
     bool writing;
-    bool tcp_init;  /* tcp handle initialised (needs uv_close) */
-    bool gai_busy;  /* getaddrinfo request outstanding */
-    bool in_map;    /* node->conn_by_name holds this conn */
-    bool shutdown;  /* closing after flushing (node close) */
-    int refs;       /* outstanding handles and requests */
+    bool tcp_init; /* tcp handle initialised (needs uv_close) */
+    bool gai_busy; /* getaddrinfo request outstanding */
+    bool in_map;   /* node->conn_by_name holds this conn */
+    bool shutdown; /* closing after flushing (node close) */
+    int refs;      /* outstanding handles and requests */
     char peer[AEMP_MAXNODELEN + 1];
     char host[AEMP_MAXNODELEN + 1];
     char alive[AEMP_MAXNODELEN + 1];
@@ -88,9 +88,9 @@ struct aemp__conn {
     char ip[64];
     aemp__hs hs;
     bool hs_started;
-    aemp__tls *tls;   /* NULL on plain TCP */
-    aemp_buf cbuf;    /* TLS: ciphertext received */
-    aemp_buf tbuf;    /* TLS: ciphertext to send */
+    aemp__tls *tls; /* NULL on plain TCP */
+    aemp_buf cbuf;  /* TLS: ciphertext received */
+    aemp_buf tbuf;  /* TLS: ciphertext to send */
     uint64_t flags; /* negotiated, once up */
     aemp_buf rbuf;
     aemp_buf wbuf;    /* queued, written at the end of this loop turn */
@@ -216,8 +216,7 @@ void aemp__ctl_port_died(aemp_node *n, uint32_t id, aemp__watch *w, const aemp_t
 
 /* rpc.c */
 void aemp__rpc_spawn_request(aemp__conn *c, const aemp_term *req, const aemp_term *from,
-                             const aemp_term *mfa, const aemp_term *opts,
-                             const aemp_term *payload);
+                             const aemp_term *mfa, const aemp_term *opts, const aemp_term *payload);
 void aemp__rpc_free(aemp_node *n);
 
 /* port.c */

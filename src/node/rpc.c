@@ -13,20 +13,19 @@
 
 #include <stdlib.h>
 
-struct export {
+struct export
+{
     aemp_fun_cb cb;
     void *arg;
 };
 
 static int export_key(char *key, size_t size, const char *module, const char *function)
 {
-    if ((size_t)snprintf(key, size, "%s:%s", module, function) >= size)
-        return AEMP_ETOOBIG;
+    if ((size_t)snprintf(key, size, "%s:%s", module, function) >= size) return AEMP_ETOOBIG;
     return 0;
 }
 
-int aemp_export(aemp_node *n, const char *module, const char *function, aemp_fun_cb cb,
-                void *arg)
+int aemp_export(aemp_node *n, const char *module, const char *function, aemp_fun_cb cb, void *arg)
 {
     char key[2 * AEMP_MAXATOMLEN + 2];
     if (!n || !module || !function || !cb || !*module || !*function ||
@@ -40,8 +39,7 @@ int aemp_export(aemp_node *n, const char *module, const char *function, aemp_fun
         return 0;
     }
     e = malloc(sizeof *e);
-    if (!e)
-        return AEMP_ENOMEM;
+    if (!e) return AEMP_ENOMEM;
     e->cb = cb;
     e->arg = arg;
     if (aemp__map_put(&n->exports, key, strlen(key), e)) {
@@ -57,8 +55,7 @@ int aemp_unexport(aemp_node *n, const char *module, const char *function)
     if (!n || !module || !function || export_key(key, sizeof key, module, function))
         return AEMP_EINVAL;
     struct export *e = aemp__map_del(&n->exports, key, strlen(key));
-    if (!e)
-        return AEMP_ENOENT;
+    if (!e) return AEMP_ENOENT;
     free(e);
     return 0;
 }
@@ -80,8 +77,7 @@ static int run_call(aemp_node *n, const aemp_term *ref, const char *m, const cha
 {
     char key[2 * AEMP_MAXATOMLEN + 2];
     struct export *e = NULL;
-    if (export_key(key, sizeof key, m, f) == 0)
-        e = aemp__map_get(&n->exports, key, strlen(key));
+    if (export_key(key, sizeof key, m, f) == 0) e = aemp__map_get(&n->exports, key, strlen(key));
     int rc;
     if (!e) {
         AEMP_LOGI("rpc: %s:%s is not exported: answered undef", m, f);
@@ -110,14 +106,10 @@ static int run_call(aemp_node *n, const aemp_term *ref, const char *m, const cha
                                              : "error";
     bool error = strcmp(k, "error") == 0;
     rc = aemp__enc_tuple(reason, error ? 4 : 3);
-    if (!rc)
-        rc = aemp_buf_put_term(reason, ref);
-    if (!rc)
-        rc = aemp__enc_atom(reason, k);
-    if (!rc)
-        rc = aemp_buf_put_term(reason, &rt);
-    if (!rc && error)
-        rc = aemp_term_format(reason, "[{~a, ~a, ~t, []}]", m, f, args);
+    if (!rc) rc = aemp_buf_put_term(reason, ref);
+    if (!rc) rc = aemp__enc_atom(reason, k);
+    if (!rc) rc = aemp_buf_put_term(reason, &rt);
+    if (!rc && error) rc = aemp_term_format(reason, "[{~a, ~a, ~t, []}]", m, f, args);
     aemp_buf_free(&result);
     return rc;
 }
@@ -128,10 +120,8 @@ static int parse_args(const aemp_term *payload, bool call, aemp_term *ref, char 
 {
     aemp_cursor c = aemp_cursor_of(payload);
     uint32_t n;
-    if (aemp_get_list(&c, &n) || n != (call ? 4u : 3u))
-        return AEMP_ENOMATCH;
-    if (call && aemp_get_term(&c, ref))
-        return AEMP_ENOMATCH;
+    if (aemp_get_list(&c, &n) || n != (call ? 4u : 3u)) return AEMP_ENOMATCH;
+    if (call && aemp_get_term(&c, ref)) return AEMP_ENOMATCH;
     if (aemp_get_atom(&c, m, AEMP_MAXATOMLEN + 1) || aemp_get_atom(&c, f, AEMP_MAXATOMLEN + 1) ||
         aemp_get_term(&c, args))
         return AEMP_ENOMATCH;
@@ -144,17 +134,15 @@ static void parse_opts(const aemp_term *opts, bool *monitor, bool *link)
     aemp_cursor c = aemp_cursor_of(opts);
     uint32_t n;
     *monitor = *link = false;
-    if (aemp_get_list(&c, &n))
-        return;
+    if (aemp_get_list(&c, &n)) return;
     for (uint32_t i = 0; i < n; i++) {
         char a[32];
         aemp_term el;
-        if (aemp_get_term(&c, &el))
-            return;
+        if (aemp_get_term(&c, &el)) return;
         aemp_cursor e = aemp_cursor_of(&el);
         uint32_t arity;
-        if (aemp_get_atom(&e, a, sizeof a) == 0 ||
-            (aemp_get_tuple(&e, &arity) == 0 && arity >= 1 && aemp_get_atom(&e, a, sizeof a) == 0)) {
+        if (aemp_get_atom(&e, a, sizeof a) == 0 || (aemp_get_tuple(&e, &arity) == 0 && arity >= 1 &&
+                                                    aemp_get_atom(&e, a, sizeof a) == 0)) {
             if (strcmp(a, "monitor") == 0)
                 *monitor = true;
             else if (strcmp(a, "link") == 0)
@@ -163,8 +151,7 @@ static void parse_opts(const aemp_term *opts, bool *monitor, bool *link)
     }
 }
 
-static void spawn_error(aemp__conn *c, const aemp_term *req, const aemp_term *from,
-                        const char *why)
+static void spawn_error(aemp__conn *c, const aemp_term *req, const aemp_term *from, const char *why)
 {
     aemp_buf ctl = AEMP_BUF_INIT;
     if (aemp__enc_tuple(&ctl, 5) == 0 && aemp__enc_long(&ctl, AEMP__CTL_SPAWN_REPLY) == 0 &&
@@ -175,8 +162,7 @@ static void spawn_error(aemp__conn *c, const aemp_term *req, const aemp_term *fr
 }
 
 void aemp__rpc_spawn_request(aemp__conn *c, const aemp_term *req, const aemp_term *from,
-                             const aemp_term *mfa, const aemp_term *opts,
-                             const aemp_term *payload)
+                             const aemp_term *mfa, const aemp_term *opts, const aemp_term *payload)
 {
     aemp_node *n = c->node;
     char mod[32], fun[32];
@@ -216,18 +202,12 @@ void aemp__rpc_spawn_request(aemp__conn *c, const aemp_term *req, const aemp_ter
     aemp_buf ctl = AEMP_BUF_INIT, reason = AEMP_BUF_INIT;
     /* {SPAWN_REPLY, ReqId, To, Flags, Pid} */
     int rc = aemp__enc_tuple(&ctl, 5);
-    if (!rc)
-        rc = aemp__enc_long(&ctl, AEMP__CTL_SPAWN_REPLY);
-    if (!rc)
-        rc = aemp_buf_put_term(&ctl, req);
-    if (!rc)
-        rc = aemp_buf_put_term(&ctl, from);
-    if (!rc)
-        rc = aemp__enc_long(&ctl, (link ? 1 : 0) | (monitor ? 2 : 0));
-    if (!rc)
-        rc = aemp__enc_local_pid(&ctl, n, pid);
-    if (!rc)
-        rc = aemp__ctl_raw(c, &ctl, NULL);
+    if (!rc) rc = aemp__enc_long(&ctl, AEMP__CTL_SPAWN_REPLY);
+    if (!rc) rc = aemp_buf_put_term(&ctl, req);
+    if (!rc) rc = aemp_buf_put_term(&ctl, from);
+    if (!rc) rc = aemp__enc_long(&ctl, (link ? 1 : 0) | (monitor ? 2 : 0));
+    if (!rc) rc = aemp__enc_local_pid(&ctl, n, pid);
+    if (!rc) rc = aemp__ctl_raw(c, &ctl, NULL);
     if (rc) {
         AEMP_LOGE("rpc: out of memory answering %s", c->peer);
         goto done;
@@ -239,15 +219,12 @@ void aemp__rpc_spawn_request(aemp__conn *c, const aemp_term *req, const aemp_ter
         aemp_buf scratch = AEMP_BUF_INIT;
         rc = aemp__enc_atom(&scratch, "cast");
         aemp_term cast_ref = aemp_buf_term(&scratch);
-        if (!rc)
-            rc = run_call(n, &cast_ref, m, f, &args, &reason);
+        if (!rc) rc = run_call(n, &cast_ref, m, f, &args, &reason);
         aemp_buf_free(&scratch);
         aemp__buf_reset(&reason);
-        if (!rc)
-            rc = aemp__enc_atom(&reason, "normal");
+        if (!rc) rc = aemp__enc_atom(&reason, "normal");
     }
-    if (rc || (c->state != AEMP__C_UP))
-        goto done;
+    if (rc || (c->state != AEMP__C_UP)) goto done;
     aemp_term rt = aemp_buf_term(&reason);
     bool payload_exit = (c->flags & AEMP__DFLAG_EXIT_PAYLOAD) != 0;
     if (monitor) {
@@ -256,30 +233,20 @@ void aemp__rpc_spawn_request(aemp__conn *c, const aemp_term *req, const aemp_ter
         if (!rc)
             rc = aemp__enc_long(&ctl, payload_exit ? AEMP__CTL_PAYLOAD_MONITOR_P_EXIT
                                                    : AEMP__CTL_MONITOR_P_EXIT);
-        if (!rc)
-            rc = aemp__enc_local_pid(&ctl, n, pid);
-        if (!rc)
-            rc = aemp_buf_put_term(&ctl, from);
-        if (!rc)
-            rc = aemp_buf_put_term(&ctl, req); /* the monitor ref is the request id */
-        if (!rc && !payload_exit)
-            rc = aemp_buf_put_term(&ctl, &rt);
-        if (!rc)
-            aemp__ctl_raw(c, &ctl, payload_exit ? &rt : NULL);
+        if (!rc) rc = aemp__enc_local_pid(&ctl, n, pid);
+        if (!rc) rc = aemp_buf_put_term(&ctl, from);
+        if (!rc) rc = aemp_buf_put_term(&ctl, req); /* the monitor ref is the request id */
+        if (!rc && !payload_exit) rc = aemp_buf_put_term(&ctl, &rt);
+        if (!rc) aemp__ctl_raw(c, &ctl, payload_exit ? &rt : NULL);
     }
     if (link) {
         aemp__buf_reset(&ctl);
         rc = aemp__enc_tuple(&ctl, payload_exit ? 3 : 4);
-        if (!rc)
-            rc = aemp__enc_long(&ctl, payload_exit ? AEMP__CTL_PAYLOAD_EXIT : AEMP__CTL_EXIT);
-        if (!rc)
-            rc = aemp__enc_local_pid(&ctl, n, pid);
-        if (!rc)
-            rc = aemp_buf_put_term(&ctl, from);
-        if (!rc && !payload_exit)
-            rc = aemp_buf_put_term(&ctl, &rt);
-        if (!rc)
-            aemp__ctl_raw(c, &ctl, payload_exit ? &rt : NULL);
+        if (!rc) rc = aemp__enc_long(&ctl, payload_exit ? AEMP__CTL_PAYLOAD_EXIT : AEMP__CTL_EXIT);
+        if (!rc) rc = aemp__enc_local_pid(&ctl, n, pid);
+        if (!rc) rc = aemp_buf_put_term(&ctl, from);
+        if (!rc && !payload_exit) rc = aemp_buf_put_term(&ctl, &rt);
+        if (!rc) aemp__ctl_raw(c, &ctl, payload_exit ? &rt : NULL);
     }
 done:
     aemp_buf_free(&ctl);

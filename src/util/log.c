@@ -12,30 +12,24 @@ static void *log_arg;
 static int level_from_env(void)
 {
     const char *e = getenv("AEMP_LOG");
-    if (!e || !*e)
-        return AEMP_LOG_WARN;
+    if (!e || !*e) return AEMP_LOG_WARN;
     static const char *names[] = {"error", "warn", "info", "debug"};
     for (int i = 0; i < 4; i++)
-        if (strcasecmp(e, names[i]) == 0)
-            return i;
-    if (e[0] >= '0' && e[0] <= '3' && e[1] == 0)
-        return e[0] - '0';
+        if (strcasecmp(e, names[i]) == 0) return i;
+    if (e[0] >= '0' && e[0] <= '3' && e[1] == 0) return e[0] - '0';
     return AEMP_LOG_WARN;
 }
 
 void aemp_log_set_level(int level)
 {
-    if (level < AEMP_LOG_ERROR)
-        level = AEMP_LOG_ERROR;
-    if (level > AEMP_LOG_DEBUG)
-        level = AEMP_LOG_DEBUG;
+    if (level < AEMP_LOG_ERROR) level = AEMP_LOG_ERROR;
+    if (level > AEMP_LOG_DEBUG) level = AEMP_LOG_DEBUG;
     log_level = level;
 }
 
 int aemp_log_get_level(void)
 {
-    if (log_level < 0)
-        log_level = level_from_env();
+    if (log_level < 0) log_level = level_from_env();
     return log_level;
 }
 
@@ -47,8 +41,7 @@ void aemp_log_set_callback(aemp_log_cb cb, void *arg)
 
 void aemp__log(int level, const char *fmt, ...)
 {
-    if (level > aemp_log_get_level())
-        return;
+    if (level > aemp_log_get_level()) return;
     char line[1024];
     va_list ap;
     va_start(ap, fmt);

@@ -33,8 +33,7 @@ static int grow(aemp__map *m)
 {
     size_t nb = m->nbuckets ? m->nbuckets * 2 : 16;
     struct aemp__map_ent **b = calloc(nb, sizeof *b);
-    if (!b)
-        return AEMP_ENOMEM;
+    if (!b) return AEMP_ENOMEM;
     for (size_t i = 0; i < m->nbuckets; i++) {
         struct aemp__map_ent *e = m->buckets[i], *next;
         for (; e; e = next) {
@@ -52,8 +51,7 @@ static int grow(aemp__map *m)
 
 static struct aemp__map_ent **find(const aemp__map *m, const void *key, size_t klen, uint64_t h)
 {
-    if (!m->nbuckets)
-        return NULL;
+    if (!m->nbuckets) return NULL;
     struct aemp__map_ent **pe = &m->buckets[h & (m->nbuckets - 1)];
     for (; *pe; pe = &(*pe)->next)
         if ((*pe)->hash == h && (*pe)->klen == klen && memcmp((*pe)->key, key, klen) == 0)
@@ -75,11 +73,9 @@ int aemp__map_put(aemp__map *m, const void *key, size_t klen, void *val)
         (*pe)->val = val;
         return 0;
     }
-    if (m->count >= m->nbuckets && grow(m))
-        return AEMP_ENOMEM;
+    if (m->count >= m->nbuckets && grow(m)) return AEMP_ENOMEM;
     struct aemp__map_ent *e = malloc(sizeof *e + klen + 1);
-    if (!e)
-        return AEMP_ENOMEM;
+    if (!e) return AEMP_ENOMEM;
     e->hash = h;
     e->val = val;
     e->klen = klen;
@@ -95,8 +91,7 @@ int aemp__map_put(aemp__map *m, const void *key, size_t klen, void *val)
 void *aemp__map_del(aemp__map *m, const void *key, size_t klen)
 {
     struct aemp__map_ent **pe = find(m, key, klen, hash_bytes(key, klen));
-    if (!pe)
-        return NULL;
+    if (!pe) return NULL;
     struct aemp__map_ent *e = *pe;
     void *val = e->val;
     *pe = e->next;

@@ -6,16 +6,13 @@
 
 int aemp__buf_reserve(aemp_buf *b, size_t n)
 {
-    if (n <= b->cap - b->len)
-        return 0;
-    if (n > SIZE_MAX / 2 - b->len)
-        return AEMP_ENOMEM;
+    if (n <= b->cap - b->len) return 0;
+    if (n > SIZE_MAX / 2 - b->len) return AEMP_ENOMEM;
     size_t cap = b->cap ? b->cap : 64;
     while (cap - b->len < n)
         cap *= 2;
     char *p = realloc(b->data, cap);
-    if (!p)
-        return AEMP_ENOMEM;
+    if (!p) return AEMP_ENOMEM;
     b->data = p;
     b->cap = cap;
     return 0;
@@ -23,11 +20,9 @@ int aemp__buf_reserve(aemp_buf *b, size_t n)
 
 int aemp__buf_append(aemp_buf *b, const void *p, size_t n)
 {
-    if (n == 0)
-        return 0;
+    if (n == 0) return 0;
     int rc = aemp__buf_reserve(b, n);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     memcpy(b->data + b->len, p, n);
     b->len += n;
     return 0;
@@ -77,8 +72,7 @@ aemp_term aemp_buf_term(const aemp_buf *b)
 
 int aemp_buf_put_term(aemp_buf *b, const aemp_term *t)
 {
-    if (!t || (!t->data && t->len))
-        return AEMP_EINVAL;
+    if (!t || (!t->data && t->len)) return AEMP_EINVAL;
     return aemp__buf_append(b, t->data, t->len);
 }
 
@@ -101,23 +95,41 @@ int aemp__random(void *p, size_t n)
 const char *aemp_strerror(int err)
 {
     switch (err) {
-    case AEMP_OK: return "ok";
-    case AEMP_EINVAL: return "invalid argument";
-    case AEMP_ENOMEM: return "out of memory";
-    case AEMP_ENOENT: return "no such port, name or node";
-    case AEMP_EEXIST: return "already exists";
-    case AEMP_ECLOSED: return "closed";
-    case AEMP_EBADTERM: return "malformed or unsupported term";
-    case AEMP_ETOOBIG: return "too big";
-    case AEMP_EPROTO: return "protocol error";
-    case AEMP_EAUTH: return "authentication failed";
-    case AEMP_ECONNREFUSED: return "connection refused";
-    case AEMP_ETIMEDOUT: return "timed out";
-    case AEMP_EIO: return "I/O error";
-    case AEMP_ENOTSUP: return "not supported";
-    case AEMP_ENONODE: return "node not registered with EPMD";
-    case AEMP_ENOMATCH: return "term does not match";
-    case AEMP_EBUSY: return "send queue full";
-    default: return "unknown error";
+    case AEMP_OK:
+        return "ok";
+    case AEMP_EINVAL:
+        return "invalid argument";
+    case AEMP_ENOMEM:
+        return "out of memory";
+    case AEMP_ENOENT:
+        return "no such port, name or node";
+    case AEMP_EEXIST:
+        return "already exists";
+    case AEMP_ECLOSED:
+        return "closed";
+    case AEMP_EBADTERM:
+        return "malformed or unsupported term";
+    case AEMP_ETOOBIG:
+        return "too big";
+    case AEMP_EPROTO:
+        return "protocol error";
+    case AEMP_EAUTH:
+        return "authentication failed";
+    case AEMP_ECONNREFUSED:
+        return "connection refused";
+    case AEMP_ETIMEDOUT:
+        return "timed out";
+    case AEMP_EIO:
+        return "I/O error";
+    case AEMP_ENOTSUP:
+        return "not supported";
+    case AEMP_ENONODE:
+        return "node not registered with EPMD";
+    case AEMP_ENOMATCH:
+        return "term does not match";
+    case AEMP_EBUSY:
+        return "send queue full";
+    default:
+        return "unknown error";
     }
 }
