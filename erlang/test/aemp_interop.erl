@@ -10,7 +10,7 @@
 
 -export([run/2, serve/0]).
 
--define(WATCHDOG_MS, 45000).
+-define(WATCHDOG_MS, 40000).
 -define(REPLY_MS, 5000).
 
 %% Run one test and halt with its verdict.
@@ -62,6 +62,30 @@ test(pang, CNode) ->
 %% Pinging any node (e.g. an aemp node after an EPMD takeover).
 test(ping_node, Node) ->
     expect(pong, net_adm:ping(Node), ping);
+%% Connect, say so, then expect the node to go away (the script stops it).
+test(watch_down, Node) ->
+    expect(pong, net_adm:ping(Node), ping),
+    erlang:monitor_node(Node, true),
+    io:format("CONNECTED ~s~n", [Node]),
+    receive
+        {nodedown, Node} -> ok
+    after 20000 -> no_nodedown_within_20s
+    end;
+%% Run with the aemp node's short net_ticktime: an idle connection must
+%% outlive two tick times (the aemp node ticks when idle) and still work.
+test(idle, CNode) ->
+    connect(CNode),
+    erlang:monitor_node(CNode, true),
+    Window = 2 * net_kernel:get_net_ticktime() * 1000,
+    receive
+        {nodedown, CNode} -> {dropped_while_idle, within_ms, Window}
+    after Window ->
+        {echo, CNode} ! {self(), still_here},
+        receive
+            still_here -> ok
+        after ?REPLY_MS -> no_echo_after_idle
+        end
+    end;
 %% Two Erlang nodes find each other through the EPMD under test.
 test(ping_pair, [A, B]) ->
     expect(pong, net_adm:ping(A), ping_a),
@@ -71,10 +95,24 @@ test(ping_pair, [A, B]) ->
 %% Every term type comes back from the echo port exactly.
 test(echo_types, CNode) ->
     connect(CNode),
-    Failures = lists:filtermap(fun(T) -> echo_check(CNode, T) end, terms()),
+    %% A message to a name nobody registered is dropped, nothing else.
+    {no_such_name, CNode} ! {self(), dropped},
+    %% After one lost reply the rest wait less, so a systematic loss still
+    %% ends well before the watchdog with every mismatch listed.
+    {Failures, _} =
+        lists:foldl(
+            fun(T, {Acc, Wait}) ->
+                case echo_check(CNode, T, Wait) of
+                    ok -> {Acc, Wait};
+                    {lost, F} -> {[F | Acc], 500};
+                    {mismatch, F} -> {[F | Acc], Wait}
+                end
+            end,
+            {[], ?REPLY_MS},
+            terms()),
     case Failures of
         [] -> ok;
-        _ -> {mismatches, length(Failures), Failures}
+        _ -> {mismatches, length(Failures), lists:reverse(Failures)}
     end;
 %% A 4 MB binary round-trips.
 test(echo_big, CNode) ->
@@ -131,13 +169,16 @@ expect(Want, Got, What) -> throw({What, expected, Want, got, Got}).
 connect(Node) ->
     expect(true, net_kernel:connect_node(Node), {connect, Node}).
 
-echo_check(CNode, T) ->
+echo_check(CNode, T, Wait) ->
     {echo, CNode} ! {self(), T},
     receive
-        R when R =:= T -> false;
-        R -> {true, {sent, T, received, R}}
-    after ?REPLY_MS ->
-        {true, {sent, T, no_reply_within_ms, ?REPLY_MS}}
+        R when R =:= T -> ok;
+        R ->
+            io:format("MISMATCH sent ~tP~n         received ~tP~n", [T, 12, R, 12]),
+            {mismatch, {sent, T, received, R}}
+    after Wait ->
+        io:format("LOST sent ~tP: no reply within ~p ms~n", [T, 12, Wait]),
+        {lost, {sent, T, no_reply_within_ms, Wait}}
     end.
 
 receive_in_order(I, N) when I > N ->
@@ -176,7 +217,8 @@ terms() ->
             maps:from_list([{I, integer_to_binary(I)} || I <- lists:seq(1, 100)]),
             maps:from_list([{{k, I}, [I]} || I <- lists:seq(1, 40)])],
     Ids = [make_ref(), self(), hd(erlang:ports()), {self(), make_ref()}, [make_ref()]],
-    Funs = [fun lists:sum/1, fun erlang:node/0],
+    Env = {env, make_ref()},
+    Funs = [fun lists:sum/1, fun erlang:node/0, fun(X) -> {Env, X} end, fun() -> ok end],
     Mixed = [{self(), [1 bsl 70, 'Ω', <<1:3>>, #{ref => make_ref()}], "str" ++ [1 | 2]}],
     Ints ++ Floats ++ Atoms ++ Binaries ++ Bitstrings ++ Lists ++ Tuples ++ Maps ++ Ids
         ++ Funs ++ Mixed.

@@ -294,6 +294,18 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     buf->len = c->rbuf.cap - c->rbuf.len;
 }
 
+/* A peer with a shorter net_ticktime than ours expects to hear from us more
+ * often than our own ticks: answer its ticks, as ei-based nodes do. Only when
+ * we have been quiet for a while, so two nodes never tick back and forth. */
+#define TICK_ANSWER_QUIET_MS 500
+
+static void answer_tick(aemp__conn *c)
+{
+    if (aemp__now_ms(c->node) - c->last_send_ms < TICK_ANSWER_QUIET_MS || c->writing || c->wbuf.len)
+        return;
+    if (aemp__buf_put_u32(&c->wbuf, 0) == 0) mark_dirty(c);
+}
+
 /* Handle whole packets in rbuf; keep the partial rest. */
 static void process_packets(aemp__conn *c)
 {
@@ -309,7 +321,10 @@ static void process_packets(aemp__conn *c)
         }
         if (c->rbuf.len - pos - 4 < plen) break;
         pos += 4;
-        if (plen > 0) aemp__ctl_packet(c, c->rbuf.data + pos, plen);
+        if (plen > 0)
+            aemp__ctl_packet(c, c->rbuf.data + pos, plen);
+        else
+            answer_tick(c);
         pos += plen;
     }
     if (c->state == AEMP__C_CLOSING) return;
