@@ -49,6 +49,28 @@ watchdog(Test) ->
 %% Tests
 %% ------------------------------------------------------------------
 
+%% rpc:call, erpc:call and rpc:cast of functions the aemp node exported
+%% (aemp:echo/N returns its arguments, aemp:fail/1 raises error), and of a
+%% function it did not export (undef, the node keeps serving).
+test(rpc, CNode) ->
+    Args = [1, <<"two">>, #{3 => [x]}, self(), make_ref()],
+    expect(Args, rpc:call(CNode, aemp, echo, Args), rpc_echo),
+    expect([], erpc:call(CNode, aemp, echo, []), erpc_echo_no_args),
+    expect([1, 2, 3], erpc:call(CNode, aemp, echo, [1, 2, 3]), erpc_echo_string_args),
+    expect({badrpc, {'EXIT', {oops, [{aemp, fail, [oops], []}]}}},
+           rpc:call(CNode, aemp, fail, [oops]), rpc_fail),
+    expect(oops, try erpc:call(CNode, aemp, fail, [oops]) catch error:{exception, E, _} -> E end,
+           erpc_fail),
+    expect({badrpc, {'EXIT', {undef, [{os, cmd, ["id"], []}]}}},
+           rpc:call(CNode, os, cmd, ["id"]), not_exported_is_undef),
+    expect(true, rpc:cast(CNode, aemp, echo, [cast]), rpc_cast),
+    %% many calls in flight at once all get their own answers
+    Parent = self(),
+    Pids = [spawn(fun() -> Parent ! {self(), erpc:call(CNode, aemp, echo, [N])} end)
+            || N <- lists:seq(1, 200)],
+    Results = [receive {P, R} -> R after ?REPLY_MS -> timeout end || P <- Pids],
+    expect([[N] || N <- lists:seq(1, 200)], Results, concurrent_calls),
+    expect(pong, net_adm:ping(CNode), still_serving);
 %% net_adm:ping of the aemp node answers pong, and the node is hidden.
 test(ping, CNode) ->
     expect(pong, net_adm:ping(CNode), first_ping),
