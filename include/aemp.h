@@ -29,22 +29,22 @@ extern "C" {
 /* Error codes. */
 enum aemp_err {
     AEMP_OK = 0,
-    AEMP_EINVAL = -1,       /* bad argument */
-    AEMP_ENOMEM = -2,       /* out of memory */
-    AEMP_ENOENT = -3,       /* no such port, name or node */
-    AEMP_EEXIST = -4,       /* name already registered */
-    AEMP_ECLOSED = -5,      /* node or port closed */
-    AEMP_EBADTERM = -6,     /* malformed or unsupported term */
-    AEMP_ETOOBIG = -7,      /* value exceeds a limit */
-    AEMP_EPROTO = -8,       /* protocol violation by the peer */
-    AEMP_EAUTH = -9,        /* authentication failed (cookie) */
+    AEMP_EINVAL = -1,        /* bad argument */
+    AEMP_ENOMEM = -2,        /* out of memory */
+    AEMP_ENOENT = -3,        /* no such port, name or node */
+    AEMP_EEXIST = -4,        /* name already registered */
+    AEMP_ECLOSED = -5,       /* node or port closed */
+    AEMP_EBADTERM = -6,      /* malformed or unsupported term */
+    AEMP_ETOOBIG = -7,       /* value exceeds a limit */
+    AEMP_EPROTO = -8,        /* protocol violation by the peer */
+    AEMP_EAUTH = -9,         /* authentication failed (cookie) */
     AEMP_ECONNREFUSED = -10, /* connection refused */
-    AEMP_ETIMEDOUT = -11,   /* timed out */
-    AEMP_EIO = -12,         /* I/O error (see log) */
-    AEMP_ENOTSUP = -13,     /* not supported */
-    AEMP_ENONODE = -14,     /* node not registered with EPMD */
-    AEMP_ENOMATCH = -15,    /* term does not have the requested shape */
-    AEMP_EBUSY = -16,       /* send queue to that node is full (see max_pending) */
+    AEMP_ETIMEDOUT = -11,    /* timed out */
+    AEMP_EIO = -12,          /* I/O error (see log) */
+    AEMP_ENOTSUP = -13,      /* not supported */
+    AEMP_ENONODE = -14,      /* node not registered with EPMD */
+    AEMP_ENOMATCH = -15,     /* term does not have the requested shape */
+    AEMP_EBUSY = -16,        /* send queue to that node is full (see max_pending) */
 };
 
 /* Name of an error code; never NULL. */
@@ -94,7 +94,10 @@ typedef struct aemp_buf {
     size_t len;
     size_t cap;
 } aemp_buf;
-#define AEMP_BUF_INIT {NULL, 0, 0}
+#define AEMP_BUF_INIT                                                                              \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 void aemp_buf_free(aemp_buf *b);
 /* The encoded term held in b (no copy; valid until b changes). */

@@ -15,6 +15,10 @@
 #   AEMP_BIN    the aemp CLI
 #   AEMP_CNODE  interop-tests/cnode.c built
 #   AEMP_EBIN   directory holding aemp_interop.beam
+# Optional:
+#   AEMP_WRAPPER  a command line that runs each `aemp run` node, e.g.
+#                 "valgrind --error-exitcode=99 --leak-check=full"; a node
+#                 must still exit 0, so any error it reports fails the test
 
 set -euo pipefail
 
@@ -227,7 +231,9 @@ erl_test() {
 start_aemp() {
     local name=$1
     shift
-    start_bg "$name" env --default-signal=INT,TERM "$AEMP_BIN" run "$name" --cookie "$COOKIE" "$@"
+    # shellcheck disable=SC2086 # AEMP_WRAPPER is a command line to split
+    start_bg "$name" env --default-signal=INT,TERM ${AEMP_WRAPPER:-} "$AEMP_BIN" run "$name" \
+        --cookie "$COOKIE" "$@"
     AEMP_NODES+=("$name")
     wait_line "$WORK/$name.out" "^aemp: node $name(@$HOST)? ready" 15
 }

@@ -142,11 +142,10 @@ int aemp__epmd_reg_is_server(const aemp__epmd_reg *r);
 typedef struct aemp__epmd_query aemp__epmd_query;
 typedef void (*aemp__epmd_port_cb)(int status, uint16_t port, void *arg);
 typedef void (*aemp__epmd_names_cb)(int status, const char *text, size_t len, void *arg);
-int aemp__epmd_port_please(uv_loop_t *loop, const char *host, uint16_t epmd_port,
-                           const char *alive, aemp__epmd_port_cb cb, void *arg,
-                           aemp__epmd_query **out);
-int aemp__epmd_names(uv_loop_t *loop, const char *host, uint16_t epmd_port,
-                     aemp__epmd_names_cb cb, void *arg, aemp__epmd_query **out);
+int aemp__epmd_port_please(uv_loop_t *loop, const char *host, uint16_t epmd_port, const char *alive,
+                           aemp__epmd_port_cb cb, void *arg, aemp__epmd_query **out);
+int aemp__epmd_names(uv_loop_t *loop, const char *host, uint16_t epmd_port, aemp__epmd_names_cb cb,
+                     void *arg, aemp__epmd_query **out);
 void aemp__epmd_query_cancel(aemp__epmd_query *q);
 
 /* Embedded EPMD server (ALIVE2, PORT_PLEASE2, NAMES; a registration lives
@@ -211,11 +210,11 @@ enum aemp__hs_role { AEMP__HS_INITIATOR = 1, AEMP__HS_ACCEPTOR = 2 };
 
 /* Acceptor's answer once it knows the peer's name (simultaneous connects). */
 enum aemp__hs_decision {
-    AEMP__HS_ACCEPT = 0,        /* "ok" */
-    AEMP__HS_ACCEPT_SIMUL = 1,  /* "ok_simultaneous": we drop our own attempt */
-    AEMP__HS_REFUSE_SIMUL = 2,  /* "nok": our own attempt wins */
-    AEMP__HS_REFUSE_ALIVE = 3,  /* "alive" is not supported: refuse ("not_allowed") */
-    AEMP__HS_REFUSE = 4,        /* "not_allowed" */
+    AEMP__HS_ACCEPT = 0,       /* "ok" */
+    AEMP__HS_ACCEPT_SIMUL = 1, /* "ok_simultaneous": we drop our own attempt */
+    AEMP__HS_REFUSE_SIMUL = 2, /* "nok": our own attempt wins */
+    AEMP__HS_REFUSE_ALIVE = 3, /* "alive" is not supported: refuse ("not_allowed") */
+    AEMP__HS_REFUSE = 4,       /* "not_allowed" */
 };
 
 /* Results of aemp__hs_input. */
@@ -252,8 +251,7 @@ typedef struct aemp__hs {
 /* Prepare a handshake. cookie is copied; expect_name is required for the
  * initiator and ignored for the acceptor. */
 int aemp__hs_init(aemp__hs *hs, int role, unsigned len_bytes, const char *my_name,
-                  const char *cookie, uint32_t creation, uint64_t flags,
-                  const char *expect_name);
+                  const char *cookie, uint32_t creation, uint64_t flags, const char *expect_name);
 /* Initiator: append the first packet (send_name) to out. */
 int aemp__hs_start(aemp__hs *hs, aemp_buf *out);
 /*
