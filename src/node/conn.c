@@ -499,6 +499,20 @@ static int decide(void *arg, const char *peer)
     return AEMP__HS_ACCEPT_SIMUL;
 }
 
+/* "ip:port" of a connected socket, for log lines before a name is known. */
+static void peer_ip(uv_tcp_t *t, char *out, size_t size)
+{
+    struct sockaddr_storage ss;
+    int sl = sizeof ss;
+    snprintf(out, size, "an unknown address");
+    if (uv_tcp_getpeername(t, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
+        char ip[INET_ADDRSTRLEN];
+        uv_ip4_name(sin, ip, sizeof ip);
+        snprintf(out, size, "%s:%u", ip, ntohs(sin->sin_port));
+    }
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     aemp_node *n = server->data;
@@ -511,9 +525,12 @@ static void on_connection(uv_stream_t *server, int status)
         /* Accept and close at once, so that the peer is not left waiting. */
         uv_tcp_t *t = malloc(sizeof *t);
         if (t && uv_tcp_init(n->loop, t) == 0) {
-            if (uv_accept(server, (uv_stream_t *)t) == 0)
-                AEMP_LOGW("refused a connection: too many connections (limit %u)",
+            if (uv_accept(server, (uv_stream_t *)t) == 0) {
+                char who[64];
+                peer_ip(t, who, sizeof who);
+                AEMP_LOGW("refused connection from %s: too many connections (limit %u)", who,
                           n->max_connections);
+            }
             uv_close((uv_handle_t *)t, (uv_close_cb)free);
         } else {
             free(t);
@@ -534,14 +551,7 @@ static void on_connection(uv_stream_t *server, int status)
         aemp__conn_close(c, AEMP_EIO, "accept failed");
         return;
     }
-    struct sockaddr_storage ss;
-    int sl = sizeof ss;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET) {
-        const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
-        char ip[INET_ADDRSTRLEN];
-        uv_ip4_name(sin, ip, sizeof ip);
-        snprintf(c->ip, sizeof c->ip, "%s:%u", ip, ntohs(sin->sin_port));
-    }
+    peer_ip(&c->tcp, c->ip, sizeof c->ip);
     uv_tcp_nodelay(&c->tcp, 1);
     if (n->tls_ctx && aemp__tls_new(n->tls_ctx, true, NULL, &c->tls)) {
         aemp__conn_close(c, AEMP_ENOMEM, "out of memory");

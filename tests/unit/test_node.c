@@ -252,3 +252,65 @@ Test(node, bad_arguments)
     cr_assert_eq(aemp_node_connect(a.node, "a@127.0.0.1"), AEMP_EINVAL);
     stop_node(&a);
 }
+
+/* ------------------------------------------------------------------ */
+/* logging                                                             */
+/* ------------------------------------------------------------------ */
+
+struct log_capture {
+    char lines[32][1024];
+    int levels[32];
+    int n;
+};
+
+static void capture_log(int level, const char *msg, void *arg)
+{
+    struct log_capture *lc = arg;
+    if (lc->n < 32) {
+        snprintf(lc->lines[lc->n], sizeof lc->lines[0], "%s", msg);
+        lc->levels[lc->n] = level;
+    }
+    lc->n++;
+}
+
+/* Index of the first captured line containing every needle, or -1. */
+static int find_line(const struct log_capture *lc, const char *a, const char *b)
+{
+    for (int i = 0; i < lc->n && i < 32; i++)
+        if (strstr(lc->lines[i], a) && strstr(lc->lines[i], b)) return i;
+    return -1;
+}
+
+Test(node, refused_connections_are_logged_once_with_peer_and_reason)
+{
+    static struct log_capture lc;
+    memset(&lc, 0, sizeof lc);
+    aemp_log_set_callback(capture_log, &lc);
+    aemp_log_set_level(AEMP_LOG_WARN);
+    struct node_ctx a, b;
+    start_node(&a, "a@127.0.0.1", "secret");
+    start_node(&b, "b@127.0.0.1", "other");
+    cr_assert_eq(aemp_node_connect(a.node, "b@127.0.0.1"), 0);
+    cr_assert(run_until(&a.fails, 5000));
+    /* the refusing side names the peer and the cookie */
+    int i = find_line(&lc, "a@127.0.0.1", "cookie");
+    cr_assert_geq(i, 0, "no refusal line naming a@127.0.0.1 and the cookie");
+    cr_assert_eq(lc.levels[i], AEMP_LOG_WARN);
+    /* the connecting side says why it could not connect */
+    cr_assert_geq(find_line(&lc, "cannot connect to b@127.0.0.1", "cookie"), 0);
+    /* the cookie itself never appears */
+    for (int k = 0; k < lc.n && k < 32; k++) {
+        cr_assert_null(strstr(lc.lines[k], "secret"), "cookie logged: %s", lc.lines[k]);
+        cr_assert_null(strstr(lc.lines[k], "other"), "cookie logged: %s", lc.lines[k]);
+    }
+    /* below the level, nothing reaches the callback */
+    aemp_log_set_level(AEMP_LOG_ERROR);
+    int before = lc.n;
+    a.fails = 0;
+    cr_assert_eq(aemp_node_connect(a.node, "b@127.0.0.1"), 0);
+    cr_assert(run_until(&a.fails, 5000), "second attempt did not fail");
+    cr_assert_eq(lc.n, before, "a warning passed the error level");
+    aemp_log_set_callback(NULL, NULL);
+    stop_node(&a);
+    stop_node(&b);
+}
