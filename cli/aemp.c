@@ -3,6 +3,7 @@
  * Uses the public API only.
  */
 #include "aemp.h"
+#include "profile.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,10 +17,14 @@ static void usage(FILE *f)
                "  aemp ping NODE [--cookie C]             check that NODE answers\n"
                "  aemp names [HOST]                       list EPMD registrations\n"
                "  aemp gencert DIR [--name N] [HOST...]   make a CA and a node certificate\n"
+               "  aemp profile NAME show | set KEY VALUE | unset KEY | delete | gensecret\n"
+               "  aemp profile NAME gencert DIR [HOST...] manage node profiles\n"
                "  aemp version\n"
                "run and ping take --tls-cert FILE --tls-key FILE --tls-ca FILE for TLS\n"
                "distribution (as erl -proto_dist inet_tls); run takes --ticktime S\n"
-               "(as net_ticktime, default 60).\n"
+               "(as net_ticktime, default 60). run and ping take --profile P: the\n"
+               "settings of profile P win over the options; run needs no NAME when P\n"
+               "sets nodeid.\n"
                "NAME and NODE are alive@host, or alive for alive@<short host name>.\n"
                "The cookie defaults to ~/.erlang.cookie; AEMP_LOG=debug|info|warn|error\n"
                "sets the log level, ERL_EPMD_PORT the EPMD port.\n");
@@ -31,6 +36,7 @@ struct opts {
     unsigned port;
     const char *tls_cert, *tls_key, *tls_ca;
     unsigned ticktime;
+    const char *profile;
 };
 
 static int parse_opts(int argc, char **argv, struct opts *o)
@@ -46,6 +52,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                 return -1;
             }
             o->ticktime = (unsigned)t;
+        } else if (strcmp(argv[i], "--profile") == 0 && i + 1 < argc) {
+            o->profile = argv[++i];
         } else if (strcmp(argv[i], "--tls-cert") == 0 && i + 1 < argc) {
             o->tls_cert = argv[++i];
         } else if (strcmp(argv[i], "--tls-key") == 0 && i + 1 < argc) {
@@ -170,7 +178,7 @@ static void on_signal(uv_signal_t *h, int signum)
 static int cmd_run(int argc, char **argv)
 {
     struct opts o = {0};
-    if (parse_opts(argc, argv, &o) || !o.name) {
+    if (parse_opts(argc, argv, &o) || (!o.name && !o.profile)) {
         usage(stderr);
         return 2;
     }
@@ -187,12 +195,22 @@ static int cmd_run(int argc, char **argv)
     cfg.ready_cb = on_ready;
     cfg.ready_arg = &st;
     cfg.nodes_cb = on_nodes;
+    aemp_profile *prof = NULL;
+    if (o.profile && aemp__cli_apply_profile(o.profile, &cfg, &prof)) return 1;
+    if (!cfg.name) {
+        fprintf(stderr, "aemp: run: no NAME given and profile %s sets no nodeid\n", o.profile);
+        aemp_profile_free(prof);
+        return 2;
+    }
     int rc = aemp_node_create(st.loop, &cfg, &st.node);
     if (rc) {
-        fprintf(stderr, "aemp: cannot start node %s: %s\n", o.name, aemp_strerror(rc));
+        fprintf(stderr, "aemp: cannot start node %s: %s\n", cfg.name, aemp_strerror(rc));
+        aemp_profile_free(prof);
         uv_run(st.loop, UV_RUN_DEFAULT);
         return 1;
     }
+    /* the node has copied its name and cookie and read the TLS files */
+    aemp_profile_free(prof);
     aemp_port echo;
     if ((rc = aemp_port_open(st.node, echo_cb, &st, &echo)) ||
         (rc = aemp_register(st.node, "echo", echo)) ||
@@ -299,7 +317,13 @@ static int cmd_ping(int argc, char **argv)
     cfg.nodes_arg = &st;
     cfg.fail_cb = ping_fail;
     cfg.fail_arg = &st;
+    aemp_profile *prof = NULL;
+    if (o.profile && aemp__cli_apply_profile(o.profile, &cfg, &prof)) return 1;
+    /* The profile's nodeid names the node it configures, not this pinger:
+     * borrowing it would clash with that node if it runs. */
+    cfg.name = myname;
     int rc = aemp_node_create(loop, &cfg, &st.node);
+    aemp_profile_free(prof);
     if (rc) {
         fprintf(stderr, "aemp: cannot start a node to ping from: %s\n", aemp_strerror(rc));
         return 1;
@@ -413,6 +437,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "ping") == 0) return cmd_ping(argc - 2, argv + 2);
     if (strcmp(cmd, "names") == 0) return cmd_names(argc - 2, argv + 2);
     if (strcmp(cmd, "gencert") == 0) return cmd_gencert(argc - 2, argv + 2);
+    if (strcmp(cmd, "profile") == 0) return aemp__cli_profile(argc - 2, argv + 2);
     if (strcmp(cmd, "version") == 0) {
         printf("aemp %s\n", AEMP_VERSION);
         return 0;

@@ -392,6 +392,84 @@ int aemp_unexport(aemp_node *node, const char *module, const char *function);
 int aemp_tls_gencert(const char *dir, const char *name, const char *const *hosts, size_t nhosts);
 
 /* ------------------------------------------------------------------ */
+/* Profiles                                                            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A profile is a named node configuration kept in a file, as AnyEvent::MP's
+ * rc-file profiles: `[name]` sections of `key = value` lines (docs/profiles.md).
+ * The file is $AEMP_PROFILES, else $XDG_CONFIG_HOME/aemp/profiles, else
+ * ~/.config/aemp/profiles. Because it may hold a secret, it is read only if
+ * it is a regular file accessible by its owner alone (as ~/.erlang.cookie),
+ * and written with mode 0600 (new directories 0700) by replacing it
+ * atomically. Errors in the file are logged with file:line.
+ */
+typedef struct aemp_profile aemp_profile;
+
+/* Length of a secret made by aemp_profile_gensecret(). */
+#define AEMP_PROFILE_SECRET_LEN 32
+
+/* The profile file used when a file argument is NULL, into out (always
+ * NUL-terminated). Returns 0, AEMP_ETOOBIG if it does not fit, or
+ * AEMP_ENOENT if no home directory is known. */
+int aemp_profile_path(char *out, size_t size);
+
+/* Name of the i-th profile key (parent, nodeid, secret, listen_port, ...),
+ * or NULL past the last one: for listing keys. */
+const char *aemp_profile_key(size_t i);
+
+/*
+ * Load profile name from file (NULL: the default file), with the settings
+ * it inherits through its `parent` chain (a profile's own keys win over its
+ * parent's). On success *out owns the profile; free it with
+ * aemp_profile_free(). Errors: AEMP_ENOENT (no such file or profile),
+ * AEMP_EINVAL (syntax error, unknown key, bad value, missing parent, parent
+ * cycle, chain deeper than 16; all logged with file:line), AEMP_EAUTH (the
+ * file is not a regular file private to its owner), AEMP_ETOOBIG (file over
+ * 1 MiB), AEMP_EIO, AEMP_ENOMEM.
+ */
+int aemp_profile_load(const char *file, const char *name, aemp_profile **out);
+
+/*
+ * Set in cfg every field the profile defines (nodeid -> name, secret ->
+ * cookie, tls_verify no -> tls_no_verify 1, the rest by their names); leave
+ * the other fields as they are. As in AnyEvent::MP, the profile wins: call it
+ * after filling cfg with your own settings. String fields then point into p:
+ * keep p until aemp_node_create() has returned, which copies the name and
+ * cookie and reads the TLS files; p may be freed after that.
+ * Returns 0 or AEMP_EINVAL (NULL argument).
+ */
+int aemp_profile_apply(const aemp_profile *p, aemp_node_config *cfg);
+
+/* The resolved value of key (own or inherited; for "parent", the profile's
+ * own parent), or NULL if unset or not a key. Valid until aemp_profile_free. */
+const char *aemp_profile_get(const aemp_profile *p, const char *key);
+
+/* Free a profile (NULL is fine). */
+void aemp_profile_free(aemp_profile *p);
+
+/*
+ * Set key to value in profile name of file (NULL: the default file),
+ * creating the file and the profile as needed; value NULL removes the key.
+ * The value is validated as on loading (numbers in range, absolute TLS
+ * paths, tls_verify yes or no). Errors: AEMP_EINVAL (bad name, key or value,
+ * or a parent cycle; logged), AEMP_ENOENT (value NULL and the key or profile
+ * is absent, or the parent named does not exist), and the errors of
+ * aemp_profile_load() for an existing file, which is then left unchanged.
+ */
+int aemp_profile_set(const char *file, const char *name, const char *key, const char *value);
+
+/* Remove profile name with all its keys. AEMP_ENOENT if absent,
+ * AEMP_EINVAL if another profile names it as parent (logged); otherwise as
+ * aemp_profile_set(). */
+int aemp_profile_delete(const char *file, const char *name);
+
+/* Write a random secret (cookie) of AEMP_PROFILE_SECRET_LEN characters from
+ * [A-Za-z0-9], NUL-terminated, into out. AEMP_ETOOBIG if size is less than
+ * AEMP_PROFILE_SECRET_LEN + 1, AEMP_EIO if no randomness is available. */
+int aemp_profile_gensecret(char *out, size_t size);
+
+/* ------------------------------------------------------------------ */
 /* EPMD                                                                */
 /* ------------------------------------------------------------------ */
 

@@ -1,0 +1,22 @@
+/*
+ * profile.h - the `aemp profile` subcommand and the --profile option of the
+ * aemp command-line tool (cli/profile.c).
+ */
+#ifndef AEMP_CLI_PROFILE_H
+#define AEMP_CLI_PROFILE_H
+
+#include "aemp.h"
+
+/* `aemp profile NAME show|set KEY VALUE|unset KEY|delete|gensecret|
+ * gencert DIR [HOST...]`; argv[0] is NAME. Returns the exit status: 0 done,
+ * 1 failed (explained on stderr), 2 usage error. */
+int aemp__cli_profile(int argc, char **argv);
+
+/* For --profile NAME: load profile NAME from the default file and apply it
+ * to cfg (its settings win over those already in cfg). On success *keep owns
+ * the profile, which cfg's strings point into: free it with
+ * aemp_profile_free() once aemp_node_create() has returned. On failure
+ * prints why and returns nonzero. */
+int aemp__cli_apply_profile(const char *name, aemp_node_config *cfg, aemp_profile **keep);
+
+#endif /* AEMP_CLI_PROFILE_H */
