@@ -399,31 +399,7 @@ static int cmd_gencert(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    /* By default: this host's names and the loopback address. */
-    char host[256], fqdn[256];
-    if (nhosts == 0) {
-        size_t hl = sizeof host;
-        if (uv_os_gethostname(host, &hl) == 0) {
-            memcpy(fqdn, host, sizeof fqdn);
-            char *dot = strchr(host, '.');
-            if (dot) *dot = 0;
-            hosts[nhosts++] = host;
-            if (strcmp(fqdn, host) != 0) hosts[nhosts++] = fqdn;
-        }
-        hosts[nhosts++] = "localhost";
-        hosts[nhosts++] = "127.0.0.1";
-    }
-    int rc = aemp_tls_gencert(dir, name, hosts, nhosts);
-    if (rc) {
-        fprintf(stderr, "aemp: gencert failed: %s\n", aemp_strerror(rc));
-        return 1;
-    }
-    printf("CA:          %s/ca.pem (key %s/ca.key)\n", dir, dir);
-    printf("certificate: %s/%s.pem (key %s/%s.key) for", dir, name, dir, name);
-    for (size_t i = 0; i < nhosts; i++)
-        printf(" %s", hosts[i]);
-    printf("\n");
-    return 0;
+    return aemp__cli_gencert(dir, name, hosts, &nhosts) ? 1 : 0;
 }
 
 int main(int argc, char **argv)

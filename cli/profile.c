@@ -151,26 +151,8 @@ static int cmd_gencert(const char *name, int argc, char **argv)
         }
         hosts[nhosts++] = argv[i];
     }
-    /* By default this host's names and the loopback address, as
-     * `aemp gencert`. */
-    char host[256], fqdn[256];
-    if (nhosts == 0) {
-        size_t hl = sizeof host;
-        if (uv_os_gethostname(host, &hl) == 0) {
-            memcpy(fqdn, host, sizeof fqdn);
-            char *dot = strchr(host, '.');
-            if (dot) *dot = 0;
-            hosts[nhosts++] = host;
-            if (strcmp(fqdn, host) != 0) hosts[nhosts++] = fqdn;
-        }
-        hosts[nhosts++] = "localhost";
-        hosts[nhosts++] = "127.0.0.1";
-    }
-    int rc = aemp_tls_gencert(dir, name, hosts, nhosts);
-    if (rc) {
-        fprintf(stderr, "aemp: gencert failed: %s\n", aemp_strerror(rc));
-        return 1;
-    }
+    int rc = aemp__cli_gencert(dir, name, hosts, &nhosts);
+    if (rc) return 1;
     char absdir[PATH_MAX], cert[PATH_MAX], key[PATH_MAX], ca[PATH_MAX];
     if (absolute(dir, absdir, sizeof absdir) ||
         snprintf(cert, sizeof cert, "%s/%s.pem", absdir, name) >= (int)sizeof cert ||
@@ -185,11 +167,36 @@ static int cmd_gencert(const char *name, int argc, char **argv)
         report(name, "gencert", rc);
         return 1;
     }
-    printf("CA:          %s (key %s/ca.key)\n", ca, absdir);
-    printf("certificate: %s (key %s) for", cert, key);
-    for (size_t i = 0; i < nhosts; i++)
+    printf("stored in profile %s as tls_cert, tls_key, tls_ca\n", name);
+    return 0;
+}
+
+int aemp__cli_gencert(const char *dir, const char *name, const char **hosts, size_t *nhosts)
+{
+    /* By default this host's names and the loopback address. */
+    static char host[256], fqdn[256];
+    if (*nhosts == 0) {
+        size_t hl = sizeof host;
+        if (uv_os_gethostname(host, &hl) == 0) {
+            memcpy(fqdn, host, sizeof fqdn);
+            char *dot = strchr(host, '.');
+            if (dot) *dot = 0;
+            hosts[(*nhosts)++] = host;
+            if (strcmp(fqdn, host) != 0) hosts[(*nhosts)++] = fqdn;
+        }
+        hosts[(*nhosts)++] = "localhost";
+        hosts[(*nhosts)++] = "127.0.0.1";
+    }
+    int rc = aemp_tls_gencert(dir, name, hosts, *nhosts);
+    if (rc) {
+        fprintf(stderr, "aemp: gencert failed: %s\n", aemp_strerror(rc));
+        return rc;
+    }
+    printf("CA:          %s/ca.pem (key %s/ca.key)\n", dir, dir);
+    printf("certificate: %s/%s.pem (key %s/%s.key) for", dir, name, dir, name);
+    for (size_t i = 0; i < *nhosts; i++)
         printf(" %s", hosts[i]);
-    printf("\nstored in profile %s as tls_cert, tls_key, tls_ca\n", name);
+    printf("\n");
     return 0;
 }
 

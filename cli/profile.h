@@ -19,4 +19,10 @@ int aemp__cli_profile(int argc, char **argv);
  * prints why and returns nonzero. */
 int aemp__cli_apply_profile(const char *name, aemp_node_config *cfg, aemp_profile **keep);
 
+/* aemp_tls_gencert() for `aemp gencert` and `aemp profile NAME gencert`:
+ * with *nhosts 0, hosts gets this host's names, localhost and 127.0.0.1
+ * (room for 4 is needed). Prints the files made, or the error; returns 0 or
+ * the error. */
+int aemp__cli_gencert(const char *dir, const char *name, const char **hosts, size_t *nhosts);
+
 #endif /* AEMP_CLI_PROFILE_H */
