@@ -44,7 +44,7 @@ enum aemp_err {
     AEMP_ENOTSUP = -13,      /* not supported */
     AEMP_ENONODE = -14,      /* node not registered with EPMD */
     AEMP_ENOMATCH = -15,     /* term does not have the requested shape */
-    AEMP_EBUSY = -16,        /* send queue to that node is full (see max_pending) */
+    AEMP_EBUSY = -16,        /* send queue full (max_pending) or too many connections */
 };
 
 /* Name of an error code; never NULL. */
@@ -231,7 +231,9 @@ typedef void (*aemp_fail_cb)(aemp_node *node, const char *peer, int err, const c
 typedef struct aemp_node_config {
     /* `alive@host`, or `alive` for alive@<short host name> as erl -sname. */
     const char *name;
-    /* Cookie; NULL reads ~/.erlang.cookie. */
+    /* Cookie; NULL reads the first line of ~/.erlang.cookie, which must be a
+     * regular file readable by its owner only (else aemp_node_create fails
+     * with AEMP_EAUTH, logged, as erl refuses such a file). */
     const char *cookie;
     /* TCP port to listen on; 0 picks one. */
     uint16_t listen_port;
@@ -249,8 +251,9 @@ typedef struct aemp_node_config {
      * beyond it are refused (logged). */
     unsigned max_connections;
     /* Most bytes queued for one peer and not yet written; 0 means 64 MiB.
-     * Beyond it aemp_send() refuses with AEMP_EBUSY (the message is not
-     * sent and the sender knows it) until the queue drains. */
+     * A send that would go beyond it is refused with AEMP_EBUSY (the message
+     * is not sent and the sender knows it) until the queue drains; a message
+     * to a peer with an empty queue is always taken, however large. */
     size_t max_pending;
     /* Called once when the EPMD registration completes (status 0) or fails
      * (e.g. AEMP_EEXIST: the name is taken); may be NULL. */
@@ -267,8 +270,10 @@ typedef struct aemp_node_config {
     int client_only;
     /* TLS distribution, as `erl -proto_dist inet_tls`: PEM file names of
      * this node's certificate chain, its private key, and the CA
-     * certificates to trust. With tls_cert set, every connection (in and
-     * out) is TLS from the first byte. Peers are verified by default: a peer
+     * certificates to trust. With any of them set, TLS is on and all three
+     * are needed (else aemp_node_create fails with AEMP_EINVAL, logged);
+     * every connection, in and out, is TLS from the first byte. Peers are
+     * verified by default: a peer
      * must present a certificate signed by the CA and naming the host part of
      * its node name. */
     const char *tls_cert;
@@ -305,7 +310,8 @@ uint16_t aemp_node_listen_port(const aemp_node *node);
 
 /* Connect to peer now (otherwise connections are made on first send).
  * Success is reported through nodes_cb, failure through fail_cb.
- * AEMP_EINVAL if peer is not `alive@host` or is this node. */
+ * AEMP_EINVAL if peer is not `alive@host` or is this node, AEMP_EBUSY if
+ * max_connections connections exist. */
 int aemp_node_connect(aemp_node *node, const char *peer);
 /* 1 if a connection to peer is up, 0 otherwise. */
 int aemp_node_is_up(aemp_node *node, const char *peer);
@@ -340,8 +346,9 @@ int aemp_port_of_addr(aemp_node *node, const aemp_addr *addr, aemp_port *out);
  * connection is started; if the connection fails, queued messages are
  * dropped and the failure is logged and reported to fail_cb. Sending to a
  * local port that does not exist drops the message (returns 0).
- * AEMP_EBUSY: more than max_pending bytes wait for that peer; the message
- * was not queued. aemp_node_pending() tells how much waits.
+ * AEMP_EBUSY: the message would take the bytes waiting for that peer over
+ * max_pending, or a connection to a new node would exceed max_connections;
+ * the message was not queued. aemp_node_pending() tells how much waits.
  */
 int aemp_send(aemp_node *node, aemp_port from, const aemp_addr *to, const aemp_term *msg);
 /* aemp_term_format() then aemp_send(). */
@@ -354,9 +361,11 @@ int aemp_sendf(aemp_node *node, aemp_port from, const aemp_addr *to, const char 
 /* What an exported function's result means (its return value). */
 enum aemp_rpc_kind {
     AEMP_RPC_RETURN = 0, /* result is the return value */
-    AEMP_RPC_ERROR = 1,  /* result is an error reason: erpc raises error:Result */
-    AEMP_RPC_THROW = 2,  /* result is thrown: erpc throws Result */
-    AEMP_RPC_EXIT = 3,   /* result is an exit reason: erpc exits with Result */
+    AEMP_RPC_ERROR = 1,  /* an error: rpc:call gives {badrpc, {'EXIT', {Result, Stack}}},
+                          * erpc:call raises error:{exception, Result, Stack} */
+    AEMP_RPC_THROW = 2,  /* thrown: rpc:call returns Result, erpc:call throws Result */
+    AEMP_RPC_EXIT = 3,   /* an exit: rpc:call gives {badrpc, {'EXIT', Result}},
+                          * erpc:call exits with {exception, Result} */
 };
 
 /* A C function callable as Module:Function(Args...) from Erlang. args is

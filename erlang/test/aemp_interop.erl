@@ -59,6 +59,9 @@ test(rpc, CNode) ->
     expect([1, 2, 3], erpc:call(CNode, aemp, echo, [1, 2, 3]), erpc_echo_string_args),
     expect({badrpc, {'EXIT', {oops, [{aemp, fail, [oops], []}]}}},
            rpc:call(CNode, aemp, fail, [oops]), rpc_fail),
+    %% [5] travels as a byte string; the C function still gets a list
+    expect({badrpc, {'EXIT', {5, [{aemp, fail, [5], []}]}}},
+           rpc:call(CNode, aemp, fail, [5]), rpc_fail_string_args),
     expect(oops, try erpc:call(CNode, aemp, fail, [oops]) catch error:{exception, E, _} -> E end,
            erpc_fail),
     expect({badrpc, {'EXIT', {undef, [{os, cmd, ["id"], []}]}}},

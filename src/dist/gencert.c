@@ -81,16 +81,28 @@ static X509 *new_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *iss
     return cert;
 }
 
+/* The CA in dir: AEMP_ENOENT only when neither file exists (then a new CA
+ * is made); a CA that exists but cannot be read is an error, never
+ * silently replaced (that would orphan every certificate it signed). */
 static int load_ca(const char *cert_path, const char *key_path, X509 **cert, EVP_PKEY **key)
 {
+    *cert = NULL;
+    *key = NULL;
+    bool has_cert = access(cert_path, F_OK) == 0, has_key = access(key_path, F_OK) == 0;
+    if (!has_cert && !has_key) return AEMP_ENOENT;
     FILE *f = fopen(cert_path, "r");
-    if (!f) return AEMP_ENOENT;
+    if (!f) {
+        AEMP_LOGE("gencert: cannot read the CA certificate %s: %s", cert_path, strerror(errno));
+        return AEMP_EIO;
+    }
     *cert = PEM_read_X509(f, NULL, NULL, NULL);
     fclose(f);
     f = fopen(key_path, "r");
     if (!f) {
+        AEMP_LOGE("gencert: cannot read the CA key %s: %s", key_path, strerror(errno));
         X509_free(*cert);
-        return AEMP_ENOENT;
+        *cert = NULL;
+        return AEMP_EIO;
     }
     *key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
     fclose(f);
@@ -136,10 +148,18 @@ int aemp_tls_gencert(const char *dir, const char *name, const char *const *hosts
         AEMP_LOGE("gencert: cannot create %s: %s", dir, strerror(errno));
         return AEMP_EIO;
     }
-    /* Subject alternative names: DNS for names, IP for addresses. */
+    /* Subject alternative names: DNS for names, IP for addresses. The list
+     * is OpenSSL config text, so a host may hold only name characters. */
     char san[4096] = "";
     size_t used = 0;
     for (size_t i = 0; i < nhosts; i++) {
+        if (!hosts[i] || !*hosts[i] ||
+            strspn(hosts[i], "abcdefghijklmnopqrstuvwxyz"
+                             "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                             "0123456789.-_:*") != strlen(hosts[i])) {
+            AEMP_LOGE("gencert: '%s' is not a host name or address", hosts[i] ? hosts[i] : "");
+            return AEMP_EINVAL;
+        }
         unsigned char b[16];
         bool ip = inet_pton(AF_INET, hosts[i], b) == 1 || inet_pton(AF_INET6, hosts[i], b) == 1;
         int w = snprintf(san + used, sizeof san - used, "%s%s:%s", i ? "," : "", ip ? "IP" : "DNS",

@@ -11,8 +11,12 @@
 #include <stdlib.h>
 
 #define READ_CHUNK 65536
-/* Keep at most this much idle buffer memory per connection. */
+/* Buffers up to BUSY_BUF_KEEP stay allocated while traffic flows, so that a
+ * stream of large messages does not regrow them for every write; once a
+ * connection has been quiet for a housekeeping period, empty buffers above
+ * IDLE_BUF_KEEP are released. */
 #define IDLE_BUF_KEEP (256 * 1024)
+#define BUSY_BUF_KEEP (16 * 1024 * 1024)
 
 static void conn_unref(aemp__conn *c);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -161,7 +165,7 @@ static void on_write(uv_write_t *req, int status)
     aemp__conn *c = req->data;
     c->writing = false;
     c->wflight.len = 0;
-    if (c->wflight.cap > IDLE_BUF_KEEP) aemp_buf_free(&c->wflight);
+    if (c->wflight.cap > BUSY_BUF_KEEP) aemp_buf_free(&c->wflight);
     if (status < 0) {
         if (c->state != AEMP__C_CLOSING) {
             AEMP_LOGW("connection to %s: write failed: %s", c->peer, uv_strerror(status));
@@ -329,7 +333,7 @@ static void process_packets(aemp__conn *c)
     }
     if (c->state == AEMP__C_CLOSING) return;
     aemp__buf_consume(&c->rbuf, pos);
-    if (c->rbuf.len == 0 && c->rbuf.cap > IDLE_BUF_KEEP) aemp_buf_free(&c->rbuf);
+    if (c->rbuf.len == 0 && c->rbuf.cap > BUSY_BUF_KEEP) aemp_buf_free(&c->rbuf);
 }
 
 static void handshake_done(aemp__conn *c)
@@ -710,6 +714,14 @@ aemp__conn *aemp__conn_get_or_start(aemp_node *n, const char *peer)
 /* ticks and timeouts                                                 */
 /* ------------------------------------------------------------------ */
 
+static void release_idle_buffers(aemp__conn *c, uint64_t now)
+{
+    if (now - c->last_recv_ms < 1000 || now - c->last_send_ms < 1000 || c->writing) return;
+    aemp_buf *bufs[] = {&c->rbuf, &c->wbuf, &c->wflight, &c->cbuf, &c->tbuf};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        if (bufs[i]->len == 0 && bufs[i]->cap > IDLE_BUF_KEEP) aemp_buf_free(bufs[i]);
+}
+
 void aemp__conn_housekeeping(aemp_node *n)
 {
     uint64_t now = aemp__now_ms(n);
@@ -727,6 +739,7 @@ void aemp__conn_housekeeping(aemp_node *n)
             }
             continue;
         }
+        release_idle_buffers(c, now);
         if (now - c->last_recv_ms > tick) {
             AEMP_LOGW("connection to %s: no traffic for %u s (net_ticktime): dropping", c->peer,
                       n->net_ticktime);

@@ -616,6 +616,9 @@ static int parse_ctl(aemp__conn *c, const char *p, size_t len, struct ctl *m)
 
 void aemp__ctl_packet(aemp__conn *c, const char *p, size_t len)
 {
+    /* A closing node runs no callback any more: what still arrives while its
+     * connections flush and shut down is dropped, as by a node that is gone. */
+    if (c->node->closing) return;
     if (len < 1 || (uint8_t)p[0] != AEMP__PASS_THROUGH) {
         AEMP_LOGW("connection to %s: packet type %u not supported (no distribution header was "
                   "negotiated)",

@@ -310,9 +310,10 @@ int aemp_send(aemp_node *n, aemp_port from, const aemp_addr *to, const aemp_term
                   n->max_connections);
         return n->nconns >= n->max_connections ? AEMP_EBUSY : AEMP_ENOMEM;
     }
-    if (aemp__conn_queued(c) + msg->len > n->max_pending) {
-        AEMP_LOGD("send to %s refused: %zu bytes queued (limit %zu)", to->node,
-                  aemp__conn_queued(c), n->max_pending);
+    size_t queued = aemp__conn_queued(c);
+    if (queued > 0 && queued + msg->len > n->max_pending) {
+        AEMP_LOGD("send to %s refused: %zu bytes queued (limit %zu)", to->node, queued,
+                  n->max_pending);
         return AEMP_EBUSY;
     }
     if (c->state == AEMP__C_UP) return aemp__ctl_send(c, from.id, to, msg);

@@ -128,7 +128,7 @@ const char *aemp_strerror(int err)
     case AEMP_ENOMATCH:
         return "term does not match";
     case AEMP_EBUSY:
-        return "send queue full";
+        return "busy: send queue full or too many connections";
     default:
         return "unknown error";
     }

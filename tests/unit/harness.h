@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 
 #include "aemp.h"
+#include "testutil.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +39,7 @@ static inline void setup(void)
 {
     cr_assert_eq(uv_loop_init(&loop), 0);
     /* A private EPMD port so that tests never touch a real epmd. */
-    epmd_port = (uint16_t)(20000 + (uv_os_getpid() * 7 + rand()) % 30000);
+    epmd_port = free_port();
     aemp_log_set_level(AEMP_LOG_ERROR);
 }
 

@@ -4,6 +4,8 @@
 
 #include <criterion/criterion.h>
 
+#include "testutil.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <glob.h>
@@ -127,21 +129,6 @@ static void finish_loop(void)
     }
     loop_ready = false;
     cr_assert_eq(rc, 0, "handles left open on the loop");
-}
-
-/* A TCP port nobody listens on right now (the kernel's pick). */
-static uint16_t free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert(fd >= 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
 }
 
 struct regstate {

@@ -82,6 +82,22 @@ Test(tls, gencert_files_and_modes)
     cr_assert_eq(st.st_mode & 077, 0);
     const char *none[] = {NULL};
     cr_assert_eq(aemp_tls_gencert(dir, "z", none, 0), AEMP_EINVAL);
+    /* host names end up in OpenSSL config text: nothing else may pass */
+    cr_assert_eq(aemp_tls_gencert(dir, "z", (const char *[]){"a,DNS:evil"}, 1), AEMP_EINVAL);
+    cr_assert_eq(aemp_tls_gencert(dir, "z", (const char *[]){""}, 1), AEMP_EINVAL);
+    /* a CA whose key is missing is an error, never silently replaced */
+    char ca[128], key[128], moved[128];
+    snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+    snprintf(key, sizeof key, "%s/ca.key", dir);
+    snprintf(moved, sizeof moved, "%s/ca.key.moved", dir);
+    struct stat before, after;
+    cr_assert_eq(stat(ca, &before), 0);
+    cr_assert_eq(rename(key, moved), 0);
+    cr_assert_neq(aemp_tls_gencert(dir, "z", (const char *[]){"h"}, 1), 0);
+    cr_assert_eq(rename(moved, key), 0);
+    cr_assert_eq(stat(ca, &after), 0);
+    cr_assert_eq(before.st_ino, after.st_ino, "the CA was replaced");
+    cr_assert_eq(before.st_mtime, after.st_mtime, "the CA was rewritten");
     cr_assert_eq(aemp_tls_gencert(dir, "../z", (const char *[]){"h"}, 1), AEMP_EINVAL);
 }
 

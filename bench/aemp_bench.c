@@ -1,0 +1,452 @@
+/*
+ * aemp_bench - the C node of the aemp benchmark (bench/run.sh drives it).
+ *
+ * Usage: aemp_bench --name alive@host [--cookie COOKIE]
+ *
+ * The node registers the same three ports as an Erlang benchmark node
+ * (bench/erl/aemp_bench.erl describes the messages): bench_sink counts data
+ * messages, bench_echo answers pings, and bench_agent runs one measurement
+ * at a time when the Erlang controller asks, sending to an Erlang or a C
+ * node. It uses only the public API in aemp.h, as an application would.
+ * The process exits when the controller sends bench_stop.
+ */
+#include "aemp.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TAG_MAX 64
+
+enum job_kind { JOB_NONE, JOB_BLAST, JOB_RTT };
+enum blast_phase { BLAST_WAIT_READY, BLAST_SENDING, BLAST_WAIT_DONE };
+
+struct bench {
+    aemp_node *node;
+    aemp_port sink, echo, agent;
+    aemp_addr agent_addr;
+    int exit_code;
+
+    /* Sink: serves one sender at a time, like the Erlang sink. */
+    aemp_addr sink_from;
+    uint64_t sink_window, sink_gen, sink_count, sink_bytes;
+    int sink_active;
+
+    /* The agent's current job. */
+    enum job_kind job;
+    aemp_addr ctl;
+    aemp_addr target;
+    uint64_t gen;
+    char *raw; /* payload bytes */
+    size_t size;
+
+    /* Blast: the data message is encoded once and sent n times. */
+    enum blast_phase phase;
+    aemp_buf data;
+    uint64_t n, window, sent, acked, t0;
+
+    /* Round trips. */
+    uint64_t *samples;
+    uint64_t k, warm, seq, ping_t0;
+};
+
+static void report_error(struct bench *b, const char *what, int err)
+{
+    char text[256];
+    snprintf(text, sizeof text, "%s: %s", what, aemp_strerror(err));
+    fprintf(stderr, "aemp_bench %s: %s\n", aemp_node_name(b->node), text);
+    aemp_sendf(b->node, b->agent, &b->ctl, "{bench_error, ~s}", text);
+}
+
+static void job_end(struct bench *b)
+{
+    b->job = JOB_NONE;
+    free(b->raw);
+    b->raw = NULL;
+    free(b->samples);
+    b->samples = NULL;
+    aemp_buf_free(&b->data);
+}
+
+static void job_fail(struct bench *b, const char *what, int err)
+{
+    report_error(b, what, err);
+    job_end(b);
+}
+
+/* Reads `{Tag, ...` and leaves the cursor at the second element. */
+static int get_tag(aemp_cursor *c, uint32_t *arity, char *tag, size_t size)
+{
+    int rc = aemp_get_tuple(c, arity);
+    if (rc != 0) return rc;
+    if (*arity < 1) return AEMP_ENOMATCH;
+    return aemp_get_atom(c, tag, size);
+}
+
+/* ---------------------------------------------------------------- */
+/* Sink and echo                                                     */
+/* ---------------------------------------------------------------- */
+
+static void sink_recv(aemp_node *node, aemp_port self, const aemp_term *msg, const aemp_addr *from,
+                      void *arg)
+{
+    struct bench *b = arg;
+    aemp_cursor c = aemp_cursor_of(msg);
+    const void *ptr;
+    size_t len;
+    (void)from;
+
+    /* The hot path: a data message is a bare binary, counted in place. */
+    if (aemp_get_binary(&c, &ptr, &len) == 0) {
+        if (!b->sink_active) return;
+        b->sink_count++;
+        b->sink_bytes += len;
+        if (b->sink_count % b->sink_window == 0)
+            aemp_sendf(node, self, &b->sink_from, "{bench_ack, ~u, ~u}", b->sink_gen,
+                       b->sink_count);
+        return;
+    }
+
+    uint32_t arity;
+    char tag[TAG_MAX];
+    aemp_addr peer;
+    uint64_t window, gen;
+    if (get_tag(&c, &arity, tag, sizeof tag) != 0) return;
+    if (strcmp(tag, "bench_start") == 0 && arity == 4 && aemp_get_pid(&c, &peer) == 0 &&
+        aemp_get_uint64(&c, &window) == 0 && aemp_get_uint64(&c, &gen) == 0 && window > 0) {
+        b->sink_from = peer;
+        b->sink_window = window;
+        b->sink_gen = gen;
+        b->sink_count = 0;
+        b->sink_bytes = 0;
+        b->sink_active = 1;
+        aemp_sendf(node, self, &peer, "{bench_ready, ~u}", gen);
+    } else if (strcmp(tag, "bench_end") == 0 && arity == 3 && aemp_get_pid(&c, &peer) == 0 &&
+               aemp_get_uint64(&c, &gen) == 0) {
+        uint64_t count = b->sink_active ? b->sink_count : 0;
+        uint64_t bytes = b->sink_active ? b->sink_bytes : 0;
+        b->sink_active = 0;
+        aemp_sendf(node, self, &peer, "{bench_done, ~u, ~u, ~u}", gen, count, bytes);
+    }
+}
+
+static void echo_recv(aemp_node *node, aemp_port self, const aemp_term *msg, const aemp_addr *from,
+                      void *arg)
+{
+    aemp_cursor c = aemp_cursor_of(msg);
+    uint32_t arity;
+    char tag[TAG_MAX];
+    aemp_addr peer;
+    uint64_t seq;
+    const void *ptr;
+    size_t len;
+    (void)from;
+    (void)arg;
+
+    if (get_tag(&c, &arity, tag, sizeof tag) == 0 && arity == 4 && strcmp(tag, "bench_ping") == 0 &&
+        aemp_get_pid(&c, &peer) == 0 && aemp_get_uint64(&c, &seq) == 0 &&
+        aemp_get_binary(&c, &ptr, &len) == 0)
+        aemp_sendf(node, self, &peer, "{bench_pong, ~u, ~b}", seq, ptr, len);
+}
+
+/* ---------------------------------------------------------------- */
+/* Agent: blast                                                      */
+/* ---------------------------------------------------------------- */
+
+static void blast_pump(struct bench *b)
+{
+    aemp_term data = aemp_buf_term(&b->data);
+    while (b->sent < b->n && b->sent < b->acked + 2 * b->window) {
+        int rc = aemp_send(b->node, b->agent, &b->target, &data);
+        if (rc != 0) {
+            job_fail(b, "aemp_send data", rc);
+            return;
+        }
+        b->sent++;
+    }
+    if (b->sent == b->n) {
+        int rc = aemp_sendf(b->node, b->agent, &b->target, "{bench_end, ~p, ~u}", &b->agent_addr,
+                            b->gen);
+        if (rc != 0) {
+            job_fail(b, "aemp_send end", rc);
+            return;
+        }
+        b->phase = BLAST_WAIT_DONE;
+    }
+}
+
+static void blast_start(struct bench *b, uint64_t n, uint64_t window)
+{
+    int rc = aemp_term_format(&b->data, "~b", b->raw, b->size);
+    if (rc != 0) {
+        job_fail(b, "encode payload", rc);
+        return;
+    }
+    b->job = JOB_BLAST;
+    b->phase = BLAST_WAIT_READY;
+    b->n = n;
+    b->window = window;
+    b->sent = 0;
+    b->acked = 0;
+    rc = aemp_sendf(b->node, b->agent, &b->target, "{bench_start, ~p, ~u, ~u}", &b->agent_addr,
+                    window, b->gen);
+    if (rc != 0) job_fail(b, "aemp_send start", rc);
+}
+
+/* A reply from the sink: `{bench_ready, Gen}`, `{bench_ack, Gen, Count}`
+ * or `{bench_done, Gen, Count, Bytes}`; the cursor is past the tag. */
+static void blast_reply(struct bench *b, const char *tag, uint32_t arity, aemp_cursor *c)
+{
+    uint64_t gen, count, bytes;
+    if (b->job != JOB_BLAST || aemp_get_uint64(c, &gen) != 0 || gen != b->gen) return;
+    if (strcmp(tag, "bench_ready") == 0 && arity == 2 && b->phase == BLAST_WAIT_READY) {
+        b->phase = BLAST_SENDING;
+        b->t0 = uv_hrtime();
+        blast_pump(b);
+    } else if (strcmp(tag, "bench_ack") == 0 && arity == 3 && aemp_get_uint64(c, &count) == 0) {
+        if (count > b->acked) b->acked = count;
+        if (b->phase == BLAST_SENDING) blast_pump(b);
+    } else if (strcmp(tag, "bench_done") == 0 && arity == 4 && b->phase == BLAST_WAIT_DONE &&
+               aemp_get_uint64(c, &count) == 0 && aemp_get_uint64(c, &bytes) == 0) {
+        uint64_t ns = uv_hrtime() - b->t0;
+        aemp_sendf(b->node, b->agent, &b->ctl, "{bench_blast_done, ~u, ~u, ~u}", ns, count, bytes);
+        job_end(b);
+    }
+}
+
+/* ---------------------------------------------------------------- */
+/* Agent: round trips                                                */
+/* ---------------------------------------------------------------- */
+
+static void rtt_ping(struct bench *b)
+{
+    b->seq++;
+    b->ping_t0 = uv_hrtime();
+    int rc = aemp_sendf(b->node, b->agent, &b->target, "{bench_ping, ~p, ~u, ~b}", &b->agent_addr,
+                        b->seq, b->raw, b->size);
+    if (rc != 0) job_fail(b, "aemp_send ping", rc);
+}
+
+static int cmp_u64(const void *x, const void *y)
+{
+    uint64_t a = *(const uint64_t *)x, c = *(const uint64_t *)y;
+    return (a > c) - (a < c);
+}
+
+/* Nearest-rank percentile of sorted samples, as the Erlang side computes
+ * it. */
+static uint64_t percentile(const uint64_t *sorted, uint64_t len, uint64_t p)
+{
+    uint64_t rank = (p * len + 99) / 100;
+    if (rank < 1) rank = 1;
+    if (rank > len) rank = len;
+    return sorted[rank - 1];
+}
+
+static void rtt_start(struct bench *b, uint64_t k)
+{
+    b->samples = calloc(k, sizeof *b->samples);
+    if (b->samples == NULL) {
+        job_fail(b, "allocate samples", AEMP_ENOMEM);
+        return;
+    }
+    b->job = JOB_RTT;
+    b->k = k;
+    b->warm = k / 20 > 10 ? k / 20 : 10;
+    b->seq = 0;
+    rtt_ping(b);
+}
+
+/* `{bench_pong, Seq, Bin}`; the cursor is past the tag. */
+static void rtt_pong(struct bench *b, uint32_t arity, aemp_cursor *c)
+{
+    uint64_t now = uv_hrtime(), seq;
+    if (b->job != JOB_RTT || arity != 3 || aemp_get_uint64(c, &seq) != 0 || seq != b->seq) return;
+    if (seq > b->warm) b->samples[seq - b->warm - 1] = now - b->ping_t0;
+    if (seq < b->warm + b->k) {
+        rtt_ping(b);
+        return;
+    }
+    qsort(b->samples, b->k, sizeof *b->samples, cmp_u64);
+    aemp_sendf(b->node, b->agent, &b->ctl, "{bench_rtt_done, ~u, ~u}",
+               percentile(b->samples, b->k, 50), percentile(b->samples, b->k, 99));
+    job_end(b);
+}
+
+/* ---------------------------------------------------------------- */
+/* Agent: commands                                                   */
+/* ---------------------------------------------------------------- */
+
+/* `{Name, Node}` into an address. */
+static int get_target(aemp_cursor *c, aemp_addr *out)
+{
+    uint32_t arity;
+    char name[AEMP_MAXATOMLEN + 1], node[AEMP_MAXNODELEN + 1];
+    if (aemp_get_tuple(c, &arity) != 0 || arity != 2 || aemp_get_atom(c, name, sizeof name) != 0 ||
+        aemp_get_atom(c, node, sizeof node) != 0)
+        return AEMP_ENOMATCH;
+    return aemp_addr_name(out, node, name);
+}
+
+/* `{bench_blast, Ctl, Target, Size, N, W}` or `{bench_rtt, Ctl, Target, Size, K}`. */
+static void job_command(struct bench *b, int blast, uint32_t arity, aemp_cursor *c)
+{
+    uint64_t size, n, window = 1;
+    aemp_addr ctl;
+    if (aemp_get_pid(c, &ctl) != 0) return;
+    if (b->job != JOB_NONE) /* the controller gave up on the previous job */
+        job_end(b);
+    b->ctl = ctl;
+    if (arity != (blast ? 6u : 5u) || get_target(c, &b->target) != 0 ||
+        aemp_get_uint64(c, &size) != 0 || aemp_get_uint64(c, &n) != 0 || n == 0 ||
+        (blast && (aemp_get_uint64(c, &window) != 0 || window == 0))) {
+        report_error(b, "bad command", AEMP_EBADTERM);
+        return;
+    }
+    b->size = (size_t)size;
+    b->raw = malloc(b->size ? b->size : 1);
+    if (b->raw == NULL) {
+        report_error(b, "allocate payload", AEMP_ENOMEM);
+        return;
+    }
+    memset(b->raw, 'x', b->size);
+    b->gen++;
+    if (blast)
+        blast_start(b, n, window);
+    else
+        rtt_start(b, n);
+}
+
+static void closed_cb(void *arg)
+{
+    struct bench *b = arg;
+    b->node = NULL;
+}
+
+static void agent_recv(aemp_node *node, aemp_port self, const aemp_term *msg, const aemp_addr *from,
+                       void *arg)
+{
+    struct bench *b = arg;
+    aemp_cursor c = aemp_cursor_of(msg);
+    uint32_t arity;
+    char tag[TAG_MAX];
+    aemp_addr ctl;
+    (void)from;
+
+    if (get_tag(&c, &arity, tag, sizeof tag) != 0) {
+        aemp_cursor a = aemp_cursor_of(msg);
+        if (aemp_get_atom(&a, tag, sizeof tag) == 0 && strcmp(tag, "bench_stop") == 0) {
+            job_end(b);
+            aemp_node_close(node, closed_cb, b);
+        }
+        return;
+    }
+    if (strcmp(tag, "bench_pong") == 0)
+        rtt_pong(b, arity, &c);
+    else if (strcmp(tag, "bench_ready") == 0 || strcmp(tag, "bench_ack") == 0 ||
+             strcmp(tag, "bench_done") == 0)
+        blast_reply(b, tag, arity, &c);
+    else if (strcmp(tag, "bench_blast") == 0)
+        job_command(b, 1, arity, &c);
+    else if (strcmp(tag, "bench_rtt") == 0)
+        job_command(b, 0, arity, &c);
+    else if (strcmp(tag, "bench_hello") == 0 && arity == 2 && aemp_get_pid(&c, &ctl) == 0)
+        aemp_sendf(node, self, &ctl, "{bench_hello_ok, ~a}", aemp_node_name(node));
+}
+
+/* ---------------------------------------------------------------- */
+/* Node                                                              */
+/* ---------------------------------------------------------------- */
+
+static void ready_cb(aemp_node *node, int status, void *arg)
+{
+    struct bench *b = arg;
+    if (status == 0) return;
+    fprintf(stderr, "aemp_bench %s: EPMD registration failed: %s\n", aemp_node_name(node),
+            aemp_strerror(status));
+    b->exit_code = 1;
+    aemp_node_close(node, closed_cb, b);
+}
+
+static void nodes_cb(aemp_node *node, const char *peer, int up, const char *reason, void *arg)
+{
+    struct bench *b = arg;
+    /* Only a lost target matters: the controller leaving at the end is not
+     * news. */
+    if (up || b->job == JOB_NONE || strcmp(peer, b->target.node) != 0) return;
+    fprintf(stderr, "aemp_bench %s: node %s down: %s\n", aemp_node_name(node), peer,
+            reason ? reason : "?");
+    job_fail(b, "connection to the target lost", AEMP_ECLOSED);
+}
+
+static void fail_cb(aemp_node *node, const char *peer, int err, const char *reason, size_t dropped,
+                    void *arg)
+{
+    struct bench *b = arg;
+    fprintf(stderr, "aemp_bench %s: connection to %s failed: %s (%zu messages dropped)\n",
+            aemp_node_name(node), peer, reason ? reason : "?", dropped);
+    if (b->job != JOB_NONE && strcmp(peer, b->target.node) == 0)
+        job_fail(b, "connection to the target failed", err);
+}
+
+static int open_port(struct bench *b, const char *name, aemp_recv_cb cb, aemp_port *out)
+{
+    int rc = aemp_port_open(b->node, cb, b, out);
+    if (rc == 0) rc = aemp_register(b->node, name, *out);
+    if (rc != 0) fprintf(stderr, "aemp_bench: port %s: %s\n", name, aemp_strerror(rc));
+    return rc;
+}
+
+static void usage(void)
+{
+    fputs("usage: aemp_bench --name alive@host [--cookie COOKIE]\n", stderr);
+}
+
+int main(int argc, char **argv)
+{
+    const char *name = NULL, *cookie = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--name") == 0 && i + 1 < argc) {
+            name = argv[++i];
+        } else if (strcmp(argv[i], "--cookie") == 0 && i + 1 < argc) {
+            cookie = argv[++i];
+        } else {
+            usage();
+            return 2;
+        }
+    }
+    if (name == NULL) {
+        usage();
+        return 2;
+    }
+
+    static struct bench b;
+    uv_loop_t *loop = uv_default_loop();
+    aemp_node_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.name = name;
+    cfg.cookie = cookie;
+    cfg.ready_cb = ready_cb;
+    cfg.ready_arg = &b;
+    cfg.nodes_cb = nodes_cb;
+    cfg.nodes_arg = &b;
+    cfg.fail_cb = fail_cb;
+    cfg.fail_arg = &b;
+
+    int rc = aemp_node_create(loop, &cfg, &b.node);
+    if (rc != 0) {
+        fprintf(stderr, "aemp_bench: aemp_node_create %s: %s\n", name, aemp_strerror(rc));
+        return 1;
+    }
+    if (open_port(&b, "bench_sink", sink_recv, &b.sink) != 0 ||
+        open_port(&b, "bench_echo", echo_recv, &b.echo) != 0 ||
+        open_port(&b, "bench_agent", agent_recv, &b.agent) != 0 ||
+        aemp_port_addr(b.node, b.agent, &b.agent_addr) != 0) {
+        b.exit_code = 1;
+        aemp_node_close(b.node, closed_cb, &b);
+    }
+    uv_run(loop, UV_RUN_DEFAULT);
+    job_end(&b);
+    uv_loop_close(loop);
+    return b.exit_code;
+}

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# bench/run.sh - measure aemp throughput and round-trip latency against an
+# Erlang->Erlang baseline measured in the same run. See docs/benchmarks.md.
+#
+# Usage: bench/run.sh [--quick] [--erl-only] [--sizes LIST] [--build-dir DIR]
+#   --quick       fewer messages, one round (well under 30 s)
+#   --erl-only    measure only the Erlang->Erlang baseline (no C build)
+#   --sizes LIST  payload sizes in bytes, comma-separated, from 16,100,1024,65536
+#   --build-dir   CMake build directory (default: build-bench in the repo)
+#
+# Everything runs inside a private network namespace (own loopback, own
+# epmd); every process started here is killed when the script ends.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+
+mode=full
+erl_only=0
+build_dir="$root/build-bench"
+inner=0
+sizes=16,100,1024,65536
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --quick) mode=quick ;;
+    --erl-only) erl_only=1 ;;
+    --build-dir)
+        build_dir=$2
+        shift
+        ;;
+    --sizes)
+        sizes=$2
+        shift
+        ;;
+    --inner) inner=1 ;;
+    -h | --help)
+        sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+        exit 0
+        ;;
+    *)
+        echo "run.sh: unknown argument: $1 (try --help)" >&2
+        exit 2
+        ;;
+    esac
+    shift
+done
+
+erl_dir="$build_dir/bench-erl"
+c_bench="$build_dir/bench/aemp_bench"
+
+if [ "$inner" = 0 ]; then
+    # Build (incrementally) outside the namespace, then re-run inside it.
+    mkdir -p "$erl_dir"
+    erlc -o "$erl_dir" "$here/erl/aemp_bench.erl"
+    if [ "$erl_only" = 0 ]; then
+        log="$build_dir/bench-build.log"
+        if ! { cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DAEMP_TESTS=OFF &&
+            cmake --build "$build_dir" --target aemp_bench -j"$(nproc)"; } >"$log" 2>&1; then
+            tail -n 30 "$log" >&2
+            echo "run.sh: building aemp_bench failed (full log: $log);" \
+                "--erl-only measures the baseline alone" >&2
+            exit 1
+        fi
+    fi
+    case ",$sizes," in
+    *[!0-9,]* | *,,*)
+        echo "run.sh: --sizes takes a comma-separated list of byte counts" >&2
+        exit 2
+        ;;
+    esac
+    for s in ${sizes//,/ }; do
+        case "$s" in
+        16 | 100 | 1024 | 65536) ;;
+        *)
+            echo "run.sh: size $s: choose among 16, 100, 1024, 65536" >&2
+            exit 2
+            ;;
+        esac
+    done
+    args=(--inner --build-dir "$build_dir" --sizes "$sizes")
+    [ "$mode" = quick ] && args+=(--quick)
+    [ "$erl_only" = 1 ] && args+=(--erl-only)
+    exec unshare --net --pid --fork --kill-child --mount-proc "$0" "${args[@]}"
+fi
+
+# ---- inside the namespace ----
+ip link set lo up
+
+host=$(hostname -s)
+if getent hosts "$host" >/dev/null 2>&1; then
+    name_flag=-sname
+else
+    # The short host name does not resolve here: use long names on loopback.
+    name_flag=-name
+    host=127.0.0.1
+fi
+
+work=$(mktemp -d)
+pids=()
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    epmd -kill >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+cookie="bench$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')"
+export HOME="$work" # keep ~/.erlang.cookie and crash dumps out of the way
+export ERL_CRASH_DUMP_SECONDS=0
+
+epmd -daemon
+for _ in $(seq 100); do
+    epmd -names >/dev/null 2>&1 && break
+    sleep 0.05
+done
+
+erl_agent() {
+    erl "$name_flag" "$1@$host" -setcookie "$cookie" -noshell -noinput \
+        -pa "$erl_dir" -s aemp_bench agent >"$work/$1.log" 2>&1 &
+    pids+=($!)
+}
+
+erl_agent e1
+erl_agent e2
+c1=none
+c2=none
+c_pids=()
+if [ "$erl_only" = 0 ]; then
+    for n in c1 c2; do
+        "$c_bench" --name "$n@$host" --cookie "$cookie" >"$work/$n.log" 2>&1 &
+        pids+=($!)
+        c_pids+=("$n:$!")
+    done
+    c1="c1@$host"
+    c2="c2@$host"
+fi
+
+read -ra size_list <<<"${sizes//,/ }"
+status=0
+erl "$name_flag" "ctl@$host" -hidden -setcookie "$cookie" -noshell -noinput \
+    +S 1 +sbwt none -pa "$erl_dir" \
+    -run aemp_bench main "$mode" "e1@$host" "e2@$host" "$c1" "$c2" "${size_list[@]}" || status=$?
+
+# The controller told every node to stop: give the C nodes a moment to
+# close cleanly, and say so if one crashed or did not stop.
+for entry in "${c_pids[@]}"; do
+    n=${entry%%:*}
+    p=${entry#*:}
+    for _ in $(seq 50); do
+        kill -0 "$p" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$p" 2>/dev/null; then
+        echo "$n: still running after bench_stop" >&2
+    else
+        rc=0
+        wait "$p" || rc=$?
+        [ "$rc" = 0 ] || echo "$n: exited with status $rc" >&2
+    fi
+done
+
+for n in e1 e2 c1 c2; do
+    if [ -s "$work/$n.log" ]; then
+        echo "--- $n log ---"
+        tail -n 20 "$work/$n.log"
+    fi
+done
+exit "$status"
