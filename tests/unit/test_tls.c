@@ -277,3 +277,86 @@ Test(limits, max_connections_refuses_extra_peers)
     stop_node(&b);
     stop_node(&c);
 }
+
+/* A raw TCP client: connects, optionally writes bytes, records EOF. */
+struct raw_peer {
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    uv_write_t wreq;
+    const char *send;
+    size_t send_len;
+    int closed; /* the node closed the connection */
+    char buf[256];
+};
+
+static void raw_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    struct raw_peer *r = h->data;
+    *b = uv_buf_init(r->buf, sizeof r->buf);
+}
+
+static void raw_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    struct raw_peer *r = s->data;
+    if (n < 0) r->closed = 1;
+}
+
+static void raw_written(uv_write_t *w, int status) {}
+
+static void raw_connected(uv_connect_t *req, int status)
+{
+    struct raw_peer *r = req->data;
+    cr_assert_eq(status, 0);
+    uv_read_start((uv_stream_t *)&r->tcp, raw_alloc, raw_read);
+    if (r->send_len) {
+        uv_buf_t b = uv_buf_init((char *)r->send, (unsigned)r->send_len);
+        uv_write(&r->wreq, (uv_stream_t *)&r->tcp, &b, 1, raw_written);
+    }
+}
+
+static void raw_connect(struct raw_peer *r, uint16_t port)
+{
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", port, &a);
+    uv_tcp_init(&loop, &r->tcp);
+    r->tcp.data = r;
+    r->creq.data = r;
+    cr_assert_eq(uv_tcp_connect(&r->creq, &r->tcp, (struct sockaddr *)&a, raw_connected), 0);
+}
+
+Test(limits, silent_and_garbage_peers_are_dropped)
+{
+    struct node_ctx a;
+    aemp_node_config cfg = {0};
+    cfg.name = "a@127.0.0.1";
+    cfg.cookie = "secret";
+    cfg.handshake_timeout_ms = 500;
+    start_node_cfg(&a, cfg);
+    uint16_t port = aemp_node_listen_port(a.node);
+    static struct raw_peer silent, garbage, huge;
+    memset(&silent, 0, sizeof silent);
+    memset(&garbage, 0, sizeof garbage);
+    memset(&huge, 0, sizeof huge);
+    garbage.send = "GET / HTTP/1.0\r\n\r\n";
+    garbage.send_len = strlen(garbage.send);
+    /* a handshake message claiming 65,000 bytes */
+    huge.send = "\xfd\xe8N";
+    huge.send_len = 3;
+    raw_connect(&silent, port);
+    raw_connect(&garbage, port);
+    raw_connect(&huge, port);
+    cr_assert(run_until(&garbage.closed, 2000), "garbage peer not dropped");
+    cr_assert(run_until(&huge.closed, 2000), "oversized handshake message not refused");
+    cr_assert_eq(silent.closed, 0, "silent peer dropped before the handshake timeout");
+    cr_assert(run_until(&silent.closed, 3000), "silent peer not dropped");
+    /* the node still serves a real peer */
+    struct node_ctx b;
+    start_node(&b, "b@127.0.0.1", "secret");
+    cr_assert_eq(aemp_node_connect(b.node, "a@127.0.0.1"), 0);
+    cr_assert(run_until(&b.ups, 5000));
+    uv_close((uv_handle_t *)&silent.tcp, NULL);
+    uv_close((uv_handle_t *)&garbage.tcp, NULL);
+    uv_close((uv_handle_t *)&huge.tcp, NULL);
+    stop_node(&a);
+    stop_node(&b);
+}
