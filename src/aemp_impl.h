@@ -91,6 +91,15 @@ int aemp__random(void *p, size_t n);
  * Returns 0 or AEMP_EBADTERM.
  */
 int aemp__term_validate(const char *buf, size_t len, size_t *used);
+/* The same, for a term that follows a distribution header: ATOM_CACHE_REF
+ * with an index below nrefs is accepted where an atom may stand, and the
+ * offset of each one is appended to refpos (u32 each, in order), so the
+ * caller can replace them by the atoms before any ei decoder sees the term.
+ * The offset of each NEW_FUN_EXT is appended too, or'ed with
+ * AEMP__TERM_FUN_MARK: its Size field must grow with the references inside. */
+#define AEMP__TERM_FUN_MARK 0x80000000u
+int aemp__term_validate_refs(const char *buf, size_t len, size_t *used, unsigned nrefs,
+                             aemp_buf *refpos);
 
 /* ------------------------------------------------------------------ */
 /* epmd: protocol codec (pure), client, embedded server                */

@@ -36,8 +36,10 @@ const struct aemp__dflag aemp__dflags[] = {
     {AEMP__DFLAG_BIT_BINARIES, "BIT_BINARIES", 25, true, true},
     {AEMP__DFLAG_NEW_FLOATS, "NEW_FLOATS", 25, true, true},
     {AEMP__DFLAG_UNICODE_IO, "UNICODE_IO", 0, true, false},
-    /* Offered only once atom-cache headers are decoded (ei cannot). */
-    {AEMP__DFLAG_DIST_HDR_ATOM_CACHE, "DIST_HDR_ATOM_CACHE", 0, false, false},
+    /* Offered: received distribution headers are decoded and their atom
+     * cache references replaced before ei sees a term (control.c). Our own
+     * packets stay pass-through. Erlang encodes faster with the cache. */
+    {AEMP__DFLAG_DIST_HDR_ATOM_CACHE, "DIST_HDR_ATOM_CACHE", 0, true, false},
     {AEMP__DFLAG_SMALL_ATOM_TAGS, "SMALL_ATOM_TAGS", 0, true, false},
     {AEMP__DFLAG_UTF8_ATOMS, "UTF8_ATOMS", 25, true, true},
     {AEMP__DFLAG_MAP_TAG, "MAP_TAG", 25, true, true},

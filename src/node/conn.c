@@ -83,6 +83,14 @@ static void conn_free(aemp__conn *c)
     aemp_buf_free(&c->pend);
     aemp_buf_free(&c->cbuf);
     aemp_buf_free(&c->tbuf);
+    aemp_buf_free(&c->refpos);
+    aemp_buf_free(&c->ctl_scratch);
+    aemp_buf_free(&c->msg_scratch);
+    if (c->atoms) {
+        for (size_t i = 0; i < AEMP__ATOM_CACHE_SIZE; i++)
+            free(c->atoms[i]);
+        free(c->atoms);
+    }
     aemp__tls_free(c->tls);
     memset(c->hs.cookie, 0, sizeof c->hs.cookie);
     free(c);
@@ -469,10 +477,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     } else {
         c->rbuf.len += (size_t)nread;
     }
-    if (c->state == AEMP__C_HANDSHAKE)
+    if (c->state == AEMP__C_HANDSHAKE) {
         handshake_input(c);
-    else if (c->state == AEMP__C_UP)
+    } else if (c->state == AEMP__C_UP) {
         process_packets(c);
+        /* libuv reads up to 32 chunks per wake-up before the loop turns;
+         * replies (acks, answers) produced by this chunk leave now rather
+         * than after all of them, so a peer waiting on them keeps sending. */
+        aemp__conn_flush_all(c->node);
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -720,6 +733,8 @@ static void release_idle_buffers(aemp__conn *c, uint64_t now)
     aemp_buf *bufs[] = {&c->rbuf, &c->wbuf, &c->wflight, &c->cbuf, &c->tbuf};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         if (bufs[i]->len == 0 && bufs[i]->cap > IDLE_BUF_KEEP) aemp_buf_free(bufs[i]);
+    /* scratch space holds a message only while its packet is handled */
+    if (c->msg_scratch.cap > IDLE_BUF_KEEP) aemp_buf_free(&c->msg_scratch);
 }
 
 void aemp__conn_housekeeping(aemp_node *n)

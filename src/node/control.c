@@ -93,16 +93,38 @@ static int enc_send_ctl(aemp__conn *c, aemp_buf *ctl, uint32_t from, const aemp_
     return 0;
 }
 
+/*
+ * A packet starts with the pass-through byte, and each term with its version
+ * byte; or, when the peer asked for distribution headers
+ * (DIST_HDR_ATOM_CACHE), with a header of no atom cache references, and the
+ * terms without version bytes (then Erlang refuses pass-through packets).
+ */
+static bool headed(const aemp__conn *c)
+{
+    return (c->flags & AEMP__DFLAG_DIST_HDR_ATOM_CACHE) != 0;
+}
+
+static int packet_head(aemp__conn *c)
+{
+    static const char with_header[] = {(char)131, AEMP__DIST_HEADER, 0};
+    static const char pass_through[] = {AEMP__PASS_THROUGH, (char)131};
+    return headed(c) ? aemp__buf_append(&c->wbuf, with_header, sizeof with_header)
+                     : aemp__buf_append(&c->wbuf, pass_through, sizeof pass_through);
+}
+
+/* Before the message that follows the control message. */
+static int term_start(aemp__conn *c)
+{
+    return headed(c) ? 0 : aemp__buf_put_u8(&c->wbuf, 131);
+}
+
 int aemp__ctl_raw(aemp__conn *c, const aemp_buf *ctl, const aemp_term *payload)
 {
     int rc;
     size_t start = aemp__conn_packet_begin(c, &rc);
     if (rc) return rc;
-    if ((rc = aemp__buf_put_u8(&c->wbuf, AEMP__PASS_THROUGH)) ||
-        (rc = aemp__buf_put_u8(&c->wbuf, 131)) ||
-        (rc = aemp__buf_append(&c->wbuf, ctl->data, ctl->len)))
-        goto fail;
-    if (payload && (rc = aemp__buf_put_u8(&c->wbuf, 131))) goto fail;
+    if ((rc = packet_head(c)) || (rc = aemp__buf_append(&c->wbuf, ctl->data, ctl->len))) goto fail;
+    if (payload && (rc = term_start(c))) goto fail;
     if (payload && (rc = aemp__buf_append(&c->wbuf, payload->data, payload->len))) goto fail;
     aemp__conn_packet_end(c, start);
     return 0;
@@ -118,10 +140,8 @@ int aemp__ctl_send(aemp__conn *c, uint32_t from, const aemp_addr *to, const aemp
     int rc;
     size_t start = aemp__conn_packet_begin(c, &rc);
     if (rc) return rc;
-    if ((rc = aemp__buf_put_u8(&c->wbuf, AEMP__PASS_THROUGH)) ||
-        (rc = aemp__buf_put_u8(&c->wbuf, 131)) || (rc = enc_send_ctl(c, &c->wbuf, from, to)) ||
-        (rc = aemp__buf_put_u8(&c->wbuf, 131)) ||
-        (rc = aemp__buf_append(&c->wbuf, msg->data, msg->len))) {
+    if ((rc = packet_head(c)) || (rc = enc_send_ctl(c, &c->wbuf, from, to)) ||
+        (rc = term_start(c)) || (rc = aemp__buf_append(&c->wbuf, msg->data, msg->len))) {
         c->wbuf.len = start;
         return rc;
     }
@@ -571,17 +591,186 @@ static bool ctl_shape(int64_t tag, uint32_t *min_arity, bool *payload)
     }
 }
 
-static int parse_ctl(aemp__conn *c, const char *p, size_t len, struct ctl *m)
+/* The atoms a distribution header refers to, in the order of its references. */
+struct dist_header {
+    unsigned n;
+    const char *atom[256];
+    uint16_t alen[256];
+};
+
+/*
+ * Parse a distribution header (131, 68, NumberOfAtomCacheRefs, Flags,
+ * AtomCacheRefs; erl_ext_dist) at p, updating c's atom cache. A header that
+ * names one cache entry twice is refused: Erlang never sends one, and it
+ * would free an entry this header still refers to.
+ */
+static int parse_dist_header(aemp__conn *c, const uint8_t *p, size_t len, struct dist_header *h,
+                             size_t *used)
 {
-    size_t used, pos = 0;
-    if (len < 2 || (uint8_t)p[0] != 131) return AEMP_EPROTO;
-    pos = 1;
-    if (aemp__term_validate(p + pos, len - pos, &used)) return AEMP_EBADTERM;
-    aemp_term whole = {p + pos, used};
+    size_t pos = 2;
+    if (len < 3) return AEMP_EPROTO;
+    unsigned n = p[pos++];
+    h->n = n;
+    if (n == 0) {
+        *used = pos;
+        return 0;
+    }
+    size_t flen = n / 2 + 1;
+    if (len - pos < flen) return AEMP_EPROTO;
+    const uint8_t *flags = p + pos;
+    pos += flen;
+    /* the half byte after the references' flags: bit 0 is LongAtoms */
+    bool long_atoms = ((flags[n / 2] >> ((n & 1) ? 4 : 0)) & 1) != 0;
+    if (!c->atoms) {
+        c->atoms = calloc(AEMP__ATOM_CACHE_SIZE, sizeof *c->atoms);
+        if (!c->atoms) return AEMP_ENOMEM;
+    }
+    uint8_t seen[AEMP__ATOM_CACHE_SIZE / 8];
+    memset(seen, 0, sizeof seen);
+    for (unsigned i = 0; i < n; i++) {
+        unsigned f = (flags[i / 2] >> ((i & 1) ? 4 : 0)) & 0xf;
+        if (pos >= len) return AEMP_EPROTO;
+        unsigned idx = (f & 7) * 256 + p[pos++];
+        if (seen[idx / 8] & (1u << (idx % 8))) return AEMP_EPROTO;
+        seen[idx / 8] |= (uint8_t)(1u << (idx % 8));
+        if (f & 8) {
+            size_t alen;
+            if (long_atoms) {
+                if (len - pos < 2) return AEMP_EPROTO;
+                alen = aemp__get_u16(p + pos);
+                pos += 2;
+            } else {
+                if (len - pos < 1) return AEMP_EPROTO;
+                alen = p[pos++];
+            }
+            if (alen > AEMP_MAXATOMLEN || len - pos < alen) return AEMP_EPROTO;
+            char *a = malloc(2 + alen);
+            if (!a) return AEMP_ENOMEM;
+            aemp__put_u16(a, (uint16_t)alen);
+            memcpy(a + 2, p + pos, alen);
+            pos += alen;
+            free(c->atoms[idx]);
+            c->atoms[idx] = a;
+        } else if (!c->atoms[idx]) {
+            return AEMP_EPROTO; /* a reference to an entry never defined */
+        }
+        h->atom[i] = c->atoms[idx] + 2;
+        h->alen[i] = aemp__get_u16(c->atoms[idx]);
+    }
+    *used = pos;
+    return 0;
+}
+
+/* Bytes an atom takes instead of its 2-byte cache reference. */
+static size_t atom_size(const struct dist_header *h, unsigned i)
+{
+    return (h->alen[i] <= 255 ? 2 : 3) + (size_t)h->alen[i];
+}
+
+/* t with every atom cache reference (from refpos) replaced by its atom,
+ * into out; NEW_FUN_EXT sizes grow by what their references grew. */
+static int replace_refs(const char *t, size_t tlen, const aemp_buf *refpos,
+                        const struct dist_header *h, aemp_buf *out)
+{
+    int rc = 0;
+    size_t prev = 0;
+    out->len = 0;
+    for (size_t k = 0; k + 4 <= refpos->len && !rc; k += 4) {
+        uint32_t at = aemp__get_u32(refpos->data + k);
+        if (at & AEMP__TERM_FUN_MARK) continue;
+        unsigned i = (uint8_t)t[at + 1];
+        rc = aemp__buf_append(out, t + prev, at - prev);
+        if (!rc && h->alen[i] <= 255) {
+            rc = aemp__buf_put_u8(out, 119); /* SMALL_ATOM_UTF8_EXT */
+            if (!rc) rc = aemp__buf_put_u8(out, (uint8_t)h->alen[i]);
+        } else if (!rc) {
+            rc = aemp__buf_put_u8(out, 118); /* ATOM_UTF8_EXT */
+            if (!rc) rc = aemp__buf_put_u16(out, h->alen[i]);
+        }
+        if (!rc) rc = aemp__buf_append(out, h->atom[i], h->alen[i]);
+        prev = at + 2;
+    }
+    if (!rc) rc = aemp__buf_append(out, t + prev, tlen - prev);
+    if (rc) return rc;
+    /* Each fun: its new place is its old one plus the growth of the
+     * references before it; its Size grows by that of those inside it.
+     * Entries come in walk order and funs nest, so one pass with a stack of
+     * open funs does it (the stack is as deep as terms may nest). */
+    struct open_fun {
+        size_t start, end, grown_before;
+    } stack[AEMP__TERM_MAX_DEPTH + 1];
+    int sp = 0;
+    size_t grown = 0;
+    for (size_t k = 0; k <= refpos->len; k += 4) {
+        bool last = k + 4 > refpos->len;
+        uint32_t e = last ? 0 : aemp__get_u32(refpos->data + k);
+        size_t at = last ? SIZE_MAX : (e & ~AEMP__TERM_FUN_MARK);
+        while (sp > 0 && stack[sp - 1].end <= at) {
+            struct open_fun *f = &stack[--sp];
+            char *size = out->data + f->start + f->grown_before + 1;
+            uint64_t n = (uint64_t)aemp__get_u32(size) + (grown - f->grown_before);
+            if (n > UINT32_MAX) return AEMP_ETOOBIG;
+            aemp__put_u32(size, (uint32_t)n);
+        }
+        if (last) break;
+        if (e & AEMP__TERM_FUN_MARK) {
+            if (sp > AEMP__TERM_MAX_DEPTH) return AEMP_EBADTERM;
+            stack[sp].start = at;
+            stack[sp].end = at + 1 + aemp__get_u32(t + at + 1);
+            stack[sp].grown_before = grown;
+            sp++;
+        } else {
+            grown += atom_size(h, (uint8_t)t[at + 1]) - 2;
+        }
+    }
+    return 0;
+}
+
+/* One term at p[*pos]: with a 131 first in a pass-through packet; after a
+ * distribution header without it, and with cache references replaced (in
+ * scratch) when there are any, else in place. */
+static int take_term(aemp__conn *c, const char *p, size_t len, size_t *pos,
+                     const struct dist_header *h, aemp_buf *scratch, aemp_term *out)
+{
+    size_t used;
+    if (!h) {
+        if (*pos >= len || (uint8_t)p[*pos] != 131) return AEMP_EPROTO;
+        ++*pos;
+        if (aemp__term_validate(p + *pos, len - *pos, &used)) return AEMP_EBADTERM;
+        out->data = p + *pos;
+        out->len = used;
+        *pos += used;
+        return 0;
+    }
+    c->refpos.len = 0;
+    if (aemp__term_validate_refs(p + *pos, len - *pos, &used, h->n, &c->refpos))
+        return AEMP_EBADTERM;
+    if (c->refpos.len == 0) {
+        out->data = p + *pos;
+        out->len = used;
+    } else {
+        size_t check;
+        if (replace_refs(p + *pos, used, &c->refpos, h, scratch)) return AEMP_ENOMEM;
+        if (aemp__term_validate(scratch->data, scratch->len, &check) || check != scratch->len)
+            return AEMP_EBADTERM;
+        out->data = scratch->data;
+        out->len = scratch->len;
+    }
+    *pos += used;
+    return 0;
+}
+
+/* p: the packet after its type byte (pass-through) or the whole packet
+ * (distribution header h already parsed, terms from *pos). */
+static int parse_ctl(aemp__conn *c, const char *p, size_t len, size_t pos,
+                     const struct dist_header *h, struct ctl *m)
+{
+    aemp_term whole;
+    int rc = take_term(c, p, len, &pos, h, &c->ctl_scratch, &whole);
+    if (rc) return rc;
     aemp_cursor cur = aemp_cursor_of(&whole);
     if (aemp_get_tuple(&cur, &m->arity) || m->arity < 1 || aemp_get_int64(&cur, &m->tag))
         return AEMP_EPROTO;
-    pos += used;
     uint32_t min_arity;
     bool payload;
     if (!ctl_shape(m->tag, &min_arity, &payload)) {
@@ -599,14 +788,7 @@ static int parse_ctl(aemp__conn *c, const char *p, size_t len, struct ctl *m)
     for (uint32_t i = 0; i < m->arity && i < 8; i++)
         aemp_get_term(&cur, &m->el[i]);
     m->has_payload = payload;
-    if (payload) {
-        if (pos >= len || (uint8_t)p[pos] != 131) return AEMP_EPROTO;
-        pos++;
-        if (aemp__term_validate(p + pos, len - pos, &used)) return AEMP_EBADTERM;
-        m->payload.data = p + pos;
-        m->payload.len = used;
-        pos += used;
-    }
+    if (payload && (rc = take_term(c, p, len, &pos, h, &c->msg_scratch, &m->payload))) return rc;
     if (pos != len) {
         AEMP_LOGW("%s from %s: %zu trailing bytes", ctl_name(m->tag), c->peer, len - pos);
         return AEMP_EPROTO;
@@ -619,16 +801,22 @@ void aemp__ctl_packet(aemp__conn *c, const char *p, size_t len)
     /* A closing node runs no callback any more: what still arrives while its
      * connections flush and shut down is dropped, as by a node that is gone. */
     if (c->node->closing) return;
-    if (len < 1 || (uint8_t)p[0] != AEMP__PASS_THROUGH) {
-        AEMP_LOGW("connection to %s: packet type %u not supported (no distribution header was "
-                  "negotiated)",
+    struct ctl m;
+    memset(&m, 0, sizeof m);
+    int rc;
+    if (len >= 1 && (uint8_t)p[0] == AEMP__PASS_THROUGH) {
+        rc = parse_ctl(c, p, len, 1, NULL, &m);
+    } else if (len >= 2 && (uint8_t)p[0] == 131 && (uint8_t)p[1] == AEMP__DIST_HEADER) {
+        struct dist_header h;
+        size_t used = 0;
+        rc = parse_dist_header(c, (const uint8_t *)p, len, &h, &used);
+        if (!rc) rc = parse_ctl(c, p, len, used, &h, &m);
+    } else {
+        AEMP_LOGW("connection to %s: packet type %u not supported (no fragments were negotiated)",
                   c->peer, len ? (unsigned)(uint8_t)p[0] : 0u);
         aemp__conn_close(c, AEMP_EPROTO, "unsupported packet type");
         return;
     }
-    struct ctl m;
-    memset(&m, 0, sizeof m);
-    int rc = parse_ctl(c, p + 1, len - 1, &m);
     if (rc) {
         AEMP_LOGW("connection to %s: malformed control message (%s): closing", c->peer,
                   aemp_strerror(rc));

@@ -47,6 +47,10 @@ enum aemp__ctl {
 
 /* First byte of a distribution packet without a distribution header. */
 #define AEMP__PASS_THROUGH 112
+/* A distribution header: 131, then this tag (erl_ext_dist). */
+#define AEMP__DIST_HEADER 68
+/* Entries of a connection's atom cache: 8 segments of 256. */
+#define AEMP__ATOM_CACHE_SIZE 2048
 
 /* Port ids are unique per node incarnation: num is 15 bits and serial 13 bits
  * of a pid, as Erlang's own local pids; id 0 is the node port. */
@@ -96,6 +100,13 @@ struct aemp__conn {
     aemp_buf wbuf;    /* queued, written at the end of this loop turn */
     aemp_buf wflight; /* being written */
     aemp_buf pend;    /* messages queued before the connection is up */
+    /* Atom cache of the peer's distribution headers (DIST_HDR_ATOM_CACHE):
+     * AEMP__ATOM_CACHE_SIZE entries, each a u16 length and the UTF-8 text;
+     * allocated on the first header. */
+    char **atoms;
+    aemp_buf refpos;      /* offsets of cache references in a term */
+    aemp_buf ctl_scratch; /* control message with the references replaced */
+    aemp_buf msg_scratch; /* message with the references replaced */
     size_t npend;
     uint64_t started_ms, last_recv_ms, last_send_ms;
 };

@@ -11,6 +11,10 @@
 
 #include <limits.h>
 
+/* ei.h does not name this tag: a reference to the atom cache of a
+ * distribution header (erl_ext_dist). */
+#define ERL_ATOM_CACHE_REF 82
+
 /* Largest bignum magnitude accepted, in bytes. Nothing legitimate comes near
  * it, and converting or printing larger numbers costs more than it is worth. */
 #define MAX_BIG_BYTES (16u << 20)
@@ -38,6 +42,10 @@ struct walk {
     const uint8_t *p;
     size_t len;
     size_t pos;
+    /* Atom cache references: allowed with an index below nrefs, and their
+     * offsets recorded (u32 each) in refpos; with refpos NULL, refused. */
+    unsigned nrefs;
+    aemp_buf *refpos;
 };
 
 static size_t avail(const struct walk *w)
@@ -76,11 +84,22 @@ static int get32(struct walk *w, uint32_t *v)
     return 0;
 }
 
+/* ATOM_CACHE_REF Index, as it stands where an atom may stand. */
+static int cache_ref(struct walk *w, size_t start)
+{
+    uint32_t idx;
+    if (!w->refpos || get8(w, &idx) || idx >= w->nrefs) return -1;
+    return aemp__buf_put_u32(w->refpos, (uint32_t)start) ? -1 : 0;
+}
+
 static int skip_atom(struct walk *w)
 {
     uint32_t tag, n;
+    size_t start = w->pos;
     if (get8(w, &tag)) return -1;
     switch (tag) {
+    case ERL_ATOM_CACHE_REF:
+        return cache_ref(w, start);
     case ERL_ATOM_EXT:
         if (get16(w, &n) || n > MAX_LATIN1_ATOM) return -1;
         break;
@@ -162,6 +181,7 @@ static int step(struct walk *w, struct frame *st, int *sp)
     case ERL_SMALL_ATOM_EXT:
     case ERL_ATOM_UTF8_EXT:
     case ERL_SMALL_ATOM_UTF8_EXT:
+    case ERL_ATOM_CACHE_REF:
         w->pos = start;
         return skip_atom(w);
     case ERL_REFERENCE_EXT:
@@ -221,6 +241,10 @@ static int step(struct walk *w, struct frame *st, int *sp)
         /* Size counts itself and everything after the tag. */
         if (get32(w, &n) || n < 4 + 1 + 16 + 4 + 4 || n > w->len - start - 1) return -1;
         size_t end = start + 1 + (size_t)n;
+        /* Replacing cache references inside changes its Size: note it,
+         * before the references in its header, to keep offsets in order. */
+        if (w->refpos && aemp__buf_put_u32(w->refpos, (uint32_t)start | AEMP__TERM_FUN_MARK))
+            return -1;
         uint32_t nfree;
         if (take(w, 1 + 16 + 4) || get32(w, &nfree)) return -1;
         if (skip_atom(w) || skip_small_int(w) || skip_small_int(w) || skip_pid(w)) return -1;
@@ -239,18 +263,25 @@ static int step(struct walk *w, struct frame *st, int *sp)
         return push(st, sp, nfree, FRAME_SEQ, 0);
     }
     default:
-        /* ATOM_CACHE_REF, compressed, LOCAL_EXT and unknown tags: ei cannot
-         * decode them (or, for compressed, would need an unbounded inflate) */
+        /* compressed, LOCAL_EXT and unknown tags: ei cannot decode them (or,
+         * for compressed, would need an unbounded inflate); ATOM_CACHE_REF is
+         * handled with the atoms above */
         return -1;
     }
 }
 
 int aemp__term_validate(const char *buf, size_t len, size_t *used)
 {
+    return aemp__term_validate_refs(buf, len, used, 0, NULL);
+}
+
+int aemp__term_validate_refs(const char *buf, size_t len, size_t *used, unsigned nrefs,
+                             aemp_buf *refpos)
+{
     /* frame 0 stands for the single top-level value; it adds no depth */
     struct frame st[AEMP__TERM_MAX_DEPTH + 1];
     int sp = 0;
-    struct walk w = {(const uint8_t *)buf, len, 0};
+    struct walk w = {(const uint8_t *)buf, len, 0, nrefs, refpos};
 
     if (!buf && len) return AEMP_EBADTERM;
     /* ei indexes terms with int */

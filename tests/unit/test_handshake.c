@@ -852,7 +852,8 @@ Test(flags, offered_and_required)
     cr_assert(off & AEMP__DFLAG_ALIAS);
     cr_assert_not(off & AEMP__DFLAG_PUBLISHED);
     cr_assert_not(off & AEMP__DFLAG_ATOM_CACHE);
-    cr_assert_not(off & AEMP__DFLAG_DIST_HDR_ATOM_CACHE);
+    /* distribution headers are decoded (control.c), so the cache is offered */
+    cr_assert(off & AEMP__DFLAG_DIST_HDR_ATOM_CACHE);
     cr_assert_not(off & AEMP__DFLAG_HIDDEN_ATOM_CACHE);
     cr_assert_not(off & AEMP__DFLAG_FRAGMENTS);
     cr_assert_not(off & AEMP__DFLAG_NAME_ME);
