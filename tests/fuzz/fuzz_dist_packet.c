@@ -121,8 +121,11 @@ static aemp__conn *conn_up(void)
 }
 
 /* What the node queued for the peer must be well-formed packets: a 4-byte
- * length, 112, then a control term and at most one payload term, each with
- * its version byte, each one that validates, and nothing else. */
+ * length, then either 112 and a control term and at most one payload term,
+ * each with its version byte, or (the connection negotiated
+ * DIST_HDR_ATOM_CACHE) a distribution header without references (131, 68,
+ * 0) and the terms without version bytes; each term validates, and nothing
+ * else follows. */
 static void check_wbuf(const aemp_buf *w)
 {
     size_t pos = 0;
@@ -133,12 +136,19 @@ static void check_wbuf(const aemp_buf *w)
         FUZZ_CHECK(n <= w->len - pos);
         if (n == 0) continue; /* a tick */
         const char *p = w->data + pos;
-        size_t used, k = 1, terms = 0;
-        FUZZ_CHECK((uint8_t)p[0] == AEMP__PASS_THROUGH);
+        size_t used, k, terms = 0;
+        bool headed = n >= 3 && (uint8_t)p[0] == 131;
+        if (headed) {
+            FUZZ_CHECK((uint8_t)p[1] == AEMP__DIST_HEADER && p[2] == 0);
+            k = 3;
+        } else {
+            FUZZ_CHECK((uint8_t)p[0] == AEMP__PASS_THROUGH);
+            k = 1;
+        }
         while (k < n) {
-            FUZZ_CHECK((uint8_t)p[k] == 131);
-            FUZZ_CHECK(aemp__term_validate(p + k + 1, n - k - 1, &used) == 0);
-            k += 1 + used;
+            if (!headed) FUZZ_CHECK((uint8_t)p[k++] == 131);
+            FUZZ_CHECK(aemp__term_validate(p + k, n - k, &used) == 0);
+            k += used;
             terms++;
         }
         FUZZ_CHECK(k == n && terms >= 1 && terms <= 2);
