@@ -543,11 +543,17 @@ static int pf_write(const struct pfile *f)
         aemp_buf_free(&out);
         return rc;
     }
+    /* mkstemp's template: the path, a dot and six X it replaces */
     char tmp[PATH_MAX + 8];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.XXXXXX", f->path) >= sizeof tmp) {
+    size_t plen = strlen(f->path);
+    if (plen + 8 > sizeof tmp) {
         aemp_buf_free(&out);
         return AEMP_ETOOBIG;
     }
+    memcpy(tmp, f->path, plen);
+    tmp[plen] = '.';
+    memset(tmp + plen + 1, 'X', 6);
+    tmp[plen + 7] = 0;
     int fd = mkstemp(tmp); /* mode 0600 */
     if (fd < 0) {
         AEMP_LOGE("cannot create a temporary file beside %s: %s", f->path, strerror(errno));
