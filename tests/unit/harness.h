@@ -179,4 +179,29 @@ static inline void name_addr(aemp_addr *a, const aemp_node *n, const char *reg)
     cr_assert_eq(aemp_addr_name(a, aemp_node_name(n), reg), 0);
 }
 
+/* A port on n registered as name, counting {n, I} messages into s; *to is
+ * its name address. */
+static inline void sink_at(struct node_ctx *n, const char *name, struct sink *s, aemp_addr *to)
+{
+    aemp_port p;
+    cr_assert_eq(aemp_port_open(n->node, sink_cb, s, &p), 0);
+    cr_assert_eq(aemp_register(n->node, name, p), 0);
+    name_addr(to, n->node, name);
+}
+
+/* Send {n, 0} .. {n, count - 1} from `from` to `to`. */
+static inline void send_numbers(struct node_ctx *from, const aemp_addr *to, int count)
+{
+    for (int i = 0; i < count; i++)
+        cr_assert_eq(aemp_sendf(from->node, (aemp_port){0}, to, "{n, ~i}", (int64_t)i), 0);
+}
+
+/* Wait until s holds {n, 0} .. {n, count - 1}, in that order. */
+static inline void expect_numbers(struct sink *s, int count, unsigned ms)
+{
+    cr_assert(wait_sink(s, count, ms), "only %d of %d arrived", s->count, count);
+    for (int i = 0; i < count && i < MAXMSG; i++)
+        cr_assert_eq(s->values[i], i, "message %d out of order", i);
+}
+
 #endif

@@ -13,17 +13,11 @@ Test(node, send_to_name_connects_on_demand_and_keeps_order)
     start_node(&a, "a@127.0.0.1", "secret");
     start_node(&b, "b@127.0.0.1", "secret");
     struct sink s = {0};
-    aemp_port p;
-    cr_assert_eq(aemp_port_open(b.node, sink_cb, &s, &p), 0);
-    cr_assert_eq(aemp_register(b.node, "sink", p), 0);
     aemp_addr to;
-    name_addr(&to, b.node, "sink");
+    sink_at(&b, "sink", &s, &to);
     /* Sent before any connection exists: queued, then delivered in order. */
-    for (int i = 0; i < 40; i++)
-        cr_assert_eq(aemp_sendf(a.node, (aemp_port){0}, &to, "{n, ~i}", (int64_t)i), 0);
-    cr_assert(wait_sink(&s, 40, 5000), "only %d of 40 arrived", s.count);
-    for (int i = 0; i < 40; i++)
-        cr_assert_eq(s.values[i], i);
+    send_numbers(&a, &to, 40);
+    expect_numbers(&s, 40, 5000);
     cr_assert_eq(a.ups, 1);
     cr_assert_eq(b.ups, 1);
     cr_assert(aemp_node_is_up(a.node, "b@127.0.0.1"));
@@ -60,25 +54,14 @@ Test(node, simultaneous_connect_delivers_both_ways)
     start_node(&a, "a@127.0.0.1", "secret");
     start_node(&b, "b@127.0.0.1", "secret");
     struct sink sa = {0}, sb = {0};
-    aemp_port pa, pb;
-    cr_assert_eq(aemp_port_open(a.node, sink_cb, &sa, &pa), 0);
-    cr_assert_eq(aemp_port_open(b.node, sink_cb, &sb, &pb), 0);
-    aemp_register(a.node, "sink", pa);
-    aemp_register(b.node, "sink", pb);
     aemp_addr ta, tb;
-    name_addr(&ta, a.node, "sink");
-    name_addr(&tb, b.node, "sink");
+    sink_at(&a, "sink", &sa, &ta);
+    sink_at(&b, "sink", &sb, &tb);
     /* Both start connecting in the same loop turn. */
-    for (int i = 0; i < 20; i++) {
-        aemp_sendf(a.node, (aemp_port){0}, &tb, "{n, ~i}", (int64_t)i);
-        aemp_sendf(b.node, (aemp_port){0}, &ta, "{n, ~i}", (int64_t)i);
-    }
-    cr_assert(wait_sink(&sa, 20, 8000), "a got %d", sa.count);
-    cr_assert(wait_sink(&sb, 20, 8000), "b got %d", sb.count);
-    for (int i = 0; i < 20; i++) {
-        cr_assert_eq(sa.values[i], i);
-        cr_assert_eq(sb.values[i], i);
-    }
+    send_numbers(&a, &tb, 20);
+    send_numbers(&b, &ta, 20);
+    expect_numbers(&sa, 20, 8000);
+    expect_numbers(&sb, 20, 8000);
     cr_assert_eq(a.fails, 0);
     cr_assert_eq(b.fails, 0);
     cr_assert_eq(a.ups, 1, "a: %d ups", a.ups);

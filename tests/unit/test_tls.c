@@ -107,16 +107,10 @@ Test(tls, messages_flow_over_tls)
     tls_node(&a, "a@127.0.0.1", dir, "a", 0);
     tls_node(&b, "b@127.0.0.1", dir, "b", 0);
     struct sink s = {0};
-    aemp_port p;
-    cr_assert_eq(aemp_port_open(b.node, sink_cb, &s, &p), 0);
-    cr_assert_eq(aemp_register(b.node, "sink", p), 0);
     aemp_addr to;
-    name_addr(&to, b.node, "sink");
-    for (int i = 0; i < 30; i++)
-        cr_assert_eq(aemp_sendf(a.node, (aemp_port){0}, &to, "{n, ~i}", (int64_t)i), 0);
-    cr_assert(wait_sink(&s, 30, 8000), "only %d arrived", s.count);
-    for (int i = 0; i < 30; i++)
-        cr_assert_eq(s.values[i], i);
+    sink_at(&b, "sink", &s, &to);
+    send_numbers(&a, &to, 30);
+    expect_numbers(&s, 30, 8000);
     /* a large message crosses many TLS records */
     static char big[3 << 20];
     memset(big, 'x', sizeof big);
@@ -237,11 +231,8 @@ Test(limits, oversized_packet_closes_connection)
     cfg.max_packet = 10000;
     start_node_cfg(&b, cfg);
     struct sink s = {0};
-    aemp_port p;
-    cr_assert_eq(aemp_port_open(b.node, sink_cb, &s, &p), 0);
-    cr_assert_eq(aemp_register(b.node, "sink", p), 0);
     aemp_addr to;
-    name_addr(&to, b.node, "sink");
+    sink_at(&b, "sink", &s, &to);
     cr_assert_eq(aemp_sendf(a.node, (aemp_port){0}, &to, "{n, 1}"), 0);
     cr_assert(wait_sink(&s, 1, 5000));
     static char big[20000];
