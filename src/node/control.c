@@ -276,10 +276,11 @@ static bool is_atom(const aemp_term *t, const char *want)
 }
 
 /* Our local port for a pid term, or NULL (a stale or foreign pid). */
-static aemp__port *local_port_of(aemp_node *n, const aemp_term *t, aemp_addr *scratch)
+static aemp__port *local_port_of(aemp_node *n, const aemp_term *t)
 {
     uint32_t id;
-    if (!get_pid(t, scratch) || !aemp__pid_is_local(n, scratch, &id)) return NULL;
+    aemp_addr *a = &n->pkt_addr[0];
+    if (!get_pid(t, a) || !aemp__pid_is_local(n, a, &id)) return NULL;
     return aemp__port_find(n, id);
 }
 
@@ -287,16 +288,13 @@ static void deliver_to_pid(aemp__conn *c, const aemp_term *to, const aemp_term *
                            const aemp_term *from)
 {
     aemp_node *n = c->node;
-    aemp_addr *a = malloc(2 * sizeof *a);
-    if (!a) return;
-    aemp__port *p = local_port_of(n, to, &a[0]);
+    aemp__port *p = local_port_of(n, to);
     if (!p) {
         AEMP_LOGD("message from %s to a pid that is not here: dropped", c->peer);
-    } else {
-        const aemp_addr *fa = from && get_pid(from, &a[1]) ? &a[1] : NULL;
-        aemp__deliver(n, p->id, msg, fa);
+        return;
     }
-    free(a);
+    aemp_addr *fa = &n->pkt_addr[1];
+    aemp__deliver(n, p->id, msg, from && get_pid(from, fa) ? fa : NULL);
 }
 
 /* Reply to a `'$gen_call'` addressed to net_kernel: `{is_auth, Node}` -> yes. */
@@ -353,10 +351,8 @@ static void deliver_to_name(aemp__conn *c, const aemp_term *name, const aemp_ter
         AEMP_LOGD("message from %s to unregistered name '%s': dropped", c->peer, reg);
         return;
     }
-    aemp_addr *fa = malloc(sizeof *fa);
-    if (!fa) return;
+    aemp_addr *fa = &c->node->pkt_addr[1];
     aemp__deliver(c->node, p->id, msg, from && get_pid(from, fa) ? fa : NULL);
-    free(fa);
 }
 
 static int watch_copy(aemp_buf *dst, const aemp_term *t)
@@ -433,18 +429,13 @@ static void on_monitor(aemp__conn *c, struct ctl *m)
     aemp_node *n = c->node;
     aemp__port *p = NULL;
     char reg[AEMP_MAXATOMLEN + 1];
-    aemp_addr *scratch = malloc(sizeof *scratch);
-    if (!scratch) return;
     if (get_atom(&m->el[2], reg, sizeof reg)) {
-        if (strcmp(reg, "net_kernel") == 0) {
-            free(scratch);
-            return; /* lives as long as the node: the monitor never fires */
-        }
+        /* net_kernel lives as long as the node: the monitor never fires */
+        if (strcmp(reg, "net_kernel") == 0) return;
         p = aemp__port_by_name(n, reg);
     } else {
-        p = local_port_of(n, &m->el[2], scratch);
+        p = local_port_of(n, &m->el[2]);
     }
-    free(scratch);
     if (!p) {
         /* Unknown: answer at once, or the Erlang caller waits forever. */
         send_monitor_exit(c, &m->el[2], &m->el[1], &m->el[3], "noproc");
@@ -458,22 +449,16 @@ static void on_demonitor(aemp__conn *c, struct ctl *m)
     aemp_node *n = c->node;
     char reg[AEMP_MAXATOMLEN + 1];
     aemp__port *p = NULL;
-    aemp_addr *scratch = malloc(sizeof *scratch);
-    if (!scratch) return;
     if (get_atom(&m->el[2], reg, sizeof reg))
         p = aemp__port_by_name(n, reg);
     else
-        p = local_port_of(n, &m->el[2], scratch);
-    free(scratch);
+        p = local_port_of(n, &m->el[2]);
     if (p) del_watch(p, false, &m->el[1], &m->el[3]);
 }
 
 static void on_link(aemp__conn *c, struct ctl *m)
 {
-    aemp_addr *scratch = malloc(sizeof *scratch);
-    if (!scratch) return;
-    aemp__port *p = local_port_of(c->node, &m->el[2], scratch);
-    free(scratch);
+    aemp__port *p = local_port_of(c->node, &m->el[2]);
     if (!p) {
         send_exit(c, &m->el[2], &m->el[1], "noproc");
         return;
@@ -483,20 +468,14 @@ static void on_link(aemp__conn *c, struct ctl *m)
 
 static void on_unlink(aemp__conn *c, const aemp_term *from, const aemp_term *to)
 {
-    aemp_addr *scratch = malloc(sizeof *scratch);
-    if (!scratch) return;
-    aemp__port *p = local_port_of(c->node, to, scratch);
-    free(scratch);
+    aemp__port *p = local_port_of(c->node, to);
     if (p) del_watch(p, true, from, NULL);
 }
 
 static void on_exit_signal(aemp__conn *c, const aemp_term *from, const aemp_term *to,
                            const aemp_term *reason, bool is_link_exit)
 {
-    aemp_addr *scratch = malloc(sizeof *scratch);
-    if (!scratch) return;
-    aemp__port *p = local_port_of(c->node, to, scratch);
-    free(scratch);
+    aemp__port *p = local_port_of(c->node, to);
     if (!p) return;
     if (is_link_exit) del_watch(p, true, from, NULL);
     /* Ports do not trap exits: a normal exit signal is ignored, any other

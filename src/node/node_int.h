@@ -170,9 +170,12 @@ struct aemp_node {
     aemp__conn *dirty; /* connections with bytes to write */
     aemp__map conn_by_name;
 
-    aemp__map ports;    /* id (4 bytes) -> aemp__port */
-    aemp__map names;    /* registered name -> aemp__port */
-    aemp__map exports;  /* "module:function" -> exported C function */
+    aemp__map ports;   /* id (4 bytes) -> aemp__port */
+    aemp__map names;   /* registered name -> aemp__port */
+    aemp__map exports; /* "module:function" -> exported C function */
+    /* Decoded pids of the packet being handled (control.c): packets are
+     * handled one at a time, never nested, so one pair serves them all. */
+    aemp_addr pkt_addr[2];
     uint32_t next_port; /* last id handed out */
 
     /* local deliveries deferred to bound recursion */
