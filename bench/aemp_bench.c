@@ -399,17 +399,28 @@ static int open_port(struct bench *b, const char *name, aemp_recv_cb cb, aemp_po
 
 static void usage(void)
 {
-    fputs("usage: aemp_bench --name alive@host [--cookie COOKIE]\n", stderr);
+    fputs("usage: aemp_bench --name alive@host [--cookie COOKIE] [--read-batch-ms MS]\n"
+          "  --read-batch-ms: aemp_node_config.read_batch_ms (0: default, -1: off)\n",
+          stderr);
 }
 
 int main(int argc, char **argv)
 {
     const char *name = NULL, *cookie = NULL;
+    int read_batch_ms = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--name") == 0 && i + 1 < argc) {
             name = argv[++i];
         } else if (strcmp(argv[i], "--cookie") == 0 && i + 1 < argc) {
             cookie = argv[++i];
+        } else if (strcmp(argv[i], "--read-batch-ms") == 0 && i + 1 < argc) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || v < -1 || v > 1000) {
+                fprintf(stderr, "aemp_bench: bad --read-batch-ms '%s' (-1..1000)\n", argv[i]);
+                return 2;
+            }
+            read_batch_ms = (int)v;
         } else {
             usage();
             return 2;
@@ -426,6 +437,7 @@ int main(int argc, char **argv)
     memset(&cfg, 0, sizeof cfg);
     cfg.name = name;
     cfg.cookie = cookie;
+    cfg.read_batch_ms = read_batch_ms;
     cfg.ready_cb = ready_cb;
     cfg.ready_arg = &b;
     cfg.nodes_cb = nodes_cb;

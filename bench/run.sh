@@ -2,10 +2,13 @@
 # bench/run.sh - measure aemp throughput and round-trip latency against an
 # Erlang->Erlang baseline measured in the same run. See docs/benchmarks.md.
 #
-# Usage: bench/run.sh [--quick] [--erl-only] [--sizes LIST] [--build-dir DIR]
+# Usage: bench/run.sh [--quick] [--erl-only] [--sizes LIST] [--read-batch MS]
+#                     [--build-dir DIR]
 #   --quick       fewer messages, one round (well under 30 s)
 #   --erl-only    measure only the Erlang->Erlang baseline (no C build)
 #   --sizes LIST  payload sizes in bytes, comma-separated, from 16,100,1024,65536
+#   --read-batch MS  the C nodes' read_batch_ms (default 0: the library's
+#                 default of 1 ms; -1: read batching off)
 #   --build-dir   CMake build directory (default: build-bench in the repo)
 #
 # Everything runs inside a private network namespace (own loopback, own
@@ -20,6 +23,7 @@ erl_only=0
 build_dir="$root/build-bench"
 inner=0
 sizes=16,100,1024,65536
+read_batch=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) mode=quick ;;
@@ -32,9 +36,13 @@ while [ $# -gt 0 ]; do
         sizes=$2
         shift
         ;;
+    --read-batch)
+        read_batch=$2
+        shift
+        ;;
     --inner) inner=1 ;;
     -h | --help)
-        sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -77,7 +85,14 @@ if [ "$inner" = 0 ]; then
             ;;
         esac
     done
-    args=(--inner --build-dir "$build_dir" --sizes "$sizes")
+    case "$read_batch" in
+    -1 | [0-9] | [0-9][0-9] | [0-9][0-9][0-9]) ;;
+    *)
+        echo "run.sh: --read-batch takes -1 (off) or 0..999 milliseconds" >&2
+        exit 2
+        ;;
+    esac
+    args=(--inner --build-dir "$build_dir" --sizes "$sizes" --read-batch "$read_batch")
     [ "$mode" = quick ] && args+=(--quick)
     [ "$erl_only" = 1 ] && args+=(--erl-only)
     exec unshare --net --pid --fork --kill-child --mount-proc "$0" "${args[@]}"
@@ -132,7 +147,8 @@ c2=none
 c_pids=()
 if [ "$erl_only" = 0 ]; then
     for n in c1 c2; do
-        "$c_bench" --name "$n@$host" --cookie "$cookie" >"$work/$n.log" 2>&1 &
+        "$c_bench" --name "$n@$host" --cookie "$cookie" --read-batch-ms "$read_batch" \
+            >"$work/$n.log" 2>&1 &
         pids+=($!)
         c_pids+=("$n:$!")
     done

@@ -156,6 +156,27 @@ test(echo_order, CNode) ->
     N = 20000,
     [{echo, CNode} ! {self(), I} || I <- lists:seq(1, N)],
     receive_in_order(1, N);
+%% A one-way stream of small messages to the bench sink of a C node
+%% (bench/aemp_bench.c): the node reads it in batches (checked by the
+%% script in the node's log) and counts every message and byte.
+test(batch_stream, CNode) ->
+    wait_connect(CNode, 50),
+    Sink = {bench_sink, CNode},
+    N = 300000,
+    Bin = binary:copy(<<"b">>, 100),
+    Gen = erlang:unique_integer([positive]),
+    %% A window larger than N: the sink never acknowledges mid-stream.
+    Sink ! {bench_start, self(), N + 1, Gen},
+    receive {bench_ready, Gen} -> ok
+    after 10000 -> throw(sink_not_ready)
+    end,
+    [Sink ! Bin || _ <- lists:seq(1, N)],
+    Sink ! {bench_end, self(), Gen},
+    receive
+        {bench_done, Gen, Count, Bytes} ->
+            expect({N, N * 100}, {Count, Bytes}, messages_and_bytes_counted)
+    after 20000 -> throw(no_bench_done)
+    end;
 %% The C node (interop-tests/cnode.c, mode `send`) talks to us: first to our
 %% registered name, then to our pid only.
 test(cnode_peer, CNode) ->
@@ -193,6 +214,17 @@ expect(Want, Got, What) -> throw({What, expected, Want, got, Got}).
 
 connect(Node) ->
     expect(true, net_kernel:connect_node(Node), {connect, Node}).
+
+%% Connect to a node that may still be registering with EPMD: Tries
+%% attempts 100 ms apart.
+wait_connect(Node, Tries) ->
+    case net_kernel:connect_node(Node) of
+        true -> ok;
+        false when Tries > 1 ->
+            timer:sleep(100),
+            wait_connect(Node, Tries - 1);
+        false -> throw({cannot_connect, Node})
+    end.
 
 echo_check(CNode, T, Wait) ->
     {echo, CNode} ! {self(), T},

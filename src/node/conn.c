@@ -9,6 +9,10 @@
 
 #include <arpa/inet.h>
 #include <stdlib.h>
+#ifdef __linux__
+#include <netinet/in.h>
+#include <sys/socket.h>
+#endif
 
 #define READ_CHUNK 65536
 /* Buffers up to BUSY_BUF_KEEP stay allocated while traffic flows, so that a
@@ -17,6 +21,31 @@
  * IDLE_BUF_KEEP are released. */
 #define IDLE_BUF_KEEP (256 * 1024)
 #define BUSY_BUF_KEEP (16 * 1024 * 1024)
+
+/* Read batching. A peer that writes each small message as it goes (an
+ * Erlang node does: its distribution sockets have TCP_NODELAY) sends a TCP
+ * segment per message or two while its receiver keeps up, and the sender's
+ * kernel then spends more time on each message than the sender itself. When
+ * the receiver falls behind, the peer's writes pile up in its socket buffer
+ * and leave in large segments, cheaply. So the node falls behind on
+ * purpose, a little: connections with a peer on this host start with their
+ * receive window clamped to BATCH_WINDOW, and once the peer has sent BATCH_STREAK small
+ * reads in a row with nothing written back, the node waits read_batch_ms
+ * each time it has caught up before reading again; the window closes
+ * meanwhile and the peer's writes coalesce. Anything written to the peer
+ * restarts the count, so request/reply traffic is never delayed. A window
+ * may grow but never shrink safely (the kernel drops what arrives beyond a
+ * buffer made smaller than the window it already offered), so the first
+ * packet over BATCH_MAX_PACKET opens the window for good and ends batching
+ * on that connection, as do BATCH_BIG_READS
+ * reads of half a window or more in a row (a peer that batches its writes
+ * itself). */
+#define BATCH_SMALL_READ 4096
+#define BATCH_STREAK 8
+#define BATCH_MAX_PACKET 4096
+#define BATCH_BIG_READS 16
+#define BATCH_WINDOW (32 * 1024)
+#define BATCH_OPEN_WINDOW (32 * 1024 * 1024)
 
 static void conn_unref(aemp__conn *c);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -234,6 +263,7 @@ static void flush(aemp__conn *c)
         return;
     }
     c->writing = true;
+    c->small_reads = 0; /* the peer may be waiting for this: no batching */
     c->refs++;
     c->last_send_ms = aemp__now_ms(c->node);
 }
@@ -331,6 +361,7 @@ static void process_packets(aemp__conn *c)
             aemp__conn_close(c, AEMP_ETOOBIG, "packet too large");
             return;
         }
+        if (plen > BATCH_MAX_PACKET) c->big_packet = true;
         if (c->rbuf.len - pos - 4 < plen) break;
         pos += 4;
         if (plen > 0)
@@ -427,6 +458,112 @@ static void handshake_input(aemp__conn *c)
     aemp__conn_close(c, rc, c->hs.error[0] ? c->hs.error : aemp_strerror(rc));
 }
 
+/* ------------------------------------------------------------------ */
+/* read batching                                                      */
+/* ------------------------------------------------------------------ */
+
+#ifdef __linux__
+static void set_window_clamp(uv_handle_t *h, int bytes)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno(h, &fd) == 0)
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_WINDOW_CLAMP, &bytes, sizeof bytes);
+}
+#else
+static void set_window_clamp(uv_handle_t *h, int bytes)
+{
+    (void)h;
+    (void)bytes;
+}
+#endif
+
+/* Batching helps when the peer's CPU, not the network, limits the stream,
+ * and only peers on this host are sure to be close: the peer's address is
+ * a loopback address or the connection's own local address. */
+static bool peer_on_this_host(aemp__conn *c)
+{
+    struct sockaddr_storage me, peer;
+    int ml = sizeof me, pl = sizeof peer;
+    if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&me, &ml) ||
+        uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &pl) || me.ss_family != AF_INET ||
+        peer.ss_family != AF_INET)
+        return false;
+    const struct sockaddr_in *a = (const struct sockaddr_in *)&me;
+    const struct sockaddr_in *b = (const struct sockaddr_in *)&peer;
+    return (ntohl(b->sin_addr.s_addr) >> 24) == 127 || a->sin_addr.s_addr == b->sin_addr.s_addr;
+}
+
+static void batch_end(aemp__conn *c, const char *why)
+{
+    if (!c->batching) return;
+    c->batching = false;
+    set_window_clamp((uv_handle_t *)&c->tcp, BATCH_OPEN_WINDOW);
+    AEMP_LOGD("connection to %s: no read batching (%s)", c->peer[0] ? c->peer : c->ip, why);
+}
+
+/* A socket just connected, before any data: clamp its window for a peer on
+ * this host. Not earlier: a clamp set before the SYN also caps the window
+ * scale, and so the window, for the connection's life. Now the window
+ * offered is still the SYN's, at most 64 KB, which the buffer holds. */
+static void batch_begin(aemp__conn *c)
+{
+    if (!c->node->read_batch_ms || !peer_on_this_host(c)) return;
+    c->batching = true;
+    set_window_clamp((uv_handle_t *)&c->tcp, BATCH_WINDOW);
+}
+
+static void on_batch_timer(uv_timer_t *t)
+{
+    aemp_node *n = t->data;
+    for (aemp__conn *c = n->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->paused) continue;
+        c->paused = false;
+        if (c->state == AEMP__C_UP && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
+            aemp__conn_close(c, AEMP_EIO, "read failed");
+    }
+}
+
+/* After a read of nread bytes was handled: pause this connection if the
+ * peer streams small packets. */
+static void batch_reads(aemp__conn *c, size_t nread)
+{
+    aemp_node *n = c->node;
+    if (!c->batching || c->state != AEMP__C_UP) return;
+    if (c->big_packet) {
+        batch_end(c, "large packets");
+        return;
+    }
+    /* This read produced a reply: the peer may be waiting for it. */
+    if (c->wbuf.len || c->tbuf.len) {
+        c->small_reads = 0;
+        return;
+    }
+    /* A large read: the node is behind, read on. Once the peer streams,
+     * the large reads are what waited during a pause: the stream goes on. */
+    if (nread >= BATCH_SMALL_READ) {
+        if (c->small_reads >= BATCH_STREAK) return;
+        c->small_reads = 0;
+        /* Large reads in a row, before any stream of small ones: the peer
+         * writes in large batches itself (a C node does); the clamped
+         * window would only slow it down. */
+        if (nread >= BATCH_WINDOW / 2 && ++c->big_reads >= BATCH_BIG_READS)
+            batch_end(c, "the peer writes in large batches");
+        else if (nread < BATCH_WINDOW / 2)
+            c->big_reads = 0;
+        return;
+    }
+    c->big_reads = 0;
+    /* Caught up: pause if the peer streams. */
+    if (c->small_reads < BATCH_STREAK && ++c->small_reads == BATCH_STREAK)
+        AEMP_LOGD("connection to %s: small packets streaming in, reading in batches", c->peer);
+    if (c->small_reads < BATCH_STREAK) return;
+    if (uv_read_stop((uv_stream_t *)&c->tcp)) return;
+    c->paused = true;
+    if (!uv_is_active((uv_handle_t *)&n->batch_timer))
+        uv_timer_start(&n->batch_timer, on_batch_timer, n->read_batch_ms, 0);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     aemp__conn *c = s->data;
@@ -481,6 +618,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         handshake_input(c);
     } else if (c->state == AEMP__C_UP) {
         process_packets(c);
+        batch_reads(c, (size_t)nread);
         /* libuv reads up to 32 chunks per wake-up before the loop turns;
          * replies (acks, answers) produced by this chunk leave now rather
          * than after all of them, so a peer waiting on them keeps sending. */
@@ -570,6 +708,7 @@ static void on_connection(uv_stream_t *server, int status)
     }
     peer_ip(&c->tcp, c->ip, sizeof c->ip);
     uv_tcp_nodelay(&c->tcp, 1);
+    batch_begin(c);
     if (n->tls_ctx && aemp__tls_new(n->tls_ctx, true, NULL, &c->tls)) {
         aemp__conn_close(c, AEMP_ENOMEM, "out of memory");
         return;
@@ -595,6 +734,7 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    batch_begin(c);
     c->state = AEMP__C_HANDSHAKE;
     aemp_node *n = c->node;
     int rc = 0;

@@ -16,6 +16,7 @@
 #define DEFAULT_MAX_PACKET (128u * 1024 * 1024)
 #define DEFAULT_MAX_CONNECTIONS 1024
 #define DEFAULT_MAX_PENDING (64u * 1024 * 1024)
+#define DEFAULT_READ_BATCH_MS 1
 
 uint64_t aemp__now_ms(const aemp_node *n)
 {
@@ -148,6 +149,9 @@ int aemp_node_create(uv_loop_t *loop, const aemp_node_config *cfg, aemp_node **o
     n->max_packet = cfg->max_packet ? cfg->max_packet : DEFAULT_MAX_PACKET;
     n->max_connections = cfg->max_connections ? cfg->max_connections : DEFAULT_MAX_CONNECTIONS;
     n->max_pending = cfg->max_pending ? cfg->max_pending : DEFAULT_MAX_PENDING;
+    if (cfg->read_batch_ms >= 0)
+        n->read_batch_ms =
+            cfg->read_batch_ms ? (unsigned)cfg->read_batch_ms : DEFAULT_READ_BATCH_MS;
     n->ready_cb = cfg->ready_cb;
     n->ready_arg = cfg->ready_arg;
     n->nodes_cb = cfg->nodes_cb;
@@ -174,6 +178,8 @@ int aemp_node_create(uv_loop_t *loop, const aemp_node_config *cfg, aemp_node **o
     n->timer.data = n;
     uv_timer_init(loop, &n->ready_timer);
     n->ready_timer.data = n;
+    uv_timer_init(loop, &n->batch_timer);
+    n->batch_timer.data = n;
     uv_prepare_init(loop, &n->flusher);
     n->flusher.data = n;
     uv_idle_init(loop, &n->deferred_idle);
@@ -267,6 +273,7 @@ void aemp_node_close(aemp_node *n, void (*closed_cb)(void *arg), void *arg)
     aemp__conn_flush_all(n);
     close_handle(n, (uv_handle_t *)&n->timer);
     close_handle(n, (uv_handle_t *)&n->ready_timer);
+    close_handle(n, (uv_handle_t *)&n->batch_timer);
     close_handle(n, (uv_handle_t *)&n->flusher);
     close_handle(n, (uv_handle_t *)&n->deferred_idle);
     if (n->listener_init) close_handle(n, (uv_handle_t *)&n->listener);

@@ -92,10 +92,16 @@ struct aemp__conn {
     char ip[64];
     aemp__hs hs;
     bool hs_started;
-    aemp__tls *tls; /* NULL on plain TCP */
-    aemp_buf cbuf;  /* TLS: ciphertext received */
-    aemp_buf tbuf;  /* TLS: ciphertext to send */
-    uint64_t flags; /* negotiated, once up */
+    /* read batching (conn.c): */
+    bool batching;        /* window still clamped: batching possible */
+    bool paused;          /* reading stopped until node->batch_timer fires */
+    bool big_packet;      /* a packet over BATCH_MAX_PACKET arrived */
+    uint16_t small_reads; /* small reads in a row with nothing written back */
+    uint16_t big_reads;   /* reads of half a clamped window or more in a row */
+    aemp__tls *tls;       /* NULL on plain TCP */
+    aemp_buf cbuf;        /* TLS: ciphertext received */
+    aemp_buf tbuf;        /* TLS: ciphertext to send */
+    uint64_t flags;       /* negotiated, once up */
     aemp_buf rbuf;
     aemp_buf wbuf;    /* queued, written at the end of this loop turn */
     aemp_buf wflight; /* being written */
@@ -149,6 +155,7 @@ struct aemp_node {
     unsigned max_connections;
     unsigned nconns;
     size_t max_pending;
+    unsigned read_batch_ms; /* 0: off */
     void (*ready_cb)(aemp_node *, int, void *);
     void *ready_arg;
     bool ready_reported;
@@ -162,6 +169,7 @@ struct aemp_node {
     bool listener_init;
     uv_timer_t timer;       /* ticks and handshake timeouts */
     uv_timer_t ready_timer; /* reports readiness of client-only nodes */
+    uv_timer_t batch_timer; /* resumes connections paused by read batching */
     uv_prepare_t flusher;
     uv_idle_t deferred_idle;
     aemp__epmd_reg *epmd;
