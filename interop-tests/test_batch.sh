@@ -1,5 +1,5 @@
 # shellcheck shell=bash source-path=SCRIPTDIR
-# batch: an Erlang node streams 300,000 small messages one way to a C node
+# batch: an Erlang node streams 105,000 small messages one way to a C node
 # on the same host; the C node reads them in batches (read_batch_ms, its
 # debug log says so) and counts every message and byte.
 set -euo pipefail

@@ -46,6 +46,7 @@
 #define BATCH_BIG_READS 16
 #define BATCH_WINDOW (32 * 1024)
 #define BATCH_OPEN_WINDOW (32 * 1024 * 1024)
+#define BATCH_RCVBUF (4 * 1024 * 1024) /* asked for: the kernel doubles it, up to 2 x rmem_max */
 
 static void conn_unref(aemp__conn *c);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -469,8 +470,25 @@ static void set_window_clamp(uv_handle_t *h, int bytes)
     if (uv_fileno(h, &fd) == 0)
         (void)setsockopt(fd, IPPROTO_TCP, TCP_WINDOW_CLAMP, &bytes, sizeof bytes);
 }
+
+/* A full window of tiny segments takes far more buffer than its bytes (each
+ * segment carries a whole sk_buff): a buffer this large holds it, where the
+ * default initial 128 KB could overflow and drop segments. Setting it ends
+ * the kernel's automatic sizing for this socket, which for a peer on this
+ * host (microsecond round trips) never needs more. */
+static void set_rcvbuf(uv_handle_t *h, int bytes)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno(h, &fd) == 0) (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+}
 #else
 static void set_window_clamp(uv_handle_t *h, int bytes)
+{
+    (void)h;
+    (void)bytes;
+}
+
+static void set_rcvbuf(uv_handle_t *h, int bytes)
 {
     (void)h;
     (void)bytes;
@@ -510,6 +528,7 @@ static void batch_begin(aemp__conn *c)
     if (!c->node->read_batch_ms || !peer_on_this_host(c)) return;
     c->batching = true;
     set_window_clamp((uv_handle_t *)&c->tcp, BATCH_WINDOW);
+    set_rcvbuf((uv_handle_t *)&c->tcp, BATCH_RCVBUF);
 }
 
 static void on_batch_timer(uv_timer_t *t)
