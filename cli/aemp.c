@@ -5,6 +5,7 @@
 #include "aemp.h"
 #include "profile.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,8 @@ static void usage(FILE *f)
                "  aemp version\n"
                "run and ping take --tls-cert FILE --tls-key FILE --tls-ca FILE for TLS\n"
                "distribution (as erl -proto_dist inet_tls); run takes --ticktime S\n"
-               "(as net_ticktime, default 60). run and ping take --profile P: the\n"
+               "(as net_ticktime, default 60) and --read-batch MS (read batching, default\n"
+               "1 ms, 0 off). run and ping take --profile P: the\n"
                "settings of profile P win over the options; run needs no NAME when P\n"
                "sets nodeid.\n"
                "NAME and NODE are alive@host, or alive for alive@<short host name>.\n"
@@ -36,6 +38,7 @@ struct opts {
     unsigned port;
     const char *tls_cert, *tls_key, *tls_ca;
     unsigned ticktime;
+    int read_batch_ms; /* as aemp_node_config: 0 default, -1 off */
     const char *profile;
 };
 
@@ -52,6 +55,15 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                 return -1;
             }
             o->ticktime = (unsigned)t;
+        } else if (strcmp(argv[i], "--read-batch") == 0 && i + 1 < argc) {
+            char *end;
+            unsigned long ms = strtoul(argv[++i], &end, 10);
+            if (*end || !isdigit((unsigned char)argv[i][0]) || ms > 1000) {
+                fprintf(stderr, "aemp: bad read batch '%s' (milliseconds, 0..1000, 0: off)\n",
+                        argv[i]);
+                return -1;
+            }
+            o->read_batch_ms = ms ? (int)ms : -1;
         } else if (strcmp(argv[i], "--profile") == 0 && i + 1 < argc) {
             o->profile = argv[++i];
         } else if (strcmp(argv[i], "--tls-cert") == 0 && i + 1 < argc) {
@@ -189,6 +201,7 @@ static int cmd_run(int argc, char **argv)
     cfg.cookie = o.cookie;
     cfg.listen_port = (uint16_t)o.port;
     cfg.net_ticktime = o.ticktime;
+    cfg.read_batch_ms = o.read_batch_ms;
     cfg.tls_cert = o.tls_cert;
     cfg.tls_key = o.tls_key;
     cfg.tls_ca = o.tls_ca;

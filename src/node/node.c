@@ -206,6 +206,10 @@ int aemp_node_create(uv_loop_t *loop, const aemp_node_config *cfg, aemp_node **o
     }
     AEMP_LOGI("node %s started (listening on %u, creation %u)", n->name, n->listen_port,
               n->creation);
+    if (n->read_batch_ms)
+        AEMP_LOGD("read batching: %u ms for streams from peers on this host", n->read_batch_ms);
+    else
+        AEMP_LOGD("read batching off");
     *out = n;
     return 0;
 fail:

@@ -32,6 +32,7 @@ enum key_id {
     K_MAX_PACKET,
     K_MAX_CONNECTIONS,
     K_MAX_PENDING,
+    K_READ_BATCH,
     K_TLS_CERT,
     K_TLS_KEY,
     K_TLS_CA,
@@ -69,6 +70,8 @@ static const struct key_def {
     [K_MAX_PACKET] = {"max_packet", V_NUMBER, 1, UINT32_MAX},
     [K_MAX_CONNECTIONS] = {"max_connections", V_NUMBER, 1, 1048576},
     [K_MAX_PENDING] = {"max_pending", V_NUMBER, 1, SIZE_MAX},
+    /* milliseconds; 0 turns read batching off (read_batch_ms < 0) */
+    [K_READ_BATCH] = {"read_batch_ms", V_NUMBER, 0, 1000},
     [K_TLS_CERT] = {"tls_cert", V_PATH, 1, PATH_MAX - 1},
     [K_TLS_KEY] = {"tls_key", V_PATH, 1, PATH_MAX - 1},
     [K_TLS_CA] = {"tls_ca", V_PATH, 1, PATH_MAX - 1},
@@ -751,6 +754,9 @@ int aemp_profile_apply(const aemp_profile *p, aemp_node_config *cfg)
             break;
         case K_MAX_PENDING:
             cfg->max_pending = (size_t)num_value(p, k);
+            break;
+        case K_READ_BATCH:
+            cfg->read_batch_ms = num_value(p, k) ? (int)num_value(p, k) : -1;
             break;
         case K_TLS_CERT:
             cfg->tls_cert = p->val[k];

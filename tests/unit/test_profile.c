@@ -122,6 +122,7 @@ Test(profile, parse_keys_comments_and_blanks)
                "max_packet = 4294967295\n"
                "max_connections = 10\n"
                "max_pending = 1048576\n"
+               "read_batch_ms = 5\n"
                "tls_cert = /etc/aemp/my cert.pem\n"
                "tls_key = /etc/aemp/a.key\n"
                "tls_ca = /etc/aemp/ca.pem\n"
@@ -135,6 +136,7 @@ Test(profile, parse_keys_comments_and_blanks)
     cr_assert_str_eq(aemp_profile_get(p, "secret"), "s3cr#et");
     cr_assert_str_eq(aemp_profile_get(p, "listen_port"), "0");
     cr_assert_str_eq(aemp_profile_get(p, "max_packet"), "4294967295");
+    cr_assert_str_eq(aemp_profile_get(p, "read_batch_ms"), "5");
     cr_assert_str_eq(aemp_profile_get(p, "tls_cert"), "/etc/aemp/my cert.pem");
     cr_assert_str_eq(aemp_profile_get(p, "tls_verify"), "no");
     cr_assert_null(aemp_profile_get(p, "parent"));
@@ -152,9 +154,10 @@ Test(profile, key_list)
     size_t n = 0;
     while (aemp_profile_key(n))
         n++;
-    cr_assert_eq(n, 14);
+    cr_assert_eq(n, 15);
     cr_assert_str_eq(aemp_profile_key(0), "parent");
-    cr_assert_str_eq(aemp_profile_key(13), "tls_verify");
+    cr_assert_str_eq(aemp_profile_key(10), "read_batch_ms");
+    cr_assert_str_eq(aemp_profile_key(14), "tls_verify");
 }
 
 Test(profile, missing_file_or_profile)
@@ -252,6 +255,7 @@ Test(profile, bad_numbers)
         "max_packet = 4294967296", "max_connections = 12abc",
         "handshake_timeout_ms = ", "max_pending = 0x10",
         "net_ticktime = +5",       "max_pending = 99999999999999999999999",
+        "read_batch_ms = 1001",    "read_batch_ms = -1",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char text[256];
@@ -535,7 +539,7 @@ Test(profile, apply_tls_verify_yes_and_numbers)
     write_file(file,
                "[a]\ntls_verify = yes\nlisten_port = 0\nepmd_port = 65535\n"
                "handshake_timeout_ms = 3600000\nmax_connections = 1048576\n"
-               "max_pending = 18446744073\n",
+               "max_pending = 18446744073\nread_batch_ms = 0\n",
                0600);
     aemp_profile *p = NULL;
     cr_assert_eq(aemp_profile_load(file, "a", &p), 0, "%s", logged);
@@ -549,6 +553,7 @@ Test(profile, apply_tls_verify_yes_and_numbers)
     cr_assert_eq(cfg.handshake_timeout_ms, 3600000);
     cr_assert_eq(cfg.max_connections, 1048576);
     cr_assert_eq(cfg.max_pending, (size_t)18446744073ULL);
+    cr_assert_eq(cfg.read_batch_ms, -1, "read_batch_ms = 0 turns batching off");
     cr_assert_null(cfg.name);
     aemp_profile_free(p);
 }
