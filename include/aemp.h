@@ -255,17 +255,18 @@ typedef struct aemp_node_config {
      * is not sent and the sender knows it) until the queue drains; a message
      * to a peer with an empty queue is always taken, however large. */
     size_t max_pending;
-    /* Read batching, in milliseconds; 0 means 1, negative turns it off
-     * (Linux only; elsewhere always off). When a peer on the same host
-     * streams small packets and this node writes nothing back, the node
-     * shrinks that connection's TCP receive buffer and, each time it has
-     * caught up, waits read_batch_ms before reading again, so that the
-     * peer's writes coalesce: it then sends many messages per TCP segment
-     * and spends far less CPU per message (an Erlang sender streaming
-     * 100-byte messages runs about 1.5 times as fast, docs/benchmarks.md).
-     * Messages of such a stream wait at most about read_batch_ms; replies,
-     * packets over 4 KB and peers on other hosts are never delayed, and a
-     * packet over 4 KB gives the connection a large buffer back. */
+    /* Read batching, in milliseconds; 0 means 1, negative turns it off.
+     * A connection with a peer on the same host gets a small TCP receive
+     * buffer; when that peer streams small packets (4 KB or less) and this
+     * node writes nothing back, the node waits read_batch_ms each time it
+     * has caught up before reading again, so that the peer's writes
+     * coalesce: it then sends many messages per TCP segment and spends far
+     * less CPU per message (an Erlang sender streaming 100-byte messages
+     * runs about 1.5 times as fast, docs/benchmarks.md). Messages of such a
+     * stream wait at most about read_batch_ms; replies and request/reply
+     * traffic are never delayed. Peers on other hosts are never batched;
+     * a packet over 4 KB, or a peer that writes in large batches itself,
+     * gives the connection a large buffer and ends batching on it. */
     int read_batch_ms;
     /* Called once when the EPMD registration completes (status 0) or fails
      * (e.g. AEMP_EEXIST: the name is taken); may be NULL. */

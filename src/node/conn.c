@@ -9,10 +9,8 @@
 
 #include <arpa/inet.h>
 #include <stdlib.h>
-#ifdef __linux__
 #include <netinet/in.h>
 #include <sys/socket.h>
-#endif
 
 #define READ_CHUNK 65536
 /* Buffers up to BUSY_BUF_KEEP stay allocated while traffic flows, so that a
@@ -28,25 +26,28 @@
  * kernel then spends more time on each message than the sender itself. When
  * the receiver falls behind, the peer's writes pile up in its socket buffer
  * and leave in large segments, cheaply. So the node falls behind on
- * purpose, a little: connections with a peer on this host start with their
- * receive window clamped to BATCH_WINDOW, and once the peer has sent BATCH_STREAK small
- * reads in a row with nothing written back, the node waits read_batch_ms
- * each time it has caught up before reading again; the window closes
- * meanwhile and the peer's writes coalesce. Anything written to the peer
- * restarts the count, so request/reply traffic is never delayed. A window
- * may grow but never shrink safely (the kernel drops what arrives beyond a
- * buffer made smaller than the window it already offered), so the first
- * packet over BATCH_MAX_PACKET opens the window for good and ends batching
- * on that connection, as do BATCH_BIG_READS
- * reads of half a window or more in a row (a peer that batches its writes
- * itself). */
+ * purpose, a little: a connection with a peer on this host starts with a
+ * small receive buffer (BATCH_RCVBUF: the kernel sizes the window from it),
+ * and once the peer has sent BATCH_STREAK small reads in a row with nothing
+ * written back, the node waits read_batch_ms each time it has caught up
+ * before reading again; the window closes meanwhile and the peer's writes
+ * coalesce. Anything written to the peer restarts the count, so
+ * request/reply traffic is never delayed. A buffer may grow but never
+ * shrink safely once data flows (the kernel drops what arrives beyond a
+ * buffer made smaller than the window it already offered), so it is set
+ * right after connect/accept, and the first packet over BATCH_MAX_PACKET,
+ * or BATCH_BIG_READS reads of BATCH_BIG_READ bytes or more in a row (a
+ * peer that batches its writes itself), gives the connection a large
+ * buffer and ends batching on it for good. */
 #define BATCH_SMALL_READ 4096
 #define BATCH_STREAK 8
 #define BATCH_MAX_PACKET 4096
+#define BATCH_BIG_READ (16 * 1024)
 #define BATCH_BIG_READS 16
-#define BATCH_WINDOW (32 * 1024)
-#define BATCH_OPEN_WINDOW (32 * 1024 * 1024)
-#define BATCH_RCVBUF (4 * 1024 * 1024) /* asked for: the kernel doubles it, up to 2 x rmem_max */
+/* SO_RCVBUF values asked for; the kernel doubles them, and caps them at
+ * 2 x net.core.rmem_max. */
+#define BATCH_RCVBUF (96 * 1024)
+#define BATCH_OPEN_RCVBUF (4 * 1024 * 1024)
 
 static void conn_unref(aemp__conn *c);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -463,37 +464,14 @@ static void handshake_input(aemp__conn *c)
 /* read batching                                                      */
 /* ------------------------------------------------------------------ */
 
-#ifdef __linux__
-static void set_window_clamp(uv_handle_t *h, int bytes)
-{
-    uv_os_fd_t fd;
-    if (uv_fileno(h, &fd) == 0)
-        (void)setsockopt(fd, IPPROTO_TCP, TCP_WINDOW_CLAMP, &bytes, sizeof bytes);
-}
-
-/* A full window of tiny segments takes far more buffer than its bytes (each
- * segment carries a whole sk_buff): a buffer this large holds it, where the
- * default initial 128 KB could overflow and drop segments. Setting it ends
- * the kernel's automatic sizing for this socket, which for a peer on this
- * host (microsecond round trips) never needs more. */
+/* Setting SO_RCVBUF ends the kernel's automatic sizing of this socket's
+ * buffer, which for a peer on this host (microsecond round trips) is never
+ * needed. */
 static void set_rcvbuf(uv_handle_t *h, int bytes)
 {
     uv_os_fd_t fd;
     if (uv_fileno(h, &fd) == 0) (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
 }
-#else
-static void set_window_clamp(uv_handle_t *h, int bytes)
-{
-    (void)h;
-    (void)bytes;
-}
-
-static void set_rcvbuf(uv_handle_t *h, int bytes)
-{
-    (void)h;
-    (void)bytes;
-}
-#endif
 
 /* Batching helps when the peer's CPU, not the network, limits the stream,
  * and only peers on this host are sure to be close: the peer's address is
@@ -515,19 +493,17 @@ static void batch_end(aemp__conn *c, const char *why)
 {
     if (!c->batching) return;
     c->batching = false;
-    set_window_clamp((uv_handle_t *)&c->tcp, BATCH_OPEN_WINDOW);
+    set_rcvbuf((uv_handle_t *)&c->tcp, BATCH_OPEN_RCVBUF);
     AEMP_LOGD("connection to %s: no read batching (%s)", c->peer[0] ? c->peer : c->ip, why);
 }
 
-/* A socket just connected, before any data: clamp its window for a peer on
- * this host. Not earlier: a clamp set before the SYN also caps the window
- * scale, and so the window, for the connection's life. Now the window
- * offered is still the SYN's, at most 64 KB, which the buffer holds. */
+/* A socket just connected, before any data: read batching for a peer on
+ * this host. The window offered so far is the SYN's, at most 64 KB, which
+ * the small buffer holds. */
 static void batch_begin(aemp__conn *c)
 {
     if (!c->node->read_batch_ms || !peer_on_this_host(c)) return;
     c->batching = true;
-    set_window_clamp((uv_handle_t *)&c->tcp, BATCH_WINDOW);
     set_rcvbuf((uv_handle_t *)&c->tcp, BATCH_RCVBUF);
 }
 
@@ -566,9 +542,9 @@ static void batch_reads(aemp__conn *c, size_t nread)
         /* Large reads in a row, before any stream of small ones: the peer
          * writes in large batches itself (a C node does); the clamped
          * window would only slow it down. */
-        if (nread >= BATCH_WINDOW / 2 && ++c->big_reads >= BATCH_BIG_READS)
+        if (nread >= BATCH_BIG_READ && ++c->big_reads >= BATCH_BIG_READS)
             batch_end(c, "the peer writes in large batches");
-        else if (nread < BATCH_WINDOW / 2)
+        else if (nread < BATCH_BIG_READ)
             c->big_reads = 0;
         return;
     }
