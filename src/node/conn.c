@@ -539,9 +539,9 @@ static void batch_reads(aemp__conn *c, size_t nread)
     if (nread >= BATCH_SMALL_READ) {
         if (c->small_reads >= BATCH_STREAK) return;
         c->small_reads = 0;
-        /* Large reads in a row, before any stream of small ones: the peer
-         * writes in large batches itself (a C node does); the clamped
-         * window would only slow it down. */
+        /* Large reads in a row, none of them after a pause of ours (pauses
+         * reset the count): the peer writes in large batches itself (a C
+         * node does); the small buffer would only slow it down. */
         if (nread >= BATCH_BIG_READ && ++c->big_reads >= BATCH_BIG_READS)
             batch_end(c, "the peer writes in large batches");
         else if (nread < BATCH_BIG_READ)
@@ -555,6 +555,7 @@ static void batch_reads(aemp__conn *c, size_t nread)
     if (c->small_reads < BATCH_STREAK) return;
     if (uv_read_stop((uv_stream_t *)&c->tcp)) return;
     c->paused = true;
+    c->big_reads = 0;
     if (!uv_is_active((uv_handle_t *)&n->batch_timer))
         uv_timer_start(&n->batch_timer, on_batch_timer, n->read_batch_ms, 0);
 }

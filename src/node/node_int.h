@@ -93,11 +93,11 @@ struct aemp__conn {
     aemp__hs hs;
     bool hs_started;
     /* read batching (conn.c): */
-    bool batching;        /* window still clamped: batching possible */
+    bool batching;        /* small receive buffer: batching possible */
     bool paused;          /* reading stopped until node->batch_timer fires */
     bool big_packet;      /* a packet over BATCH_MAX_PACKET arrived */
     uint16_t small_reads; /* small reads in a row with nothing written back */
-    uint16_t big_reads;   /* reads of half a clamped window or more in a row */
+    uint16_t big_reads;   /* reads of BATCH_BIG_READ or more in a row */
     aemp__tls *tls;       /* NULL on plain TCP */
     aemp_buf cbuf;        /* TLS: ciphertext received */
     aemp_buf tbuf;        /* TLS: ciphertext to send */
