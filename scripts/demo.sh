@@ -18,14 +18,33 @@ fi
 host=$(hostname -s)
 cookie=aemp-demo
 echo "== demo: C node demo@$host and Erlang node erldemo@$host"
+# No log of an earlier run: tee creates the file when it starts, and a
+# stale one could be read (and then truncated) before that.
+rm -f build/demo-c.log
 ./build/example_demo demo "$cookie" > >(tee build/demo-c.log) 2>&1 &
 cpid=$!
 trap 'kill $cpid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q "greeter registered" build/demo-c.log && break; sleep 0.1; done
-grep -q "greeter registered" build/demo-c.log || { cat build/demo-c.log; echo "demo: C node did not start"; exit 1; }
+started=0
+for _ in $(seq 100); do
+    if grep -q "greeter registered" build/demo-c.log 2>/dev/null; then
+        started=1
+        break
+    fi
+    sleep 0.1
+done
+[ "$started" = 1 ] || {
+    cat build/demo-c.log 2>/dev/null
+    echo "demo: C node did not start within 10 s"
+    exit 1
+}
 
 erl -sname erldemo -setcookie "$cookie" -noshell -start_epmd false -pa build \
     -run demo run "demo@$host"
 # The C node exits when the Erlang node goes away.
 for _ in $(seq 100); do kill -0 $cpid 2>/dev/null || break; sleep 0.1; done
-grep -q "node down" build/demo-c.log && echo "== demo finished"
+if grep -q "node down" build/demo-c.log; then
+    echo "== demo finished"
+else
+    echo "demo: the C node did not report the Erlang node going away"
+    exit 1
+fi
