@@ -263,10 +263,11 @@ typedef struct aemp_node_config {
      * coalesce: it then sends many messages per TCP segment and spends far
      * less CPU per message (an Erlang sender streaming 100-byte messages
      * runs about 1.5 times as fast, docs/benchmarks.md). Messages of such a
-     * stream wait at most about read_batch_ms; replies and request/reply
-     * traffic are never delayed. Peers on other hosts are never batched;
-     * a packet over 4 KB, or a peer that writes in large batches itself,
-     * gives the connection a large buffer and ends batching on it. */
+     * stream wait up to read_batch_ms + 1 ms longer (libuv timers count
+     * whole milliseconds); replies and request/reply traffic are never
+     * delayed. Peers on other hosts are never batched; a packet over 4 KB,
+     * or a peer that writes in large batches itself, gives the connection
+     * a large buffer and ends batching on it. */
     int read_batch_ms;
     /* Called once when the EPMD registration completes (status 0) or fails
      * (e.g. AEMP_EEXIST: the name is taken); may be NULL. */
