@@ -255,7 +255,8 @@ typedef struct aemp_node_config {
      * is not sent and the sender knows it) until the queue drains; a message
      * to a peer with an empty queue is always taken, however large. */
     size_t max_pending;
-    /* Read batching, in milliseconds; 0 means 1, negative turns it off.
+    /* Read batching, in milliseconds, at most 1000 (more: aemp_node_create
+     * fails with AEMP_EINVAL); 0 means 1, negative turns it off.
      * A connection with a peer on the same host gets a small TCP receive
      * buffer; when that peer streams small packets (4 KB or less) and this
      * node writes nothing back, the node waits read_batch_ms each time it

@@ -17,6 +17,7 @@
 #define DEFAULT_MAX_CONNECTIONS 1024
 #define DEFAULT_MAX_PENDING (64u * 1024 * 1024)
 #define DEFAULT_READ_BATCH_MS 1
+#define MAX_READ_BATCH_MS 1000
 
 uint64_t aemp__now_ms(const aemp_node *n)
 {
@@ -118,6 +119,11 @@ static void on_ready_timer(uv_timer_t *t)
 int aemp_node_create(uv_loop_t *loop, const aemp_node_config *cfg, aemp_node **out)
 {
     if (!loop || !cfg || !cfg->name || !out) return AEMP_EINVAL;
+    if (cfg->read_batch_ms > MAX_READ_BATCH_MS) {
+        AEMP_LOGE("read_batch_ms %d is over the limit of %d ms", cfg->read_batch_ms,
+                  MAX_READ_BATCH_MS);
+        return AEMP_EINVAL;
+    }
     aemp_node *n = calloc(1, sizeof *n);
     if (!n) return AEMP_ENOMEM;
     n->loop = loop;

@@ -214,6 +214,18 @@ Test(batch, request_reply_is_never_batched)
     stop_node(&b);
 }
 
+Test(batch, read_batch_ms_over_a_second_is_refused)
+{
+    aemp_node_config cfg = {0};
+    cfg.name = "a@127.0.0.1";
+    cfg.cookie = "secret";
+    cfg.epmd_port = epmd_port;
+    cfg.read_batch_ms = 1001;
+    aemp_node *n = NULL;
+    cr_assert_eq(aemp_node_create(&loop, &cfg, &n), AEMP_EINVAL);
+    cr_assert_null(n);
+}
+
 Test(batch, negative_read_batch_ms_turns_it_off)
 {
     capture_start();
