@@ -309,18 +309,25 @@ void aemp__conn_shutdown(aemp__conn *c)
 /* reading                                                            */
 /* ------------------------------------------------------------------ */
 
+/* The free space at the end of b, with at least want bytes; a NULL base
+ * when memory is short (on_read reports it). */
+static void read_space(aemp_buf *b, size_t want, uv_buf_t *buf)
+{
+    if (aemp__buf_reserve(b, want)) {
+        buf->base = NULL;
+        buf->len = 0;
+        return;
+    }
+    buf->base = b->data + b->len;
+    buf->len = b->cap - b->len;
+}
+
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     aemp__conn *c = h->data;
     size_t want = READ_CHUNK;
     if (c->tls) {
-        if (aemp__buf_reserve(&c->cbuf, want)) {
-            buf->base = NULL;
-            buf->len = 0;
-            return;
-        }
-        buf->base = c->cbuf.data + c->cbuf.len;
-        buf->len = c->cbuf.cap - c->cbuf.len;
+        read_space(&c->cbuf, want, buf);
         return;
     }
     /* A large packet in progress: read straight into its final place. */
@@ -329,13 +336,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
         if (plen <= c->node->max_packet && plen + 4 > c->rbuf.len + want)
             want = plen + 4 - c->rbuf.len;
     }
-    if (aemp__buf_reserve(&c->rbuf, want)) {
-        buf->base = NULL;
-        buf->len = 0;
-        return;
-    }
-    buf->base = c->rbuf.data + c->rbuf.len;
-    buf->len = c->rbuf.cap - c->rbuf.len;
+    read_space(&c->rbuf, want, buf);
 }
 
 /* A peer with a shorter net_ticktime than ours expects to hear from us more
