@@ -42,6 +42,15 @@ struct opts {
     const char *profile;
 };
 
+/* What run and ping take alike: the cookie and the TLS files. */
+static void config_from_opts(const struct opts *o, aemp_node_config *cfg)
+{
+    cfg->cookie = o->cookie;
+    cfg->tls_cert = o->tls_cert;
+    cfg->tls_key = o->tls_key;
+    cfg->tls_ca = o->tls_ca;
+}
+
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
     for (int i = 0; i < argc; i++) {
@@ -197,14 +206,11 @@ static int cmd_run(int argc, char **argv)
     struct run_state st = {0};
     st.loop = uv_default_loop();
     aemp_node_config cfg = {0};
+    config_from_opts(&o, &cfg);
     cfg.name = o.name;
-    cfg.cookie = o.cookie;
     cfg.listen_port = (uint16_t)o.port;
     cfg.net_ticktime = o.ticktime;
     cfg.read_batch_ms = o.read_batch_ms;
-    cfg.tls_cert = o.tls_cert;
-    cfg.tls_key = o.tls_key;
-    cfg.tls_ca = o.tls_ca;
     cfg.ready_cb = on_ready;
     cfg.ready_arg = &st;
     cfg.nodes_cb = on_nodes;
@@ -320,12 +326,9 @@ static int cmd_ping(int argc, char **argv)
         return 1;
     }
     aemp_node_config cfg = {0};
+    config_from_opts(&o, &cfg);
     cfg.name = myname;
-    cfg.cookie = o.cookie;
     cfg.client_only = 1;
-    cfg.tls_cert = o.tls_cert;
-    cfg.tls_key = o.tls_key;
-    cfg.tls_ca = o.tls_ca;
     cfg.nodes_cb = ping_nodes;
     cfg.nodes_arg = &st;
     cfg.fail_cb = ping_fail;
