@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "aemp.h"
+#include "say.h"
 
 #define DEFAULT_TIMEOUT_MS 20000
 /* After the refusal is logged, wait this long for a (wrong) up event. */
@@ -80,16 +81,6 @@ static const char *stage_name(enum stage s)
         return "waiting for the node-down event";
     }
     return "unknown stage";
-}
-
-static void say(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    putchar('\n');
-    fflush(stdout);
 }
 
 static int contains_nocase(const char *hay, const char *needle)

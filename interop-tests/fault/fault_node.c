@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../say.h"
 #include "aemp.h"
 
 struct sink {
@@ -63,17 +64,6 @@ static int64_t wall_ms(void)
     uv_timeval64_t tv;
     if (uv_gettimeofday(&tv) != 0) return -1;
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    putchar('\n');
-    fflush(stdout);
 }
 
 static void send_to_peer(struct fault *f, const char *fmt, ...)
