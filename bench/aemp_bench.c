@@ -373,7 +373,7 @@ static void nodes_cb(aemp_node *node, const char *peer, int up, const char *reas
     struct bench *b = arg;
     /* Only a lost target matters: the controller leaving at the end is not
      * news. */
-    if (up || b->job == JOB_NONE || strcmp(peer, b->target.node) != 0) return;
+    if (up || b->job == JOB_NONE || strcmp(peer, aemp_addr_node_name(&b->target)) != 0) return;
     fprintf(stderr, "aemp_bench %s: node %s down: %s\n", aemp_node_name(node), peer,
             reason ? reason : "?");
     job_fail(b, "connection to the target lost", AEMP_ECLOSED);
@@ -385,7 +385,7 @@ static void fail_cb(aemp_node *node, const char *peer, int err, const char *reas
     struct bench *b = arg;
     fprintf(stderr, "aemp_bench %s: connection to %s failed: %s (%zu messages dropped)\n",
             aemp_node_name(node), peer, reason ? reason : "?", dropped);
-    if (b->job != JOB_NONE && strcmp(peer, b->target.node) == 0)
+    if (b->job != JOB_NONE && strcmp(peer, aemp_addr_node_name(&b->target)) == 0)
         job_fail(b, "connection to the target failed", err);
 }
 

@@ -19,6 +19,12 @@
 extern "C" {
 #endif
 
+/* The library is built with -fvisibility=hidden: what this header declares
+ * is all it exports. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 #define AEMP_VERSION "0.1.0"
 
 /* Longest node name `alive@host` in bytes (Erlang allows 255 characters). */
@@ -103,23 +109,46 @@ void aemp_buf_free(aemp_buf *b);
 /* The encoded term held in b (no copy; valid until b changes). */
 aemp_term aemp_buf_term(const aemp_buf *b);
 
-/* A process address: a pid (kind AEMP_ADDR_PID) or a registered name on a
- * node (kind AEMP_ADDR_NAME). It is a plain value: copy it freely. */
-typedef enum aemp_addr_kind { AEMP_ADDR_PID = 1, AEMP_ADDR_NAME = 2 } aemp_addr_kind;
+/*
+ * An address: a pid (AEMP_ADDR_PID), a registered name on a node
+ * (AEMP_ADDR_NAME), a reference (AEMP_ADDR_REF, e.g. a monitor's) or a
+ * process alias (AEMP_ADDR_ALIAS: a reference messages can be sent to). It
+ * is a plain 32-byte value: copy it freely, compare it with
+ * aemp_addr_equal(). Node and registered names are held as handles into a
+ * process-wide table of interned names (as Erlang's atoms: never freed,
+ * bounded, docs/security.md); read them with aemp_addr_node_name() and
+ * aemp_addr_reg_name(), never through the fields, which are described only
+ * so that the size is known. A zeroed aemp_addr is no address.
+ */
+typedef enum aemp_addr_kind {
+    AEMP_ADDR_PID = 1,
+    AEMP_ADDR_NAME = 2,
+    AEMP_ADDR_REF = 3,
+    AEMP_ADDR_ALIAS = 4,
+} aemp_addr_kind;
 typedef struct aemp_addr {
-    aemp_addr_kind kind;
-    char node[AEMP_MAXNODELEN + 1];
-    char name[AEMP_MAXATOMLEN + 1]; /* AEMP_ADDR_NAME only */
-    uint32_t num;                   /* AEMP_ADDR_PID only */
-    uint32_t serial;
-    uint32_t creation;
+    uint8_t kind;      /* aemp_addr_kind */
+    uint8_t nwords;    /* REF, ALIAS: words used in w (1..5) */
+    uint16_t reserved; /* 0 */
+    uint32_t node;     /* the node name's handle */
+    uint32_t creation; /* PID, REF, ALIAS: the node incarnation */
+    uint32_t w[5];     /* PID: ID and Serial; NAME: the name's handle; REF, ALIAS: words */
 } aemp_addr;
 
-/* Format an address as a port ID: `node#name` for names and
- * `node#<num.serial.creation>` for pids. Returns the length it needs (as
- * snprintf does) or a negative error. */
+/* The node name of an address (`alive@host`), or NULL for none; valid for
+ * the life of the process. */
+const char *aemp_addr_node_name(const aemp_addr *a);
+/* The registered name of an AEMP_ADDR_NAME address, else NULL; valid for the
+ * life of the process. */
+const char *aemp_addr_reg_name(const aemp_addr *a);
+
+/* Format an address as a port ID: `node#name` for names,
+ * `node#<id.serial.creation>` for pids, `node#Ref<creation.w0.w1...>` and
+ * `node#Alias<creation.w0.w1...>` for references and aliases. Returns the
+ * length it needs (as snprintf does) or a negative error. */
 int aemp_addr_format(const aemp_addr *a, char *out, size_t size);
-/* Parse a port ID written by aemp_addr_format(). */
+/* Parse a port ID written by aemp_addr_format(). AEMP_EINVAL if s is not
+ * one, AEMP_ETOOBIG if the table of interned names is full. */
 int aemp_addr_parse(const char *s, aemp_addr *out);
 /* Fill a name address. */
 int aemp_addr_name(aemp_addr *out, const char *node, const char *name);
@@ -137,7 +166,7 @@ int aemp_addr_equal(const aemp_addr *a, const aemp_addr *b);
  *   ~i  integer         (int64_t)
  *   ~u  integer         (uint64_t)
  *   ~f  float           (double)
- *   ~p  pid             (const aemp_addr *, kind AEMP_ADDR_PID)
+ *   ~p  pid or reference (const aemp_addr *, kind PID, REF or ALIAS)
  *   ~t  encoded term    (const aemp_term *)
  *   {...} tuple, [...] proper list, #{K => V, ...} map, and bare atoms
  *   (foo, 'Foo bar'), integers (-12) and floats (1.5) written literally.
@@ -186,6 +215,9 @@ int aemp_get_binary(aemp_cursor *c, const void **ptr, size_t *len);
  * integers 0..255): copies the bytes (latin-1) into out, NUL-terminated. */
 int aemp_get_charlist(aemp_cursor *c, char *out, size_t size);
 int aemp_get_pid(aemp_cursor *c, aemp_addr *out);
+/* A reference (NEWER_REFERENCE_EXT or NEW_REFERENCE_EXT, at most 5 words):
+ * an address of kind AEMP_ADDR_REF. */
+int aemp_get_ref(aemp_cursor *c, aemp_addr *out);
 /* Any value: *t views it in place. */
 int aemp_get_term(aemp_cursor *c, aemp_term *t);
 
@@ -204,9 +236,11 @@ int aemp_term_print(const aemp_term *t, char *out, size_t size);
 typedef struct aemp_node aemp_node;
 
 /* A local port (an Erlang process of this node). A value: a stale port is
- * detected (AEMP_ENOENT), never dereferenced. id 0 is no port. */
+ * detected (AEMP_ENOENT), never dereferenced. Ids are 64-bit and never
+ * reused in a node's life (the pid's ID is the low, its Serial the high 32
+ * bits); id 0 is no port. */
 typedef struct aemp_port {
-    uint32_t id;
+    uint64_t id;
 } aemp_port;
 
 /* Called for each message to a local port. msg and from live in the received
@@ -333,15 +367,64 @@ int aemp_node_is_up(aemp_node *node, const char *peer);
 /* Bytes queued for peer and not yet written to the socket (0 if none). */
 size_t aemp_node_pending(aemp_node *node, const char *peer);
 
+/* Counters of the connection to a peer, since it was made. */
+typedef struct aemp_conn_stats {
+    uint64_t reads;   /* socket reads that returned data */
+    uint64_t packets; /* distribution packets received (ticks included) */
+    size_t queued;    /* bytes waiting to be written (aemp_node_pending) */
+    int batching;     /* 1 while read batching may pause this connection */
+} aemp_conn_stats;
+/* Fill *out for the connection to peer; AEMP_ENOENT if there is none. */
+int aemp_node_stats(aemp_node *node, const char *peer, aemp_conn_stats *out);
+
 /* ------------------------------------------------------------------ */
 /* Ports                                                               */
 /* ------------------------------------------------------------------ */
 
-/* Create a local port whose messages go to cb(arg). */
+/* Create a local port whose messages go to cb(arg). arg belongs to the
+ * caller: the library only passes it to cb, and calls cb no more once the
+ * port is dead (closed, killed, or its node closed), so arg may be freed
+ * when the port's death is known: after aemp_port_close() or
+ * aemp_port_kill() returns outside the port's own callback, after its own
+ * callback that killed it returns, or when closed_cb of aemp_node_close()
+ * runs. */
 int aemp_port_open(aemp_node *node, aemp_recv_cb cb, void *arg, aemp_port *out);
 /* Kill a local port normally (exit reason `normal`). Killing a port that is
- * gone is not an error. Its registered name is released. */
+ * gone is not an error. Its registered name is released; its links and
+ * monitors fire. */
 int aemp_port_close(aemp_node *node, aemp_port port);
+/* Kill a local port with an exit reason (a term): processes linked to it
+ * die too unless the reason is `normal` (Erlang processes that trap exits
+ * get {'EXIT', Pid, Reason}); monitors deliver {'DOWN', Ref, process, Pid,
+ * Reason}. AEMP_EINVAL for a malformed reason; a port that is gone is not
+ * an error. */
+int aemp_port_kill(aemp_node *node, aemp_port port, const aemp_term *reason);
+
+/*
+ * Monitor target (a pid or a registered name, local or remote) on behalf of
+ * local port watcher. When the target dies (or is not there, or its node's
+ * connection is lost), watcher receives {'DOWN', Ref, process, Target,
+ * Reason} as Erlang's erlang:monitor/2 delivers it: Target is the pid, or
+ * {Name, Node} for a name; Reason is the exit reason, `noproc`, or
+ * `noconnection`. *ref (kind AEMP_ADDR_REF) identifies the monitor. Fires
+ * at most once. AEMP_ENOENT if watcher is not a live local port.
+ */
+int aemp_monitor(aemp_node *node, aemp_port watcher, const aemp_addr *target, aemp_addr *ref);
+/* Cancel a monitor made by aemp_monitor() (no 'DOWN' follows); AEMP_ENOENT
+ * if it fired or was cancelled already. */
+int aemp_demonitor(aemp_node *node, const aemp_addr *ref);
+/* Link local port and pid (local or remote), as erlang:link/1: when either
+ * dies with a reason other than `normal`, the other dies with the same
+ * reason (ports do not trap exits; an Erlang process that does gets
+ * {'EXIT', Pid, Reason}); a lost connection breaks the link with
+ * `noconnection`. AEMP_ENOENT if either local end is not there. */
+int aemp_link(aemp_node *node, aemp_port port, const aemp_addr *pid);
+/* Remove a link (no error if there is none). */
+int aemp_unlink(aemp_node *node, aemp_port port, const aemp_addr *pid);
+/* Send an exit signal from port to pid, as erlang:exit/2: `normal` is
+ * ignored by a process that does not trap exits, `kill` kills it with
+ * reason `killed`, anything else kills it with that reason. */
+int aemp_exit(aemp_node *node, aemp_port from, const aemp_addr *pid, const aemp_term *reason);
 /* The address (pid) of a local port. */
 int aemp_port_addr(aemp_node *node, aemp_port port, aemp_addr *out);
 /* Register a local port under an atom name (visible to Erlang as
@@ -385,7 +468,10 @@ enum aemp_rpc_kind {
 
 /* A C function callable as Module:Function(Args...) from Erlang. args is
  * the argument list (a proper list; valid during the call). Append exactly
- * one term to result (empty on entry) and return an aemp_rpc_kind. */
+ * one term to result (empty on entry) and return an aemp_rpc_kind. The
+ * export's arg belongs to the caller: it is passed to cb only, and may be
+ * freed once aemp_unexport() has returned (outside cb) or the node is
+ * closed. */
 typedef int (*aemp_fun_cb)(aemp_node *node, const aemp_term *args, aemp_buf *result, void *arg);
 
 /*
@@ -503,6 +589,10 @@ int aemp_profile_gensecret(char *out, size_t size);
 typedef void (*aemp_names_cb)(int status, const char *text, size_t len, void *arg);
 int aemp_epmd_names(uv_loop_t *loop, const char *host, uint16_t epmd_port, aemp_names_cb cb,
                     void *arg);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }

@@ -167,8 +167,9 @@ static void on_message(aemp_node *node, aemp_port self, const aemp_term *msg, co
             finish(c, 1, "expected {welcome, ErlPid} first");
             return;
         }
-        if (strcmp(pid.node, c->peer) != 0) {
-            finish(c, 1, "welcome pid is on node %s, expected %s", pid.node, c->peer);
+        if (strcmp(aemp_addr_node_name(&pid), c->peer) != 0) {
+            finish(c, 1, "welcome pid is on node %s, expected %s", aemp_addr_node_name(&pid),
+                   c->peer);
             return;
         }
         c->erl_pid = pid;

@@ -102,6 +102,149 @@ int aemp__term_validate_refs(const char *buf, size_t len, size_t *used, unsigned
                              aemp_buf *refpos);
 
 /* ------------------------------------------------------------------ */
+/* term: the external term format tags we read and write ourselves     */
+/* ------------------------------------------------------------------ */
+
+/* Tags of Erlang's external term format (erts/doc erl_ext_dist), for the
+ * codec paths that do not go through ei (addresses, control messages,
+ * distribution headers). */
+enum aemp__ext {
+    AEMP__EXT_VERSION = 131,           /* first byte of a term on its own */
+    AEMP__EXT_DIST_HEADER = 68,        /* after 131: a distribution header */
+    AEMP__EXT_SMALL_INTEGER = 97,      /* u8 */
+    AEMP__EXT_INTEGER = 98,            /* s32 */
+    AEMP__EXT_ATOM_LATIN1 = 100,       /* ATOM_EXT: u16 length, latin-1 */
+    AEMP__EXT_REFERENCE = 101,         /* old reference (refused) */
+    AEMP__EXT_PID = 103,               /* PID_EXT: node, u32 id, u32 serial, u8 creation */
+    AEMP__EXT_SMALL_TUPLE = 104,       /* u8 arity */
+    AEMP__EXT_LARGE_TUPLE = 105,       /* u32 arity */
+    AEMP__EXT_NIL = 106,               /* [] */
+    AEMP__EXT_STRING = 107,            /* u16 length, bytes: a list of small integers */
+    AEMP__EXT_LIST = 108,              /* u32 length, elements, tail */
+    AEMP__EXT_SMALL_BIG = 110,         /* u8 digits, sign, little-endian digits */
+    AEMP__EXT_NEW_REFERENCE = 114,     /* u16 words, node, u8 creation, words */
+    AEMP__EXT_SMALL_ATOM_LATIN1 = 115, /* u8 length, latin-1 */
+    AEMP__EXT_ATOM_UTF8 = 118,         /* u16 length, UTF-8 */
+    AEMP__EXT_SMALL_ATOM_UTF8 = 119,   /* u8 length, UTF-8 */
+    AEMP__EXT_NEW_PID = 88,            /* node, u32 id, u32 serial, u32 creation */
+    AEMP__EXT_NEWER_REFERENCE = 90,    /* u16 words, node, u32 creation, words */
+    AEMP__EXT_PASS_THROUGH = 112,      /* first byte of a packet without a header */
+};
+
+/* ------------------------------------------------------------------ */
+/* term: interned names and compact addresses                          */
+/* ------------------------------------------------------------------ */
+
+/* Bounds of the process-wide table of interned names (node names and
+ * registered names held by addresses): names and bytes of text. */
+#define AEMP__INTERN_MAX (1u << 20)
+#define AEMP__INTERN_MAX_BYTES (64u << 20)
+
+/* The handle of the text s[0..n) (added if new), or 0 when the table is full
+ * or memory is short. The same text always gives the same handle. */
+uint32_t aemp__intern(const char *s, size_t n);
+/* The NUL-terminated text of handle h (and its length), NULL if h is none. */
+const char *aemp__intern_text(uint32_t h, size_t *len);
+
+/* Words of a reference we hold (NEWER_REFERENCE_EXT allows up to 5). */
+#define AEMP__REF_MAX_WORDS 5
+
+/* A pid of node (handle) from a 64-bit local id: ID the low, Serial the high
+ * 32 bits of NEW_PID_EXT. */
+static inline void aemp__addr_pid(aemp_addr *a, uint32_t node, uint32_t creation, uint64_t id)
+{
+    memset(a, 0, sizeof *a);
+    a->kind = AEMP_ADDR_PID;
+    a->node = node;
+    a->creation = creation;
+    a->w[0] = (uint32_t)id;
+    a->w[1] = (uint32_t)(id >> 32);
+}
+static inline uint64_t aemp__addr_pid_id(const aemp_addr *a)
+{
+    return (uint64_t)a->w[1] << 32 | a->w[0];
+}
+
+/* Append the encoding of a (no version byte): a pid as NEW_PID_EXT, a
+ * reference or alias as NEWER_REFERENCE_EXT, a name as its atom. */
+int aemp__enc_addr(aemp_buf *b, const aemp_addr *a);
+/* Append an atom (UTF-8 text s[0..n)). */
+int aemp__enc_atom_text(aemp_buf *b, const char *s, size_t n);
+/* Append an atom given by its interned handle. */
+int aemp__enc_atom_handle(aemp_buf *b, uint32_t h);
+/* Decode the pid (NEW_PID_EXT, PID_EXT) or reference (NEWER_REFERENCE_EXT,
+ * NEW_REFERENCE_EXT) or atom (as a name on node `node`) at p[0..len) into
+ * *a, its encoded size into *used. AEMP_ENOMATCH if p holds another type,
+ * AEMP_ETOOBIG if the node name cannot be interned (table full). `want` is
+ * a mask of (1 << AEMP_ADDR_*) kinds accepted. */
+int aemp__dec_addr(const char *p, size_t len, unsigned want, uint32_t node, aemp_addr *a,
+                   size_t *used);
+#define AEMP__WANT(kind) (1u << (kind))
+
+/* ------------------------------------------------------------------ */
+/* term: distribution control messages (one table: ctl.c)             */
+/* ------------------------------------------------------------------ */
+
+/* Control message tags (erts/doc erl_dist_protocol). */
+enum aemp__ctl {
+    AEMP__CTL_LINK = 1,                    /* {1, FromPid, ToPid} */
+    AEMP__CTL_SEND = 2,                    /* {2, Unused, ToPid} + Msg */
+    AEMP__CTL_EXIT = 3,                    /* {3, FromPid, ToPid, Reason} */
+    AEMP__CTL_UNLINK = 4,                  /* {4, FromPid, ToPid} (pre UNLINK_ID) */
+    AEMP__CTL_NODE_LINK = 5,               /* {5} */
+    AEMP__CTL_REG_SEND = 6,                /* {6, FromPid, Unused, ToName} + Msg */
+    AEMP__CTL_GROUP_LEADER = 7,            /* {7, FromPid, ToPid} */
+    AEMP__CTL_EXIT2 = 8,                   /* {8, FromPid, ToPid, Reason} */
+    AEMP__CTL_SEND_TT = 12,                /* {12, Unused, ToPid, TraceToken} + Msg */
+    AEMP__CTL_EXIT_TT = 13,                /* {13, FromPid, ToPid, TraceToken, Reason} */
+    AEMP__CTL_REG_SEND_TT = 16,            /* {16, FromPid, Unused, ToName, TraceToken} + Msg */
+    AEMP__CTL_EXIT2_TT = 18,               /* {18, FromPid, ToPid, TraceToken, Reason} */
+    AEMP__CTL_MONITOR_P = 19,              /* {19, FromPid, ToProc, Ref} */
+    AEMP__CTL_DEMONITOR_P = 20,            /* {20, FromPid, ToProc, Ref} */
+    AEMP__CTL_MONITOR_P_EXIT = 21,         /* {21, FromProc, ToPid, Ref, Reason} */
+    AEMP__CTL_SEND_SENDER = 22,            /* {22, FromPid, ToPid} + Msg */
+    AEMP__CTL_SEND_SENDER_TT = 23,         /* {23, FromPid, ToPid, TraceToken} + Msg */
+    AEMP__CTL_PAYLOAD_EXIT = 24,           /* {24, FromPid, ToPid} + Reason */
+    AEMP__CTL_PAYLOAD_EXIT_TT = 25,        /* {25, FromPid, ToPid, TraceToken} + Reason */
+    AEMP__CTL_PAYLOAD_EXIT2 = 26,          /* {26, FromPid, ToPid} + Reason */
+    AEMP__CTL_PAYLOAD_EXIT2_TT = 27,       /* {27, FromPid, ToPid, TraceToken} + Reason */
+    AEMP__CTL_PAYLOAD_MONITOR_P_EXIT = 28, /* {28, FromProc, ToPid, Ref} + Reason */
+    AEMP__CTL_SPAWN_REQUEST = 29,    /* {29, ReqId, From, GroupLeader, {M,F,Arity}, Opts} + Args */
+    AEMP__CTL_SPAWN_REQUEST_TT = 30, /* ... TraceToken} + Args */
+    AEMP__CTL_SPAWN_REPLY = 31,      /* {31, ReqId, To, Flags, Result} */
+    AEMP__CTL_SPAWN_REPLY_TT = 32,   /* {32, ReqId, To, Flags, Result, TraceToken} */
+    AEMP__CTL_ALIAS_SEND = 33,       /* {33, FromPid, Alias} + Msg */
+    AEMP__CTL_ALIAS_SEND_TT = 34,    /* {34, FromPid, Alias, TraceToken} + Msg */
+    AEMP__CTL_UNLINK_ID = 35,        /* {35, Id, FromPid, ToPid} */
+    AEMP__CTL_UNLINK_ID_ACK = 36,    /* {36, Id, FromPid, ToPid} */
+    AEMP__CTL_MAX = 37,              /* one past the highest tag */
+};
+
+/* SPAWN_REPLY flags (the Flags element). */
+#define AEMP__SPAWN_FLAG_LINK 1
+#define AEMP__SPAWN_FLAG_MONITOR 2
+
+/* What the table knows of a tag; NULL for a tag it does not know. */
+struct aemp__ctl_info {
+    uint8_t tag;
+    uint8_t min_arity; /* elements of the control tuple, the tag included */
+    bool payload;      /* a second term (message, reason, arguments) follows */
+    const char *name;
+};
+const struct aemp__ctl_info *aemp__ctl_info(int64_t tag);
+/* Its name, or "control message" for an unknown tag. */
+const char *aemp__ctl_name(int64_t tag);
+
+/*
+ * Append the control tuple {Tag, Args...} to b, no version byte. spec names
+ * each argument: 'a' const aemp_addr * (pid, reference, or a name as its
+ * atom), 't' const aemp_term * (copied as is), 'A' const char * (an atom),
+ * 'i' uint64_t (an integer), 'e' the empty atom '' (no argument consumed).
+ * On error b is unchanged.
+ */
+int aemp__ctl_enc(aemp_buf *b, enum aemp__ctl tag, const char *spec, ...);
+
+/* ------------------------------------------------------------------ */
 /* epmd: protocol codec (pure), client, embedded server                */
 /* ------------------------------------------------------------------ */
 

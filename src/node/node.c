@@ -1,8 +1,9 @@
 /*
- * node.c - the node: configuration, listener, EPMD registration, the
- * housekeeping timer, node up/down, and orderly close.
+ * node.c - the node layer: identity and EPMD registration, the connection
+ * table, routing to remote nodes, control-message dispatch and events
+ * (node.h).
  */
-#include "node_int.h"
+#include "node.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,10 +20,12 @@
 #define DEFAULT_READ_BATCH_MS 1
 #define MAX_READ_BATCH_MS 1000
 
-uint64_t aemp__now_ms(const aemp_node *n)
-{
-    return uv_now(n->loop);
-}
+struct aemp__sub {
+    aemp__sub *next;
+    aemp__event_fn fn;
+    void *arg;
+    bool dead; /* unsubscribed while events were being delivered */
+};
 
 /* The cookie from ~/.erlang.cookie, as erl reads it. */
 static int read_cookie_file(char *out, size_t size)
@@ -90,11 +93,6 @@ static int set_name(aemp_node *n, const char *name)
     return 0;
 }
 
-static void on_timer(uv_timer_t *t)
-{
-    aemp__conn_housekeeping(t->data);
-}
-
 static void on_registered(int status, uint32_t creation, void *arg)
 {
     aemp_node *n = arg;
@@ -102,7 +100,7 @@ static void on_registered(int status, uint32_t creation, void *arg)
         AEMP_LOGE("EPMD registration of %s failed: %s", n->name,
                   status == AEMP_EEXIST ? "the name is taken" : aemp_strerror(status));
     else if (!n->client_only)
-        AEMP_LOGI("registered %s with EPMD (port %u)", n->name, n->listen_port);
+        AEMP_LOGI("registered %s with EPMD (port %u)", n->name, n->dist.listen_port);
     if (!n->ready_reported) {
         n->ready_reported = true;
         if (n->ready_cb) n->ready_cb(n, status, n->ready_arg);
@@ -116,31 +114,232 @@ static void on_ready_timer(uv_timer_t *t)
     on_registered(0, n->creation, n);
 }
 
-int aemp_node_create(uv_loop_t *loop, const aemp_node_config *cfg, aemp_node **out)
+/* ------------------------------------------------------------------ */
+/* events                                                             */
+/* ------------------------------------------------------------------ */
+
+int aemp__node_subscribe(aemp_node *n, aemp__event_fn fn, void *arg, aemp__sub **out)
 {
-    if (!loop || !cfg || !cfg->name || !out) return AEMP_EINVAL;
+    aemp__sub *s = calloc(1, sizeof *s);
+    if (!s) return AEMP_ENOMEM;
+    s->fn = fn;
+    s->arg = arg;
+    aemp__sub **tail = &n->subs;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = s;
+    if (out) *out = s;
+    return 0;
+}
+
+static void sweep_subs(aemp_node *n)
+{
+    for (aemp__sub **ps = &n->subs; *ps;) {
+        aemp__sub *s = *ps;
+        if (!s->dead) {
+            ps = &s->next;
+            continue;
+        }
+        *ps = s->next;
+        free(s);
+    }
+}
+
+void aemp__node_unsubscribe(aemp_node *n, aemp__sub *s)
+{
+    if (!s) return;
+    s->dead = true;
+    if (!n->publishing) sweep_subs(n);
+}
+
+void aemp__node_publish(aemp_node *n, const aemp__event_info *ev)
+{
+    n->publishing++;
+    for (aemp__sub *s = n->subs; s; s = s->next)
+        if (!s->dead) s->fn(n, ev, s->arg);
+    if (--n->publishing == 0) sweep_subs(n);
+}
+
+/* ------------------------------------------------------------------ */
+/* connections                                                        */
+/* ------------------------------------------------------------------ */
+
+static aemp__conn *table_get(aemp_node *n, uint32_t peer_h)
+{
+    return aemp__map_get(&n->conns, &peer_h, sizeof peer_h);
+}
+
+static void table_del(aemp_node *n, aemp__conn *c)
+{
+    if (!c->in_table) return;
+    if (table_get(n, c->peer_h) == c) aemp__map_del(&n->conns, &c->peer_h, sizeof c->peer_h);
+    c->in_table = false;
+    if (n->last_conn == c) n->last_conn = NULL;
+}
+
+static int table_put(aemp_node *n, aemp__conn *c)
+{
+    if (aemp__map_put(&n->conns, &c->peer_h, sizeof c->peer_h, c)) return AEMP_ENOMEM;
+    c->in_table = true;
+    n->last_conn = NULL;
+    return 0;
+}
+
+static int op_decide(void *arg, aemp__conn *c, const char *peer)
+{
+    aemp_node *n = arg;
+    uint32_t h = aemp__intern(peer, strlen(peer));
+    aemp__conn *other = h ? table_get(n, h) : NULL;
+    if (!other || other->state == AEMP__C_UP) return AEMP__HS_ACCEPT;
+    if (other->state == AEMP__C_WAIT) return AEMP__HS_ACCEPT_SIMUL;
+    /* Both sides are connecting: the greater name keeps its own attempt, as
+     * net_kernel does. */
+    if (strcmp(n->name, peer) > 0) return AEMP__HS_REFUSE_SIMUL;
+    return AEMP__HS_ACCEPT_SIMUL;
+}
+
+static int op_up(void *arg, aemp__conn *c, const char **why)
+{
+    aemp_node *n = arg;
+    aemp__conn *old = table_get(n, c->peer_h);
+    if (old && old != c) {
+        /* Our own attempt lost a simultaneous connect, or the peer restarted
+         * while we still held its old connection: this one replaces it, and
+         * inherits the messages queued there. */
+        aemp__conn_take_pending(c, old);
+        table_del(n, old);
+        old->silent = old->state != AEMP__C_UP; /* superseded, not failed */
+        aemp__conn_close(old, AEMP_ECLOSED, "replaced by a new connection");
+    }
+    if (!c->in_table && table_put(n, c)) {
+        *why = "out of memory";
+        return AEMP_ENOMEM;
+    }
+    return 0;
+}
+
+static void op_established(void *arg, aemp__conn *c)
+{
+    aemp_node *n = arg;
+    aemp__event_info ev = {.kind = AEMP__EV_NODE_UP, .peer_h = c->peer_h, .peer = c->peer};
+    aemp__node_publish(n, &ev);
+}
+
+static void op_down(void *arg, aemp__conn *c, int err, const char *reason)
+{
+    aemp_node *n = arg;
+    table_del(n, c);
+    aemp__event_info ev = {
+        .kind = AEMP__EV_NODE_DOWN, .peer_h = c->peer_h, .peer = c->peer, .reason = reason};
+    aemp__node_publish(n, &ev);
+}
+
+static void op_fail(void *arg, aemp__conn *c, int err, const char *reason, size_t dropped)
+{
+    aemp_node *n = arg;
+    table_del(n, c);
+    if (c->initiator && n->fail_cb) n->fail_cb(n, c->peer, err, reason, dropped, n->fail_arg);
+}
+
+static void op_ctl(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo)
+{
+    aemp_node *n = arg;
+    if (m->tag > 0 && m->tag < AEMP__CTL_MAX && n->ctl[m->tag].fn) {
+        n->ctl[m->tag].fn(n->ctl[m->tag].arg, c, m, memo);
+        return;
+    }
+    AEMP_LOGD("%s from %s ignored", aemp__ctl_name(m->tag), c->peer);
+}
+
+static const aemp__dist_ops node_ops = {op_decide, op_up, op_established, op_down, op_fail, op_ctl};
+
+void aemp__node_on_ctl(aemp_node *n, enum aemp__ctl tag, aemp__ctl_fn fn, void *arg)
+{
+    n->ctl[tag].fn = fn;
+    n->ctl[tag].arg = arg;
+}
+
+aemp__conn *aemp__node_conn(aemp_node *n, uint32_t peer_h, bool start, int *err)
+{
+    if (n->last_conn && n->last_peer == peer_h) return n->last_conn;
+    aemp__conn *c = table_get(n, peer_h);
+    if (!c && start) {
+        const char *peer = aemp__intern_text(peer_h, NULL);
+        if (!peer || !aemp__node_name_valid(peer) || peer_h == n->name_h) {
+            *err = AEMP_EINVAL;
+            return NULL;
+        }
+        c = aemp__conn_connect(&n->dist, peer);
+        if (!c) {
+            *err = n->dist.nconns >= n->dist.max_connections ? AEMP_EBUSY : AEMP_ENOMEM;
+            AEMP_LOGW("cannot reach %s: no connection can be made (%s)", peer,
+                      *err == AEMP_EBUSY ? "connection limit" : "out of memory");
+            return NULL;
+        }
+        c->peer_h = peer_h;
+        if (table_put(n, c)) {
+            c->silent = true;
+            aemp__conn_close(c, AEMP_ENOMEM, "out of memory");
+            *err = AEMP_ENOMEM;
+            return NULL;
+        }
+        AEMP_LOGD("connecting to %s", peer);
+    }
+    if (!c) {
+        *err = AEMP_ENOENT;
+        return NULL;
+    }
+    n->last_peer = peer_h;
+    n->last_conn = c;
+    return c;
+}
+
+int aemp__node_send(aemp_node *n, const aemp_addr *from, const aemp_addr *to, const aemp_term *msg)
+{
+    int err;
+    aemp__conn *c = aemp__node_conn(n, to->node, true, &err);
+    if (!c) return err;
+    size_t queued = aemp__conn_queued(c);
+    if (queued > 0 && queued + msg->len > n->max_pending) {
+        AEMP_LOGD("send to %s refused: %zu bytes queued (limit %zu)", c->peer, queued,
+                  n->max_pending);
+        return AEMP_EBUSY;
+    }
+    return aemp__conn_send(c, from, to, msg);
+}
+
+int aemp__node_ctl(aemp_node *n, uint32_t peer_h, const aemp_buf *ctl, const aemp_term *payload)
+{
+    int err;
+    aemp__conn *c = aemp__node_conn(n, peer_h, true, &err);
+    return c ? aemp__conn_ctl(c, ctl, payload) : err;
+}
+
+/* ------------------------------------------------------------------ */
+/* set-up and close                                                   */
+/* ------------------------------------------------------------------ */
+
+int aemp__node_init(aemp_node *n, uv_loop_t *loop, const aemp_node_config *cfg)
+{
     if (cfg->read_batch_ms > MAX_READ_BATCH_MS) {
         AEMP_LOGE("read_batch_ms %d is over the limit of %d ms", cfg->read_batch_ms,
                   MAX_READ_BATCH_MS);
         return AEMP_EINVAL;
     }
-    aemp_node *n = calloc(1, sizeof *n);
-    if (!n) return AEMP_ENOMEM;
     n->loop = loop;
+    aemp__map_init(&n->conns);
     int rc = set_name(n, cfg->name);
     if (rc) {
         AEMP_LOGE("invalid node name '%s'", cfg->name);
-        free(n);
         return rc;
     }
+    n->name_h = aemp__intern(n->name, strlen(n->name));
+    if (!n->name_h) return AEMP_ENOMEM;
+    char cookie[256];
     if (cfg->cookie) {
-        if (!*cfg->cookie || strlen(cfg->cookie) >= sizeof n->cookie) {
-            free(n);
-            return AEMP_EINVAL;
-        }
-        aemp__strlcpy(n->cookie, cfg->cookie, sizeof n->cookie);
-    } else if ((rc = read_cookie_file(n->cookie, sizeof n->cookie))) {
-        free(n);
+        if (!*cfg->cookie || strlen(cfg->cookie) >= sizeof cookie) return AEMP_EINVAL;
+        aemp__strlcpy(cookie, cfg->cookie, sizeof cookie);
+    } else if (read_cookie_file(cookie, sizeof cookie)) {
         return AEMP_EAUTH;
     }
     /* Our own random creation: it tells peers apart our incarnations and
@@ -148,20 +347,9 @@ int aemp_node_create(uv_loop_t *loop, const aemp_node_config *cfg, aemp_node **o
     do {
         aemp__random(&n->creation, sizeof n->creation);
     } while (n->creation < 4);
-    n->epmd_port = aemp__epmd_port(cfg->epmd_port);
-    n->net_ticktime = cfg->net_ticktime ? cfg->net_ticktime : DEFAULT_TICKTIME;
-    n->hs_timeout_ms =
-        cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : DEFAULT_HS_TIMEOUT_MS;
-    n->max_packet = cfg->max_packet ? cfg->max_packet : DEFAULT_MAX_PACKET;
-    n->max_connections = cfg->max_connections ? cfg->max_connections : DEFAULT_MAX_CONNECTIONS;
     n->max_pending = cfg->max_pending ? cfg->max_pending : DEFAULT_MAX_PENDING;
-    if (cfg->read_batch_ms >= 0)
-        n->read_batch_ms =
-            cfg->read_batch_ms ? (unsigned)cfg->read_batch_ms : DEFAULT_READ_BATCH_MS;
     n->ready_cb = cfg->ready_cb;
     n->ready_arg = cfg->ready_arg;
-    n->nodes_cb = cfg->nodes_cb;
-    n->nodes_arg = cfg->nodes_arg;
     n->fail_cb = cfg->fail_cb;
     n->fail_arg = cfg->fail_arg;
     n->client_only = cfg->client_only != 0;
@@ -171,140 +359,128 @@ int aemp_node_create(uv_loop_t *loop, const aemp_node_config *cfg, aemp_node **o
         rc = aemp__tls_ctx_new(&tc, &n->tls_ctx, err, sizeof err);
         if (rc) {
             AEMP_LOGE("TLS set-up failed: %s", err);
-            free(n);
+            memset(cookie, 0, sizeof cookie);
             return rc;
         }
     }
-    aemp__map_init(&n->conn_by_name);
-    aemp__map_init(&n->ports);
-    aemp__map_init(&n->names);
-    aemp__map_init(&n->exports);
-
-    uv_timer_init(loop, &n->timer);
-    n->timer.data = n;
+    aemp__dist_config dc = {
+        .name = n->name,
+        .cookie = cookie,
+        .creation = n->creation,
+        .epmd_port = aemp__epmd_port(cfg->epmd_port),
+        .net_ticktime = cfg->net_ticktime ? cfg->net_ticktime : DEFAULT_TICKTIME,
+        .hs_timeout_ms =
+            cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : DEFAULT_HS_TIMEOUT_MS,
+        .max_packet = cfg->max_packet ? cfg->max_packet : DEFAULT_MAX_PACKET,
+        .max_connections = cfg->max_connections ? cfg->max_connections : DEFAULT_MAX_CONNECTIONS,
+        .read_batch_ms = cfg->read_batch_ms < 0 ? 0
+                         : cfg->read_batch_ms   ? (unsigned)cfg->read_batch_ms
+                                                : DEFAULT_READ_BATCH_MS,
+        .tls_ctx = n->tls_ctx,
+        .ops = &node_ops,
+        .ops_arg = n,
+    };
+    rc = aemp__dist_init(&n->dist, loop, &dc);
+    memset(cookie, 0, sizeof cookie);
+    if (rc) {
+        aemp__tls_ctx_free(n->tls_ctx);
+        n->tls_ctx = NULL;
+        return rc;
+    }
     uv_timer_init(loop, &n->ready_timer);
     n->ready_timer.data = n;
-    uv_timer_init(loop, &n->batch_timer);
-    n->batch_timer.data = n;
-    uv_prepare_init(loop, &n->flusher);
-    n->flusher.data = n;
-    uv_idle_init(loop, &n->deferred_idle);
-    n->deferred_idle.data = n;
-    uint64_t period = (uint64_t)n->net_ticktime * 250;
-    if (period > 1000) period = 1000;
-    uv_timer_start(&n->timer, on_timer, period, period);
+    return 0;
+}
 
+/* Listen and register: after the layers above are set up, since a peer may
+ * connect at once. */
+int aemp__node_start(aemp_node *n, uint16_t listen_port)
+{
     if (n->client_only) {
         uv_timer_start(&n->ready_timer, on_ready_timer, 0, 0);
     } else {
-        rc = aemp__conn_listen(n, cfg->listen_port);
+        int rc = aemp__dist_listen(&n->dist, listen_port);
         if (rc) {
-            AEMP_LOGE("cannot listen on port %u: %s", cfg->listen_port, uv_strerror(rc));
-            rc = rc == UV_EADDRINUSE ? AEMP_EEXIST : AEMP_EIO;
-            goto fail;
+            AEMP_LOGE("cannot listen on port %u: %s", listen_port, uv_strerror(rc));
+            return rc == UV_EADDRINUSE ? AEMP_EEXIST : AEMP_EIO;
         }
-        rc = aemp__epmd_reg_start(loop, n->epmd_port, n->alive, n->listen_port, on_registered, n,
-                                  &n->epmd);
+        rc = aemp__epmd_reg_start(n->loop, n->dist.epmd_port, n->alive, n->dist.listen_port,
+                                  on_registered, n, &n->epmd);
         if (rc) {
-            AEMP_LOGE("cannot register with EPMD on port %u: %s", n->epmd_port, aemp_strerror(rc));
-            goto fail;
+            AEMP_LOGE("cannot register with EPMD on port %u: %s", n->dist.epmd_port,
+                      aemp_strerror(rc));
+            return rc;
         }
     }
-    AEMP_LOGI("node %s started (listening on %u, creation %u)", n->name, n->listen_port,
+    AEMP_LOGI("node %s started (listening on %u, creation %u)", n->name, n->dist.listen_port,
               n->creation);
-    if (n->read_batch_ms)
-        AEMP_LOGD("read batching: %u ms for streams from peers on this host", n->read_batch_ms);
+    if (n->dist.read_batch_ms)
+        AEMP_LOGD("read batching: %u ms for streams from peers on this host",
+                  n->dist.read_batch_ms);
     else
         AEMP_LOGD("read batching off");
-    *out = n;
     return 0;
-fail:
-    /* Handles are initialised: close them through the normal path, without
-     * reporting anything to the caller's callbacks. */
-    n->ready_cb = NULL;
-    n->nodes_cb = NULL;
-    n->fail_cb = NULL;
-    aemp_node_close(n, NULL, NULL);
-    return rc;
 }
 
-static void on_handle_closed(uv_handle_t *h)
+static void maybe_finish(aemp_node *n)
 {
-    aemp_node *n = h->data;
-    n->pending_closes--;
-    aemp__node_maybe_finish_close(n);
-}
-
-static void on_epmd_closed(void *arg)
-{
-    aemp_node *n = arg;
-    n->pending_closes--;
-    aemp__node_maybe_finish_close(n);
-}
-
-void aemp__node_maybe_finish_close(aemp_node *n)
-{
-    if (!n->closing || n->pending_closes > 0 || n->conns) return;
+    if (n->pending_closes > 0) return;
     void (*cb)(void *) = n->closed_cb;
     void *arg = n->closed_arg;
     n->pending_closes = -1; /* finished: never again */
-    aemp__map_free(&n->conn_by_name);
-    aemp__map_free(&n->ports);
-    aemp__map_free(&n->names);
-    aemp__rpc_free(n);
-    aemp_buf_free(&n->deferred);
+    if (n->release) n->release(n);
+    for (aemp__sub *s = n->subs, *next; s; s = next) {
+        next = s->next;
+        free(s);
+    }
+    aemp__map_free(&n->conns);
     aemp__tls_ctx_free(n->tls_ctx);
-    memset(n->cookie, 0, sizeof n->cookie);
     free(n);
     if (cb) cb(arg);
 }
 
-static void close_handle(aemp_node *n, uv_handle_t *h)
+static void on_part_closed(void *arg)
 {
-    h->data = n;
-    n->pending_closes++;
-    uv_close(h, on_handle_closed);
+    aemp_node *n = arg;
+    n->pending_closes--;
+    if (n->closing) maybe_finish(n);
 }
 
-void aemp_node_close(aemp_node *n, void (*closed_cb)(void *arg), void *arg)
+void aemp__node_hold(aemp_node *n)
 {
-    if (!n || n->closing) return;
+    n->pending_closes++;
+}
+
+void aemp__node_part_closed(aemp_node *n)
+{
+    on_part_closed(n);
+}
+
+static void on_ready_closed(uv_handle_t *h)
+{
+    on_part_closed(h->data);
+}
+
+void aemp__node_close(aemp_node *n, void (*closed_cb)(void *), void *arg)
+{
+    n->closing = true;
     n->closed_cb = closed_cb;
     n->closed_arg = arg;
-    /* Ports die first, so that their exit signals are queued on the
-     * connections, which then flush before they shut down. */
-    aemp__ports_close_all(n);
-    n->closing = true;
-    n->pending_closes++; /* held until every close below has started */
-    for (aemp__conn *c = n->conns, *next; c; c = next) {
-        next = c->next;
-        aemp__conn_shutdown(c);
-    }
-    aemp__conn_flush_all(n);
-    close_handle(n, (uv_handle_t *)&n->timer);
-    close_handle(n, (uv_handle_t *)&n->ready_timer);
-    close_handle(n, (uv_handle_t *)&n->batch_timer);
-    close_handle(n, (uv_handle_t *)&n->flusher);
-    close_handle(n, (uv_handle_t *)&n->deferred_idle);
-    if (n->listener_init) close_handle(n, (uv_handle_t *)&n->listener);
+    n->last_conn = NULL;
+    n->pending_closes += 3;
+    uv_close((uv_handle_t *)&n->ready_timer, on_ready_closed);
     if (n->epmd) {
-        n->pending_closes++;
-        aemp__epmd_reg_close(n->epmd, on_epmd_closed, n);
+        aemp__epmd_reg_close(n->epmd, on_part_closed, n);
         n->epmd = NULL;
+    } else {
+        n->pending_closes--;
     }
-    n->pending_closes--;
-    aemp__node_maybe_finish_close(n);
+    aemp__dist_close(&n->dist, on_part_closed, n);
 }
 
-void aemp__node_conn_up(aemp__conn *c)
-{
-    aemp_node *n = c->node;
-    char flags[512];
-    aemp__dflags_describe(c->flags, flags, sizeof flags);
-    AEMP_LOGI("connected to %s (%s)", c->peer, c->initiator ? "outgoing" : "incoming");
-    AEMP_LOGD("flags with %s: %s", c->peer, flags);
-    if (n->nodes_cb && !n->closing) n->nodes_cb(n, c->peer, 1, NULL, n->nodes_arg);
-}
+/* ------------------------------------------------------------------ */
+/* public: the node                                                   */
+/* ------------------------------------------------------------------ */
 
 const char *aemp_node_name(const aemp_node *n)
 {
@@ -318,7 +494,15 @@ uint32_t aemp_node_creation(const aemp_node *n)
 
 uint16_t aemp_node_listen_port(const aemp_node *n)
 {
-    return n ? n->listen_port : 0;
+    return n ? n->dist.listen_port : 0;
+}
+
+static aemp__conn *conn_by_name(aemp_node *n, const char *peer)
+{
+    size_t len = strlen(peer);
+    if (len > AEMP_MAXNODELEN) return NULL;
+    uint32_t h = aemp__intern(peer, len);
+    return h ? table_get(n, h) : NULL;
 }
 
 int aemp_node_connect(aemp_node *n, const char *peer)
@@ -326,22 +510,37 @@ int aemp_node_connect(aemp_node *n, const char *peer)
     if (!n || !peer || !aemp__node_name_valid(peer)) return AEMP_EINVAL;
     if (n->closing) return AEMP_ECLOSED;
     if (strcmp(peer, n->name) == 0) return AEMP_EINVAL;
-    if (aemp__conn_get_or_start(n, peer)) return 0;
-    return n->nconns >= n->max_connections ? AEMP_EBUSY : AEMP_ENOMEM;
+    uint32_t h = aemp__intern(peer, strlen(peer));
+    if (!h) return AEMP_ETOOBIG;
+    int err;
+    return aemp__node_conn(n, h, true, &err) ? 0 : err;
 }
 
 int aemp_node_is_up(aemp_node *n, const char *peer)
 {
     if (!n || !peer) return 0;
-    aemp__conn *c = aemp__map_get(&n->conn_by_name, peer, strlen(peer));
+    aemp__conn *c = conn_by_name(n, peer);
     return c && c->state == AEMP__C_UP;
 }
 
 size_t aemp_node_pending(aemp_node *n, const char *peer)
 {
     if (!n || !peer) return 0;
-    aemp__conn *c = aemp__map_get(&n->conn_by_name, peer, strlen(peer));
+    aemp__conn *c = conn_by_name(n, peer);
     return c ? aemp__conn_queued(c) : 0;
+}
+
+int aemp_node_stats(aemp_node *n, const char *peer, aemp_conn_stats *out)
+{
+    if (!n || !peer || !out) return AEMP_EINVAL;
+    aemp__conn *c = conn_by_name(n, peer);
+    if (!c) return AEMP_ENOENT;
+    memset(out, 0, sizeof *out);
+    out->reads = c->reads;
+    out->packets = c->packets;
+    out->queued = aemp__conn_queued(c);
+    out->batching = c->batching;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */

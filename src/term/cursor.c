@@ -307,31 +307,25 @@ int aemp_get_charlist(aemp_cursor *c, char *out, size_t size)
     }
 }
 
-int aemp_get_pid(aemp_cursor *c, aemp_addr *out)
+static int get_addr(aemp_cursor *c, unsigned want, aemp_addr *out)
 {
     if (!out) return AEMP_EINVAL;
     if (!have(c, 1)) return AEMP_ENOMATCH;
-    const uint8_t *p = here(c);
-    if (p[0] != ERL_PID_EXT && p[0] != ERL_NEW_PID_EXT) return AEMP_ENOMATCH;
-    const char *s;
-    size_t n, total;
-    int latin1, rc;
-    if (aemp__term_atom_view(c->data + c->pos + 1, left(c) - 1, &s, &n, &latin1, &total))
-        return AEMP_ENOMATCH;
-    size_t tail = p[0] == ERL_PID_EXT ? 9 : 12;
-    if (tail > left(c) - 1 - total) return AEMP_ENOMATCH;
-    aemp_addr a;
-    memset(&a, 0, sizeof a);
-    if ((rc = aemp__term_atom_utf8(s, n, latin1, a.node, sizeof a.node))) return rc;
-    const uint8_t *q = p + 1 + total;
-    a.kind = AEMP_ADDR_PID;
-    a.num = aemp__get_u32(q);
-    a.serial = aemp__get_u32(q + 4);
-    /* the old format keeps 2 bits of creation, as ei reads it */
-    a.creation = p[0] == ERL_PID_EXT ? (q[8] & 0x03u) : aemp__get_u32(q + 8);
-    *out = a;
-    c->pos += 1 + total + tail;
+    size_t used;
+    int rc = aemp__dec_addr(c->data + c->pos, left(c), want, 0, out, &used);
+    if (rc) return rc;
+    c->pos += used;
     return 0;
+}
+
+int aemp_get_pid(aemp_cursor *c, aemp_addr *out)
+{
+    return get_addr(c, AEMP__WANT(AEMP_ADDR_PID), out);
+}
+
+int aemp_get_ref(aemp_cursor *c, aemp_addr *out)
+{
+    return get_addr(c, AEMP__WANT(AEMP_ADDR_REF), out);
 }
 
 int aemp_get_term(aemp_cursor *c, aemp_term *t)

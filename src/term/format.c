@@ -134,17 +134,8 @@ static int put_double(aemp_buf *b, double d)
 
 static int put_pid(aemp_buf *b, const aemp_addr *a)
 {
-    erlang_pid p;
-    if (!a || a->kind != AEMP_ADDR_PID) return AEMP_EINVAL;
-    size_t n = strnlen(a->node, sizeof a->node);
-    if (n == 0 || n > AEMP_MAXNODELEN) return AEMP_EINVAL;
-    memset(&p, 0, sizeof p);
-    memcpy(p.node, a->node, n);
-    p.num = a->num;
-    p.serial = a->serial;
-    p.creation = a->creation;
-    EI_PUT(b, ei_encode_pid(buf_, &ix_, &p));
-    return 0;
+    if (!a || a->kind == AEMP_ADDR_NAME) return AEMP_EINVAL;
+    return aemp__enc_addr(b, a);
 }
 
 static int put_term(aemp_buf *b, const aemp_term *t)

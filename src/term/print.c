@@ -205,12 +205,11 @@ static void put_identifier(struct out *o, const char *p, size_t len)
     switch (tag) {
     case ERL_PID_EXT:
     case ERL_NEW_PID_EXT: {
-        aemp_cursor c = {p, len, 0};
-        aemp_addr a;
-        if (aemp_get_pid(&c, &a) == 0)
-            putf(o, "#Pid<%s.%u.%u.%u>", a.node, a.num, a.serial, a.creation);
-        else
-            puts_(o, "#Pid<?>");
+        /* the node as the atom it is (printing interns nothing) */
+        puts_(o, "#Pid<");
+        pos += put_atom_at(o, p + pos, len - pos);
+        unsigned creation = tag == ERL_PID_EXT ? (u[pos + 8] & 0x03u) : aemp__get_u32(u + pos + 8);
+        putf(o, ".%u.%u.%u>", aemp__get_u32(u + pos), aemp__get_u32(u + pos + 4), creation);
         return;
     }
     case ERL_PORT_EXT:

@@ -39,14 +39,36 @@ void aemp_log_set_callback(aemp_log_cb cb, void *arg)
     log_arg = arg;
 }
 
+/* Log lines carry text peers chose (atoms, node names, reasons): a byte
+ * that is not printable ASCII (a newline above all, which would forge a
+ * line of its own) is written as \xNN, so one call is always one line. */
+static void escape(const char *in, char *out, size_t size)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (; *in && o + 5 < size; in++) {
+        unsigned char ch = (unsigned char)*in;
+        if (ch >= 0x20 && ch < 0x7f) {
+            out[o++] = (char)ch;
+            continue;
+        }
+        out[o++] = '\\';
+        out[o++] = 'x';
+        out[o++] = hex[ch >> 4];
+        out[o++] = hex[ch & 15];
+    }
+    out[o] = 0;
+}
+
 void aemp__log(int level, const char *fmt, ...)
 {
     if (level > aemp_log_get_level()) return;
-    char line[1024];
+    char raw[1024], line[4 * sizeof raw];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    escape(raw, line, sizeof line);
     if (log_cb) {
         log_cb(level, line, log_arg);
         return;

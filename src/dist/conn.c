@@ -5,7 +5,7 @@
  * Lifetime: a connection is freed once every handle and request it started
  * has called back (c->refs reaches 0) after aemp__conn_close().
  */
-#include "node_int.h"
+#include "dist.h"
 
 #include <arpa/inet.h>
 #include <stdlib.h>
@@ -50,33 +50,38 @@
 #define BATCH_OPEN_RCVBUF (4 * 1024 * 1024)
 
 static void conn_unref(aemp__conn *c);
+static void flush_pending(aemp__conn *c);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
-static void list_add(aemp_node *n, aemp__conn *c)
+static void list_add(aemp__dist *d, aemp__conn *c)
 {
-    c->next = n->conns;
+    c->next = d->conns;
     c->prev = NULL;
-    if (n->conns) n->conns->prev = c;
-    n->conns = c;
+    if (d->conns) d->conns->prev = c;
+    d->conns = c;
 }
 
-static void list_del(aemp_node *n, aemp__conn *c)
+static void list_del(aemp__dist *d, aemp__conn *c)
 {
     if (c->prev)
         c->prev->next = c->next;
     else
-        n->conns = c->next;
+        d->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     c->prev = c->next = NULL;
 }
 
-static void map_del(aemp__conn *c)
+static uint64_t now_ms(const aemp__dist *d)
 {
-    if (!c->in_map) return;
-    aemp_node *n = c->node;
-    if (aemp__map_get(&n->conn_by_name, c->peer, strlen(c->peer)) == c)
-        aemp__map_del(&n->conn_by_name, c->peer, strlen(c->peer));
-    c->in_map = false;
+    return uv_now(d->loop);
+}
+
+static void dist_maybe_closed(aemp__dist *d)
+{
+    if (!d->closing || d->pending_closes > 0 || d->conns) return;
+    d->pending_closes = -1; /* finished: never again */
+    memset(d->cookie, 0, sizeof d->cookie);
+    if (d->closed_cb) d->closed_cb(d->closed_arg);
 }
 
 size_t aemp__conn_queued(const aemp__conn *c)
@@ -84,25 +89,25 @@ size_t aemp__conn_queued(const aemp__conn *c)
     return c->wbuf.len + c->wflight.len + c->tbuf.len + c->pend.len;
 }
 
-static aemp__conn *conn_new(aemp_node *n)
+static aemp__conn *conn_new(aemp__dist *d)
 {
-    if (n->nconns >= n->max_connections) return NULL;
+    if (d->nconns >= d->max_connections) return NULL;
     aemp__conn *c = calloc(1, sizeof *c);
     if (!c) return NULL;
-    n->nconns++;
-    c->node = n;
-    c->started_ms = c->last_recv_ms = c->last_send_ms = aemp__now_ms(n);
-    list_add(n, c);
+    d->nconns++;
+    c->d = d;
+    c->started_ms = c->last_recv_ms = c->last_send_ms = now_ms(d);
+    list_add(d, c);
     return c;
 }
 
 static void conn_free(aemp__conn *c)
 {
-    aemp_node *n = c->node;
-    n->nconns--;
-    list_del(n, c);
+    aemp__dist *d = c->d;
+    d->nconns--;
+    list_del(d, c);
     if (c->dirty) {
-        for (aemp__conn **pc = &n->dirty; *pc; pc = &(*pc)->next_dirty)
+        for (aemp__conn **pc = &d->dirty; *pc; pc = &(*pc)->next_dirty)
             if (*pc == c) {
                 *pc = c->next_dirty;
                 break;
@@ -117,6 +122,9 @@ static void conn_free(aemp__conn *c)
     aemp_buf_free(&c->refpos);
     aemp_buf_free(&c->ctl_scratch);
     aemp_buf_free(&c->msg_scratch);
+    aemp_buf_free(&c->sc_ctl);
+    aemp_buf_free(&c->rc_key);
+    aemp_buf_free(&c->rc_ctl);
     if (c->atoms) {
         for (size_t i = 0; i < AEMP__ATOM_CACHE_SIZE; i++)
             free(c->atoms[i]);
@@ -125,7 +133,7 @@ static void conn_free(aemp__conn *c)
     aemp__tls_free(c->tls);
     memset(c->hs.cookie, 0, sizeof c->hs.cookie);
     free(c);
-    aemp__node_maybe_finish_close(n);
+    dist_maybe_closed(d);
 }
 
 static void conn_unref(aemp__conn *c)
@@ -138,29 +146,12 @@ static void on_tcp_closed(uv_handle_t *h)
     conn_unref(h->data);
 }
 
-static void report_dropped(aemp__conn *c, int err, const char *reason)
-{
-    aemp_node *n = c->node;
-    size_t dropped = c->npend;
-    aemp_buf_free(&c->pend);
-    c->npend = 0;
-    if (!c->initiator) return;
-    if (n->closing) {
-        AEMP_LOGD("connection to %s abandoned: node closed", c->peer);
-        return;
-    }
-    AEMP_LOGW("cannot connect to %s: %s%s", c->peer, reason,
-              dropped ? " (queued messages dropped)" : "");
-    if (n->fail_cb) n->fail_cb(n, c->peer, err, reason, dropped, n->fail_arg);
-}
-
 void aemp__conn_close(aemp__conn *c, int err, const char *reason)
 {
     if (c->state == AEMP__C_CLOSING) return;
-    aemp_node *n = c->node;
+    aemp__dist *d = c->d;
     int was = c->state;
     c->state = AEMP__C_CLOSING;
-    map_del(c);
     if (c->query) {
         aemp__epmd_query_cancel(c->query);
         c->query = NULL;
@@ -168,15 +159,33 @@ void aemp__conn_close(aemp__conn *c, int err, const char *reason)
     if (c->gai_busy) uv_cancel((uv_req_t *)&c->gai);
     if (c->tcp_init && !uv_is_closing((uv_handle_t *)&c->tcp))
         uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
-    if (was == AEMP__C_UP) {
+    size_t dropped = c->npend;
+    aemp_buf_free(&c->pend);
+    c->npend = 0;
+    if (d->closing) {
+        AEMP_LOGD("connection to %s abandoned: node closed", c->peer[0] ? c->peer : c->ip);
+    } else if (was == AEMP__C_UP) {
         AEMP_LOGI("connection to %s closed: %s", c->peer, reason);
-        aemp__ports_node_down(n, c->peer);
-        if (n->nodes_cb && !n->closing) n->nodes_cb(n, c->peer, 0, reason, n->nodes_arg);
-    } else if (c->npend || c->initiator) {
-        report_dropped(c, err, reason);
+        d->ops->down(d->ops_arg, c, err, reason);
+    } else if (!c->silent && (dropped || c->initiator || c->in_table)) {
+        if (c->initiator)
+            AEMP_LOGW("cannot connect to %s: %s%s", c->peer, reason,
+                      dropped ? " (queued messages dropped)" : "");
+        d->ops->fail(d->ops_arg, c, err, reason, dropped);
     }
     c->refs++; /* balance: free below if nothing is outstanding */
     conn_unref(c);
+}
+
+void aemp__conn_take_pending(aemp__conn *to, aemp__conn *from)
+{
+    if (!from->npend) return;
+    aemp_buf t = to->pend;
+    size_t n = to->npend;
+    to->pend = from->pend;
+    to->npend = from->npend;
+    from->pend = t;
+    from->npend = n;
 }
 
 /* ------------------------------------------------------------------ */
@@ -185,16 +194,16 @@ void aemp__conn_close(aemp__conn *c, int err, const char *reason)
 
 static void on_prepare(uv_prepare_t *h)
 {
-    aemp__conn_flush_all(h->data);
+    aemp__dist_flush(h->data);
 }
 
 static void mark_dirty(aemp__conn *c)
 {
     if (c->dirty) return;
     c->dirty = true;
-    c->next_dirty = c->node->dirty;
-    c->node->dirty = c;
-    uv_prepare_start(&c->node->flusher, on_prepare);
+    c->next_dirty = c->d->dirty;
+    c->d->dirty = c;
+    uv_prepare_start(&c->d->flusher, on_prepare);
 }
 
 static void flush(aemp__conn *c);
@@ -251,12 +260,30 @@ static void flush(aemp__conn *c)
         }
         return;
     }
-    /* Swap: new sends accumulate while this batch is written. */
+    c->small_reads = 0; /* the peer may be waiting for this: no batching */
+    c->last_send_ms = now_ms(c->d);
+    /* Most batches fit in the socket's buffer: hand them over at once,
+     * without a write request and its callback. */
+    uv_buf_t b = uv_buf_init(out->data, (unsigned)out->len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n == (int)out->len) {
+        out->len = 0;
+        if (c->shutdown) flush(c);
+        return;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+        AEMP_LOGW("connection to %s: write failed: %s", c->peer, uv_strerror(n));
+        aemp__conn_close(c, AEMP_EIO, uv_strerror(n));
+        return;
+    }
+    /* The rest goes through a write request; new sends accumulate in the
+     * other buffer meanwhile. */
+    size_t done = n > 0 ? (size_t)n : 0;
     aemp_buf t = c->wflight;
     c->wflight = *out;
     *out = t;
     out->len = 0;
-    uv_buf_t b = uv_buf_init(c->wflight.data, (unsigned)c->wflight.len);
+    b = uv_buf_init(c->wflight.data + done, (unsigned)(c->wflight.len - done));
     c->wreq.data = c;
     int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
     if (rc) {
@@ -265,37 +292,21 @@ static void flush(aemp__conn *c)
         return;
     }
     c->writing = true;
-    c->small_reads = 0; /* the peer may be waiting for this: no batching */
     c->refs++;
-    c->last_send_ms = aemp__now_ms(c->node);
 }
 
-void aemp__conn_flush_all(aemp_node *n)
+void aemp__dist_flush(aemp__dist *d)
 {
-    while (n->dirty) {
-        aemp__conn *c = n->dirty;
-        n->dirty = c->next_dirty;
+    while (d->dirty) {
+        aemp__conn *c = d->dirty;
+        d->dirty = c->next_dirty;
         c->dirty = false;
         flush(c);
     }
-    uv_prepare_stop(&n->flusher);
+    uv_prepare_stop(&d->flusher);
 }
 
-size_t aemp__conn_packet_begin(aemp__conn *c, int *rc)
-{
-    size_t start = c->wbuf.len;
-    *rc = aemp__buf_put_u32(&c->wbuf, 0);
-    return start;
-}
-
-void aemp__conn_packet_end(aemp__conn *c, size_t start)
-{
-    size_t len = c->wbuf.len - start - 4;
-    aemp__put_u32(c->wbuf.data + start, (uint32_t)len);
-    mark_dirty(c);
-}
-
-void aemp__conn_shutdown(aemp__conn *c)
+static void conn_shutdown(aemp__conn *c)
 {
     if (c->state != AEMP__C_UP) {
         aemp__conn_close(c, AEMP_ECLOSED, "node closed");
@@ -333,7 +344,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     /* A large packet in progress: read straight into its final place. */
     if (c->state == AEMP__C_UP && c->rbuf.len >= 4) {
         size_t plen = aemp__get_u32(c->rbuf.data);
-        if (plen <= c->node->max_packet && plen + 4 > c->rbuf.len + want)
+        if (plen <= c->d->max_packet && plen + 4 > c->rbuf.len + want)
             want = plen + 4 - c->rbuf.len;
     }
     read_space(&c->rbuf, want, buf);
@@ -346,8 +357,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 
 static void answer_tick(aemp__conn *c)
 {
-    if (aemp__now_ms(c->node) - c->last_send_ms < TICK_ANSWER_QUIET_MS || c->writing || c->wbuf.len)
-        return;
+    if (now_ms(c->d) - c->last_send_ms < TICK_ANSWER_QUIET_MS || c->writing || c->wbuf.len) return;
     if (aemp__buf_put_u32(&c->wbuf, 0) == 0) mark_dirty(c);
 }
 
@@ -355,20 +365,21 @@ static void answer_tick(aemp__conn *c)
 static void process_packets(aemp__conn *c)
 {
     size_t pos = 0;
-    aemp_node *n = c->node;
+    aemp__dist *d = c->d;
     while (c->state == AEMP__C_UP && c->rbuf.len - pos >= 4) {
         size_t plen = aemp__get_u32(c->rbuf.data + pos);
-        if (plen > n->max_packet) {
+        if (plen > d->max_packet) {
             AEMP_LOGW("connection to %s: packet of %zu bytes exceeds the limit of %zu: closing",
-                      c->peer, plen, n->max_packet);
+                      c->peer, plen, d->max_packet);
             aemp__conn_close(c, AEMP_ETOOBIG, "packet too large");
             return;
         }
         if (plen > BATCH_MAX_PACKET) c->big_packet = true;
         if (c->rbuf.len - pos - 4 < plen) break;
         pos += 4;
+        c->packets++;
         if (plen > 0)
-            aemp__ctl_packet(c, c->rbuf.data + pos, plen);
+            aemp__dist_packet(c, c->rbuf.data + pos, plen);
         else
             answer_tick(c);
         pos += plen;
@@ -380,7 +391,7 @@ static void process_packets(aemp__conn *c)
 
 static void handshake_done(aemp__conn *c)
 {
-    aemp_node *n = c->node;
+    aemp__dist *d = c->d;
     aemp__strlcpy(c->peer, c->hs.peer_name, sizeof c->peer);
     if (c->tls && !c->initiator) {
         /* A certificate vouches for a host: the node name must match it. */
@@ -392,31 +403,21 @@ static void handshake_done(aemp__conn *c)
         }
     }
     c->flags = aemp__hs_flags(&c->hs);
-    aemp__conn *old = aemp__map_get(&n->conn_by_name, c->peer, strlen(c->peer));
-    if (old && old != c) {
-        /* Our own attempt lost a simultaneous connect, or the peer restarted
-         * while we still held its old connection: this one replaces it, and
-         * inherits the messages queued there. */
-        if (old->npend) {
-            aemp_buf t = c->pend;
-            c->pend = old->pend;
-            c->npend = old->npend;
-            old->pend = t;
-            old->npend = 0;
-        }
-        old->initiator = false; /* superseded, not failed: no failure report */
-        aemp__conn_close(old, AEMP_ECLOSED, "replaced by a new connection");
-    }
-    if (aemp__map_put(&n->conn_by_name, c->peer, strlen(c->peer), c)) {
-        aemp__conn_close(c, AEMP_ENOMEM, "out of memory");
+    c->peer_h = aemp__intern(c->peer, strlen(c->peer));
+    const char *why = "out of memory";
+    int rc = c->peer_h ? d->ops->up(d->ops_arg, c, &why) : AEMP_ENOMEM;
+    if (rc) {
+        aemp__conn_close(c, rc, why);
         return;
     }
-    c->in_map = true;
     c->state = AEMP__C_UP;
     memset(c->hs.cookie, 0, sizeof c->hs.cookie);
-    aemp__node_conn_up(c);
-    if (c->state != AEMP__C_UP) return;
-    if (c->npend) aemp__ctl_flush_pending(c);
+    char flags[512];
+    aemp__dflags_describe(c->flags, flags, sizeof flags);
+    AEMP_LOGI("connected to %s (%s)", c->peer, c->initiator ? "outgoing" : "incoming");
+    AEMP_LOGD("flags with %s: %s", c->peer, flags);
+    if (c->npend) flush_pending(c);
+    if (c->state == AEMP__C_UP) d->ops->established(d->ops_arg, c);
 }
 
 static void handshake_input(aemp__conn *c)
@@ -439,7 +440,7 @@ static void handshake_input(aemp__conn *c)
          * for it and wait (bounded by the handshake timeout). */
         AEMP_LOGD("simultaneous connect with %s: waiting for its connection", c->peer);
         c->state = AEMP__C_WAIT;
-        c->started_ms = aemp__now_ms(c->node);
+        c->started_ms = now_ms(c->d);
         if (c->tcp_init && !uv_is_closing((uv_handle_t *)&c->tcp)) {
             uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
             c->tcp_init = false;
@@ -503,15 +504,15 @@ static void batch_end(aemp__conn *c, const char *why)
  * the small buffer holds. */
 static void batch_begin(aemp__conn *c)
 {
-    if (!c->node->read_batch_ms || !peer_on_this_host(c)) return;
+    if (!c->d->read_batch_ms || !peer_on_this_host(c)) return;
     c->batching = true;
     set_rcvbuf((uv_handle_t *)&c->tcp, BATCH_RCVBUF);
 }
 
 static void on_batch_timer(uv_timer_t *t)
 {
-    aemp_node *n = t->data;
-    for (aemp__conn *c = n->conns, *next; c; c = next) {
+    aemp__dist *d = t->data;
+    for (aemp__conn *c = d->conns, *next; c; c = next) {
         next = c->next;
         if (!c->paused) continue;
         c->paused = false;
@@ -524,7 +525,7 @@ static void on_batch_timer(uv_timer_t *t)
  * peer streams small packets. */
 static void batch_reads(aemp__conn *c, size_t nread)
 {
-    aemp_node *n = c->node;
+    aemp__dist *d = c->d;
     if (!c->batching || c->state != AEMP__C_UP) return;
     if (c->big_packet) {
         batch_end(c, "large packets");
@@ -557,8 +558,8 @@ static void batch_reads(aemp__conn *c, size_t nread)
     if (uv_read_stop((uv_stream_t *)&c->tcp)) return;
     c->paused = true;
     c->big_reads = 0;
-    if (!uv_is_active((uv_handle_t *)&n->batch_timer))
-        uv_timer_start(&n->batch_timer, on_batch_timer, n->read_batch_ms, 0);
+    if (!uv_is_active((uv_handle_t *)&d->batch_timer))
+        uv_timer_start(&d->batch_timer, on_batch_timer, d->read_batch_ms, 0);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -586,7 +587,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         aemp__conn_close(c, AEMP_ENOMEM, "out of memory");
         return;
     }
-    c->last_recv_ms = aemp__now_ms(c->node);
+    c->last_recv_ms = now_ms(c->d);
+    c->reads++;
     if (c->tls) {
         c->cbuf.len += (size_t)nread;
         int rc = aemp__tls_feed(c->tls, c->cbuf.data, c->cbuf.len, &c->rbuf, &c->tbuf);
@@ -619,7 +621,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         /* libuv reads up to 32 chunks per wake-up before the loop turns;
          * replies (acks, answers) produced by this chunk leave now rather
          * than after all of them, so a peer waiting on them keeps sending. */
-        aemp__conn_flush_all(c->node);
+        aemp__dist_flush(c->d);
     }
 }
 
@@ -629,7 +631,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 static int start_tcp(aemp__conn *c)
 {
-    int rc = uv_tcp_init(c->node->loop, &c->tcp);
+    int rc = uv_tcp_init(c->d->loop, &c->tcp);
     if (rc) return rc;
     c->tcp.data = c;
     c->tcp_init = true;
@@ -640,15 +642,15 @@ static int start_tcp(aemp__conn *c)
 static int decide(void *arg, const char *peer)
 {
     aemp__conn *c = arg;
-    aemp_node *n = c->node;
+    aemp__dist *d = c->d;
     aemp__strlcpy(c->peer, peer, sizeof c->peer);
-    aemp__conn *other = aemp__map_get(&n->conn_by_name, peer, strlen(peer));
-    if (!other || other->state == AEMP__C_UP) return AEMP__HS_ACCEPT;
-    if (other->state == AEMP__C_WAIT) return AEMP__HS_ACCEPT_SIMUL;
-    /* Both sides are connecting: the greater name keeps its own attempt, as
-     * net_kernel does. */
-    if (strcmp(n->name, peer) > 0) return AEMP__HS_REFUSE_SIMUL;
-    return AEMP__HS_ACCEPT_SIMUL;
+    /* A peer using our own name is an impostor or a misconfiguration:
+     * refuse it, as net_kernel does. */
+    if (strcmp(peer, d->name) == 0) {
+        aemp__strlcpy(c->hs.error, "the peer claims this node's own name", sizeof c->hs.error);
+        return AEMP__HS_REFUSE;
+    }
+    return d->ops->decide(d->ops_arg, c, peer);
 }
 
 /* "ip:port" of a connected socket, for log lines before a name is known. */
@@ -667,21 +669,21 @@ static void peer_ip(uv_tcp_t *t, char *out, size_t size)
 
 static void on_connection(uv_stream_t *server, int status)
 {
-    aemp_node *n = server->data;
+    aemp__dist *d = server->data;
     if (status < 0) {
         AEMP_LOGW("accept failed: %s", uv_strerror(status));
         return;
     }
-    aemp__conn *c = conn_new(n);
-    if (!c && n->nconns >= n->max_connections) {
+    aemp__conn *c = conn_new(d);
+    if (!c && d->nconns >= d->max_connections) {
         /* Accept and close at once, so that the peer is not left waiting. */
         uv_tcp_t *t = malloc(sizeof *t);
-        if (t && uv_tcp_init(n->loop, t) == 0) {
+        if (t && uv_tcp_init(d->loop, t) == 0) {
             if (uv_accept(server, (uv_stream_t *)t) == 0) {
                 char who[64];
                 peer_ip(t, who, sizeof who);
                 AEMP_LOGW("refused connection from %s: too many connections (limit %u)", who,
-                          n->max_connections);
+                          d->max_connections);
             }
             uv_close((uv_handle_t *)t, (uv_close_cb)free);
         } else {
@@ -706,11 +708,11 @@ static void on_connection(uv_stream_t *server, int status)
     peer_ip(&c->tcp, c->ip, sizeof c->ip);
     uv_tcp_nodelay(&c->tcp, 1);
     batch_begin(c);
-    if (n->tls_ctx && aemp__tls_new(n->tls_ctx, true, NULL, &c->tls)) {
+    if (d->tls_ctx && aemp__tls_new(d->tls_ctx, true, NULL, &c->tls)) {
         aemp__conn_close(c, AEMP_ENOMEM, "out of memory");
         return;
     }
-    aemp__hs_init(&c->hs, AEMP__HS_ACCEPTOR, c->tls ? 4 : 2, n->name, n->cookie, n->creation,
+    aemp__hs_init(&c->hs, AEMP__HS_ACCEPTOR, c->tls ? 4 : 2, d->name, d->cookie, d->creation,
                   aemp__dflags_offered(), NULL);
     c->hs.decide = decide;
     c->hs.decide_arg = c;
@@ -733,15 +735,15 @@ static void on_connect(uv_connect_t *req, int status)
     uv_tcp_nodelay(&c->tcp, 1);
     batch_begin(c);
     c->state = AEMP__C_HANDSHAKE;
-    aemp_node *n = c->node;
+    aemp__dist *d = c->d;
     int rc = 0;
-    if (n->tls_ctx) {
-        rc = aemp__tls_new(n->tls_ctx, false, c->host, &c->tls);
+    if (d->tls_ctx) {
+        rc = aemp__tls_new(d->tls_ctx, false, c->host, &c->tls);
         if (!rc) rc = aemp__tls_start(c->tls, &c->tbuf);
     }
     if (!rc)
-        rc = aemp__hs_init(&c->hs, AEMP__HS_INITIATOR, c->tls ? 4 : 2, n->name, n->cookie,
-                           n->creation, aemp__dflags_offered(), c->peer);
+        rc = aemp__hs_init(&c->hs, AEMP__HS_INITIATOR, c->tls ? 4 : 2, d->name, d->cookie,
+                           d->creation, aemp__dflags_offered(), c->peer);
     if (!rc && !c->tls) {
         c->hs_started = true;
         rc = aemp__hs_start(&c->hs, &c->wbuf);
@@ -806,8 +808,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     uv_ip4_name((const struct sockaddr_in *)res->ai_addr, c->ip, sizeof c->ip);
     uv_freeaddrinfo(res);
     c->state = AEMP__C_LOOKUP;
-    int rc = aemp__epmd_port_please(c->node->loop, c->ip, c->node->epmd_port, c->alive, on_port, c,
-                                    &c->query);
+    int rc =
+        aemp__epmd_port_please(c->d->loop, c->ip, c->d->epmd_port, c->alive, on_port, c, &c->query);
     if (rc) {
         aemp__conn_close(c, rc, "EPMD lookup failed");
     } else {
@@ -822,14 +824,12 @@ bool aemp__node_name_valid(const char *name)
     return at && at != name && at[1] && !strchr(at + 1, '@') && strlen(name) <= AEMP_MAXNODELEN;
 }
 
-aemp__conn *aemp__conn_get_or_start(aemp_node *n, const char *peer)
+aemp__conn *aemp__conn_connect(aemp__dist *d, const char *peer)
 {
     size_t plen = strlen(peer);
-    aemp__conn *c = aemp__map_get(&n->conn_by_name, peer, plen);
-    if (c) return c;
-    if (!aemp__node_name_valid(peer)) return NULL;
+    if (!aemp__node_name_valid(peer) || d->closing) return NULL;
     const char *at = strchr(peer, '@');
-    c = conn_new(n);
+    aemp__conn *c = conn_new(d);
     if (!c) return NULL;
     c->initiator = true;
     c->state = AEMP__C_RESOLVE;
@@ -837,20 +837,14 @@ aemp__conn *aemp__conn_get_or_start(aemp_node *n, const char *peer)
     memcpy(c->alive, peer, (size_t)(at - peer));
     c->alive[at - peer] = 0;
     aemp__strlcpy(c->host, at + 1, sizeof c->host);
-    if (aemp__map_put(&n->conn_by_name, peer, plen, c)) {
-        c->state = AEMP__C_CLOSING;
-        c->refs++;
-        conn_unref(c);
-        return NULL;
-    }
-    c->in_map = true;
     struct addrinfo hints;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_INET;
     hints.ai_socktype = SOCK_STREAM;
     c->gai.data = c;
-    int rc = uv_getaddrinfo(n->loop, &c->gai, on_resolved, c->host, NULL, &hints);
+    int rc = uv_getaddrinfo(d->loop, &c->gai, on_resolved, c->host, NULL, &hints);
     if (rc) {
+        c->silent = true; /* the caller hears of it from the NULL */
         aemp__conn_close(c, AEMP_EIO, uv_strerror(rc));
         return NULL;
     }
@@ -874,19 +868,20 @@ static void release_idle_buffers(aemp__conn *c, uint64_t now)
     if (c->msg_scratch.cap > IDLE_BUF_KEEP) aemp_buf_free(&c->msg_scratch);
 }
 
-void aemp__conn_housekeeping(aemp_node *n)
+static void housekeeping(uv_timer_t *t)
 {
-    uint64_t now = aemp__now_ms(n);
-    uint64_t tick = (uint64_t)n->net_ticktime * 1000;
-    aemp__conn *c = n->conns, *next;
+    aemp__dist *d = t->data;
+    uint64_t now = now_ms(d);
+    uint64_t tick = (uint64_t)d->net_ticktime * 1000;
+    aemp__conn *c = d->conns, *next;
     for (; c; c = next) {
         next = c->next;
         if (c->state == AEMP__C_CLOSING) continue;
         if (c->state != AEMP__C_UP) {
-            if (now - c->started_ms > n->hs_timeout_ms) {
+            if (now - c->started_ms > d->hs_timeout_ms) {
                 const char *who = c->peer[0] ? c->peer : c->ip;
                 AEMP_LOGW("connection with %s: set-up timed out after %u ms", who,
-                          n->hs_timeout_ms);
+                          d->hs_timeout_ms);
                 aemp__conn_close(c, AEMP_ETIMEDOUT, "connection set-up timed out");
             }
             continue;
@@ -894,7 +889,7 @@ void aemp__conn_housekeeping(aemp_node *n)
         release_idle_buffers(c, now);
         if (now - c->last_recv_ms > tick) {
             AEMP_LOGW("connection to %s: no traffic for %u s (net_ticktime): dropping", c->peer,
-                      n->net_ticktime);
+                      d->net_ticktime);
             aemp__conn_close(c, AEMP_ETIMEDOUT, "net_tick timeout");
             continue;
         }
@@ -905,21 +900,250 @@ void aemp__conn_housekeeping(aemp_node *n)
     }
 }
 
-/* Listener set-up lives here so that on_connection stays private. */
-int aemp__conn_listen(aemp_node *n, uint16_t port)
+int aemp__dist_listen(aemp__dist *d, uint16_t port)
 {
     struct sockaddr_in sin;
-    int rc = uv_tcp_init(n->loop, &n->listener);
+    int rc = uv_tcp_init(d->loop, &d->listener);
     if (rc) return rc;
-    n->listener_init = true;
-    n->listener.data = n;
+    d->listener_init = true;
+    d->listener.data = d;
     uv_ip4_addr("0.0.0.0", port, &sin);
-    rc = uv_tcp_bind(&n->listener, (const struct sockaddr *)&sin, 0);
-    if (!rc) rc = uv_listen((uv_stream_t *)&n->listener, 128, on_connection);
+    rc = uv_tcp_bind(&d->listener, (const struct sockaddr *)&sin, 0);
+    if (!rc) rc = uv_listen((uv_stream_t *)&d->listener, 128, on_connection);
     if (rc) return rc;
     struct sockaddr_storage ss;
     int sl = sizeof ss;
-    if (uv_tcp_getsockname(&n->listener, (struct sockaddr *)&ss, &sl) == 0)
-        n->listen_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (uv_tcp_getsockname(&d->listener, (struct sockaddr *)&ss, &sl) == 0)
+        d->listen_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
     return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* the endpoint                                                       */
+/* ------------------------------------------------------------------ */
+
+int aemp__dist_init(aemp__dist *d, uv_loop_t *loop, const aemp__dist_config *cfg)
+{
+    memset(d, 0, sizeof *d);
+    d->loop = loop;
+    if (aemp__strlcpy(d->name, cfg->name, sizeof d->name) >= sizeof d->name ||
+        aemp__strlcpy(d->cookie, cfg->cookie, sizeof d->cookie) >= sizeof d->cookie)
+        return AEMP_EINVAL;
+    d->name_h = aemp__intern(d->name, strlen(d->name));
+    if (!d->name_h) return AEMP_ENOMEM;
+    d->creation = cfg->creation;
+    d->epmd_port = cfg->epmd_port;
+    d->net_ticktime = cfg->net_ticktime;
+    d->hs_timeout_ms = cfg->hs_timeout_ms;
+    d->max_packet = cfg->max_packet;
+    d->max_connections = cfg->max_connections;
+    d->read_batch_ms = cfg->read_batch_ms;
+    d->tls_ctx = cfg->tls_ctx;
+    d->ops = cfg->ops;
+    d->ops_arg = cfg->ops_arg;
+    uv_timer_init(loop, &d->timer);
+    d->timer.data = d;
+    uv_timer_init(loop, &d->batch_timer);
+    d->batch_timer.data = d;
+    uv_prepare_init(loop, &d->flusher);
+    d->flusher.data = d;
+    uint64_t period = (uint64_t)d->net_ticktime * 250;
+    if (period > 1000) period = 1000;
+    uv_timer_start(&d->timer, housekeeping, period, period);
+    return 0;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    aemp__dist *d = h->data;
+    d->pending_closes--;
+    dist_maybe_closed(d);
+}
+
+static void close_handle(aemp__dist *d, uv_handle_t *h)
+{
+    h->data = d;
+    d->pending_closes++;
+    uv_close(h, on_handle_closed);
+}
+
+void aemp__dist_close(aemp__dist *d, void (*closed_cb)(void *), void *arg)
+{
+    if (d->closing) return;
+    d->closing = true;
+    d->closed_cb = closed_cb;
+    d->closed_arg = arg;
+    d->pending_closes++; /* held until every close below has started */
+    for (aemp__conn *c = d->conns, *next; c; c = next) {
+        next = c->next;
+        conn_shutdown(c);
+    }
+    aemp__dist_flush(d);
+    close_handle(d, (uv_handle_t *)&d->timer);
+    close_handle(d, (uv_handle_t *)&d->batch_timer);
+    close_handle(d, (uv_handle_t *)&d->flusher);
+    if (d->listener_init) close_handle(d, (uv_handle_t *)&d->listener);
+    d->pending_closes--;
+    dist_maybe_closed(d);
+}
+
+/* ------------------------------------------------------------------ */
+/* sending                                                            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A packet starts with the pass-through byte, and each term with its version
+ * byte; or, when the peer asked for distribution headers
+ * (DIST_HDR_ATOM_CACHE), with a header of no atom cache references, and the
+ * terms without version bytes (then Erlang refuses pass-through packets).
+ */
+static bool headed(const aemp__conn *c)
+{
+    return (c->flags & AEMP__DFLAG_DIST_HDR_ATOM_CACHE) != 0;
+}
+
+/* Packet head, control message, then the payload term's start: reserved in
+ * one go, so that the common send is a few copies. */
+static int put_packet(aemp__conn *c, const char *ctl, size_t clen, const aemp_term *payload)
+{
+    static const char with_header[] = {(char)AEMP__EXT_VERSION, AEMP__EXT_DIST_HEADER, 0};
+    static const char pass_through[] = {AEMP__EXT_PASS_THROUGH, (char)AEMP__EXT_VERSION};
+    bool h = headed(c);
+    size_t head = h ? sizeof with_header : sizeof pass_through;
+    size_t plen = payload ? payload->len + (h ? 0 : 1) : 0;
+    if (head + clen + plen > UINT32_MAX) return AEMP_ETOOBIG;
+    int rc = aemp__buf_reserve(&c->wbuf, 4 + head + clen + plen);
+    if (rc) return rc;
+    char *d = c->wbuf.data + c->wbuf.len;
+    aemp__put_u32(d, (uint32_t)(head + clen + plen));
+    memcpy(d + 4, h ? with_header : pass_through, head);
+    memcpy(d + 4 + head, ctl, clen);
+    d += 4 + head + clen;
+    if (payload) {
+        if (!h) *d++ = (char)AEMP__EXT_VERSION;
+        memcpy(d, payload->data, payload->len);
+    }
+    c->wbuf.len += 4 + head + clen + plen;
+    mark_dirty(c);
+    return 0;
+}
+
+/* The control message of a send, cached per connection: a stream between
+ * the same two processes encodes it once. */
+static const aemp_buf *send_ctl(aemp__conn *c, const aemp_addr *from, const aemp_addr *to, int *rc)
+{
+    uint64_t fkey = from ? (uint64_t)from->w[1] << 32 | from->w[0] : UINT64_MAX;
+    if (c->sc_valid && c->sc_from == fkey && memcmp(&c->sc_to, to, sizeof *to) == 0) {
+        *rc = 0;
+        return &c->sc_ctl;
+    }
+    aemp_buf *b = &c->sc_ctl;
+    c->sc_valid = false;
+    b->len = 0;
+    aemp_addr none;
+    if (!from) {
+        /* REG_SEND needs a sender: pid 0 of this node stands for none */
+        aemp__addr_pid(&none, c->d->name_h, c->d->creation, 0);
+    }
+    switch (to->kind) {
+    case AEMP_ADDR_NAME:
+        *rc = aemp__ctl_enc(b, AEMP__CTL_REG_SEND, "aea", from ? from : &none, to);
+        break;
+    case AEMP_ADDR_ALIAS:
+        *rc = aemp__ctl_enc(b, AEMP__CTL_ALIAS_SEND, "aa", from ? from : &none, to);
+        break;
+    default:
+        if (from && (c->flags & AEMP__DFLAG_SEND_SENDER))
+            *rc = aemp__ctl_enc(b, AEMP__CTL_SEND_SENDER, "aa", from, to);
+        else
+            *rc = aemp__ctl_enc(b, AEMP__CTL_SEND, "ea", to);
+    }
+    if (*rc) return NULL;
+    c->sc_valid = true;
+    c->sc_from = fkey;
+    c->sc_to = *to;
+    return b;
+}
+
+/*
+ * Records queued before the connection is up, in order, since a send's
+ * control message depends on the flags the handshake negotiates:
+ * u32 record length, u8 type, then for a send: the sender's local id (0:
+ * none; a sender is always a port of this node), the destination, message; for a control message:
+ * u32 control length, control, payload (may be empty).
+ */
+enum { PEND_SEND = 1, PEND_CTL = 2 };
+#define PEND_HEAD 5
+
+static int pend_add(aemp__conn *c, int type, const void *a, size_t alen, const void *b, size_t blen,
+                    const aemp_term *payload)
+{
+    size_t plen = payload ? payload->len : 0;
+    size_t total = PEND_HEAD + alen + blen + plen;
+    if (total > UINT32_MAX) return AEMP_ETOOBIG;
+    int rc = aemp__buf_reserve(&c->pend, total);
+    if (rc) return rc;
+    aemp__buf_put_u32(&c->pend, (uint32_t)total);
+    aemp__buf_put_u8(&c->pend, (uint8_t)type);
+    aemp__buf_append(&c->pend, a, alen);
+    aemp__buf_append(&c->pend, b, blen);
+    if (plen) aemp__buf_append(&c->pend, payload->data, plen);
+    c->npend++;
+    return 0;
+}
+
+int aemp__conn_send(aemp__conn *c, const aemp_addr *from, const aemp_addr *to, const aemp_term *msg)
+{
+    int rc;
+    if (c->state != AEMP__C_UP) {
+        uint64_t fid = from ? aemp__addr_pid_id(from) : 0;
+        return pend_add(c, PEND_SEND, &fid, sizeof fid, to, sizeof *to, msg);
+    }
+    const aemp_buf *ctl = send_ctl(c, from, to, &rc);
+    if (!ctl) return rc;
+    return put_packet(c, ctl->data, ctl->len, msg);
+}
+
+int aemp__conn_ctl(aemp__conn *c, const aemp_buf *ctl, const aemp_term *payload)
+{
+    if (c->state != AEMP__C_UP) {
+        char len[4];
+        aemp__put_u32(len, (uint32_t)ctl->len);
+        return pend_add(c, PEND_CTL, len, 4, ctl->data, ctl->len, payload);
+    }
+    return put_packet(c, ctl->data, ctl->len, payload);
+}
+
+static void flush_pending(aemp__conn *c)
+{
+    aemp_buf pend = c->pend;
+    size_t n = c->npend;
+    c->pend = (aemp_buf)AEMP_BUF_INIT;
+    c->npend = 0;
+    size_t pos = 0, lost = 0;
+    while (pos < pend.len) {
+        const char *r = pend.data + pos;
+        uint32_t total = aemp__get_u32(r);
+        const char *body = r + PEND_HEAD;
+        int rc;
+        if (r[4] == PEND_SEND) {
+            uint64_t fid;
+            aemp_addr from, to;
+            memcpy(&fid, body, 8);
+            memcpy(&to, body + 8, sizeof to);
+            aemp__addr_pid(&from, c->d->name_h, c->d->creation, fid);
+            aemp_term msg = {body + 8 + sizeof to, total - PEND_HEAD - 8 - sizeof to};
+            rc = aemp__conn_send(c, fid ? &from : NULL, &to, &msg);
+        } else {
+            uint32_t clen = aemp__get_u32(body);
+            aemp_buf ctl = {(char *)body + 4, clen, clen};
+            aemp_term payload = {body + 4 + clen, total - PEND_HEAD - 4 - clen};
+            rc = aemp__conn_ctl(c, &ctl, payload.len ? &payload : NULL);
+        }
+        lost += rc != 0;
+        pos += total;
+    }
+    if (lost)
+        AEMP_LOGE("out of memory: dropped %zu of %zu queued messages to %s", lost, n, c->peer);
+    aemp_buf_free(&pend);
 }

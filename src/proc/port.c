@@ -1,0 +1,349 @@
+/*
+ * port.c - local ports: the table, registered names, delivery (local, or
+ * handed to the node for remote destinations), and the public calls on
+ * ports and sends.
+ */
+#include "watch.h"
+
+#include <stdlib.h>
+
+/* Nested local sends deeper than this are deferred to the loop, so a port
+ * that sends to itself from its callback does not exhaust the stack. */
+#define MAX_DEPTH 50
+
+static struct aemp__proc *P(aemp_node *n)
+{
+    return n->proc;
+}
+
+aemp__port *aemp__proc_port(aemp_node *n, uint64_t id)
+{
+    struct aemp__proc *p = P(n);
+    if (id && p->last_id == id && p->last_epoch == p->epoch) return p->last_port;
+    aemp__port *port = aemp__map_get(&p->ports, &id, sizeof id);
+    if (port && port->dead) port = NULL;
+    p->last_id = id;
+    p->last_port = port;
+    p->last_epoch = p->epoch;
+    return port;
+}
+
+static aemp__port *by_name(aemp_node *n, uint32_t name)
+{
+    aemp__port *port = aemp__map_get(&P(n)->names, &name, sizeof name);
+    return port && !port->dead ? port : NULL;
+}
+
+/* The local port an address (pid or name of this node) stands for. */
+aemp__port *aemp__proc_resolve(aemp_node *n, const aemp_addr *a)
+{
+    if (a->node != n->name_h) return NULL;
+    if (a->kind == AEMP_ADDR_NAME) return by_name(n, a->w[0]);
+    if (a->kind != AEMP_ADDR_PID || a->creation != n->creation) return NULL;
+    return aemp__proc_port(n, aemp__addr_pid_id(a));
+}
+
+void aemp__proc_set_next_id(aemp_node *n, uint64_t id)
+{
+    P(n)->next_id = id;
+}
+
+int aemp__proc_open(aemp_node *n, aemp_recv_cb cb, void *arg, aemp_port *out)
+{
+    struct aemp__proc *p = P(n);
+    if (n->closing) return AEMP_ECLOSED;
+    aemp__port *port = calloc(1, sizeof *port);
+    if (!port) return AEMP_ENOMEM;
+    /* 64-bit ids are never reused: at a million ports a second they last
+     * half a million years. */
+    port->id = ++p->next_id;
+    port->cb = cb;
+    port->arg = arg;
+    port->watches.next = port->watches.prev = &port->watches;
+    if (aemp__map_put(&p->ports, &port->id, sizeof port->id, port)) {
+        free(port);
+        return AEMP_ENOMEM;
+    }
+    p->epoch++;
+    out->id = port->id;
+    return 0;
+}
+
+int aemp_port_open(aemp_node *n, aemp_recv_cb cb, void *arg, aemp_port *out)
+{
+    if (!n || !cb || !out) return AEMP_EINVAL;
+    return aemp__proc_open(n, cb, arg, out);
+}
+
+void aemp__port_free(aemp_node *n, aemp__port *port)
+{
+    free(port);
+}
+
+/* Take a dying port out of the table and its name. */
+void aemp__port_unlist(aemp_node *n, aemp__port *port)
+{
+    struct aemp__proc *p = P(n);
+    port->dead = true;
+    if (port->regname) aemp__map_del(&p->names, &port->regname, sizeof port->regname);
+    aemp__map_del(&p->ports, &port->id, sizeof port->id);
+    p->epoch++;
+}
+
+int aemp_port_close(aemp_node *n, aemp_port port)
+{
+    if (!n) return AEMP_EINVAL;
+    if (aemp__proc_port(n, port.id)) aemp__proc_kill_atom(n, port.id, "normal");
+    return 0;
+}
+
+int aemp_port_kill(aemp_node *n, aemp_port port, const aemp_term *reason)
+{
+    size_t used;
+    if (!n || !reason || !reason->data ||
+        aemp__term_validate(reason->data, reason->len, &used) || used != reason->len)
+        return AEMP_EINVAL;
+    if (aemp__proc_port(n, port.id)) aemp__proc_kill(n, port.id, reason);
+    return 0;
+}
+
+int aemp_port_addr(aemp_node *n, aemp_port port, aemp_addr *out)
+{
+    if (!n || !out) return AEMP_EINVAL;
+    if (!aemp__proc_port(n, port.id)) return AEMP_ENOENT;
+    aemp__addr_pid(out, n->name_h, n->creation, port.id);
+    return 0;
+}
+
+int aemp_port_of_addr(aemp_node *n, const aemp_addr *addr, aemp_port *out)
+{
+    if (!n || !addr || !out) return AEMP_EINVAL;
+    aemp__port *port = aemp__proc_resolve(n, addr);
+    if (!port) return AEMP_ENOENT;
+    out->id = port->id;
+    return 0;
+}
+
+int aemp_register(aemp_node *n, const char *name, aemp_port port)
+{
+    if (!n || !name || !*name || strlen(name) > AEMP_MAXATOMLEN) return AEMP_EINVAL;
+    uint32_t h = aemp__intern(name, strlen(name));
+    if (!h) return AEMP_ETOOBIG;
+    if (aemp__map_get(&P(n)->names, &h, sizeof h)) return AEMP_EEXIST;
+    aemp__port *p = aemp__proc_port(n, port.id);
+    if (!p) return AEMP_ENOENT;
+    if (p->regname) return AEMP_EEXIST; /* one name per port, as in Erlang */
+    if (aemp__map_put(&P(n)->names, &h, sizeof h, p)) return AEMP_ENOMEM;
+    p->regname = h;
+    P(n)->epoch++;
+    return 0;
+}
+
+int aemp_unregister(aemp_node *n, const char *name)
+{
+    if (!n || !name) return AEMP_EINVAL;
+    size_t len = strlen(name);
+    uint32_t h = len <= AEMP_MAXATOMLEN ? aemp__intern(name, len) : 0;
+    aemp__port *p = h ? aemp__map_del(&P(n)->names, &h, sizeof h) : NULL;
+    if (!p) return AEMP_ENOENT;
+    p->regname = 0;
+    P(n)->epoch++;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* delivery                                                           */
+/* ------------------------------------------------------------------ */
+
+static void call_port(aemp_node *n, aemp__port *port, const aemp_term *msg,
+                      const aemp_addr *from)
+{
+    struct aemp__proc *p = P(n);
+    if (!port->cb) return;
+    aemp_port self = {port->id};
+    uint64_t outer = p->self;
+    port->in_cb++;
+    p->depth++;
+    p->self = port->id;
+    port->cb(n, self, msg, from, port->arg);
+    p->self = outer;
+    p->depth--;
+    port->in_cb--;
+    if (port->dead && port->in_cb == 0) aemp__port_free(n, port);
+}
+
+/* Deferred record: u32 length, u64 to, u8 has_from, from, message. */
+#define DEFER_HEAD (4 + 8 + 1 + sizeof(aemp_addr))
+
+static void deliver_deferred(uv_idle_t *h);
+
+static int defer(aemp_node *n, uint64_t id, const aemp_term *msg, const aemp_addr *from)
+{
+    struct aemp__proc *p = P(n);
+    size_t total = DEFER_HEAD + msg->len;
+    if (total > UINT32_MAX) return AEMP_ETOOBIG;
+    int rc = aemp__buf_reserve(&p->deferred, total);
+    if (rc) return rc;
+    char *d = p->deferred.data + p->deferred.len;
+    aemp_addr none;
+    memset(&none, 0, sizeof none);
+    aemp__put_u32(d, (uint32_t)total);
+    memcpy(d + 4, &id, 8);
+    d[12] = from != NULL;
+    memcpy(d + 13, from ? from : &none, sizeof none);
+    memcpy(d + DEFER_HEAD, msg->data, msg->len);
+    p->deferred.len += total;
+    uv_idle_start(&p->deferred_idle, deliver_deferred);
+    return 0;
+}
+
+static void deliver_deferred(uv_idle_t *h)
+{
+    aemp_node *n = h->data;
+    struct aemp__proc *p = P(n);
+    /* Only what was queued before this turn: new deferrals wait a turn. */
+    size_t end = p->deferred.len;
+    aemp_buf copy = AEMP_BUF_INIT;
+    while (p->deferred_pos < end) {
+        const char *r = p->deferred.data + p->deferred_pos;
+        uint32_t len = aemp__get_u32(r);
+        uint64_t to;
+        aemp_addr from;
+        memcpy(&to, r + 4, 8);
+        bool has_from = r[12] != 0;
+        memcpy(&from, r + 13, sizeof from);
+        p->deferred_pos += len;
+        aemp__port *port = aemp__proc_port(n, to);
+        if (!port) continue;
+        /* The record may move if the callback defers more: copy the view. */
+        copy.len = 0;
+        if (aemp__buf_append(&copy, r + DEFER_HEAD, len - DEFER_HEAD)) continue;
+        aemp_term msg = aemp_buf_term(&copy);
+        call_port(n, port, &msg, has_from ? &from : NULL);
+    }
+    aemp_buf_free(&copy);
+    if (p->deferred_pos >= p->deferred.len) {
+        p->deferred.len = 0;
+        p->deferred_pos = 0;
+        uv_idle_stop(&p->deferred_idle);
+    }
+}
+
+int aemp__proc_deliver(aemp_node *n, aemp__port *port, const aemp_term *msg,
+                       const aemp_addr *from)
+{
+    struct aemp__proc *p = P(n);
+    /* Keep order: once anything is deferred, later sends queue behind it. */
+    if (p->depth >= MAX_DEPTH || p->deferred.len > p->deferred_pos)
+        return defer(n, port->id, msg, from);
+    call_port(n, port, msg, from);
+    return 0;
+}
+
+int aemp_send(aemp_node *n, aemp_port from, const aemp_addr *to, const aemp_term *msg)
+{
+    if (!n || !to || !msg || !msg->data || !msg->len) return AEMP_EINVAL;
+    if (n->closing) return AEMP_ECLOSED;
+    if (to->kind < AEMP_ADDR_PID || to->kind > AEMP_ADDR_ALIAS || to->kind == AEMP_ADDR_REF ||
+        !to->node)
+        return AEMP_EINVAL;
+    aemp_addr fa;
+    if (from.id) aemp__addr_pid(&fa, n->name_h, n->creation, from.id);
+    if (to->node == n->name_h) {
+        /* Sending to a port that is gone (or a pid of an earlier
+         * incarnation, or an alias: we make none) drops the message. */
+        aemp__port *port = to->kind == AEMP_ADDR_ALIAS ? NULL : aemp__proc_resolve(n, to);
+        return port ? aemp__proc_deliver(n, port, msg, from.id ? &fa : NULL) : 0;
+    }
+    return aemp__node_send(n, from.id ? &fa : NULL, to, msg);
+}
+
+int aemp_sendf(aemp_node *n, aemp_port from, const aemp_addr *to, const char *fmt, ...)
+{
+    aemp_buf b = AEMP_BUF_INIT;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = aemp_term_vformat(&b, fmt, ap);
+    va_end(ap);
+    if (!rc) {
+        aemp_term t = aemp_buf_term(&b);
+        rc = aemp_send(n, from, to, &t);
+    }
+    aemp_buf_free(&b);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* set-up                                                             */
+/* ------------------------------------------------------------------ */
+
+static void on_idle_closed(uv_handle_t *h)
+{
+    aemp__node_part_closed(h->data);
+}
+
+static void free_spawn(const char *key, void *val, void *arg)
+{
+    free(val);
+}
+
+int aemp__proc_init(aemp_node *n)
+{
+    struct aemp__proc *p = calloc(1, sizeof *p);
+    if (!p) return AEMP_ENOMEM;
+    p->node = n;
+    aemp__map_init(&p->ports);
+    aemp__map_init(&p->names);
+    aemp__map_init(&p->watches);
+    aemp__map_init(&p->peers);
+    aemp__map_init(&p->spawns);
+    uv_idle_init(n->loop, &p->deferred_idle);
+    p->deferred_idle.data = n;
+    n->proc = p;
+    int rc = aemp__watch_init(n);
+    if (rc) {
+        n->proc = NULL;
+        uv_close((uv_handle_t *)&p->deferred_idle, NULL);
+        free(p);
+    }
+    return rc;
+}
+
+static void collect(const char *key, void *val, void *arg)
+{
+    aemp_buf *ids = arg;
+    aemp__port *port = val;
+    aemp__buf_append(ids, &port->id, sizeof port->id);
+}
+
+void aemp__proc_close(aemp_node *n)
+{
+    struct aemp__proc *p = P(n);
+    /* Ports die first, so that their exit signals are queued on the
+     * connections, which then flush before they shut down. */
+    aemp_buf ids = AEMP_BUF_INIT;
+    aemp__map_each(&p->ports, collect, &ids);
+    for (size_t i = 0; i + 8 <= ids.len; i += 8) {
+        uint64_t id;
+        memcpy(&id, ids.data + i, 8);
+        aemp__proc_kill_atom(n, id, "shutdown");
+    }
+    aemp_buf_free(&ids);
+    aemp__node_hold(n);
+    uv_close((uv_handle_t *)&p->deferred_idle, on_idle_closed);
+}
+
+void aemp__proc_free(aemp_node *n)
+{
+    struct aemp__proc *p = P(n);
+    if (!p) return;
+    aemp__watch_free(n);
+    aemp__map_free(&p->ports);
+    aemp__map_free(&p->names);
+    aemp__map_each(&p->spawns, free_spawn, NULL);
+    aemp__map_free(&p->spawns);
+    aemp_buf_free(&p->deferred);
+    aemp_buf_free(&p->exits);
+    free(p);
+    n->proc = NULL;
+}

@@ -1,0 +1,104 @@
+/*
+ * proc.h - the process layer: the table of local ports, registered names,
+ * delivery (local and through the node), links and monitors in every
+ * direction, references, exit signals with OTP's translations, and the
+ * spawn requests Erlang sends (served by init functions the services
+ * register). It handles the control messages about processes; it calls the
+ * node layer and below, never the services above it.
+ */
+#ifndef AEMP_PROC_H
+#define AEMP_PROC_H
+
+#include "../node/node.h"
+
+typedef struct aemp__watch aemp__watch;
+
+/* A record's place in the list of one of its ends (a local port's, or the
+ * remote node's). */
+typedef struct aemp__wend {
+    struct aemp__wend *prev, *next;
+    aemp__watch *w;
+} aemp__wend;
+
+enum aemp__watch_kind { AEMP__W_LINK = 1, AEMP__W_MONITOR = 2 };
+
+/*
+ * A link or a monitor. A link joins end[0] and end[1] (pids). A monitor:
+ * end[0] watches end[1] (a pid or a registered name, as given) under ref.
+ * Each end is a local port or a process on another node; the record is in
+ * that port's or that node's list, and in the map by key (a monitor's ref,
+ * or a link's two ends), so that every operation on it takes constant time.
+ */
+struct aemp__watch {
+    uint8_t kind;
+    aemp_addr end[2];
+    aemp_addr ref;      /* monitors */
+    uint64_t port[2];   /* the local port of each end, or 0 */
+    aemp__wend node[2]; /* node[i]: in the list of end i */
+};
+
+typedef struct aemp__port {
+    uint64_t id;
+    aemp_recv_cb cb; /* NULL: messages are dropped (spawned service ports) */
+    void *arg;
+    uint32_t regname; /* interned, 0: none */
+    aemp__wend watches; /* sentinel of the records this port is an end of */
+    int in_cb;
+    bool dead;
+} aemp__port;
+
+/* An init function for spawn requests of Module:Function from Erlang: runs
+ * as the new port (self), with the argument list. */
+typedef void (*aemp__spawn_fn)(aemp_node *n, aemp_port self, const aemp_term *args, void *arg);
+
+struct aemp__proc {
+    aemp_node *node;
+    aemp__map ports;   /* id (8 bytes) -> aemp__port */
+    aemp__map names;   /* name handle (4 bytes) -> aemp__port */
+    aemp__map watches; /* key -> aemp__watch */
+    aemp__map peers;   /* node handle (4 bytes) -> aemp__wend sentinel */
+    aemp__map spawns;  /* "module:function" -> struct spawn_fn */
+    uint64_t next_id;  /* last port id handed out */
+    uint64_t next_ref; /* last reference number */
+    uint64_t epoch;    /* bumped by every change of ports or names */
+    uint64_t self;     /* the port whose callback runs, 0 for none */
+    /* the last port looked up by id */
+    uint64_t last_id;
+    aemp__port *last_port;
+    uint64_t last_epoch;
+    /* local deliveries deferred to bound recursion */
+    aemp_buf deferred;
+    size_t deferred_pos;
+    int depth;
+    uv_idle_t deferred_idle;
+    /* exits waiting to be carried out (link chains, without recursion) */
+    aemp_buf exits;
+    bool exiting;
+    aemp__sub *sub;
+};
+
+/* Set up the process layer on n (installs its control-message handlers and
+ * its node-event subscription). */
+int aemp__proc_init(aemp_node *n);
+/* Kill every port (reason shutdown) and close the layer's handle;
+ * aemp__node_part_closed(n) follows when it is closed. */
+void aemp__proc_close(aemp_node *n);
+/* Free what is left (after close). */
+void aemp__proc_free(aemp_node *n);
+
+aemp__port *aemp__proc_port(aemp_node *n, uint64_t id);
+/* Open a port with an internal callback (NULL: messages are dropped). */
+int aemp__proc_open(aemp_node *n, aemp_recv_cb cb, void *arg, aemp_port *out);
+/* Kill local port id with reason (an encoded term): links and monitors
+ * fire, the exit is published. Killing a port that is gone does nothing. */
+void aemp__proc_kill(aemp_node *n, uint64_t id, const aemp_term *reason);
+/* Register init for spawn requests of module:function. */
+int aemp__proc_spawn_fn(aemp_node *n, const char *module, const char *function,
+                        aemp__spawn_fn fn, void *arg);
+/* A new reference of this node. */
+void aemp__proc_ref(aemp_node *n, aemp_addr *out);
+
+/* Test hook: the next port id handed out is id + 1. */
+void aemp__proc_set_next_id(aemp_node *n, uint64_t id);
+
+#endif

@@ -1,0 +1,807 @@
+/*
+ * watch.c - links and monitors in every direction (local-local,
+ * local-remote, remote-local), exit signals and their translations, port
+ * death, references, and the control messages about them.
+ *
+ * Every record is found in constant time: by key in one map (a monitor by
+ * its reference, a link by its two ends), and from each end through a list
+ * (a local port's, or the remote node's), so that a port's death, a node's
+ * loss and a demonitor each cost what they touch, never a search.
+ *
+ * Exits are carried out one at a time from a queue: a port dying kills the
+ * ports linked to it, and a chain of links of any length is walked without
+ * recursion.
+ */
+#include "watch.h"
+
+#include <stdlib.h>
+
+static struct aemp__proc *P(aemp_node *n)
+{
+    return n->proc;
+}
+
+/* ------------------------------------------------------------------ */
+/* lists and keys                                                     */
+/* ------------------------------------------------------------------ */
+
+static void wend_init(aemp__wend *s)
+{
+    s->next = s->prev = s;
+}
+
+static void wend_insert(aemp__wend *list, aemp__wend *e)
+{
+    e->next = list->next;
+    e->prev = list;
+    list->next->prev = e;
+    list->next = e;
+}
+
+static void wend_remove(aemp__wend *e)
+{
+    if (!e->next) return;
+    e->prev->next = e->next;
+    e->next->prev = e->prev;
+    e->next = e->prev = NULL;
+}
+
+/* Keys: 'M' + ref, or 'L' + the two ends in a fixed order. */
+#define KEY_MAX (1 + 2 * sizeof(aemp_addr))
+
+static size_t monitor_key(char *k, const aemp_addr *ref)
+{
+    k[0] = 'M';
+    memcpy(k + 1, ref, sizeof *ref);
+    return 1 + sizeof *ref;
+}
+
+static size_t link_key(char *k, const aemp_addr *a, const aemp_addr *b)
+{
+    if (memcmp(a, b, sizeof *a) > 0) {
+        const aemp_addr *t = a;
+        a = b;
+        b = t;
+    }
+    k[0] = 'L';
+    memcpy(k + 1, a, sizeof *a);
+    memcpy(k + 1 + sizeof *a, b, sizeof *b);
+    return KEY_MAX;
+}
+
+static size_t watch_key(char *k, const aemp__watch *w)
+{
+    return w->kind == AEMP__W_MONITOR ? monitor_key(k, &w->ref)
+                                      : link_key(k, &w->end[0], &w->end[1]);
+}
+
+/* The list of the remote node peer_h, made on demand. */
+static aemp__wend *peer_list(aemp_node *n, uint32_t peer_h, bool make)
+{
+    aemp__wend *s = aemp__map_get(&P(n)->peers, &peer_h, sizeof peer_h);
+    if (s || !make) return s;
+    s = malloc(sizeof *s);
+    if (!s) return NULL;
+    wend_init(s);
+    s->w = NULL;
+    if (aemp__map_put(&P(n)->peers, &peer_h, sizeof peer_h, s)) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* A new record with ends a and b (port[i]: the local port of end i, or 0). */
+static int watch_add(aemp_node *n, int kind, const aemp_addr *a, const aemp_addr *b,
+                     const aemp_addr *ref, const uint64_t port[2])
+{
+    aemp__watch *w = calloc(1, sizeof *w);
+    if (!w) return AEMP_ENOMEM;
+    w->kind = (uint8_t)kind;
+    w->end[0] = *a;
+    w->end[1] = *b;
+    if (ref) w->ref = *ref;
+    aemp__wend *list[2];
+    for (int i = 0; i < 2; i++) {
+        w->port[i] = port[i];
+        w->node[i].w = w;
+        if (port[i]) {
+            aemp__port *p = aemp__proc_port(n, port[i]);
+            list[i] = p ? &p->watches : NULL;
+        } else {
+            list[i] = peer_list(n, w->end[i].node, true);
+        }
+        if (!list[i]) {
+            free(w);
+            return AEMP_ENOMEM;
+        }
+    }
+    char key[KEY_MAX];
+    size_t klen = watch_key(key, w);
+    if (aemp__map_get(&P(n)->watches, key, klen)) {
+        free(w); /* the same link twice is one link; a reference is unique */
+        return 0;
+    }
+    if (aemp__map_put(&P(n)->watches, key, klen, w)) {
+        free(w);
+        return AEMP_ENOMEM;
+    }
+    wend_insert(list[0], &w->node[0]);
+    wend_insert(list[1], &w->node[1]);
+    return 0;
+}
+
+static void watch_del(aemp_node *n, aemp__watch *w)
+{
+    char key[KEY_MAX];
+    size_t klen = watch_key(key, w);
+    if (aemp__map_get(&P(n)->watches, key, klen) == w) aemp__map_del(&P(n)->watches, key, klen);
+    wend_remove(&w->node[0]);
+    wend_remove(&w->node[1]);
+    free(w);
+}
+
+static aemp__watch *find_monitor(aemp_node *n, const aemp_addr *ref)
+{
+    char key[KEY_MAX];
+    return aemp__map_get(&P(n)->watches, key, monitor_key(key, ref));
+}
+
+static aemp__watch *find_link(aemp_node *n, const aemp_addr *a, const aemp_addr *b)
+{
+    char key[KEY_MAX];
+    aemp__watch *w = aemp__map_get(&P(n)->watches, key, link_key(key, a, b));
+    return w && w->kind == AEMP__W_LINK ? w : NULL;
+}
+
+/* The local port id of a, or 0. */
+static uint64_t local_id(aemp_node *n, const aemp_addr *a)
+{
+    aemp__port *p = aemp__proc_resolve(n, a);
+    return p ? p->id : 0;
+}
+
+int aemp__watch_link(aemp_node *n, const aemp_addr *a, const aemp_addr *b)
+{
+    uint64_t port[2] = {local_id(n, a), local_id(n, b)};
+    return watch_add(n, AEMP__W_LINK, a, b, NULL, port);
+}
+
+int aemp__watch_monitor(aemp_node *n, const aemp_addr *watcher, const aemp_addr *target,
+                        const aemp_addr *ref)
+{
+    uint64_t port[2] = {local_id(n, watcher), local_id(n, target)};
+    return watch_add(n, AEMP__W_MONITOR, watcher, target, ref, port);
+}
+
+void aemp__proc_ref(aemp_node *n, aemp_addr *out)
+{
+    /* Three words as Erlang's own: the first holds 18 bits. Unique in this
+     * incarnation (the creation tells incarnations apart). */
+    uint64_t r = ++P(n)->next_ref;
+    memset(out, 0, sizeof *out);
+    out->kind = AEMP_ADDR_REF;
+    out->nwords = 3;
+    out->node = n->name_h;
+    out->creation = n->creation;
+    out->w[0] = (uint32_t)(r & 0x3ffff);
+    out->w[1] = (uint32_t)(r >> 18);
+    out->w[2] = (uint32_t)(r >> 50);
+}
+
+/* ------------------------------------------------------------------ */
+/* telling other nodes                                                */
+/* ------------------------------------------------------------------ */
+
+/* The connection to the node of a, when one is there (up or coming). */
+static aemp__conn *conn_of(aemp_node *n, const aemp_addr *a)
+{
+    int err;
+    return aemp__node_conn(n, a->node, false, &err);
+}
+
+static bool payload_exits(const aemp__conn *c)
+{
+    return aemp__conn_up(c) && (c->flags & AEMP__DFLAG_EXIT_PAYLOAD);
+}
+
+/* A link exit or exit/2 signal from `from` to the remote `to`. */
+static void send_exit(aemp_node *n, bool link, const aemp_addr *from, const aemp_addr *to,
+                      const aemp_term *reason)
+{
+    aemp__conn *c = conn_of(n, to);
+    if (!c) return;
+    aemp_buf ctl = AEMP_BUF_INIT;
+    int rc;
+    if (payload_exits(c)) {
+        rc = aemp__ctl_enc(&ctl, link ? AEMP__CTL_PAYLOAD_EXIT : AEMP__CTL_PAYLOAD_EXIT2, "aa",
+                           from, to);
+        if (!rc) rc = aemp__conn_ctl(c, &ctl, reason);
+    } else {
+        rc = aemp__ctl_enc(&ctl, link ? AEMP__CTL_EXIT : AEMP__CTL_EXIT2, "aat", from, to, reason);
+        if (!rc) rc = aemp__conn_ctl(c, &ctl, NULL);
+    }
+    if (rc) AEMP_LOGE("exit signal to %s lost: %s", c->peer, aemp_strerror(rc));
+    aemp_buf_free(&ctl);
+}
+
+/* A monitored local process died: tell the remote watcher. */
+static void send_monitor_exit(aemp_node *n, const aemp__watch *w, const aemp_term *reason)
+{
+    aemp__conn *c = conn_of(n, &w->end[0]);
+    if (!c) return;
+    aemp_buf ctl = AEMP_BUF_INIT;
+    int rc;
+    if (payload_exits(c)) {
+        rc = aemp__ctl_enc(&ctl, AEMP__CTL_PAYLOAD_MONITOR_P_EXIT, "aaa", &w->end[1], &w->end[0],
+                           &w->ref);
+        if (!rc) rc = aemp__conn_ctl(c, &ctl, reason);
+    } else {
+        rc = aemp__ctl_enc(&ctl, AEMP__CTL_MONITOR_P_EXIT, "aaat", &w->end[1], &w->end[0],
+                           &w->ref, reason);
+        if (!rc) rc = aemp__conn_ctl(c, &ctl, NULL);
+    }
+    if (rc) AEMP_LOGE("monitor exit to %s lost: %s", c->peer, aemp_strerror(rc));
+    aemp_buf_free(&ctl);
+}
+
+/* ------------------------------------------------------------------ */
+/* exits                                                              */
+/* ------------------------------------------------------------------ */
+
+static bool is_atom(const aemp_term *t, const char *atom)
+{
+    size_t n = strlen(atom);
+    const uint8_t *p = (const uint8_t *)t->data;
+    return t->len == n + 2 && (p[0] == AEMP__EXT_SMALL_ATOM_UTF8 || p[0] == 115) &&
+           p[1] == n && memcmp(p + 2, atom, n) == 0;
+}
+
+/* Queue the exit of local port id (reason copied). */
+static void queue_exit(aemp_node *n, uint64_t id, const aemp_term *reason)
+{
+    struct aemp__proc *p = P(n);
+    size_t total = 12 + reason->len;
+    if (total > UINT32_MAX || aemp__buf_reserve(&p->exits, total)) {
+        AEMP_LOGE("out of memory: port %llu does not exit", (unsigned long long)id);
+        return;
+    }
+    char *d = p->exits.data + p->exits.len;
+    aemp__put_u32(d, (uint32_t)total);
+    memcpy(d + 4, &id, 8);
+    memcpy(d + 12, reason->data, reason->len);
+    p->exits.len += total;
+}
+
+static void term_of_atom(aemp_buf *b, const char *atom)
+{
+    b->len = 0;
+    aemp__enc_atom_text(b, atom, strlen(atom));
+}
+
+/*
+ * An exit signal to local port `to`. A port does not trap exits: `normal`
+ * is ignored; anything else kills it with that reason, except that exit/2
+ * with `kill` (not a link's `kill`) kills it with `killed`, as OTP does.
+ */
+static void signal_exit(aemp_node *n, uint64_t to, bool link, const aemp_term *reason)
+{
+    if (is_atom(reason, "normal")) return;
+    if (!link && is_atom(reason, "kill")) {
+        aemp_buf k = AEMP_BUF_INIT;
+        term_of_atom(&k, "killed");
+        aemp_term t = aemp_buf_term(&k);
+        queue_exit(n, to, &t);
+        aemp_buf_free(&k);
+        return;
+    }
+    queue_exit(n, to, reason);
+}
+
+/* {'DOWN', Ref, process, Target, Reason} to a local watcher; Target is the
+ * pid, or {Name, Node} for a monitor of a name. */
+static void deliver_down(aemp_node *n, const aemp__watch *w, const aemp_term *reason)
+{
+    aemp__port *port = aemp__proc_port(n, w->port[0]);
+    if (!port) return;
+    aemp_buf b = AEMP_BUF_INIT;
+    int rc;
+    const aemp_addr *t = &w->end[1];
+    if (t->kind == AEMP_ADDR_NAME)
+        rc = aemp_term_format(&b, "{'DOWN', ~p, process, {~a, ~a}, ~t}", &w->ref,
+                              aemp_addr_reg_name(t), aemp_addr_node_name(t), reason);
+    else
+        rc = aemp_term_format(&b, "{'DOWN', ~p, process, ~p, ~t}", &w->ref, t, reason);
+    if (!rc) {
+        aemp_term msg = aemp_buf_term(&b);
+        rc = aemp__proc_deliver(n, port, &msg, NULL);
+    }
+    if (rc) AEMP_LOGE("'DOWN' message lost: %s", aemp_strerror(rc));
+    aemp_buf_free(&b);
+}
+
+/* Port `self` (end i of w) is gone with reason: act on the other end. */
+static void fire(aemp_node *n, aemp__watch *w, int i, const aemp_addr *self,
+                 const aemp_term *reason)
+{
+    int o = 1 - i;
+    if (w->kind == AEMP__W_MONITOR) {
+        if (i == 1) {
+            if (w->port[0])
+                deliver_down(n, w, reason);
+            else
+                send_monitor_exit(n, w, reason);
+        } else if (!w->port[1]) {
+            /* the watcher is gone: the remote target forgets the monitor */
+            aemp__conn *c = conn_of(n, &w->end[1]);
+            aemp_buf ctl = AEMP_BUF_INIT;
+            if (c && aemp__ctl_enc(&ctl, AEMP__CTL_DEMONITOR_P, "aaa", &w->end[0], &w->end[1],
+                                   &w->ref) == 0)
+                aemp__conn_ctl(c, &ctl, NULL);
+            aemp_buf_free(&ctl);
+        }
+        return;
+    }
+    if (w->port[o])
+        signal_exit(n, w->port[o], true, reason);
+    else
+        send_exit(n, true, self, &w->end[o], reason);
+}
+
+static void kill_now(aemp_node *n, uint64_t id, const aemp_term *reason)
+{
+    aemp__port *port = aemp__proc_port(n, id);
+    if (!port) return;
+    aemp__port_unlist(n, port);
+    aemp_addr self;
+    aemp__addr_pid(&self, n->name_h, n->creation, id);
+    while (port->watches.next != &port->watches) {
+        aemp__wend *e = port->watches.next;
+        aemp__watch *w = e->w;
+        int i = e == &w->node[0] ? 0 : 1;
+        /* out of every list first: what fire() does cannot meet it again */
+        aemp__watch copy = *w;
+        watch_del(n, w);
+        fire(n, &copy, i, &self, reason);
+    }
+    bool quiet = is_atom(reason, "normal") || is_atom(reason, "shutdown");
+    if (!quiet && aemp_log_get_level() >= AEMP_LOG_INFO) {
+        char why[200];
+        aemp_term_print(reason, why, sizeof why);
+        AEMP_LOGI("port %llu died: %s", (unsigned long long)id, why);
+    }
+    aemp__event_info ev = {.kind = AEMP__EV_PORT_EXIT, .port = id, .exit = reason};
+    aemp__node_publish(n, &ev);
+    if (port->in_cb == 0) aemp__port_free(n, port);
+}
+
+/* Carry out queued exits until none is left. */
+static void run_exits(aemp_node *n)
+{
+    struct aemp__proc *p = P(n);
+    if (p->exiting) return;
+    p->exiting = true;
+    aemp_buf r = AEMP_BUF_INIT;
+    size_t pos = 0;
+    while (pos < p->exits.len) {
+        const char *e = p->exits.data + pos;
+        uint32_t total = aemp__get_u32(e);
+        uint64_t id;
+        memcpy(&id, e + 4, 8);
+        /* the queue may move while this exit runs: copy the reason */
+        r.len = 0;
+        if (aemp__buf_append(&r, e + 12, total - 12) == 0) {
+            aemp_term t = aemp_buf_term(&r);
+            kill_now(n, id, &t);
+        }
+        pos += total;
+    }
+    p->exits.len = 0;
+    aemp_buf_free(&r);
+    p->exiting = false;
+}
+
+void aemp__proc_kill(aemp_node *n, uint64_t id, const aemp_term *reason)
+{
+    queue_exit(n, id, reason);
+    run_exits(n);
+}
+
+void aemp__proc_kill_atom(aemp_node *n, uint64_t id, const char *atom)
+{
+    aemp_buf b = AEMP_BUF_INIT;
+    term_of_atom(&b, atom);
+    aemp_term t = aemp_buf_term(&b);
+    aemp__proc_kill(n, id, &t);
+    aemp_buf_free(&b);
+}
+
+/* A node is gone: its links break and its monitors fire with noconnection. */
+static void on_event(aemp_node *n, const aemp__event_info *ev, void *arg)
+{
+    if (ev->kind != AEMP__EV_NODE_DOWN) return;
+    aemp__wend *list = peer_list(n, ev->peer_h, false);
+    if (!list) return;
+    /* Detach the node's records first: what the callbacks below do (a new
+     * monitor of that node, say) starts a list of its own. */
+    aemp__map_del(&P(n)->peers, &ev->peer_h, sizeof ev->peer_h);
+    aemp_buf b = AEMP_BUF_INIT;
+    term_of_atom(&b, "noconnection");
+    aemp_term reason = aemp_buf_term(&b);
+    while (list->next != list) {
+        aemp__wend *e = list->next;
+        aemp__watch *w = e->w;
+        aemp__watch copy = *w;
+        int remote = e == &w->node[0] ? 0 : 1;
+        watch_del(n, w);
+        if (copy.kind == AEMP__W_MONITOR) {
+            if (remote == 1 && copy.port[0]) deliver_down(n, &copy, &reason);
+        } else if (copy.port[1 - remote]) {
+            signal_exit(n, copy.port[1 - remote], true, &reason);
+        }
+    }
+    free(list);
+    run_exits(n);
+    aemp_buf_free(&b);
+}
+
+/* ------------------------------------------------------------------ */
+/* the public calls                                                   */
+/* ------------------------------------------------------------------ */
+
+int aemp_monitor(aemp_node *n, aemp_port watcher, const aemp_addr *target, aemp_addr *ref)
+{
+    if (!n || !target || !ref) return AEMP_EINVAL;
+    if (n->closing) return AEMP_ECLOSED;
+    if (target->kind != AEMP_ADDR_PID && target->kind != AEMP_ADDR_NAME) return AEMP_EINVAL;
+    if (!aemp__proc_port(n, watcher.id)) return AEMP_ENOENT;
+    aemp_addr w, r;
+    aemp__addr_pid(&w, n->name_h, n->creation, watcher.id);
+    aemp__proc_ref(n, &r);
+    int rc;
+    if (target->node == n->name_h) {
+        if (!aemp__proc_resolve(n, target)) {
+            /* a monitor of a port that is not there fires at once */
+            aemp__watch tmp;
+            memset(&tmp, 0, sizeof tmp);
+            tmp.end[0] = w;
+            tmp.end[1] = *target;
+            tmp.ref = r;
+            tmp.port[0] = watcher.id;
+            aemp_buf b = AEMP_BUF_INIT;
+            term_of_atom(&b, "noproc");
+            aemp_term reason = aemp_buf_term(&b);
+            deliver_down(n, &tmp, &reason);
+            aemp_buf_free(&b);
+            *ref = r;
+            return 0;
+        }
+        rc = aemp__watch_monitor(n, &w, target, &r);
+    } else {
+        aemp_buf ctl = AEMP_BUF_INIT;
+        rc = aemp__ctl_enc(&ctl, AEMP__CTL_MONITOR_P, "aaa", &w, target, &r);
+        if (!rc) rc = aemp__watch_monitor(n, &w, target, &r);
+        if (!rc) rc = aemp__node_ctl(n, target->node, &ctl, NULL);
+        if (rc) {
+            aemp__watch *x = find_monitor(n, &r);
+            if (x) watch_del(n, x);
+        }
+        aemp_buf_free(&ctl);
+    }
+    if (!rc) *ref = r;
+    return rc;
+}
+
+int aemp_demonitor(aemp_node *n, const aemp_addr *ref)
+{
+    if (!n || !ref || ref->kind != AEMP_ADDR_REF) return AEMP_EINVAL;
+    aemp__watch *w = find_monitor(n, ref);
+    if (!w || !w->port[0]) return AEMP_ENOENT;
+    if (!w->port[1]) {
+        aemp__conn *c = conn_of(n, &w->end[1]);
+        aemp_buf ctl = AEMP_BUF_INIT;
+        if (c && aemp__ctl_enc(&ctl, AEMP__CTL_DEMONITOR_P, "aaa", &w->end[0], &w->end[1],
+                               &w->ref) == 0)
+            aemp__conn_ctl(c, &ctl, NULL);
+        aemp_buf_free(&ctl);
+    }
+    watch_del(n, w);
+    return 0;
+}
+
+int aemp_link(aemp_node *n, aemp_port port, const aemp_addr *other)
+{
+    if (!n || !other || other->kind != AEMP_ADDR_PID) return AEMP_EINVAL;
+    if (n->closing) return AEMP_ECLOSED;
+    if (!aemp__proc_port(n, port.id)) return AEMP_ENOENT;
+    aemp_addr self;
+    aemp__addr_pid(&self, n->name_h, n->creation, port.id);
+    if (other->node == n->name_h) {
+        if (!aemp__proc_resolve(n, other)) return AEMP_ENOENT;
+        if (aemp_addr_equal(&self, other)) return 0;
+        return aemp__watch_link(n, &self, other);
+    }
+    if (find_link(n, &self, other)) return 0;
+    aemp_buf ctl = AEMP_BUF_INIT;
+    int rc = aemp__ctl_enc(&ctl, AEMP__CTL_LINK, "aa", &self, other);
+    if (!rc) rc = aemp__watch_link(n, &self, other);
+    if (!rc) rc = aemp__node_ctl(n, other->node, &ctl, NULL);
+    if (rc) {
+        aemp__watch *w = find_link(n, &self, other);
+        if (w) watch_del(n, w);
+    }
+    aemp_buf_free(&ctl);
+    return rc;
+}
+
+int aemp_unlink(aemp_node *n, aemp_port port, const aemp_addr *other)
+{
+    if (!n || !other || other->kind != AEMP_ADDR_PID) return AEMP_EINVAL;
+    aemp_addr self;
+    aemp__addr_pid(&self, n->name_h, n->creation, port.id);
+    aemp__watch *w = find_link(n, &self, other);
+    if (!w) return 0;
+    watch_del(n, w);
+    if (other->node == n->name_h) return 0;
+    aemp__conn *c = conn_of(n, other);
+    if (!c) return 0;
+    aemp_buf ctl = AEMP_BUF_INIT;
+    int rc;
+    if (aemp__conn_up(c) && (c->flags & AEMP__DFLAG_UNLINK_ID)) {
+        aemp_addr id;
+        aemp__proc_ref(n, &id); /* a unique number for the unlink */
+        rc = aemp__ctl_enc(&ctl, AEMP__CTL_UNLINK_ID, "iaa",
+                           (uint64_t)id.w[1] << 18 | id.w[0], &self, other);
+    } else {
+        rc = aemp__ctl_enc(&ctl, AEMP__CTL_UNLINK, "aa", &self, other);
+    }
+    if (!rc) rc = aemp__conn_ctl(c, &ctl, NULL);
+    aemp_buf_free(&ctl);
+    return rc;
+}
+
+int aemp_exit(aemp_node *n, aemp_port from, const aemp_addr *to, const aemp_term *reason)
+{
+    size_t used;
+    if (!n || !to || to->kind != AEMP_ADDR_PID || !reason || !reason->data ||
+        aemp__term_validate(reason->data, reason->len, &used) || used != reason->len)
+        return AEMP_EINVAL;
+    if (n->closing) return AEMP_ECLOSED;
+    aemp_addr self;
+    aemp__addr_pid(&self, n->name_h, n->creation, from.id);
+    if (to->node == n->name_h) {
+        aemp__port *p = aemp__proc_resolve(n, to);
+        if (!p) return 0;
+        /* a port's exit/2 to itself with normal kills it, as in OTP */
+        if (from.id == p->id && is_atom(reason, "normal"))
+            queue_exit(n, p->id, reason);
+        else
+            signal_exit(n, p->id, false, reason);
+        run_exits(n);
+        return 0;
+    }
+    aemp_buf ctl = AEMP_BUF_INIT;
+    int rc = aemp__ctl_enc(&ctl, AEMP__CTL_EXIT2, "aat", &self, to, reason);
+    if (!rc) rc = aemp__node_ctl(n, to->node, &ctl, NULL);
+    aemp_buf_free(&ctl);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* control messages                                                   */
+/* ------------------------------------------------------------------ */
+
+static int dec(aemp_node *n, const aemp_term *t, unsigned want, aemp_addr *a)
+{
+    size_t used;
+    int rc = aemp__dec_addr(t->data, t->len, want, n->name_h, a, &used);
+    return rc ? rc : used == t->len ? 0 : AEMP_EPROTO;
+}
+
+#define PID AEMP__WANT(AEMP_ADDR_PID)
+#define NAME AEMP__WANT(AEMP_ADDR_NAME)
+#define REF AEMP__WANT(AEMP_ADDR_REF)
+
+static void on_send(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo)
+{
+    aemp_node *n = arg;
+    struct aemp__proc *p = P(n);
+    if (!(m->repeat && memo->valid && memo->epoch == p->epoch)) {
+        int ti = 2, fi = -1;
+        switch (m->tag) {
+        case AEMP__CTL_SEND_SENDER:
+        case AEMP__CTL_SEND_SENDER_TT:
+            fi = 1;
+            break;
+        case AEMP__CTL_REG_SEND:
+        case AEMP__CTL_REG_SEND_TT:
+            ti = 3;
+            fi = 1;
+            break;
+        }
+        aemp_addr to;
+        memo->valid = false;
+        if (dec(n, &m->el[ti], ti == 3 ? NAME : PID, &to)) {
+            AEMP_LOGW("%s from %s: the destination is not a %s: ignored", aemp__ctl_name(m->tag),
+                      c->peer, ti == 3 ? "name" : "pid");
+            return;
+        }
+        memo->has_from = fi >= 0 && dec(n, &m->el[fi], PID, &memo->from) == 0;
+        memo->target = aemp__proc_resolve(n, &to);
+        memo->epoch = p->epoch;
+        memo->valid = true;
+    }
+    aemp__port *port = memo->target;
+    if (!port) {
+        AEMP_LOGD("message from %s to a process that is not here: dropped", c->peer);
+        return;
+    }
+    aemp__proc_deliver(n, port, &m->payload, memo->has_from ? &memo->from : NULL);
+}
+
+static void on_alias_send(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo)
+{
+    /* We make no aliases: any alias is unknown, and a message to an unknown
+     * alias is dropped, as in Erlang. */
+    AEMP_LOGD("alias send from %s to an unknown alias: dropped", c->peer);
+}
+
+static void on_link(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo)
+{
+    /* {LINK, FromPid, ToPid} */
+    aemp_node *n = arg;
+    aemp_addr from, to;
+    if (dec(n, &m->el[1], PID, &from) || dec(n, &m->el[2], PID, &to)) return;
+    if (!aemp__proc_resolve(n, &to)) {
+        aemp_buf b = AEMP_BUF_INIT;
+        term_of_atom(&b, "noproc");
+        aemp_term reason = aemp_buf_term(&b);
+        send_exit(n, true, &to, &from, &reason);
+        aemp_buf_free(&b);
+        return;
+    }
+    if (aemp__watch_link(n, &from, &to))
+        AEMP_LOGE("out of memory: link from %s not recorded", c->peer);
+}
+
+static void on_unlink(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo)
+{
+    /* {UNLINK, FromPid, ToPid} or {UNLINK_ID, Id, FromPid, ToPid} */
+    aemp_node *n = arg;
+    int f = m->tag == AEMP__CTL_UNLINK ? 1 : 2;
+    aemp_addr from, to;
+    if (dec(n, &m->el[f], PID, &from) || dec(n, &m->el[f + 1], PID, &to)) return;
+    aemp__watch *w = find_link(n, &from, &to);
+    if (w) watch_del(n, w);
+    if (m->tag == AEMP__CTL_UNLINK_ID) {
+        aemp_buf ctl = AEMP_BUF_INIT;
+        if (aemp__ctl_enc(&ctl, AEMP__CTL_UNLINK_ID_ACK, "taa", &m->el[1], &to, &from) == 0)
+            aemp__conn_ctl(c, &ctl, NULL);
+        aemp_buf_free(&ctl);
+    }
+}
+
+static void on_exit_signal(void *arg, aemp__conn *c, const aemp__ctl_in *m,
+                           aemp__ctl_memo *memo)
+{
+    aemp_node *n = arg;
+    bool link = true;
+    const aemp_term *reason = m->has_payload ? &m->payload : NULL;
+    switch (m->tag) {
+    case AEMP__CTL_EXIT2:
+    case AEMP__CTL_EXIT2_TT:
+    case AEMP__CTL_PAYLOAD_EXIT2:
+    case AEMP__CTL_PAYLOAD_EXIT2_TT:
+        link = false;
+    }
+    if (!reason) reason = &m->el[m->tag == AEMP__CTL_EXIT || m->tag == AEMP__CTL_EXIT2 ? 3 : 4];
+    aemp_addr from, to;
+    if (dec(n, &m->el[1], PID, &from) || dec(n, &m->el[2], PID, &to)) return;
+    aemp__port *port = aemp__proc_resolve(n, &to);
+    if (!port) return;
+    if (link) {
+        /* a link exit for a link that is not there (any more) is ignored */
+        aemp__watch *w = find_link(n, &from, &to);
+        if (!w) return;
+        watch_del(n, w);
+    }
+    signal_exit(n, port->id, link, reason);
+    run_exits(n);
+}
+
+static void on_monitor(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo)
+{
+    /* {MONITOR_P, FromPid, ToProc, Ref}: ToProc is our pid or a name. */
+    aemp_node *n = arg;
+    aemp_addr from, target, ref;
+    if (dec(n, &m->el[1], PID, &from) || dec(n, &m->el[2], PID | NAME, &target) ||
+        dec(n, &m->el[3], REF, &ref)) {
+        AEMP_LOGW("MONITOR_P from %s: malformed: ignored", c->peer);
+        return;
+    }
+    if (!aemp__proc_resolve(n, &target)) {
+        /* Unknown: answer at once, or the Erlang caller waits forever. */
+        aemp_buf ctl = AEMP_BUF_INIT;
+        if (aemp__ctl_enc(&ctl, AEMP__CTL_MONITOR_P_EXIT, "aaaA", &target, &from, &ref,
+                          "noproc") == 0)
+            aemp__conn_ctl(c, &ctl, NULL);
+        aemp_buf_free(&ctl);
+        return;
+    }
+    if (aemp__watch_monitor(n, &from, &target, &ref))
+        AEMP_LOGE("out of memory: monitor from %s not recorded", c->peer);
+}
+
+static void on_demonitor(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo)
+{
+    aemp_node *n = arg;
+    aemp_addr ref;
+    if (dec(n, &m->el[3], REF, &ref)) return;
+    aemp__watch *w = find_monitor(n, &ref);
+    /* only the watcher may take its monitor back */
+    if (w && !w->port[0] && w->end[0].node == c->peer_h) watch_del(n, w);
+}
+
+static void on_monitor_exit(void *arg, aemp__conn *c, const aemp__ctl_in *m,
+                            aemp__ctl_memo *memo)
+{
+    /* {MONITOR_P_EXIT, FromProc, ToPid, Ref, Reason} or the payload form */
+    aemp_node *n = arg;
+    aemp_addr ref;
+    if (dec(n, &m->el[3], REF, &ref)) return;
+    aemp__watch *w = find_monitor(n, &ref);
+    if (!w || !w->port[0] || w->end[1].node != c->peer_h) return;
+    aemp__watch copy = *w;
+    watch_del(n, w);
+    deliver_down(n, &copy, m->has_payload ? &m->payload : &m->el[4]);
+}
+
+int aemp__watch_init(aemp_node *n)
+{
+    static const struct {
+        enum aemp__ctl tag;
+        aemp__ctl_fn fn;
+    } handlers[] = {
+        {AEMP__CTL_SEND, on_send},
+        {AEMP__CTL_SEND_TT, on_send},
+        {AEMP__CTL_SEND_SENDER, on_send},
+        {AEMP__CTL_SEND_SENDER_TT, on_send},
+        {AEMP__CTL_REG_SEND, on_send},
+        {AEMP__CTL_REG_SEND_TT, on_send},
+        {AEMP__CTL_ALIAS_SEND, on_alias_send},
+        {AEMP__CTL_ALIAS_SEND_TT, on_alias_send},
+        {AEMP__CTL_LINK, on_link},
+        {AEMP__CTL_UNLINK, on_unlink},
+        {AEMP__CTL_UNLINK_ID, on_unlink},
+        {AEMP__CTL_EXIT, on_exit_signal},
+        {AEMP__CTL_EXIT_TT, on_exit_signal},
+        {AEMP__CTL_EXIT2, on_exit_signal},
+        {AEMP__CTL_EXIT2_TT, on_exit_signal},
+        {AEMP__CTL_PAYLOAD_EXIT, on_exit_signal},
+        {AEMP__CTL_PAYLOAD_EXIT_TT, on_exit_signal},
+        {AEMP__CTL_PAYLOAD_EXIT2, on_exit_signal},
+        {AEMP__CTL_PAYLOAD_EXIT2_TT, on_exit_signal},
+        {AEMP__CTL_MONITOR_P, on_monitor},
+        {AEMP__CTL_DEMONITOR_P, on_demonitor},
+        {AEMP__CTL_MONITOR_P_EXIT, on_monitor_exit},
+        {AEMP__CTL_PAYLOAD_MONITOR_P_EXIT, on_monitor_exit},
+        {AEMP__CTL_SPAWN_REQUEST, aemp__spawn_request},
+        {AEMP__CTL_SPAWN_REQUEST_TT, aemp__spawn_request},
+    };
+    for (size_t i = 0; i < sizeof handlers / sizeof *handlers; i++)
+        aemp__node_on_ctl(n, handlers[i].tag, handlers[i].fn, n);
+    return aemp__node_subscribe(n, on_event, NULL, &P(n)->sub);
+}
+
+static void free_watch(const char *key, void *val, void *arg)
+{
+    free(val);
+}
+
+void aemp__watch_free(aemp_node *n)
+{
+    aemp__map_each(&P(n)->watches, free_watch, NULL);
+    aemp__map_free(&P(n)->watches);
+    aemp__map_each(&P(n)->peers, free_watch, NULL);
+    aemp__map_free(&P(n)->peers);
+}

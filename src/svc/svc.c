@@ -1,0 +1,21 @@
+/* svc.c - starting and freeing the node's services. */
+#include "svc.h"
+
+#include <stdlib.h>
+
+int aemp__svc_init(aemp_node *n)
+{
+    n->svc = calloc(1, sizeof *n->svc);
+    if (!n->svc) return AEMP_ENOMEM;
+    int rc = aemp__net_kernel_start(n);
+    if (!rc) rc = aemp__rpc_start(n);
+    return rc;
+}
+
+void aemp__svc_free(aemp_node *n)
+{
+    if (!n->svc) return;
+    aemp__rpc_free(n);
+    free(n->svc);
+    n->svc = NULL;
+}

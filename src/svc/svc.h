@@ -1,0 +1,27 @@
+/*
+ * svc.h - services: ports of the node's own, registered under the names
+ * Erlang expects (net_kernel) or serving the spawn requests of Erlang's
+ * rpc and erpc. Each is set up from the process layer's public and internal
+ * calls, as user code would be; the layers below never name them. A new
+ * service goes here (docs/design.md).
+ */
+#ifndef AEMP_SVC_H
+#define AEMP_SVC_H
+
+#include "../proc/proc.h"
+
+struct aemp__svc {
+    aemp_port net_kernel;
+    aemp__map exports; /* "module:function" -> exported C function */
+};
+
+/* Start every service on n. */
+int aemp__svc_init(aemp_node *n);
+/* Free what the services hold (their ports die with the node's). */
+void aemp__svc_free(aemp_node *n);
+
+int aemp__net_kernel_start(aemp_node *n);
+int aemp__rpc_start(aemp_node *n);
+void aemp__rpc_free(aemp_node *n);
+
+#endif
