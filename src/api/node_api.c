@@ -52,7 +52,6 @@ fail:
     return rc;
 }
 
-
 void aemp_node_close(aemp_node *n, void (*closed_cb)(void *arg), void *arg)
 {
     if (!n || n->closing) return;

@@ -167,8 +167,8 @@ void aemp__conn_close(aemp__conn *c, int err, const char *reason)
     } else if (was == AEMP__C_UP) {
         AEMP_LOGI("connection to %s closed: %s", c->peer, reason);
         d->ops->down(d->ops_arg, c, err, reason);
-    } else if (!c->silent && (dropped || c->initiator || c->in_table)) {
-        if (c->initiator)
+    } else {
+        if (c->initiator && !c->silent)
             AEMP_LOGW("cannot connect to %s: %s%s", c->peer, reason,
                       dropped ? " (queued messages dropped)" : "");
         d->ops->fail(d->ops_arg, c, err, reason, dropped);

@@ -106,7 +106,7 @@ struct aemp__conn {
     bool tcp_init; /* tcp handle initialised (needs uv_close) */
     bool gai_busy; /* getaddrinfo request outstanding */
     bool shutdown; /* closing after flushing (node close) */
-    bool silent;   /* superseded: close without reporting a failure */
+    bool silent;   /* superseded: its failure is no news (ops->fail knows) */
     /* kept for the layer above (its connection table) */
     bool in_table;
     uint32_t peer_h; /* the peer's name, interned */
@@ -213,7 +213,7 @@ bool aemp__node_name_valid(const char *name);
 /* Start an outgoing connection to peer (resolve, EPMD lookup, connect,
  * handshake). NULL when max_connections are open or memory is short. */
 aemp__conn *aemp__conn_connect(aemp__dist *d, const char *peer);
-/* Close c; ops->down or ops->fail follows (not for `silent` ones). */
+/* Close c; ops->down (it was up) or ops->fail (it never was) follows. */
 void aemp__conn_close(aemp__conn *c, int err, const char *reason);
 static inline bool aemp__conn_up(const aemp__conn *c)
 {

@@ -272,8 +272,8 @@ void aemp__dist_packet(aemp__conn *c, const char *p, size_t len)
         m = c->rc_m;
         m.repeat = true;
         size_t pos = c->rc_key.len;
-        rc = take_term(c, p, len, &pos, c->rc_headed ? &c->rc_h : NULL, &c->msg_scratch,
-                       &m.payload);
+        rc =
+            take_term(c, p, len, &pos, c->rc_headed ? &c->rc_h : NULL, &c->msg_scratch, &m.payload);
         if (!rc && pos != len) rc = AEMP_EPROTO;
     } else {
         memset(&m, 0, sizeof m);

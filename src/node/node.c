@@ -238,7 +238,8 @@ static void op_fail(void *arg, aemp__conn *c, int err, const char *reason, size_
 {
     aemp_node *n = arg;
     table_del(n, c);
-    if (c->initiator && n->fail_cb) n->fail_cb(n, c->peer, err, reason, dropped, n->fail_arg);
+    if (c->initiator && !c->silent && n->fail_cb)
+        n->fail_cb(n, c->peer, err, reason, dropped, n->fail_arg);
 }
 
 static void op_ctl(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo)

@@ -20,8 +20,7 @@ struct aemp__proc; /* the process layer's state (src/proc) */
 struct aemp__svc;  /* the services' state (src/svc) */
 
 /* A handler of one control message tag (aemp__node_on_ctl). */
-typedef void (*aemp__ctl_fn)(void *arg, aemp__conn *c, const aemp__ctl_in *m,
-                             aemp__ctl_memo *memo);
+typedef void (*aemp__ctl_fn)(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo);
 
 enum aemp__event {
     AEMP__EV_NODE_UP = 1,   /* peer: the node; reason NULL */
@@ -31,10 +30,10 @@ enum aemp__event {
 
 typedef struct aemp__event_info {
     int kind;
-    uint32_t peer_h;     /* NODE_UP, NODE_DOWN */
-    const char *peer;    /* NODE_UP, NODE_DOWN */
-    const char *reason;  /* NODE_DOWN */
-    uint64_t port;       /* PORT_EXIT */
+    uint32_t peer_h;       /* NODE_UP, NODE_DOWN */
+    const char *peer;      /* NODE_UP, NODE_DOWN */
+    const char *reason;    /* NODE_DOWN */
+    uint64_t port;         /* PORT_EXIT */
     const aemp_term *exit; /* PORT_EXIT */
 } aemp__event_info;
 
@@ -60,11 +59,11 @@ struct aemp_node {
     uv_timer_t ready_timer; /* reports readiness of client-only nodes */
     aemp__epmd_reg *epmd;
 
-    aemp__map conns;        /* peer name handle (4 bytes) -> aemp__conn */
-    uint32_t last_peer;     /* the last remote destination's node, */
-    aemp__conn *last_conn;  /* and its connection (NULL: look it up) */
-    aemp__sub *subs;        /* event subscribers, in subscription order */
-    int publishing;         /* events being delivered (unsubscribe defers) */
+    aemp__map conns;       /* peer name handle (4 bytes) -> aemp__conn */
+    uint32_t last_peer;    /* the last remote destination's node, */
+    aemp__conn *last_conn; /* and its connection (NULL: look it up) */
+    aemp__sub *subs;       /* event subscribers, in subscription order */
+    int publishing;        /* events being delivered (unsubscribe defers) */
     struct {
         aemp__ctl_fn fn;
         void *arg;
@@ -114,11 +113,9 @@ aemp__conn *aemp__node_conn(aemp_node *n, uint32_t peer_h, bool start, int *err)
 /* Route a message to a remote process: its node's connection (made on
  * demand) in order. AEMP_EBUSY when max_pending bytes wait for that peer
  * or no connection can be made. */
-int aemp__node_send(aemp_node *n, const aemp_addr *from, const aemp_addr *to,
-                    const aemp_term *msg);
+int aemp__node_send(aemp_node *n, const aemp_addr *from, const aemp_addr *to, const aemp_term *msg);
 /* Queue a control message for node peer_h (connecting on demand). */
-int aemp__node_ctl(aemp_node *n, uint32_t peer_h, const aemp_buf *ctl,
-                   const aemp_term *payload);
+int aemp__node_ctl(aemp_node *n, uint32_t peer_h, const aemp_buf *ctl, const aemp_term *payload);
 /* Is this address a pid of this node's incarnation? */
 static inline bool aemp__node_is_local_pid(const aemp_node *n, const aemp_addr *a)
 {

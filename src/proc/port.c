@@ -100,8 +100,8 @@ int aemp_port_close(aemp_node *n, aemp_port port)
 int aemp_port_kill(aemp_node *n, aemp_port port, const aemp_term *reason)
 {
     size_t used;
-    if (!n || !reason || !reason->data ||
-        aemp__term_validate(reason->data, reason->len, &used) || used != reason->len)
+    if (!n || !reason || !reason->data || aemp__term_validate(reason->data, reason->len, &used) ||
+        used != reason->len)
         return AEMP_EINVAL;
     if (aemp__proc_port(n, port.id)) aemp__proc_kill(n, port.id, reason);
     return 0;
@@ -155,8 +155,7 @@ int aemp_unregister(aemp_node *n, const char *name)
 /* delivery                                                           */
 /* ------------------------------------------------------------------ */
 
-static void call_port(aemp_node *n, aemp__port *port, const aemp_term *msg,
-                      const aemp_addr *from)
+static void call_port(aemp_node *n, aemp__port *port, const aemp_term *msg, const aemp_addr *from)
 {
     struct aemp__proc *p = P(n);
     if (!port->cb) return;
@@ -229,8 +228,7 @@ static void deliver_deferred(uv_idle_t *h)
     }
 }
 
-int aemp__proc_deliver(aemp_node *n, aemp__port *port, const aemp_term *msg,
-                       const aemp_addr *from)
+int aemp__proc_deliver(aemp_node *n, aemp__port *port, const aemp_term *msg, const aemp_addr *from)
 {
     struct aemp__proc *p = P(n);
     /* Keep order: once anything is deferred, later sends queue behind it. */

@@ -41,7 +41,7 @@ typedef struct aemp__port {
     uint64_t id;
     aemp_recv_cb cb; /* NULL: messages are dropped (spawned service ports) */
     void *arg;
-    uint32_t regname; /* interned, 0: none */
+    uint32_t regname;   /* interned, 0: none */
     aemp__wend watches; /* sentinel of the records this port is an end of */
     int in_cb;
     bool dead;
@@ -93,8 +93,8 @@ int aemp__proc_open(aemp_node *n, aemp_recv_cb cb, void *arg, aemp_port *out);
  * fire, the exit is published. Killing a port that is gone does nothing. */
 void aemp__proc_kill(aemp_node *n, uint64_t id, const aemp_term *reason);
 /* Register init for spawn requests of module:function. */
-int aemp__proc_spawn_fn(aemp_node *n, const char *module, const char *function,
-                        aemp__spawn_fn fn, void *arg);
+int aemp__proc_spawn_fn(aemp_node *n, const char *module, const char *function, aemp__spawn_fn fn,
+                        void *arg);
 /* A new reference of this node. */
 void aemp__proc_ref(aemp_node *n, aemp_addr *out);
 

@@ -14,8 +14,8 @@ struct spawn_fn {
     void *arg;
 };
 
-static int spawn_key(char *key, size_t size, const char *module, size_t mlen,
-                     const char *function, size_t flen)
+static int spawn_key(char *key, size_t size, const char *module, size_t mlen, const char *function,
+                     size_t flen)
 {
     if (mlen + 1 + flen + 1 > size) return AEMP_ETOOBIG;
     memcpy(key, module, mlen);
@@ -25,8 +25,8 @@ static int spawn_key(char *key, size_t size, const char *module, size_t mlen,
     return (int)(mlen + 1 + flen);
 }
 
-int aemp__proc_spawn_fn(aemp_node *n, const char *module, const char *function,
-                        aemp__spawn_fn fn, void *arg)
+int aemp__proc_spawn_fn(aemp_node *n, const char *module, const char *function, aemp__spawn_fn fn,
+                        void *arg)
 {
     char key[2 * AEMP_MAXATOMLEN + 2];
     int klen = spawn_key(key, sizeof key, module, strlen(module), function, strlen(function));
@@ -107,8 +107,7 @@ void aemp__spawn_request(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__
     size_t used;
     if (aemp__dec_addr(from_t->data, from_t->len, AEMP__WANT(AEMP_ADDR_PID), n->name_h, &from,
                        &used) ||
-        aemp__dec_addr(req->data, req->len, AEMP__WANT(AEMP_ADDR_REF), n->name_h, &reqid,
-                       &used)) {
+        aemp__dec_addr(req->data, req->len, AEMP__WANT(AEMP_ADDR_REF), n->name_h, &reqid, &used)) {
         AEMP_LOGW("spawn request from %s: malformed requester or request id", c->peer);
         reply(c, req, from_t, 0, NULL, "badarg");
         return;
@@ -129,8 +128,9 @@ void aemp__spawn_request(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__
         reply(c, req, from_t, 0, NULL, "system_limit");
         return;
     }
-    reply(c, req, from_t, (link ? AEMP__SPAWN_FLAG_LINK : 0) | (monitor ? AEMP__SPAWN_FLAG_MONITOR : 0),
-          &pid, NULL);
+    reply(c, req, from_t,
+          (link ? AEMP__SPAWN_FLAG_LINK : 0) | (monitor ? AEMP__SPAWN_FLAG_MONITOR : 0), &pid,
+          NULL);
     uint64_t outer = n->proc->self;
     n->proc->self = self.id;
     s->fn(n, self, &m->payload, s->arg);

@@ -237,8 +237,8 @@ static void send_monitor_exit(aemp_node *n, const aemp__watch *w, const aemp_ter
                            &w->ref);
         if (!rc) rc = aemp__conn_ctl(c, &ctl, reason);
     } else {
-        rc = aemp__ctl_enc(&ctl, AEMP__CTL_MONITOR_P_EXIT, "aaat", &w->end[1], &w->end[0],
-                           &w->ref, reason);
+        rc = aemp__ctl_enc(&ctl, AEMP__CTL_MONITOR_P_EXIT, "aaat", &w->end[1], &w->end[0], &w->ref,
+                           reason);
         if (!rc) rc = aemp__conn_ctl(c, &ctl, NULL);
     }
     if (rc) AEMP_LOGE("monitor exit to %s lost: %s", c->peer, aemp_strerror(rc));
@@ -253,8 +253,8 @@ static bool is_atom(const aemp_term *t, const char *atom)
 {
     size_t n = strlen(atom);
     const uint8_t *p = (const uint8_t *)t->data;
-    return t->len == n + 2 && (p[0] == AEMP__EXT_SMALL_ATOM_UTF8 || p[0] == 115) &&
-           p[1] == n && memcmp(p + 2, atom, n) == 0;
+    return t->len == n + 2 && (p[0] == AEMP__EXT_SMALL_ATOM_UTF8 || p[0] == 115) && p[1] == n &&
+           memcmp(p + 2, atom, n) == 0;
 }
 
 /* Queue the exit of local port id (reason copied). */
@@ -500,8 +500,8 @@ int aemp_demonitor(aemp_node *n, const aemp_addr *ref)
     if (!w->port[1]) {
         aemp__conn *c = conn_of(n, &w->end[1]);
         aemp_buf ctl = AEMP_BUF_INIT;
-        if (c && aemp__ctl_enc(&ctl, AEMP__CTL_DEMONITOR_P, "aaa", &w->end[0], &w->end[1],
-                               &w->ref) == 0)
+        if (c &&
+            aemp__ctl_enc(&ctl, AEMP__CTL_DEMONITOR_P, "aaa", &w->end[0], &w->end[1], &w->ref) == 0)
             aemp__conn_ctl(c, &ctl, NULL);
         aemp_buf_free(&ctl);
     }
@@ -550,8 +550,8 @@ int aemp_unlink(aemp_node *n, aemp_port port, const aemp_addr *other)
     if (aemp__conn_up(c) && (c->flags & AEMP__DFLAG_UNLINK_ID)) {
         aemp_addr id;
         aemp__proc_ref(n, &id); /* a unique number for the unlink */
-        rc = aemp__ctl_enc(&ctl, AEMP__CTL_UNLINK_ID, "iaa",
-                           (uint64_t)id.w[1] << 18 | id.w[0], &self, other);
+        rc = aemp__ctl_enc(&ctl, AEMP__CTL_UNLINK_ID, "iaa", (uint64_t)id.w[1] << 18 | id.w[0],
+                           &self, other);
     } else {
         rc = aemp__ctl_enc(&ctl, AEMP__CTL_UNLINK, "aa", &self, other);
     }
@@ -681,8 +681,7 @@ static void on_unlink(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl
     }
 }
 
-static void on_exit_signal(void *arg, aemp__conn *c, const aemp__ctl_in *m,
-                           aemp__ctl_memo *memo)
+static void on_exit_signal(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo)
 {
     aemp_node *n = arg;
     bool link = true;
@@ -722,8 +721,8 @@ static void on_monitor(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ct
     if (!aemp__proc_resolve(n, &target)) {
         /* Unknown: answer at once, or the Erlang caller waits forever. */
         aemp_buf ctl = AEMP_BUF_INIT;
-        if (aemp__ctl_enc(&ctl, AEMP__CTL_MONITOR_P_EXIT, "aaaA", &target, &from, &ref,
-                          "noproc") == 0)
+        if (aemp__ctl_enc(&ctl, AEMP__CTL_MONITOR_P_EXIT, "aaaA", &target, &from, &ref, "noproc") ==
+            0)
             aemp__conn_ctl(c, &ctl, NULL);
         aemp_buf_free(&ctl);
         return;
@@ -742,8 +741,7 @@ static void on_demonitor(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__
     if (w && !w->port[0] && w->end[0].node == c->peer_h) watch_del(n, w);
 }
 
-static void on_monitor_exit(void *arg, aemp__conn *c, const aemp__ctl_in *m,
-                            aemp__ctl_memo *memo)
+static void on_monitor_exit(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo)
 {
     /* {MONITOR_P_EXIT, FromProc, ToPid, Ref, Reason} or the payload form */
     aemp_node *n = arg;

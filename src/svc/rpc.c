@@ -99,7 +99,8 @@ static int run_call(aemp_node *n, const aemp_term *ref, const char *m, const cha
 {
     char key[2 * AEMP_MAXATOMLEN + 2];
     struct export *e = NULL;
-    if (export_key(key, sizeof key, m, f) == 0) e = aemp__map_get(&n->svc->exports, key, strlen(key));
+    if (export_key(key, sizeof key, m, f) == 0)
+        e = aemp__map_get(&n->svc->exports, key, strlen(key));
     int rc;
     if (!e) {
         AEMP_LOGI("rpc: %s:%s is not exported: answered undef", m, f);

@@ -27,10 +27,10 @@ struct entry {
 
 static _Atomic(struct entry *) chunks[NCHUNKS];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static uint32_t count;      /* handles 1..count are in use */
-static size_t bytes;        /* text held */
-static uint32_t *index_;    /* open addressing: handle or 0 */
-static size_t index_cap;    /* a power of two */
+static uint32_t count;   /* handles 1..count are in use */
+static size_t bytes;     /* text held */
+static uint32_t *index_; /* open addressing: handle or 0 */
+static size_t index_cap; /* a power of two */
 
 static uint32_t hash_text(const char *s, size_t n)
 {
