@@ -1,0 +1,412 @@
+/*
+ * test_proc.c - the process layer: port ids past the old 28-bit and the
+ * 32-bit limits, stale ids, links and monitors local-local and across two
+ * nodes (both directions), exit translations, references, long link
+ * chains, many monitors, and port exit events.
+ */
+#include "harness.h"
+
+#include "proc/proc.h"
+
+TestSuite(proc, .init = setup, .fini = teardown, .timeout = 120);
+
+/* A port that keeps what it was sent: the last message printed, and the
+ * count. */
+struct inbox {
+    int count;
+    char last[512];
+    char tag[32];
+};
+
+static void inbox_cb(aemp_node *n, aemp_port self, const aemp_term *msg, const aemp_addr *from,
+                     void *arg)
+{
+    struct inbox *in = arg;
+    in->count++;
+    aemp_term_print(msg, in->last, sizeof in->last);
+    if (aemp_term_tag(msg, in->tag, sizeof in->tag)) in->tag[0] = 0;
+}
+
+static int wait_count(int *count, int want, unsigned ms)
+{
+    struct {
+        int *count;
+        int want;
+    } w = {count, want};
+    int done = *w.count >= w.want;
+    int expired = 0;
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    t.data = &expired;
+    uv_timer_start(&t, on_deadline, ms, 0);
+    while (!done && !expired) {
+        uv_run(&loop, UV_RUN_ONCE);
+        done = *w.count >= w.want;
+    }
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    return done;
+}
+
+static void term_of(aemp_buf *b, const char *fmt)
+{
+    b->len = 0;
+    cr_assert_eq(aemp_term_format(b, fmt), 0);
+}
+
+static bool alive(aemp_node *n, aemp_port p)
+{
+    aemp_addr a;
+    return aemp_port_addr(n, p, &a) == 0;
+}
+
+/* Port ids go on past 2^28 (where 15 + 13 bits of an old pid end) and past
+ * 2^32 (where the pid's Serial starts to count): every port is reached by
+ * its address, locally and from another node, and a closed one stays
+ * detectably gone. */
+Test(proc, ids_past_old_limits)
+{
+    struct node_ctx a, b;
+    start_node(&a, "a@127.0.0.1", "secret");
+    start_node(&b, "b@127.0.0.1", "secret");
+    const uint64_t starts[] = {(1ull << 28) - 3, (1ull << 32) - 3};
+    for (int s = 0; s < 2; s++) {
+        aemp__proc_set_next_id(a.node, starts[s]);
+        struct inbox in[6];
+        memset(in, 0, sizeof in);
+        aemp_port p[6];
+        aemp_addr addr[6];
+        for (int i = 0; i < 6; i++) {
+            cr_assert_eq(aemp_port_open(a.node, inbox_cb, &in[i], &p[i]), 0);
+            cr_assert_eq(p[i].id, starts[s] + 1 + (uint64_t)i);
+            cr_assert_eq(aemp_port_addr(a.node, p[i], &addr[i]), 0);
+            char text[128];
+            cr_assert_gt(aemp_addr_format(&addr[i], text, sizeof text), 0);
+            aemp_addr back;
+            aemp_port again;
+            cr_assert_eq(aemp_addr_parse(text, &back), 0);
+            cr_assert(aemp_addr_equal(&back, &addr[i]), "%s", text);
+            cr_assert_eq(aemp_port_of_addr(a.node, &back, &again), 0);
+            cr_assert_eq(again.id, p[i].id);
+        }
+        /* close every other one: sends to them are dropped, not misrouted */
+        for (int i = 0; i < 6; i += 2)
+            cr_assert_eq(aemp_port_close(a.node, p[i]), 0);
+        for (int i = 0; i < 6; i++) {
+            cr_assert_eq(aemp_sendf(a.node, (aemp_port){0}, &addr[i], "{local, ~i}", (int64_t)i),
+                         0);
+            cr_assert_eq(aemp_sendf(b.node, (aemp_port){0}, &addr[i], "{remote, ~i}", (int64_t)i),
+                         0);
+        }
+        for (int i = 1; i < 6; i += 2)
+            cr_assert(wait_count(&in[i].count, 2, 5000), "port %d got %d", i, in[i].count);
+        for (int i = 0; i < 6; i += 2) {
+            cr_assert_eq(in[i].count, 0);
+            cr_assert(!alive(a.node, p[i]));
+            aemp_port gone;
+            cr_assert_eq(aemp_port_of_addr(a.node, &addr[i], &gone), AEMP_ENOENT);
+        }
+        cr_assert_str_eq(in[5].last, "{remote,5}");
+    }
+    stop_node(&a);
+    stop_node(&b);
+}
+
+Test(proc, local_monitor_fires_once_with_reason)
+{
+    struct node_ctx a;
+    start_node(&a, "a@127.0.0.1", "secret");
+    struct inbox w = {0}, t = {0};
+    aemp_port wp, tp;
+    aemp_addr taddr, ref, ref2;
+    cr_assert_eq(aemp_port_open(a.node, inbox_cb, &w, &wp), 0);
+    cr_assert_eq(aemp_port_open(a.node, inbox_cb, &t, &tp), 0);
+    cr_assert_eq(aemp_port_addr(a.node, tp, &taddr), 0);
+    cr_assert_eq(aemp_monitor(a.node, wp, &taddr, &ref), 0);
+    cr_assert_eq(ref.kind, AEMP_ADDR_REF);
+    cr_assert_eq(aemp_monitor(a.node, wp, &taddr, &ref2), 0);
+    cr_assert(!aemp_addr_equal(&ref, &ref2));
+    cr_assert_eq(aemp_demonitor(a.node, &ref2), 0);
+    cr_assert_eq(aemp_demonitor(a.node, &ref2), AEMP_ENOENT);
+    aemp_buf r = AEMP_BUF_INIT;
+    term_of(&r, "{bad, 1}");
+    aemp_term rt = aemp_buf_term(&r);
+    cr_assert_eq(aemp_port_kill(a.node, tp, &rt), 0);
+    cr_assert(wait_count(&w.count, 1, 2000));
+    cr_assert_str_eq(w.tag, "DOWN");
+    cr_assert(strstr(w.last, ",process,#Pid<") != NULL, "%s", w.last);
+    cr_assert(strstr(w.last, ",{bad,1}}") != NULL, "%s", w.last);
+    /* fired once: a second kill of the dead port does nothing */
+    cr_assert_eq(aemp_port_kill(a.node, tp, &rt), 0);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    cr_assert_eq(w.count, 1);
+    cr_assert_eq(aemp_demonitor(a.node, &ref), AEMP_ENOENT);
+    /* a monitor of a port that is gone fires at once with noproc; one of a
+     * name does too, and names {Name, Node} */
+    cr_assert_eq(aemp_monitor(a.node, wp, &taddr, &ref), 0);
+    cr_assert(wait_count(&w.count, 2, 2000));
+    cr_assert(strstr(w.last, ",noproc}") != NULL, "%s", w.last);
+    aemp_addr name;
+    name_addr(&name, a.node, "nobody");
+    cr_assert_eq(aemp_monitor(a.node, wp, &name, &ref), 0);
+    cr_assert(wait_count(&w.count, 3, 2000));
+    cr_assert(strstr(w.last, "{nobody,'a@127.0.0.1'},noproc}") != NULL, "%s", w.last);
+    aemp_buf_free(&r);
+    stop_node(&a);
+}
+
+Test(proc, local_links_and_exit_translations)
+{
+    struct node_ctx a;
+    start_node(&a, "a@127.0.0.1", "secret");
+    struct inbox in[4] = {0};
+    aemp_port p[4];
+    aemp_addr addr[4];
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(aemp_port_open(a.node, inbox_cb, &in[i], &p[i]), 0);
+        cr_assert_eq(aemp_port_addr(a.node, p[i], &addr[i]), 0);
+    }
+    aemp_buf r = AEMP_BUF_INIT;
+    /* normal does not travel along a link */
+    cr_assert_eq(aemp_link(a.node, p[0], &addr[1]), 0);
+    cr_assert_eq(aemp_port_close(a.node, p[0]), 0);
+    cr_assert(alive(a.node, p[1]));
+    /* an abnormal reason kills the linked port with the same reason; a
+     * monitor of it shows which */
+    aemp_addr ref;
+    cr_assert_eq(aemp_link(a.node, p[1], &addr[2]), 0);
+    cr_assert_eq(aemp_monitor(a.node, p[3], &addr[2], &ref), 0);
+    term_of(&r, "boom");
+    aemp_term rt = aemp_buf_term(&r);
+    cr_assert_eq(aemp_port_kill(a.node, p[1], &rt), 0);
+    cr_assert(!alive(a.node, p[2]));
+    cr_assert(wait_count(&in[3].count, 1, 2000));
+    cr_assert(strstr(in[3].last, ",boom}") != NULL, "%s", in[3].last);
+    /* exit/2 with kill: the port dies with `killed`; normal is ignored */
+    struct inbox x = {0}, y = {0};
+    aemp_port xp, yp;
+    aemp_addr xa;
+    cr_assert_eq(aemp_port_open(a.node, inbox_cb, &x, &xp), 0);
+    cr_assert_eq(aemp_port_open(a.node, inbox_cb, &y, &yp), 0);
+    cr_assert_eq(aemp_port_addr(a.node, xp, &xa), 0);
+    cr_assert_eq(aemp_monitor(a.node, yp, &xa, &ref), 0);
+    term_of(&r, "normal");
+    rt = aemp_buf_term(&r);
+    cr_assert_eq(aemp_exit(a.node, p[3], &xa, &rt), 0);
+    cr_assert(alive(a.node, xp));
+    term_of(&r, "kill");
+    rt = aemp_buf_term(&r);
+    cr_assert_eq(aemp_exit(a.node, p[3], &xa, &rt), 0);
+    cr_assert(!alive(a.node, xp));
+    cr_assert(wait_count(&y.count, 1, 2000));
+    cr_assert(strstr(y.last, ",killed}") != NULL, "%s", y.last);
+    cr_assert_eq(aemp_link(a.node, p[3], &xa), AEMP_ENOENT);
+    aemp_buf_free(&r);
+    stop_node(&a);
+}
+
+/* A chain of 100,000 linked ports dies from one end without recursion. */
+Test(proc, long_link_chain)
+{
+    struct node_ctx a;
+    start_node(&a, "a@127.0.0.1", "secret");
+    enum { N = 100000 };
+    static aemp_port p[N];
+    struct inbox sink = {0};
+    aemp_addr prev;
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(aemp_port_open(a.node, inbox_cb, &sink, &p[i]), 0);
+        aemp_addr me;
+        cr_assert_eq(aemp_port_addr(a.node, p[i], &me), 0);
+        if (i) cr_assert_eq(aemp_link(a.node, p[i], &prev), 0);
+        prev = me;
+    }
+    aemp_buf r = AEMP_BUF_INIT;
+    term_of(&r, "{chain, broken}");
+    aemp_term rt = aemp_buf_term(&r);
+    cr_assert_eq(aemp_port_kill(a.node, p[0], &rt), 0);
+    for (int i = 0; i < N; i++)
+        cr_assert(!alive(a.node, p[i]), "port %d survived", i);
+    cr_assert_eq(a.node->proc->watches.count, 0);
+    aemp_buf_free(&r);
+    stop_node(&a);
+}
+
+/* Across two nodes, both directions: monitors deliver the reason, links
+ * carry abnormal exits, and a node's close breaks them with noconnection. */
+Test(proc, remote_links_and_monitors)
+{
+    struct node_ctx a, b;
+    start_node(&a, "a@127.0.0.1", "secret");
+    start_node(&b, "b@127.0.0.1", "secret");
+    struct inbox aw = {0}, bt = {0}, bl = {0}, al = {0};
+    aemp_port awp, btp, blp, alp;
+    aemp_addr bta, bla, ala, ref;
+    cr_assert_eq(aemp_port_open(a.node, inbox_cb, &aw, &awp), 0);
+    cr_assert_eq(aemp_port_open(b.node, inbox_cb, &bt, &btp), 0);
+    cr_assert_eq(aemp_port_open(b.node, inbox_cb, &bl, &blp), 0);
+    cr_assert_eq(aemp_port_open(a.node, inbox_cb, &al, &alp), 0);
+    cr_assert_eq(aemp_port_addr(b.node, btp, &bta), 0);
+    cr_assert_eq(aemp_port_addr(b.node, blp, &bla), 0);
+    cr_assert_eq(aemp_port_addr(a.node, alp, &ala), 0);
+    /* a monitors a port on b (a connection is made on demand) */
+    cr_assert_eq(aemp_monitor(a.node, awp, &bta, &ref), 0);
+    /* a's port links to one on b */
+    cr_assert_eq(aemp_link(a.node, alp, &bla), 0);
+    cr_assert(run_until(&a.ups, 5000));
+    /* wait until b has recorded both (they travel in order with this) */
+    struct inbox probe = {0};
+    aemp_port pp;
+    aemp_addr ppa;
+    cr_assert_eq(aemp_port_open(b.node, inbox_cb, &probe, &pp), 0);
+    cr_assert_eq(aemp_port_addr(b.node, pp, &ppa), 0);
+    cr_assert_eq(aemp_sendf(a.node, awp, &ppa, "{sync}"), 0);
+    cr_assert(wait_count(&probe.count, 1, 5000));
+    cr_assert_eq(b.node->proc->watches.count, 2);
+    aemp_buf r = AEMP_BUF_INIT;
+    term_of(&r, "{gone, far}");
+    aemp_term rt = aemp_buf_term(&r);
+    cr_assert_eq(aemp_port_kill(b.node, btp, &rt), 0);
+    cr_assert(wait_count(&aw.count, 1, 5000));
+    cr_assert_str_eq(aw.tag, "DOWN");
+    cr_assert(strstr(aw.last, ",{gone,far}}") != NULL, "%s", aw.last);
+    /* the link: b's port dies abnormally, a's linked port follows */
+    term_of(&r, "crash");
+    rt = aemp_buf_term(&r);
+    cr_assert_eq(aemp_port_kill(b.node, blp, &rt), 0);
+    for (int i = 0; i < 500 && alive(a.node, alp); i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    cr_assert(!alive(a.node, alp));
+    /* the other way: b monitors a's port, a's node closes: noconnection */
+    struct inbox bw = {0};
+    aemp_port bwp;
+    cr_assert_eq(aemp_port_open(b.node, inbox_cb, &bw, &bwp), 0);
+    aemp_addr awa;
+    cr_assert_eq(aemp_port_addr(a.node, awp, &awa), 0);
+    cr_assert_eq(aemp_monitor(b.node, bwp, &awa, &ref), 0);
+    cr_assert_eq(aemp_sendf(b.node, bwp, &awa, "{sync}"), 0);
+    cr_assert(wait_count(&aw.count, 2, 5000));
+    cr_assert_eq(a.node->proc->watches.count, 1);
+    stop_node(&a);
+    cr_assert(wait_count(&bw.count, 1, 5000));
+    /* a closing node's ports die with shutdown, or the link to it breaks */
+    cr_assert(strstr(bw.last, ",shutdown}") || strstr(bw.last, ",noconnection}"), "%s",
+              bw.last);
+    cr_assert(run_until(&b.downs, 5000));
+    cr_assert_eq(b.node->proc->watches.count, 0);
+    aemp_buf_free(&r);
+    stop_node(&b);
+}
+
+/* Many monitors from another node, then their demonitors: every record is
+ * gone afterwards (each found by its reference, not searched for). */
+Test(proc, many_remote_monitors)
+{
+    struct node_ctx a, b;
+    start_node(&a, "a@127.0.0.1", "secret");
+    start_node(&b, "b@127.0.0.1", "secret");
+    enum { N = 100000 };
+    struct inbox w = {0}, t = {0}, probe = {0};
+    aemp_port wp, tp, pp;
+    aemp_addr target, ppa;
+    cr_assert_eq(aemp_port_open(a.node, inbox_cb, &w, &wp), 0);
+    cr_assert_eq(aemp_port_open(b.node, inbox_cb, &t, &tp), 0);
+    cr_assert_eq(aemp_register(b.node, "target", tp), 0);
+    cr_assert_eq(aemp_port_open(b.node, inbox_cb, &probe, &pp), 0);
+    cr_assert_eq(aemp_port_addr(b.node, pp, &ppa), 0);
+    name_addr(&target, b.node, "target");
+    aemp_addr *refs = calloc(N, sizeof *refs);
+    cr_assert_not_null(refs);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(aemp_monitor(a.node, wp, &target, &refs[i]), 0);
+        if (i % 1000 == 999) uv_run(&loop, UV_RUN_NOWAIT);
+    }
+    cr_assert_eq(aemp_sendf(a.node, wp, &ppa, "{sync}"), 0);
+    cr_assert(wait_count(&probe.count, 1, 60000));
+    cr_assert_eq(b.node->proc->watches.count, N);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(aemp_demonitor(a.node, &refs[i]), 0);
+        if (i % 1000 == 999) uv_run(&loop, UV_RUN_NOWAIT);
+    }
+    cr_assert_eq(a.node->proc->watches.count, 0);
+    cr_assert_eq(aemp_sendf(a.node, wp, &ppa, "{sync}"), 0);
+    cr_assert(wait_count(&probe.count, 2, 60000));
+    cr_assert_eq(b.node->proc->watches.count, 0);
+    cr_assert_eq(w.count, 0, "no 'DOWN' after a demonitor: %s", w.last);
+    free(refs);
+    stop_node(&a);
+    stop_node(&b);
+}
+
+struct exits {
+    int count;
+    uint64_t last;
+    char reason[64];
+};
+
+static void on_event(aemp_node *n, const aemp__event_info *ev, void *arg)
+{
+    struct exits *e = arg;
+    if (ev->kind != AEMP__EV_PORT_EXIT) return;
+    e->count++;
+    e->last = ev->port;
+    aemp_term_print(ev->exit, e->reason, sizeof e->reason);
+}
+
+/* Every port's death is published, with its reason, to any number of
+ * subscribers. */
+Test(proc, port_exit_events)
+{
+    struct node_ctx a;
+    start_node(&a, "a@127.0.0.1", "secret");
+    struct exits e1 = {0}, e2 = {0};
+    aemp__sub *s2;
+    cr_assert_eq(aemp__node_subscribe(a.node, on_event, &e1, NULL), 0);
+    cr_assert_eq(aemp__node_subscribe(a.node, on_event, &e2, &s2), 0);
+    struct inbox in = {0};
+    aemp_port p;
+    cr_assert_eq(aemp_port_open(a.node, inbox_cb, &in, &p), 0);
+    cr_assert_eq(aemp_port_close(a.node, p), 0);
+    cr_assert_eq(e1.count, 1);
+    cr_assert_eq(e1.last, p.id);
+    cr_assert_str_eq(e1.reason, "normal");
+    cr_assert_eq(e2.count, 1);
+    aemp__node_unsubscribe(a.node, s2);
+    cr_assert_eq(aemp_port_open(a.node, inbox_cb, &in, &p), 0);
+    aemp_buf r = AEMP_BUF_INIT;
+    term_of(&r, "{oops, 42}");
+    aemp_term rt = aemp_buf_term(&r);
+    cr_assert_eq(aemp_port_kill(a.node, p, &rt), 0);
+    cr_assert_eq(e1.count, 2);
+    cr_assert_str_eq(e1.reason, "{oops,42}");
+    cr_assert_eq(e2.count, 1);
+    aemp_buf_free(&r);
+    stop_node(&a);
+}
+
+Test(proc, references_are_unique_and_printable)
+{
+    struct node_ctx a;
+    start_node(&a, "a@127.0.0.1", "secret");
+    aemp_addr r1, r2, back;
+    aemp__proc_ref(a.node, &r1);
+    aemp__proc_ref(a.node, &r2);
+    cr_assert(!aemp_addr_equal(&r1, &r2));
+    char text[128];
+    cr_assert_gt(aemp_addr_format(&r1, text, sizeof text), 0);
+    cr_assert(strncmp(text, "a@127.0.0.1#Ref<", 16) == 0, "%s", text);
+    cr_assert_eq(aemp_addr_parse(text, &back), 0);
+    cr_assert(aemp_addr_equal(&r1, &back));
+    /* a reference encodes as NEWER_REFERENCE_EXT and reads back */
+    aemp_buf b = AEMP_BUF_INIT;
+    cr_assert_eq(aemp_term_format(&b, "{~p}", &r2), 0);
+    aemp_term t = aemp_buf_term(&b);
+    aemp_cursor c = aemp_cursor_of(&t);
+    uint32_t arity;
+    cr_assert_eq(aemp_get_tuple(&c, &arity), 0);
+    cr_assert_eq(aemp_get_ref(&c, &back), 0);
+    cr_assert(aemp_addr_equal(&r2, &back));
+    aemp_buf_free(&b);
+    cr_assert_eq(sizeof(aemp_addr), 32);
+    stop_node(&a);
+}
