@@ -6,6 +6,8 @@
 #include "profile.h"
 
 #include <ctype.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +22,7 @@ static void usage(FILE *f)
                "  aemp gencert DIR [--name N] [HOST...]   make a CA and a node certificate\n"
                "  aemp profile NAME show | set KEY VALUE | unset KEY | delete | gensecret\n"
                "  aemp profile NAME gencert DIR [HOST...] manage node profiles\n"
-               "  aemp version\n"
+               "  aemp version | --version                print the version\n"
                "run and ping take --tls-cert FILE --tls-key FILE --tls-ca FILE for TLS\n"
                "distribution (as erl -proto_dist inet_tls); run takes --ticktime S\n"
                "(as net_ticktime, default 60) and --read-batch MS (read batching, default\n"
@@ -29,7 +31,21 @@ static void usage(FILE *f)
                "sets nodeid.\n"
                "NAME and NODE are alive@host, or alive for alive@<short host name>.\n"
                "The cookie defaults to ~/.erlang.cookie; AEMP_LOG=debug|info|warn|error\n"
-               "sets the log level, ERL_EPMD_PORT the EPMD port.\n");
+               "sets the log level, ERL_EPMD_PORT the EPMD port.\n"
+               "Exit status: 0 done, 1 failed (ping: pang), 2 usage error (what is wrong,\n"
+               "then this text, on stderr).\n");
+}
+
+int aemp__cli_usage_error(aemp__cli_usage_fn *print_usage, const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "aemp%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    print_usage(stderr);
+    return 2;
 }
 
 struct opts {
@@ -51,52 +67,64 @@ static void config_from_opts(const struct opts *o, aemp_node_config *cfg)
     cfg->tls_ca = o->tls_ca;
 }
 
-static int parse_opts(int argc, char **argv, struct opts *o)
+/* The options of run and ping; each takes a value. */
+static const struct {
+    const char *name;
+    bool run_only;
+} options[] = {
+    {"--cookie", false}, {"--profile", false}, {"--tls-cert", false}, {"--tls-key", false},
+    {"--tls-ca", false}, {"--port", true},     {"--ticktime", true},  {"--read-batch", true},
+};
+
+/* Options and the NAME/NODE argument of run (run true) or ping. Returns 0,
+ * or 2 after a usage error has been reported. */
+static int parse_opts(const char *cmd, bool run, int argc, char **argv, struct opts *o)
 {
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--cookie") == 0 && i + 1 < argc) {
-            o->cookie = argv[++i];
-        } else if (strcmp(argv[i], "--ticktime") == 0 && i + 1 < argc) {
-            char *end;
-            unsigned long t = strtoul(argv[++i], &end, 10);
-            if (*end || t == 0 || t > 86400) {
-                fprintf(stderr, "aemp: bad ticktime '%s' (seconds, 1..86400)\n", argv[i]);
-                return -1;
-            }
-            o->ticktime = (unsigned)t;
-        } else if (strcmp(argv[i], "--read-batch") == 0 && i + 1 < argc) {
-            char *end;
-            unsigned long ms = strtoul(argv[++i], &end, 10);
-            if (*end || !isdigit((unsigned char)argv[i][0]) || ms > 1000) {
-                fprintf(stderr, "aemp: bad read batch '%s' (milliseconds, 0..1000, 0: off)\n",
-                        argv[i]);
-                return -1;
-            }
-            o->read_batch_ms = ms ? (int)ms : -1;
-        } else if (strcmp(argv[i], "--profile") == 0 && i + 1 < argc) {
-            o->profile = argv[++i];
-        } else if (strcmp(argv[i], "--tls-cert") == 0 && i + 1 < argc) {
-            o->tls_cert = argv[++i];
-        } else if (strcmp(argv[i], "--tls-key") == 0 && i + 1 < argc) {
-            o->tls_key = argv[++i];
-        } else if (strcmp(argv[i], "--tls-ca") == 0 && i + 1 < argc) {
-            o->tls_ca = argv[++i];
-        } else if (strcmp(argv[i], "--port") == 0 && i + 1 < argc) {
-            char *end;
-            unsigned long p = strtoul(argv[++i], &end, 10);
-            if (*end || p > 65535) {
-                fprintf(stderr, "aemp: bad port '%s'\n", argv[i]);
-                return -1;
-            }
+        const char *arg = argv[i];
+        if (arg[0] != '-') {
+            if (o->name) return aemp__cli_usage_error(usage, cmd, "unexpected argument '%s'", arg);
+            o->name = arg;
+            continue;
+        }
+        size_t k = 0;
+        while (k < sizeof options / sizeof *options && strcmp(arg, options[k].name) != 0)
+            k++;
+        if (k == sizeof options / sizeof *options)
+            return aemp__cli_usage_error(usage, cmd, "unknown option '%s'", arg);
+        if (options[k].run_only && !run)
+            return aemp__cli_usage_error(usage, cmd, "option %s is for aemp run only", arg);
+        if (i + 1 >= argc || !argv[i + 1][0])
+            return aemp__cli_usage_error(usage, cmd, "option %s needs a value", arg);
+        const char *v = argv[++i];
+        char *end;
+        if (strcmp(arg, "--cookie") == 0) {
+            o->cookie = v;
+        } else if (strcmp(arg, "--profile") == 0) {
+            o->profile = v;
+        } else if (strcmp(arg, "--tls-cert") == 0) {
+            o->tls_cert = v;
+        } else if (strcmp(arg, "--tls-key") == 0) {
+            o->tls_key = v;
+        } else if (strcmp(arg, "--tls-ca") == 0) {
+            o->tls_ca = v;
+        } else if (strcmp(arg, "--port") == 0) {
+            unsigned long p = strtoul(v, &end, 10);
+            if (*end || !isdigit((unsigned char)v[0]) || p > 65535)
+                return aemp__cli_usage_error(usage, cmd, "bad port '%s' (0..65535)", v);
             o->port = (unsigned)p;
-        } else if (argv[i][0] == '-') {
-            fprintf(stderr, "aemp: unknown option '%s'\n", argv[i]);
-            return -1;
-        } else if (!o->name) {
-            o->name = argv[i];
-        } else {
-            fprintf(stderr, "aemp: unexpected argument '%s'\n", argv[i]);
-            return -1;
+        } else if (strcmp(arg, "--ticktime") == 0) {
+            unsigned long t = strtoul(v, &end, 10);
+            if (*end || !isdigit((unsigned char)v[0]) || t == 0 || t > 86400)
+                return aemp__cli_usage_error(usage, cmd, "bad ticktime '%s' (seconds, 1..86400)",
+                                             v);
+            o->ticktime = (unsigned)t;
+        } else { /* --read-batch */
+            unsigned long ms = strtoul(v, &end, 10);
+            if (*end || !isdigit((unsigned char)v[0]) || ms > 1000)
+                return aemp__cli_usage_error(
+                    usage, cmd, "bad read batch '%s' (milliseconds, 0..1000, 0: off)", v);
+            o->read_batch_ms = ms ? (int)ms : -1;
         }
     }
     return 0;
@@ -119,18 +147,17 @@ static void echo_cb(aemp_node *node, aemp_port self, const aemp_term *msg, const
 {
     aemp_cursor c = aemp_cursor_of(msg);
     uint32_t arity;
-    aemp_addr *to = malloc(sizeof *to);
+    aemp_addr to;
     aemp_term body;
-    if (to && aemp_get_tuple(&c, &arity) == 0 && arity == 2 && aemp_get_pid(&c, to) == 0 &&
+    if (aemp_get_tuple(&c, &arity) == 0 && arity == 2 && aemp_get_pid(&c, &to) == 0 &&
         aemp_get_term(&c, &body) == 0) {
-        int rc = aemp_send(node, self, to, &body);
+        int rc = aemp_send(node, self, &to, &body);
         if (rc) fprintf(stderr, "aemp: echo reply failed: %s\n", aemp_strerror(rc));
     } else {
         char text[256];
         aemp_term_print(msg, text, sizeof text);
         fprintf(stderr, "aemp: echo ignored a message that is not {Pid, Msg}: %s\n", text);
     }
-    free(to);
 }
 
 /* aemp:echo(Args...) returns the argument list; aemp:fail(Reason) raises
@@ -199,10 +226,9 @@ static void on_signal(uv_signal_t *h, int signum)
 static int cmd_run(int argc, char **argv)
 {
     struct opts o = {0};
-    if (parse_opts(argc, argv, &o) || (!o.name && !o.profile)) {
-        usage(stderr);
-        return 2;
-    }
+    int rc = parse_opts("run", true, argc, argv, &o);
+    if (rc) return rc;
+    if (!o.name && !o.profile) return aemp__cli_usage_error(usage, "run", "missing node NAME");
     struct run_state st = {0};
     st.loop = uv_default_loop();
     aemp_node_config cfg = {0};
@@ -217,11 +243,11 @@ static int cmd_run(int argc, char **argv)
     aemp_profile *prof = NULL;
     if (o.profile && aemp__cli_apply_profile(o.profile, &cfg, &prof)) return 1;
     if (!cfg.name) {
-        fprintf(stderr, "aemp: run: no NAME given and profile %s sets no nodeid\n", o.profile);
         aemp_profile_free(prof);
-        return 2;
+        return aemp__cli_usage_error(usage, "run", "missing node NAME (profile %s sets no nodeid)",
+                                     o.profile);
     }
-    int rc = aemp_node_create(st.loop, &cfg, &st.node);
+    rc = aemp_node_create(st.loop, &cfg, &st.node);
     if (rc) {
         fprintf(stderr, "aemp: cannot start node %s: %s\n", cfg.name, aemp_strerror(rc));
         aemp_profile_free(prof);
@@ -294,10 +320,9 @@ static void ping_timeout(uv_timer_t *t)
 static int cmd_ping(int argc, char **argv)
 {
     struct opts o = {0};
-    if (parse_opts(argc, argv, &o) || !o.name) {
-        usage(stderr);
-        return 2;
-    }
+    int rc = parse_opts("ping", false, argc, argv, &o);
+    if (rc) return rc;
+    if (!o.name) return aemp__cli_usage_error(usage, "ping", "missing NODE");
     uv_loop_t *loop = uv_default_loop();
     struct ping_state st = {0};
     st.status = -1;
@@ -338,7 +363,7 @@ static int cmd_ping(int argc, char **argv)
     /* The profile's nodeid names the node it configures, not this pinger:
      * borrowing it would clash with that node if it runs. */
     cfg.name = myname;
-    int rc = aemp_node_create(loop, &cfg, &st.node);
+    rc = aemp_node_create(loop, &cfg, &st.node);
     aemp_profile_free(prof);
     if (rc) {
         fprintf(stderr, "aemp: cannot start a node to ping from: %s\n", aemp_strerror(rc));
@@ -375,10 +400,9 @@ static void names_cb(int status, const char *text, size_t len, void *arg)
 
 static int cmd_names(int argc, char **argv)
 {
-    if (argc > 1) {
-        usage(stderr);
-        return 2;
-    }
+    if (argc > 0 && argv[0][0] == '-')
+        return aemp__cli_usage_error(usage, "names", "unknown option '%s'", argv[0]);
+    if (argc > 1) return aemp__cli_usage_error(usage, "names", "unexpected argument '%s'", argv[1]);
     int rc = 1;
     uv_loop_t *loop = uv_default_loop();
     int err = aemp_epmd_names(loop, argc ? argv[0] : NULL, 0, names_cb, &rc);
@@ -401,44 +425,42 @@ static int cmd_gencert(int argc, char **argv)
     const char *hosts[64];
     size_t nhosts = 0;
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
+        if (strcmp(argv[i], "--name") == 0) {
+            if (i + 1 >= argc || !argv[i + 1][0])
+                return aemp__cli_usage_error(usage, "gencert", "option --name needs a value");
             name = argv[++i];
-        else if (argv[i][0] == '-') {
-            fprintf(stderr, "aemp: unknown option '%s'\n", argv[i]);
-            return 2;
-        } else if (!dir)
+        } else if (argv[i][0] == '-') {
+            return aemp__cli_usage_error(usage, "gencert", "unknown option '%s'", argv[i]);
+        } else if (!dir) {
             dir = argv[i];
-        else if (nhosts < 60)
+        } else if (nhosts == sizeof hosts / sizeof *hosts) {
+            return aemp__cli_usage_error(usage, "gencert", "at most %zu hosts", nhosts);
+        } else {
             hosts[nhosts++] = argv[i];
+        }
     }
-    if (!dir) {
-        usage(stderr);
-        return 2;
-    }
+    if (!dir) return aemp__cli_usage_error(usage, "gencert", "missing DIR");
     return aemp__cli_gencert(dir, name, hosts, &nhosts) ? 1 : 0;
 }
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        usage(stderr);
-        return 2;
-    }
+    if (argc < 2) return aemp__cli_usage_error(usage, NULL, "missing command");
     const char *cmd = argv[1];
     if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2);
     if (strcmp(cmd, "ping") == 0) return cmd_ping(argc - 2, argv + 2);
     if (strcmp(cmd, "names") == 0) return cmd_names(argc - 2, argv + 2);
     if (strcmp(cmd, "gencert") == 0) return cmd_gencert(argc - 2, argv + 2);
     if (strcmp(cmd, "profile") == 0) return aemp__cli_profile(argc - 2, argv + 2);
-    if (strcmp(cmd, "version") == 0) {
+    bool version = strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0;
+    bool help = strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0;
+    if (!version && !help)
+        return aemp__cli_usage_error(usage, NULL, "unknown %s '%s'",
+                                     cmd[0] == '-' ? "option" : "command", cmd);
+    if (argc > 2) return aemp__cli_usage_error(usage, cmd, "unexpected argument '%s'", argv[2]);
+    if (version)
         printf("aemp %s\n", AEMP_VERSION);
-        return 0;
-    }
-    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+    else
         usage(stdout);
-        return 0;
-    }
-    fprintf(stderr, "aemp: unknown command '%s'\n", cmd);
-    usage(stderr);
-    return 2;
+    return 0;
 }

@@ -137,18 +137,14 @@ static int cmd_gensecret(const char *name)
 
 static int cmd_gencert(const char *name, int argc, char **argv)
 {
-    if (argc < 1) {
-        profile_usage(stderr);
-        return 2;
-    }
+    if (argc < 1) return aemp__cli_usage_error(profile_usage, "profile", "gencert needs DIR");
     const char *dir = argv[0];
     const char *hosts[64];
     size_t nhosts = 0;
     for (int i = 1; i < argc; i++) {
-        if (nhosts == sizeof hosts / sizeof *hosts) {
-            fprintf(stderr, "aemp: gencert: at most %zu hosts\n", nhosts);
-            return 2;
-        }
+        if (nhosts == sizeof hosts / sizeof *hosts)
+            return aemp__cli_usage_error(profile_usage, "profile", "gencert: at most %zu hosts",
+                                         nhosts);
         hosts[nhosts++] = argv[i];
     }
     int rc = aemp__cli_gencert(dir, name, hosts, &nhosts);
@@ -202,25 +198,36 @@ int aemp__cli_gencert(const char *dir, const char *name, const char **hosts, siz
 
 int aemp__cli_profile(int argc, char **argv)
 {
-    if (argc < 2) {
-        profile_usage(stderr);
-        return 2;
-    }
+    if (argc < 1) return aemp__cli_usage_error(profile_usage, "profile", "missing profile NAME");
+    if (argc < 2) return aemp__cli_usage_error(profile_usage, "profile", "missing command");
     const char *name = argv[0], *cmd = argv[1];
     int nargs = argc - 2;
     char **args = argv + 2;
-    if (strcmp(cmd, "show") == 0 && nargs == 0) return cmd_show(name);
-    if (strcmp(cmd, "set") == 0 && nargs == 2) return cmd_set(name, args[0], args[1]);
-    if (strcmp(cmd, "unset") == 0 && nargs == 1) return cmd_set(name, args[0], NULL);
-    if (strcmp(cmd, "delete") == 0 && nargs == 0) {
-        int rc = aemp_profile_delete(NULL, name);
-        if (rc) report(name, "delete", rc);
-        return rc ? 1 : 0;
-    }
-    if (strcmp(cmd, "gensecret") == 0 && nargs == 0) return cmd_gensecret(name);
     if (strcmp(cmd, "gencert") == 0) return cmd_gencert(name, nargs, args);
-    profile_usage(stderr);
-    return 2;
+    /* The other commands take a fixed number of arguments. */
+    static const struct {
+        const char *cmd;
+        int nargs;
+        const char *args;
+    } fixed[] = {{"show", 0, "no arguments"},
+                 {"set", 2, "KEY VALUE"},
+                 {"unset", 1, "KEY"},
+                 {"delete", 0, "no arguments"},
+                 {"gensecret", 0, "no arguments"}};
+    size_t k = 0;
+    while (k < sizeof fixed / sizeof *fixed && strcmp(cmd, fixed[k].cmd) != 0)
+        k++;
+    if (k == sizeof fixed / sizeof *fixed)
+        return aemp__cli_usage_error(profile_usage, "profile", "unknown command '%s'", cmd);
+    if (nargs != fixed[k].nargs)
+        return aemp__cli_usage_error(profile_usage, "profile", "%s takes %s", cmd, fixed[k].args);
+    if (strcmp(cmd, "show") == 0) return cmd_show(name);
+    if (strcmp(cmd, "set") == 0) return cmd_set(name, args[0], args[1]);
+    if (strcmp(cmd, "unset") == 0) return cmd_set(name, args[0], NULL);
+    if (strcmp(cmd, "gensecret") == 0) return cmd_gensecret(name);
+    int rc = aemp_profile_delete(NULL, name); /* delete */
+    if (rc) report(name, "delete", rc);
+    return rc ? 1 : 0;
 }
 
 int aemp__cli_apply_profile(const char *name, aemp_node_config *cfg, aemp_profile **keep)

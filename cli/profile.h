@@ -7,6 +7,18 @@
 
 #include "aemp.h"
 
+#include <stdio.h>
+
+/* Prints the usage of a command (or subcommand) to f. */
+typedef void aemp__cli_usage_fn(FILE *f);
+
+/* A usage error: prints "aemp CMD: WHAT" (CMD NULL: "aemp: WHAT"), WHAT
+ * formatted as printf does, as one line to stderr, then the usage
+ * print_usage prints; returns 2, the exit status of a usage error.
+ * Defined in aemp.c. */
+int aemp__cli_usage_error(aemp__cli_usage_fn *print_usage, const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* `aemp profile NAME show|set KEY VALUE|unset KEY|delete|gensecret|
  * gencert DIR [HOST...]`; argv[0] is NAME. Returns the exit status: 0 done,
  * 1 failed (explained on stderr), 2 usage error. */

@@ -1,0 +1,100 @@
+# shellcheck shell=bash source-path=SCRIPTDIR
+# cli: every usage error of `aemp` prints what is wrong as its first line on
+# stderr, then the usage, and exits 2; `aemp --version` and `aemp version`
+# print `aemp VERSION` (AEMP_VERSION of aemp.h) and exit 0. The example of
+# README.md ("A C node in a few lines") is examples/readme.c word for word,
+# compiles clean with -Wall -Wextra, and with its stdout redirected to a file
+# writes a message an erl node sends it into the file while it runs.
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+: "${AEMP_README:?AEMP_README must name the example_readme program}"
+
+SRC_DIR=$(cd "$INTEROP_DIR/.." && pwd)
+
+# usage_error LINE ARGS...: `aemp ARGS...` exits 2, prints nothing on
+# stdout, and LINE then the usage on stderr.
+usage_error() {
+    local want=$1 first
+    shift
+    run_fg usage 10 "$AEMP_BIN" "$@"
+    ((EXIT_STATUS == 2)) || fail "aemp $* exited with $EXIT_STATUS, expected 2"
+    first=$(head -n 1 "$WORK/usage.err")
+    [[ $first == "$want" ]] || fail "aemp $*: first line '$first', expected '$want'"
+    [[ $(sed -n 2p "$WORK/usage.err") == usage:* ]] ||
+        fail "aemp $*: no usage after the error line"
+    [[ ! -s $WORK/usage.out ]] || fail "aemp $* wrote to stdout: $(head -c 200 "$WORK/usage.out")"
+}
+
+begin_test
+
+usage_error "aemp: missing command"
+usage_error "aemp: unknown command 'frob'" frob
+usage_error "aemp: unknown option '--frob'" --frob
+usage_error "aemp run: missing node NAME" run
+usage_error "aemp run: option --cookie needs a value" run x --cookie
+usage_error "aemp run: option --cookie needs a value" run x --cookie ""
+usage_error "aemp run: option --port needs a value" run x --port
+usage_error "aemp run: option --tls-cert needs a value" run x --tls-cert
+usage_error "aemp run: option --profile needs a value" run --profile
+usage_error "aemp run: unknown option '--bogus'" run x --bogus
+usage_error "aemp run: unexpected argument 'y'" run x y
+usage_error "aemp run: bad port '65536' (0..65535)" run x --port 65536
+usage_error "aemp run: bad ticktime '0' (seconds, 1..86400)" run x --ticktime 0
+usage_error "aemp ping: missing NODE" ping
+usage_error "aemp ping: missing NODE" ping --cookie c
+usage_error "aemp ping: option --cookie needs a value" ping x --cookie
+usage_error "aemp ping: option --port is for aemp run only" ping x --port 1
+usage_error "aemp names: unexpected argument 'b'" names a b
+usage_error "aemp names: unknown option '--x'" names --x
+usage_error "aemp gencert: missing DIR" gencert
+usage_error "aemp gencert: missing DIR" gencert --name n
+usage_error "aemp gencert: option --name needs a value" gencert "$WORK/pki" --name
+usage_error "aemp gencert: unknown option '--x'" gencert --x
+usage_error "aemp profile: missing profile NAME" profile
+usage_error "aemp profile: missing command" profile p
+usage_error "aemp profile: unknown command 'frob'" profile p frob
+usage_error "aemp profile: set takes KEY VALUE" profile p set k
+usage_error "aemp profile: show takes no arguments" profile p show x
+usage_error "aemp profile: gencert needs DIR" profile p gencert
+usage_error "aemp version: unexpected argument 'x'" version x
+[[ ! -e $WORK/pki ]] || fail "a refused gencert made $WORK/pki"
+
+version=$(sed -n 's/^#define AEMP_VERSION "\(.*\)"$/\1/p' "$SRC_DIR/include/aemp.h")
+[[ -n $version ]] || fail "no AEMP_VERSION in include/aemp.h"
+for v in --version version; do
+    run_fg "version$v" 10 "$AEMP_BIN" "$v"
+    ((EXIT_STATUS == 0)) || fail "aemp $v exited with $EXIT_STATUS"
+    [[ $(cat "$WORK/version$v.out") == "aemp $version" ]] ||
+        fail "aemp $v printed '$(cat "$WORK/version$v.out")', expected 'aemp $version'"
+    [[ ! -s $WORK/version$v.err ]] || fail "aemp $v wrote to stderr"
+done
+run_fg help 10 "$AEMP_BIN" --help
+((EXIT_STATUS == 0)) || fail "aemp --help exited with $EXIT_STATUS"
+expect_line "$WORK/help.out" '^usage:$'
+
+# The README's program is examples/readme.c.
+awk '/^## A C node in a few lines/ { s = 1 }
+     s && /^```c$/ { b = 1; next }
+     b && /^```$/ { exit }
+     b { print }' "$SRC_DIR/README.md" >"$WORK/readme_block.c"
+[[ -s $WORK/readme_block.c ]] || fail "no C block under 'A C node in a few lines' in README.md"
+diff -u "$WORK/readme_block.c" "$SRC_DIR/examples/readme.c" >"$WORK/readme.diff" ||
+    fail "README.md's 'A C node in a few lines' and examples/readme.c differ (keep them" \
+        "identical): $(cat "$WORK/readme.diff")"
+# The project builds the examples with -Wno-unused-parameter; the README's
+# reader will not.
+"${AEMP_CC:-cc}" -std=gnu11 -Wall -Wextra -Werror -fsyntax-only -I"$SRC_DIR/include" \
+    "$SRC_DIR/examples/readme.c" 2>"$WORK/readme_cc.err" ||
+    fail "examples/readme.c does not compile clean with -Wall -Wextra: $(cat "$WORK/readme_cc.err")"
+
+# Its output goes to a file (start_bg): the message must be there while the
+# program still runs, not only once it exits.
+start_bg readme "$AEMP_README"
+wait_for "cnode to register with EPMD" 15 epmd_lists cnode
+erl_cmd e secret -eval "{inbox, 'cnode@$HOST'} ! {hello, self()}, timer:sleep(infinity)"
+start_bg e "${ERL_CMD[@]}"
+wait_line "$WORK/readme.out" '^got \{hello,.+\}$' 20
+! not_running "${PIDS[readme]}" || fail "example_readme exited"
+log "example_readme wrote: $(cat "$WORK/readme.out")"
+pass
