@@ -16,7 +16,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage:\n"
                "  aemp run NAME [--cookie C] [--port P]   run a node with an `echo` port\n"
-               "                                          and rpc functions aemp:echo, aemp:fail\n"
+               "                                          and rpc functions aemp:echo, aemp:fail, "
+               "aemp:send\n"
                "  aemp ping NODE [--cookie C]             check that NODE answers\n"
                "  aemp names [HOST]                       list EPMD registrations\n"
                "  aemp gencert DIR [--name N] [HOST...]   make a CA and a node certificate\n"
@@ -25,8 +26,8 @@ static void usage(FILE *f)
                "  aemp version | --version                print the version\n"
                "run and ping take --tls-cert FILE --tls-key FILE --tls-ca FILE for TLS\n"
                "distribution (as erl -proto_dist inet_tls); run takes --ticktime S\n"
-               "(as net_ticktime, default 60) and --read-batch MS (read batching, default\n"
-               "1 ms, 0 off). run and ping take --profile P: the\n"
+               "(as net_ticktime, default 60) and --read-batch MS|off (read batching,\n"
+               "0 the default of 1 ms). run and ping take --profile P: the\n"
                "settings of profile P win over the options; run needs no NAME when P\n"
                "sets nodeid.\n"
                "NAME and NODE are alive@host, or alive for alive@<short host name>.\n"
@@ -119,12 +120,12 @@ static int parse_opts(const char *cmd, bool run, int argc, char **argv, struct o
                 return aemp__cli_usage_error(usage, cmd, "bad ticktime '%s' (seconds, 1..86400)",
                                              v);
             o->ticktime = (unsigned)t;
-        } else { /* --read-batch */
-            unsigned long ms = strtoul(v, &end, 10);
-            if (*end || !isdigit((unsigned char)v[0]) || ms > 1000)
+        } else { /* --read-batch: as read_batch_ms, 0 the default, off */
+            unsigned long ms = strcmp(v, "off") == 0 ? 0 : strtoul(v, &end, 10);
+            if (strcmp(v, "off") != 0 && (*end || !isdigit((unsigned char)v[0]) || ms > 1000))
                 return aemp__cli_usage_error(
-                    usage, cmd, "bad read batch '%s' (milliseconds, 0..1000, 0: off)", v);
-            o->read_batch_ms = ms ? (int)ms : -1;
+                    usage, cmd, "bad read batch '%s' (off, or milliseconds 0..1000, 0: 1 ms)", v);
+            o->read_batch_ms = strcmp(v, "off") == 0 ? -1 : (int)ms;
         }
     }
     return 0;
@@ -165,6 +166,23 @@ static void echo_cb(aemp_node *node, aemp_port self, const aemp_term *msg, const
 static int rpc_echo(aemp_node *node, const aemp_term *args, aemp_buf *result, void *arg)
 {
     return aemp_buf_put_term(result, args) ? AEMP_RPC_ERROR : AEMP_RPC_RETURN;
+}
+
+/* aemp:send(Pid, Msg) sends Msg to Pid and returns ok: a call with an
+ * effect that can be seen, for rpc:cast. */
+static int rpc_send(aemp_node *node, const aemp_term *args, aemp_buf *result, void *arg)
+{
+    aemp_cursor c = aemp_cursor_of(args);
+    uint32_t n;
+    aemp_addr to;
+    aemp_term msg;
+    if (aemp_get_list(&c, &n) || n != 2 || aemp_get_pid(&c, &to) || aemp_get_term(&c, &msg)) {
+        aemp_term_format(result, "badarg");
+        return AEMP_RPC_ERROR;
+    }
+    int rc = aemp_send(node, (aemp_port){0}, &to, &msg);
+    aemp_term_format(result, rc ? "{error, ~s}" : "ok", aemp_strerror(rc));
+    return rc ? AEMP_RPC_ERROR : AEMP_RPC_RETURN;
 }
 
 static int rpc_fail(aemp_node *node, const aemp_term *args, aemp_buf *result, void *arg)
@@ -260,7 +278,8 @@ static int cmd_run(int argc, char **argv)
     if ((rc = aemp_port_open(st.node, echo_cb, &st, &echo)) ||
         (rc = aemp_register(st.node, "echo", echo)) ||
         (rc = aemp_export(st.node, "aemp", "echo", rpc_echo, NULL)) ||
-        (rc = aemp_export(st.node, "aemp", "fail", rpc_fail, NULL))) {
+        (rc = aemp_export(st.node, "aemp", "fail", rpc_fail, NULL)) ||
+        (rc = aemp_export(st.node, "aemp", "send", rpc_send, NULL))) {
         fprintf(stderr, "aemp: cannot create the echo port: %s\n", aemp_strerror(rc));
         return 1;
     }

@@ -14,9 +14,12 @@ start_bg c env AEMP_LOG=debug ${AEMP_WRAPPER:-} "$AEMP_BENCH" --name "c@$HOST" -
 erl_test t batch_stream "'c@$HOST'"
 expect_line "$WORK/c.err" "connection to t@$HOST: small packets streaming in, reading in batches"
 
-# The CLI option: 0 turns batching off, a value out of range is refused.
-AEMP_LOG=debug start_aemp off --read-batch 0
+# The CLI option, as read_batch_ms in the API and profiles: off turns
+# batching off, 0 is the default (1 ms), a value out of range is refused.
+AEMP_LOG=debug start_aemp off --read-batch off
 expect_line "$WORK/off.err" "read batching off"
+AEMP_LOG=debug start_aemp zero --read-batch 0
+expect_line "$WORK/zero.err" "read batching: 1 ms"
 AEMP_LOG=debug start_aemp five --read-batch 5
 expect_line "$WORK/five.err" "read batching: 5 ms"
 run_fg bad 10 "$AEMP_BIN" run bad --cookie "$COOKIE" --read-batch 1001

@@ -64,6 +64,11 @@ static inline void aemp__put_u32(void *p, uint32_t v)
  * strlen(src) (truncated if >= size), like strlcpy. */
 size_t aemp__strlcpy(char *dst, const char *src, size_t size);
 
+/* Whether host names this machine: gethostname() or its part before the
+ * first dot, ignoring case. Resolvers fall back to 127.0.0.1 for such a
+ * host when it does not resolve, as erl does (inet:gethostbyname_self). */
+bool aemp__host_is_self(const char *host);
+
 /* printf-style log line at level; cheap when the level is filtered out. */
 void aemp__log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define AEMP_LOGE(...) aemp__log(AEMP_LOG_ERROR, __VA_ARGS__)

@@ -67,6 +67,11 @@ test(rpc, CNode) ->
     expect({badrpc, {'EXIT', {undef, [{os, cmd, ["id"], []}]}}},
            rpc:call(CNode, os, cmd, ["id"]), not_exported_is_undef),
     expect(true, rpc:cast(CNode, aemp, echo, [cast]), rpc_cast),
+    %% a cast runs the C function: aemp:send/2 sends its message back
+    CastTag = make_ref(),
+    expect(true, rpc:cast(CNode, aemp, send, [self(), {cast_ran, CastTag}]), rpc_cast_send),
+    expect(ran, receive {cast_ran, CastTag} -> ran after ?REPLY_MS -> timeout end,
+           rpc_cast_ran),
     %% many calls in flight at once all get their own answers
     Parent = self(),
     Pids = [spawn(fun() -> Parent ! {self(), erpc:call(CNode, aemp, echo, [N])} end)

@@ -796,7 +796,11 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         conn_unref(c);
         return;
     }
-    if (status < 0 || !res) {
+    if ((status < 0 || !res) && aemp__host_is_self(c->host)) {
+        /* our own host name, not resolvable: this host, as erl takes it */
+        uv_freeaddrinfo(res);
+        aemp__strlcpy(c->ip, "127.0.0.1", sizeof c->ip);
+    } else if (status < 0 || !res) {
         char why[300];
         snprintf(why, sizeof why, "cannot resolve host '%s': %s", c->host,
                  status < 0 ? uv_strerror(status) : "no address");
@@ -804,9 +808,10 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         aemp__conn_close(c, AEMP_ENOENT, why);
         conn_unref(c);
         return;
+    } else {
+        uv_ip4_name((const struct sockaddr_in *)res->ai_addr, c->ip, sizeof c->ip);
+        uv_freeaddrinfo(res);
     }
-    uv_ip4_name((const struct sockaddr_in *)res->ai_addr, c->ip, sizeof c->ip);
-    uv_freeaddrinfo(res);
     c->state = AEMP__C_LOOKUP;
     int rc =
         aemp__epmd_port_please(c->d->loop, c->ip, c->d->epmd_port, c->alive, on_port, c, &c->query);

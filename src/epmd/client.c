@@ -213,17 +213,21 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         return;
     }
     /* The resolver reference is dropped last, so q lives through this. */
-    if (status < 0 || !res) {
+    struct sockaddr_in addr;
+    if ((status < 0 || !res) && aemp__host_is_self(q->host)) {
+        uv_freeaddrinfo(res);
+        uv_ip4_addr("127.0.0.1", q->epmd_port, &addr);
+    } else if (status < 0 || !res) {
         AEMP_LOGW("epmd: cannot resolve '%s': %s", q->host, uv_strerror(status));
         query_finish(q, AEMP_ENOENT);
         uv_freeaddrinfo(res);
         query_unref(q);
         return;
+    } else {
+        memcpy(&addr, res->ai_addr, sizeof addr);
+        addr.sin_port = htons(q->epmd_port);
+        uv_freeaddrinfo(res);
     }
-    struct sockaddr_in addr;
-    memcpy(&addr, res->ai_addr, sizeof addr);
-    addr.sin_port = htons(q->epmd_port);
-    uv_freeaddrinfo(res);
     int rc = uv_tcp_init(q->loop, &q->tcp);
     if (rc == 0) {
         q->tcp.data = q;

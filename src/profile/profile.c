@@ -45,6 +45,7 @@ enum value_kind {
     V_NODE,    /* a node name: printable, no blanks */
     V_SECRET,  /* as V_NODE, but never echoed in messages */
     V_NUMBER,  /* decimal in [min, max] */
+    V_MS_OFF,  /* decimal in [min, max] (0: the default), or off */
     V_PATH,    /* absolute file name */
     V_BOOL,    /* yes or no */
 };
@@ -70,8 +71,9 @@ static const struct key_def {
     [K_MAX_PACKET] = {"max_packet", V_NUMBER, 1, UINT32_MAX},
     [K_MAX_CONNECTIONS] = {"max_connections", V_NUMBER, 1, 1048576},
     [K_MAX_PENDING] = {"max_pending", V_NUMBER, 1, SIZE_MAX},
-    /* milliseconds; 0 turns read batching off (read_batch_ms < 0) */
-    [K_READ_BATCH] = {"read_batch_ms", V_NUMBER, 0, 1000},
+    /* milliseconds, 0 the default (1), off turns read batching off, as
+     * aemp_node_config.read_batch_ms and aemp run --read-batch */
+    [K_READ_BATCH] = {"read_batch_ms", V_MS_OFF, 0, 1000},
     [K_TLS_CERT] = {"tls_cert", V_PATH, 1, PATH_MAX - 1},
     [K_TLS_KEY] = {"tls_key", V_PATH, 1, PATH_MAX - 1},
     [K_TLS_CA] = {"tls_ca", V_PATH, 1, PATH_MAX - 1},
@@ -180,6 +182,11 @@ static bool check_value(int k, const char *v, char *why, size_t size)
         if (clean_text(v, false) && len >= d->min && len <= d->max) return true;
         snprintf(why, size, "%" PRIu64 " to %" PRIu64 " printable characters without blanks",
                  d->min, d->max);
+        return false;
+    case V_MS_OFF:
+        if (strcmp(v, "off") == 0 || parse_number(v, d->min, d->max, &num)) return true;
+        snprintf(why, size, "off or a number of milliseconds from %" PRIu64 " to %" PRIu64, d->min,
+                 d->max);
         return false;
     case V_NUMBER:
         if (parse_number(v, d->min, d->max, &num)) return true;
@@ -756,7 +763,7 @@ int aemp_profile_apply(const aemp_profile *p, aemp_node_config *cfg)
             cfg->max_pending = (size_t)num_value(p, k);
             break;
         case K_READ_BATCH:
-            cfg->read_batch_ms = num_value(p, k) ? (int)num_value(p, k) : -1;
+            cfg->read_batch_ms = strcmp(p->val[k], "off") == 0 ? -1 : (int)num_value(p, k);
             break;
         case K_TLS_CERT:
             cfg->tls_cert = p->val[k];

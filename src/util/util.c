@@ -3,6 +3,8 @@
 
 #include <openssl/rand.h>
 #include <stdlib.h>
+#include <strings.h>
+#include <unistd.h>
 
 int aemp__buf_reserve(aemp_buf *b, size_t n)
 {
@@ -74,6 +76,17 @@ int aemp_buf_put_term(aemp_buf *b, const aemp_term *t)
 {
     if (!t || (!t->data && t->len)) return AEMP_EINVAL;
     return aemp__buf_append(b, t->data, t->len);
+}
+
+bool aemp__host_is_self(const char *host)
+{
+    char self[256];
+    if (gethostname(self, sizeof self - 1)) return false;
+    self[sizeof self - 1] = 0;
+    if (strcasecmp(host, self) == 0) return true;
+    char *dot = strchr(self, '.');
+    if (dot) *dot = 0;
+    return strcasecmp(host, self) == 0;
 }
 
 size_t aemp__strlcpy(char *dst, const char *src, size_t size)

@@ -143,13 +143,24 @@ static void start_pair(struct node_ctx *a, struct node_ctx *b, int read_batch_ms
 
 /* A `seq` port on b (*to its address) gets total messages from a, one per
  * loop turn, all of them in order. */
-static void stream(struct node_ctx *a, struct node_ctx *b, struct seq_sink *s, aemp_addr *to,
-                   struct trickle *t, int total)
+/* Stream total messages from a to a port on b, one per loop turn; returns
+ * b's packets per socket read on that connection during the stream. */
+static double stream(struct node_ctx *a, struct node_ctx *b, struct seq_sink *s, aemp_addr *to,
+                     struct trickle *t, int total)
 {
     seq_port(b, s, to);
+    /* the connection first, so that the stream alone is counted */
+    cr_assert_eq(aemp_node_connect(a->node, aemp_node_name(b->node)), 0);
+    cr_assert(run_until(&b->ups, 5000));
+    aemp_conn_stats before, after;
+    cr_assert_eq(aemp_node_stats(b->node, aemp_node_name(a->node), &before), 0);
     trickle_start(t, a, to, total);
     cr_assert(wait_int(&s->count, total, 20000), "only %d of %d arrived", s->count, total);
     cr_assert_eq(s->out_of_order, 0);
+    cr_assert_eq(aemp_node_stats(b->node, aemp_node_name(a->node), &after), 0);
+    uint64_t reads = after.reads - before.reads, packets = after.packets - before.packets;
+    cr_assert_gt(reads, 0);
+    return (double)packets / (double)reads;
 }
 
 Test(batch, one_way_stream_is_batched_and_arrives_whole_in_order)
@@ -160,8 +171,11 @@ Test(batch, one_way_stream_is_batched_and_arrives_whole_in_order)
     struct seq_sink s = {0};
     aemp_addr to;
     struct trickle t;
-    stream(&a, &b, &s, &to, &t, 20000);
+    double per_read = stream(&a, &b, &s, &to, &t, 20000);
     cr_assert_geq(blog.batching, 1, "the stream was not read in batches");
+    /* The effect: the sender writes one message per loop turn, so a reader
+     * that keeps up reads about one per read; the pauses let them gather. */
+    cr_assert_geq(per_read, 4.0, "%.2f messages per read: not batched", per_read);
     /* A large packet ends batching; small ones still arrive after it. */
     uint8_t big[8192];
     memset(big, 'x', sizeof big);
@@ -209,6 +223,11 @@ Test(batch, request_reply_is_never_batched)
     cr_assert_eq(s.count, 2000);
     cr_assert_eq(s.out_of_order, 0);
     cr_assert_eq(blog.batching, 0, "request/reply traffic was batched");
+    /* and never delayed into batches: one request per read */
+    aemp_conn_stats st;
+    cr_assert_eq(aemp_node_stats(b.node, aemp_node_name(a.node), &st), 0);
+    cr_assert_lt((double)st.packets / (double)st.reads, 1.5, "%llu packets in %llu reads",
+                 (unsigned long long)st.packets, (unsigned long long)st.reads);
     capture_stop();
     stop_node(&a);
     stop_node(&b);
@@ -235,8 +254,9 @@ Test(batch, negative_read_batch_ms_turns_it_off)
     struct seq_sink s = {0};
     aemp_addr to;
     struct trickle t;
-    stream(&a, &b, &s, &to, &t, 5000);
+    double per_read = stream(&a, &b, &s, &to, &t, 5000);
     cr_assert_eq(blog.batching, 0, "batching although read_batch_ms < 0");
+    cr_assert_lt(per_read, 2.0, "%.2f messages per read: batched although off", per_read);
     trickle_close(&t);
     capture_stop();
     stop_node(&a);

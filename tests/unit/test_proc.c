@@ -290,8 +290,7 @@ Test(proc, remote_links_and_monitors)
     stop_node(&a);
     cr_assert(wait_count(&bw.count, 1, 5000));
     /* a closing node's ports die with shutdown, or the link to it breaks */
-    cr_assert(strstr(bw.last, ",shutdown}") || strstr(bw.last, ",noconnection}"), "%s",
-              bw.last);
+    cr_assert(strstr(bw.last, ",shutdown}") || strstr(bw.last, ",noconnection}"), "%s", bw.last);
     cr_assert(run_until(&b.downs, 5000));
     cr_assert_eq(b.node->proc->watches.count, 0);
     aemp_buf_free(&r);

@@ -265,7 +265,9 @@ Test(profile, bad_numbers)
         char where[200];
         snprintf(where, sizeof where, "%s:2: ", file);
         assert_logged(where);
-        assert_logged("must be a number from");
+        assert_logged(strncmp(bad[i], "read_batch_ms", 13) == 0
+                          ? "must be off or a number of milliseconds from 0 to 1000"
+                          : "must be a number from");
     }
     cr_assert_eq(load_rc("[a]\nlisten_port = 65535\nepmd_port = 1\n"), 0, "%s", logged);
 }
@@ -553,8 +555,23 @@ Test(profile, apply_tls_verify_yes_and_numbers)
     cr_assert_eq(cfg.handshake_timeout_ms, 3600000);
     cr_assert_eq(cfg.max_connections, 1048576);
     cr_assert_eq(cfg.max_pending, (size_t)18446744073ULL);
-    cr_assert_eq(cfg.read_batch_ms, -1, "read_batch_ms = 0 turns batching off");
+    cr_assert_eq(cfg.read_batch_ms, 0, "read_batch_ms = 0 is the default, as in the API");
     cr_assert_null(cfg.name);
+    aemp_profile_free(p);
+}
+
+Test(profile, read_batch_off)
+{
+    write_file(file, "[a]\nread_batch_ms = off\n[b]\nread_batch_ms = 7\n", 0600);
+    aemp_profile *p = NULL;
+    aemp_node_config cfg = {0};
+    cr_assert_eq(aemp_profile_load(file, "a", &p), 0, "%s", logged);
+    cr_assert_eq(aemp_profile_apply(p, &cfg), 0);
+    cr_assert_eq(cfg.read_batch_ms, -1, "read_batch_ms = off turns batching off");
+    aemp_profile_free(p);
+    cr_assert_eq(aemp_profile_load(file, "b", &p), 0, "%s", logged);
+    cr_assert_eq(aemp_profile_apply(p, &cfg), 0);
+    cr_assert_eq(cfg.read_batch_ms, 7);
     aemp_profile_free(p);
 }
 
