@@ -219,11 +219,159 @@ test(cnode_peer, CNode) ->
     receive
         {nodedown, CNode} -> ok
     after 10000 -> throw(cnode_did_not_disconnect_after_bye)
-    end.
+    end;
+%% The process layer against interop-tests/procnode.c: links, monitors,
+%% kills and exit signals in both directions, with OTP's translations.
+test(proc, CNode) ->
+    connect(CNode),
+    process_flag(trap_exit, true),
+    %% Erlang monitors a C port; the C side kills it with a reason
+    P1 = c_open(CNode),
+    M1 = erlang:monitor(process, P1),
+    ok = c_call(CNode, kill, [P1, {shutdown, x}]),
+    expect({shutdown, x}, down_reason(M1), erl_monitor_sees_reason),
+    expect(false, c_call(CNode, alive, [P1]), killed_port_gone),
+    %% a monitor of a C port that is gone: noproc at once
+    M1b = erlang:monitor(process, P1),
+    expect(noproc, down_reason(M1b), erl_monitor_of_dead_port),
+    %% Erlang links (trapping exits); the C port dies with boom
+    P2 = c_open(CNode),
+    true = link(P2),
+    ok = c_call(CNode, kill, [P2, boom]),
+    expect(boom, receive {'EXIT', P2, R2} -> R2 after ?REPLY_MS -> timeout end,
+           erl_link_gets_exit),
+    %% exit(CPort, kill): the port dies with killed
+    P3 = c_open(CNode),
+    M3 = erlang:monitor(process, P3),
+    true = exit(P3, kill),
+    expect(killed, down_reason(M3), exit_kill_is_killed),
+    %% exit(CPort, normal) is ignored by a port
+    P4 = c_open(CNode),
+    true = exit(P4, normal),
+    expect(true, c_call(CNode, alive, [P4]), exit_normal_ignored),
+    %% a linked Erlang process dying abnormally takes the C port along;
+    %% one exiting normally does not
+    P5 = c_open(CNode),
+    M5 = erlang:monitor(process, P5),
+    linked_dies(P5, crash),
+    expect(crash, down_reason(M5), erl_crash_kills_linked_port),
+    P6 = c_open(CNode),
+    linked_dies(P6, normal),
+    expect(true, c_call(CNode, alive, [P6]), erl_normal_exit_spares_port),
+    %% a link exit with reason kill stays kill (only exit/2 makes killed)
+    P6b = c_open(CNode),
+    M6b = erlang:monitor(process, P6b),
+    linked_dies(P6b, kill),
+    expect(kill, down_reason(M6b), link_kill_stays_kill),
+    %% unlink, then the Erlang side dies: the port lives
+    P7 = c_open(CNode),
+    Pid7 = spawn(fun() -> receive {go, R} -> exit(R) end end),
+    ok = c_call(CNode, link, [P7, Pid7]),
+    ok = c_call(CNode, unlink, [P7, Pid7]),
+    Mon7 = erlang:monitor(process, Pid7),
+    Pid7 ! {go, boom},
+    expect(boom, down_reason(Mon7), unlinked_process_died),
+    expect(true, c_call(CNode, alive, [P7]), unlink_spares_port),
+    %% the C port monitors an Erlang process and learns its reason
+    P8 = c_open(CNode),
+    Pid8 = spawn(fun() -> receive go -> exit({bye, 1}) end end),
+    Ref8 = c_call(CNode, monitor, [P8, Pid8]),
+    expect(true, is_reference(Ref8), c_monitor_ref),
+    Pid8 ! go,
+    expect({'DOWN', Ref8, process, Pid8, {bye, 1}}, got(P8), c_monitor_sees_reason),
+    %% ... by registered name, as {Name, Node}
+    Pid9 = spawn(fun() -> register(aemp_named, self()), receive go -> exit(named_bye) end end),
+    wait_registered(aemp_named),
+    Ref9 = c_call(CNode, monitor, [P8, {aemp_named, node()}]),
+    Pid9 ! go,
+    expect({'DOWN', Ref9, process, {aemp_named, node()}, named_bye}, got(P8),
+           c_monitor_by_name),
+    %% ... a process that is not there: noproc
+    Dead = spawn(fun() -> ok end),
+    MDead = erlang:monitor(process, Dead),
+    expect(normal, down_reason(MDead), dead_is_dead),
+    Ref10 = c_call(CNode, monitor, [P8, Dead]),
+    expect({'DOWN', Ref10, process, Dead, noproc}, got(P8), c_monitor_of_dead_pid),
+    %% ... demonitor: no 'DOWN' comes before a later marker
+    Pid11 = spawn(fun() -> receive go -> exit(late) end end),
+    Ref11 = c_call(CNode, monitor, [P8, Pid11]),
+    expect(ok, c_call(CNode, demonitor, [Ref11]), c_demonitor),
+    M11 = erlang:monitor(process, Pid11),
+    Pid11 ! go,
+    expect(late, down_reason(M11), demonitored_died),
+    P8 ! marker,
+    expect(marker, got(P8), no_down_after_demonitor),
+    %% the C port links to an Erlang process that then dies: the port dies
+    P12 = c_open(CNode),
+    M12 = erlang:monitor(process, P12),
+    Pid12 = spawn(fun() -> receive go -> exit(linked_bye) end end),
+    ok = c_call(CNode, link, [P12, Pid12]),
+    Pid12 ! go,
+    expect(linked_bye, down_reason(M12), c_link_kills_port),
+    %% ... and a trapping Erlang process linked from C gets the port's exit
+    P13 = c_open(CNode),
+    ok = c_call(CNode, link, [P13, self()]),
+    ok = c_call(CNode, kill, [P13, {c_side, 13}]),
+    expect({c_side, 13}, receive {'EXIT', P13, R13} -> R13 after ?REPLY_MS -> timeout end,
+           c_link_exit_reaches_erlang),
+    %% exit/2 from a C port to an Erlang process
+    Pid14 = spawn(fun() -> receive never -> ok end end),
+    M14 = erlang:monitor(process, Pid14),
+    P14 = c_open(CNode),
+    ok = c_call(CNode, exit, [P14, Pid14, kill]),
+    expect(killed, down_reason(M14), c_exit_kill),
+    %% ports with ids past 2^28 and 2^32: Erlang keeps their pids apart
+    [begin
+         Big = c_call(CNode, open_at, [Id]),
+         Big ! {hello, Id},
+         expect({hello, Id}, got(Big), {big_id_reachable, Id}),
+         MBig = erlang:monitor(process, Big),
+         ok = c_call(CNode, kill, [Big, {big, Id}]),
+         expect({big, Id}, down_reason(MBig), {big_id_monitor, Id})
+     end || Id <- [(1 bsl 28) - 1, (1 bsl 32) + 5]],
+    ok.
 
 %% ------------------------------------------------------------------
 %% Helpers
 %% ------------------------------------------------------------------
+
+%% A request to procnode's ctl port; its result.
+c_call(CNode, Op, Args) ->
+    Tag = make_ref(),
+    {ctl, CNode} ! list_to_tuple([Op, self(), Tag | Args]),
+    receive
+        {reply, Tag, Result} -> Result
+    after ?REPLY_MS -> throw({no_reply, Op, Args})
+    end.
+
+c_open(CNode) -> c_call(CNode, open, []).
+
+%% The next message a forwarding C port got.
+got(Port) ->
+    receive
+        {got, Port, M} -> M
+    after ?REPLY_MS -> throw({nothing_from, Port})
+    end.
+
+down_reason(Mon) ->
+    receive
+        {'DOWN', Mon, process, _, Reason} -> Reason
+    after ?REPLY_MS -> throw({no_down, Mon})
+    end.
+
+%% A process linked to Port that then exits with Reason.
+linked_dies(Port, Reason) ->
+    Pid = spawn(fun() -> true = link(Port), receive go -> exit(Reason) end end),
+    M = erlang:monitor(process, Pid),
+    %% the link travels before go: both leave this node in order
+    Pid ! go,
+    expect(Reason, down_reason(M), {linked_process_died, Reason}).
+
+wait_registered(Name) ->
+    case whereis(Name) of
+        undefined -> erlang:yield(), wait_registered(Name);
+        _ -> ok
+    end.
 
 expect(Want, Want, _What) -> ok;
 expect(Want, Got, What) -> throw({What, expected, Want, got, Got}).
