@@ -181,11 +181,16 @@ pp=none
 if [ "$erl_only" = 0 ]; then
     # c1 and c2 as told; c3 with read batching off (the latency comparison
     # and the monitor target); ei1 and ei2 the plain erl_interface nodes.
+    # Each in a subshell: the controller may kill c3 (a missed monitor
+    # deadline), and the subshell, not this script, then says "Killed" (in
+    # the node's log). The namespace ends every process with this script.
     for n in c1 c2 c3; do
         rb=$read_batch
         [ "$n" = c3 ] && rb=-1
-        "$c_bench" --name "$n@$host" --cookie "$cookie" --read-batch-ms "$rb" \
-            >"$work/$n.log" 2>&1 &
+        (
+            "$c_bench" --name "$n@$host" --cookie "$cookie" --read-batch-ms "$rb"
+            exit $?
+        ) >"$work/$n.log" 2>&1 &
         pids+=($!)
         c_pids+=("$n:$!")
     done

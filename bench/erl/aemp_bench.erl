@@ -392,6 +392,7 @@ parse_args(Args) ->
 run(#{mode := Mode, e1 := E1, e2 := E2, c1 := C1, c2 := C2, c3 := C3, ei1 := EI1,
       ei2 := EI2, sizes := Sizes} = Opts) ->
     Agents = [A || A <- [E1, E2, C1, C2, C3, EI1, EI2], A =/= none],
+    Start = erlang:monotonic_time(millisecond),
     header(Mode),
     OsPids = hello(Agents, #{}, 30000),
     [io:format("agent ~s: ~s~n",
@@ -422,7 +423,8 @@ run(#{mode := Mode, e1 := E1, e2 := E2, c1 := C1, c2 := C2, c3 := C3, ei1 := EI1
     Mons = measure_monitors(Env),
     print_monitors(Env, Mons),
     print_targets(Env, Results, Pinned, Mons),
-    io:format("load average at end: ~s~n", [load_average()]),
+    io:format("load average at end: ~s; measuring took ~b s~n",
+              [load_average(), (erlang:monotonic_time(millisecond) - Start) div 1000]),
     Killed = [N || {_, N, _, killed} <- Mons],
     stop_agents([A || A <- Agents, Reach(A), not lists:member(A, Killed)]),
     0.
