@@ -370,7 +370,8 @@ static void lat_recv(aemp_node *node, aemp_port self, const aemp_term *msg, cons
         if (!b->lat_active || len < 8) return;
         const unsigned char *p = ptr;
         uint64_t stamp = 0;
-        for (int i = 0; i < 8; i++) stamp = stamp << 8 | p[i];
+        for (int i = 0; i < 8; i++)
+            stamp = stamp << 8 | p[i];
         if (b->lat_len == b->lat_cap) {
             size_t cap = b->lat_cap ? 2 * b->lat_cap : 4096;
             int64_t *grown = realloc(b->lat, cap * sizeof *grown);
@@ -386,8 +387,8 @@ static void lat_recv(aemp_node *node, aemp_port self, const aemp_term *msg, cons
     char tag[TAG_MAX];
     aemp_addr peer;
     uint64_t gen;
-    if (get_tag(&c, &arity, tag, sizeof tag) != 0 || arity != 3 ||
-        aemp_get_pid(&c, &peer) != 0 || aemp_get_uint64(&c, &gen) != 0)
+    if (get_tag(&c, &arity, tag, sizeof tag) != 0 || arity != 3 || aemp_get_pid(&c, &peer) != 0 ||
+        aemp_get_uint64(&c, &gen) != 0)
         return;
     if (strcmp(tag, "bench_lat_start") == 0) {
         b->lat_from = peer;

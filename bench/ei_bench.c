@@ -171,8 +171,7 @@ static void on_sink(int fd, int idx)
         return;
     }
     if (get_tag(in.buff, &idx, &arity, tag) < 0) return;
-    if (strcmp(tag, "bench_start") == 0 && arity == 4 &&
-        ei_decode_pid(in.buff, &idx, &peer) == 0 &&
+    if (strcmp(tag, "bench_start") == 0 && arity == 4 && ei_decode_pid(in.buff, &idx, &peer) == 0 &&
         ei_decode_ulonglong(in.buff, &idx, &window) == 0 &&
         ei_decode_ulonglong(in.buff, &idx, &g) == 0 && window > 0) {
         sink.from = peer;
@@ -408,7 +407,8 @@ static void on_agent(int fd, int idx)
 
     if (ei_decode_atom(in.buff, &at, tag) == 0) {
         if (strcmp(tag, "bench_stop") == 0) {
-            for (int i = nconns - 1; i >= 0; i--) drop_conn(conns[i].fd);
+            for (int i = nconns - 1; i >= 0; i--)
+                drop_conn(conns[i].fd);
             exit(0);
         }
         return;

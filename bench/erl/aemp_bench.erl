@@ -901,6 +901,7 @@ print_local(#{mode := Mode}, Rows) ->
 
 local_c(#{rate := R} = M) ->
     io_lib:format("~13s msg/s ~7s allocs/msg", [group(R), fmt2(maps:get(allocs, M, 0))]);
+local_c(#{error := <<"not measured">>}) -> io_lib:format("~35s", ["not measured"]);
 local_c(M) -> io_lib:format("FAILED: ~s", [maps:get(error, M, <<"?">>)]).
 
 local_erl(#{rate := R}) -> io_lib:format("~13s msg/s", [group(R)]);
