@@ -88,6 +88,7 @@ static void echo(int lfd, size_t size)
     nodelay(fd);
     while (read_full(fd, buf, size) == 0)
         if (write_full(fd, buf, size) < 0) break;
+    free(buf);
     _exit(0);
 }
 
@@ -152,5 +153,7 @@ int main(int argc, char **argv)
     qsort(samples, k, sizeof *samples, cmp_u64);
     printf("%llu %llu\n", (unsigned long long)percentile(samples, k, 50),
            (unsigned long long)percentile(samples, k, 99));
+    free(samples);
+    free(buf);
     return 0;
 }
