@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# bench/run.sh - measure aemp throughput and round-trip latency against an
-# Erlang->Erlang baseline measured in the same run. See docs/benchmarks.md.
+# bench/run.sh - measure aemp throughput, round trips, local dispatch,
+# monitors and read-batching latency beside references measured in the same
+# run: Erlang->Erlang, a plain erl_interface C node, and a raw TCP
+# ping-pong. See docs/benchmarks.md.
 #
 # Usage: bench/run.sh [--quick] [--erl-only] [--sizes LIST] [--read-batch MS]
-#                     [--build-dir DIR]
-#   --quick       fewer messages, one round (well under 30 s)
+#                     [--monitors N] [--monitor-deadline S] [--build-dir DIR]
+#   --quick       fewer messages, one round (under 40 s)
 #   --erl-only    measure only the Erlang->Erlang baseline (no C build)
 #   --sizes LIST  payload sizes in bytes, comma-separated, from 16,100,1024,65536
-#   --read-batch MS  the C nodes' read_batch_ms (default 0: the library's
-#                 default of 1 ms; -1: read batching off)
+#   --read-batch MS  c1 and c2's read_batch_ms (default 0: the library's
+#                 default of 1 ms; -1: read batching off); c3 always runs -1
+#   --monitors N  monitor N times, and N/10 times (default 1000000; --quick
+#                 10000; 0 skips the monitor measurement)
+#   --monitor-deadline S  seconds per monitor measurement (default 30; --quick 10)
 #   --build-dir   CMake build directory (default: build-bench in the repo)
 #
 # Everything runs inside a private network namespace (own loopback, own
@@ -24,6 +29,8 @@ build_dir="$root/build-bench"
 inner=0
 sizes=16,100,1024,65536
 read_batch=0
+monitors=
+mon_deadline=
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) mode=quick ;;
@@ -40,9 +47,17 @@ while [ $# -gt 0 ]; do
         read_batch=$2
         shift
         ;;
+    --monitors)
+        monitors=$2
+        shift
+        ;;
+    --monitor-deadline)
+        mon_deadline=$2
+        shift
+        ;;
     --inner) inner=1 ;;
     -h | --help)
-        sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -55,6 +70,8 @@ done
 
 erl_dir="$build_dir/bench-erl"
 c_bench="$build_dir/bench/aemp_bench"
+ei_bench="$build_dir/bench/ei_bench"
+pingpong="$build_dir/bench/tcp_pingpong"
 
 if [ "$inner" = 0 ]; then
     # Build (incrementally) outside the namespace, then re-run inside it.
@@ -63,9 +80,10 @@ if [ "$inner" = 0 ]; then
     if [ "$erl_only" = 0 ]; then
         log="$build_dir/bench-build.log"
         if ! { cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DAEMP_TESTS=OFF &&
-            cmake --build "$build_dir" --target aemp_bench -j"$(nproc)"; } >"$log" 2>&1; then
+            cmake --build "$build_dir" --target aemp_bench ei_bench tcp_pingpong -j"$(nproc)"; } \
+            >"$log" 2>&1; then
             tail -n 30 "$log" >&2
-            echo "run.sh: building aemp_bench failed (full log: $log);" \
+            echo "run.sh: building the bench programs failed (full log: $log);" \
                 "--erl-only measures the baseline alone" >&2
             exit 1
         fi
@@ -92,7 +110,22 @@ if [ "$inner" = 0 ]; then
         exit 2
         ;;
     esac
-    args=(--inner --build-dir "$build_dir" --sizes "$sizes" --read-batch "$read_batch")
+    if [ -z "$monitors" ]; then
+        monitors=1000000
+        [ "$mode" = quick ] && monitors=10000
+    fi
+    if [ -z "$mon_deadline" ]; then
+        mon_deadline=30
+        [ "$mode" = quick ] && mon_deadline=10
+    fi
+    case "$monitors,$mon_deadline" in
+    *[!0-9,]* | ,* | *,)
+        echo "run.sh: --monitors and --monitor-deadline take whole numbers" >&2
+        exit 2
+        ;;
+    esac
+    args=(--inner --build-dir "$build_dir" --sizes "$sizes" --read-batch "$read_batch"
+        --monitors "$monitors" --monitor-deadline "$mon_deadline")
     [ "$mode" = quick ] && args+=(--quick)
     [ "$erl_only" = 1 ] && args+=(--erl-only)
     exec unshare --net --pid --fork --kill-child --mount-proc "$0" "${args[@]}"
@@ -142,25 +175,40 @@ erl_agent() {
 
 erl_agent e1
 erl_agent e2
-c1=none
-c2=none
+c_nodes=(c1=none c2=none c3=none ei1=none ei2=none)
 c_pids=()
+pp=none
 if [ "$erl_only" = 0 ]; then
-    for n in c1 c2; do
-        "$c_bench" --name "$n@$host" --cookie "$cookie" --read-batch-ms "$read_batch" \
-            >"$work/$n.log" 2>&1 &
+    # c1 and c2 as told; c3 with read batching off (the latency comparison
+    # and the monitor target); ei1 and ei2 the plain erl_interface nodes.
+    # Each in a subshell: the controller may kill c3 (a missed monitor
+    # deadline), and the subshell, not this script, then says "Killed" (in
+    # the node's log). The namespace ends every process with this script.
+    for n in c1 c2 c3; do
+        rb=$read_batch
+        [ "$n" = c3 ] && rb=-1
+        (
+            "$c_bench" --name "$n@$host" --cookie "$cookie" --read-batch-ms "$rb"
+            exit $?
+        ) >"$work/$n.log" 2>&1 &
         pids+=($!)
         c_pids+=("$n:$!")
     done
-    c1="c1@$host"
-    c2="c2@$host"
+    for n in ei1 ei2; do
+        "$ei_bench" --name "$n@$host" --cookie "$cookie" >"$work/$n.log" 2>&1 &
+        pids+=($!)
+        c_pids+=("$n:$!")
+    done
+    c_nodes=(c1="c1@$host" c2="c2@$host" c3="c3@$host" ei1="ei1@$host" ei2="ei2@$host")
+    pp=$pingpong
 fi
 
-read -ra size_list <<<"${sizes//,/ }"
 status=0
 erl "$name_flag" "ctl@$host" -hidden -setcookie "$cookie" -noshell -noinput \
     +S 1 +sbwt none -pa "$erl_dir" \
-    -run aemp_bench main "$mode" "e1@$host" "e2@$host" "$c1" "$c2" "${size_list[@]}" || status=$?
+    -run aemp_bench main mode="$mode" e1="e1@$host" e2="e2@$host" "${c_nodes[@]}" \
+    pingpong="$pp" monitors="$monitors" mondeadline="$mon_deadline" readbatch="$read_batch" \
+    work="$work" sizes="$sizes" || status=$?
 
 # The controller told every node to stop: give the C nodes a moment to
 # close cleanly, and say so if one crashed or did not stop.
@@ -176,11 +224,15 @@ for entry in "${c_pids[@]}"; do
     else
         rc=0
         wait "$p" || rc=$?
-        [ "$rc" = 0 ] || echo "$n: exited with status $rc" >&2
+        if [ -e "$work/killed-$n" ]; then
+            echo "$n: killed by the controller: $(cat "$work/killed-$n")"
+        elif [ "$rc" != 0 ]; then
+            echo "$n: exited with status $rc" >&2
+        fi
     fi
 done
 
-for n in e1 e2 c1 c2; do
+for n in e1 e2 c1 c2 c3 ei1 ei2; do
     if [ -s "$work/$n.log" ]; then
         echo "--- $n log ---"
         tail -n 20 "$work/$n.log"
