@@ -92,7 +92,9 @@ static int conn_to(const char *node)
     char name[MAXNODELEN + 1];
     for (int i = 0; i < nconns; i++)
         if (strcmp(conns[i].node, node) == 0) return conns[i].fd;
-    snprintf(name, sizeof name, "%s", node);
+    size_t len = strlen(node);
+    if (len >= sizeof name) return -1;
+    memcpy(name, node, len + 1);
     int fd = ei_connect(&ec, name);
     if (fd < 0) return -1;
     return add_conn(fd, node) == 0 ? fd : -1;
