@@ -26,27 +26,21 @@ static void skip_ws(struct fmt *f)
         f->s++;
 }
 
-/* ei encoders take an int index and no capacity: size them with a NULL
- * buffer first, then encode into reserved space. */
-#define EI_PUT(b, call_with_buf)                                                                   \
-    do {                                                                                           \
-        int ix_ = 0;                                                                               \
-        char *buf_ = NULL;                                                                         \
-        if (call_with_buf < 0) return AEMP_EINVAL;                                                 \
-        int rc_ = aemp__buf_reserve((b), (size_t)ix_);                                             \
-        if (rc_) return rc_;                                                                       \
-        buf_ = (b)->data + (b)->len;                                                               \
-        ix_ = 0;                                                                                   \
-        if (call_with_buf < 0) return AEMP_EINVAL;                                                 \
-        (b)->len += (size_t)ix_;                                                                   \
-    } while (0)
-
 static int put_atom(aemp_buf *b, const char *s, size_t n)
 {
     if (n > AEMP_MAXATOMLEN) return AEMP_EINVAL;
     /* UTF-8 in, UTF-8 atom out; ei checks the UTF-8 and the 255-character
-     * limit */
-    EI_PUT(b, ei_encode_atom_len_as(buf_, &ix_, s, (int)n, ERLANG_UTF8, ERLANG_UTF8));
+     * limit. Its encoders take an index and no capacity: size with no
+     * buffer first, then encode into reserved space. */
+    int ix = 0;
+    if (ei_encode_atom_len_as(NULL, &ix, s, (int)n, ERLANG_UTF8, ERLANG_UTF8) < 0)
+        return AEMP_EINVAL;
+    int rc = aemp__buf_reserve(b, (size_t)ix);
+    if (rc) return rc;
+    ix = 0;
+    if (ei_encode_atom_len_as(b->data + b->len, &ix, s, (int)n, ERLANG_UTF8, ERLANG_UTF8) < 0)
+        return AEMP_EINVAL;
+    b->len += (size_t)ix;
     return 0;
 }
 
@@ -128,8 +122,14 @@ static int put_double(aemp_buf *b, double d)
 {
     /* Erlang has no infinities or NaN: binary_to_term would refuse them */
     if (!isfinite(d)) return AEMP_EINVAL;
-    EI_PUT(b, ei_encode_double(buf_, &ix_, d));
-    return 0;
+    /* NEW_FLOAT_EXT: the IEEE 754 double, big-endian */
+    uint64_t bits;
+    memcpy(&bits, &d, sizeof bits);
+    uint8_t e[9];
+    e[0] = NEW_FLOAT_EXT;
+    aemp__put_u32(e + 1, (uint32_t)(bits >> 32));
+    aemp__put_u32(e + 5, (uint32_t)bits);
+    return aemp__buf_append(b, e, sizeof e);
 }
 
 static int put_pid(aemp_buf *b, const aemp_addr *a)
