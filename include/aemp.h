@@ -304,6 +304,12 @@ typedef struct aemp_node_config {
      * or a peer that writes in large batches itself, gives the connection
      * a large buffer and ends batching on it. */
     int read_batch_ms;
+    /* Deepest nesting accepted in a received message (tuples, lists, maps
+     * and funs each count a level); 0 means 10000. A message nested deeper
+     * is dropped, logged and counted (aemp_conn_stats.dropped_deep); the
+     * connection stays up. (Erlang itself accepts any depth; ei, which a
+     * callback may use on the message, recurses once per level.) */
+    unsigned max_term_depth;
     /* Called once when the EPMD registration completes (status 0) or fails
      * (e.g. AEMP_EEXIST: the name is taken); may be NULL. */
     void (*ready_cb)(aemp_node *node, int status, void *arg);
@@ -369,10 +375,11 @@ size_t aemp_node_pending(aemp_node *node, const char *peer);
 
 /* Counters of the connection to a peer, since it was made. */
 typedef struct aemp_conn_stats {
-    uint64_t reads;   /* socket reads that returned data */
-    uint64_t packets; /* distribution packets received (ticks included) */
-    size_t queued;    /* bytes waiting to be written (aemp_node_pending) */
-    int batching;     /* 1 while read batching may pause this connection */
+    uint64_t reads;        /* socket reads that returned data */
+    uint64_t packets;      /* distribution packets received (ticks included) */
+    size_t queued;         /* bytes waiting to be written (aemp_node_pending) */
+    int batching;          /* 1 while read batching may pause this connection */
+    uint64_t dropped_deep; /* messages dropped: nested deeper than max_term_depth */
 } aemp_conn_stats;
 /* Fill *out for the connection to peer; AEMP_ENOENT if there is none. */
 int aemp_node_stats(aemp_node *node, const char *peer, aemp_conn_stats *out);

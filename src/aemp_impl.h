@@ -83,9 +83,12 @@ int aemp__random(void *p, size_t n);
 /* term: validation of received terms                                  */
 /* ------------------------------------------------------------------ */
 
-/* Deepest nesting accepted in a received term (tuples, lists, maps, funs,
- * improper list tails all count). ei recurses; this keeps it safe. */
-#define AEMP__TERM_MAX_DEPTH 512
+/* Deepest nesting accepted in a term by default (tuples, lists, maps, funs,
+ * improper list tails all count). ei recurses; this keeps it safe. A node's
+ * limit for received messages is its max_term_depth. */
+#define AEMP__TERM_MAX_DEPTH 10000
+/* Deepest term aemp_term_print() and aemp_term_format() walk into. */
+#define AEMP__PRINT_MAX_DEPTH 512
 
 /*
  * Check that buf[0..len) starts with one well-formed term (no version byte)
@@ -93,9 +96,12 @@ int aemp__random(void *p, size_t n);
  * most AEMP__TERM_MAX_DEPTH, tags are known (ATOM_CACHE_REF and compressed
  * terms are refused), atoms fit AEMP_MAXATOMLEN. Iterative: bounded stack
  * whatever the input. On success *used is the term's size in bytes.
- * Returns 0 or AEMP_EBADTERM.
+ * Returns 0, AEMP_ETOOBIG (nested deeper than allowed: the rest unchecked)
+ * or AEMP_EBADTERM.
  */
 int aemp__term_validate(const char *buf, size_t len, size_t *used);
+/* The same with another depth limit. */
+int aemp__term_validate_depth(const char *buf, size_t len, size_t *used, unsigned max_depth);
 /* The same, for a term that follows a distribution header: ATOM_CACHE_REF
  * with an index below nrefs is accepted where an atom may stand, and the
  * offset of each one is appended to refpos (u32 each, in order), so the
@@ -104,7 +110,7 @@ int aemp__term_validate(const char *buf, size_t len, size_t *used);
  * AEMP__TERM_FUN_MARK: its Size field must grow with the references inside. */
 #define AEMP__TERM_FUN_MARK 0x80000000u
 int aemp__term_validate_refs(const char *buf, size_t len, size_t *used, unsigned nrefs,
-                             aemp_buf *refpos);
+                             aemp_buf *refpos, unsigned max_depth);
 
 /* ------------------------------------------------------------------ */
 /* term: the external term format tags we read and write ourselves     */

@@ -943,6 +943,7 @@ int aemp__dist_init(aemp__dist *d, uv_loop_t *loop, const aemp__dist_config *cfg
     d->max_packet = cfg->max_packet;
     d->max_connections = cfg->max_connections;
     d->read_batch_ms = cfg->read_batch_ms;
+    d->max_term_depth = cfg->max_term_depth;
     d->tls_ctx = cfg->tls_ctx;
     d->ops = cfg->ops;
     d->ops_arg = cfg->ops_arg;

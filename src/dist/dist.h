@@ -70,6 +70,7 @@ typedef struct aemp__dist_config {
     size_t max_packet;
     unsigned max_connections;
     unsigned read_batch_ms; /* 0: off */
+    unsigned max_term_depth;
     aemp__tls_ctx *tls_ctx; /* NULL: plain TCP; owned by the caller */
     const aemp__dist_ops *ops;
     void *ops_arg;
@@ -162,6 +163,7 @@ struct aemp__conn {
     aemp__ctl_memo memo;
     /* statistics (aemp_node_stats) */
     uint64_t reads, packets;
+    uint64_t dropped_deep; /* messages nested deeper than max_term_depth */
     uint64_t started_ms, last_recv_ms, last_send_ms;
 };
 
@@ -179,6 +181,7 @@ struct aemp__dist {
     unsigned max_connections;
     unsigned nconns;
     unsigned read_batch_ms;
+    unsigned max_term_depth;
     aemp__tls_ctx *tls_ctx;
     const aemp__dist_ops *ops;
     void *ops_arg;

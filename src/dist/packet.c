@@ -14,7 +14,6 @@
  */
 #include "dist.h"
 
-#include <ei.h>
 #include <stdlib.h>
 
 /*
@@ -118,32 +117,38 @@ static int replace_refs(const char *t, size_t tlen, const aemp_buf *refpos,
      * open funs does it (the stack is as deep as terms may nest). */
     struct open_fun {
         size_t start, end, grown_before;
-    } stack[AEMP__TERM_MAX_DEPTH + 1];
-    int sp = 0;
+    };
+    aemp_buf stack = AEMP_BUF_INIT; /* of struct open_fun: funs are rare */
+    size_t sp = 0;
     size_t grown = 0;
-    for (size_t k = 0; k <= refpos->len; k += 4) {
+    rc = 0;
+    for (size_t k = 0; k <= refpos->len && !rc; k += 4) {
         bool last = k + 4 > refpos->len;
         uint32_t e = last ? 0 : aemp__get_u32(refpos->data + k);
         size_t at = last ? SIZE_MAX : (e & ~AEMP__TERM_FUN_MARK);
-        while (sp > 0 && stack[sp - 1].end <= at) {
-            struct open_fun *f = &stack[--sp];
+        struct open_fun *st = (struct open_fun *)(void *)stack.data;
+        while (sp > 0 && st[sp - 1].end <= at) {
+            struct open_fun *f = &st[--sp];
             char *size = out->data + f->start + f->grown_before + 1;
             uint64_t n = (uint64_t)aemp__get_u32(size) + (grown - f->grown_before);
-            if (n > UINT32_MAX) return AEMP_ETOOBIG;
+            if (n > UINT32_MAX) {
+                rc = AEMP_ETOOBIG;
+                break;
+            }
             aemp__put_u32(size, (uint32_t)n);
         }
-        if (last) break;
+        if (last || rc) break;
         if (e & AEMP__TERM_FUN_MARK) {
-            if (sp > AEMP__TERM_MAX_DEPTH) return AEMP_EBADTERM;
-            stack[sp].start = at;
-            stack[sp].end = at + 1 + aemp__get_u32(t + at + 1);
-            stack[sp].grown_before = grown;
+            struct open_fun f = {at, at + 1 + aemp__get_u32(t + at + 1), grown};
+            stack.len = sp * sizeof f;
+            rc = aemp__buf_append(&stack, &f, sizeof f);
             sp++;
         } else {
             grown += atom_size(h, (uint8_t)t[at + 1]) - 2;
         }
     }
-    return 0;
+    aemp_buf_free(&stack);
+    return rc;
 }
 
 /* One term at p[*pos]: with a version byte first in a pass-through packet; after a
@@ -156,22 +161,25 @@ static int take_term(aemp__conn *c, const char *p, size_t len, size_t *pos,
     if (!h) {
         if (*pos >= len || (uint8_t)p[*pos] != AEMP__EXT_VERSION) return AEMP_EPROTO;
         ++*pos;
-        if (aemp__term_validate(p + *pos, len - *pos, &used)) return AEMP_EBADTERM;
+        int rc = aemp__term_validate_depth(p + *pos, len - *pos, &used, c->d->max_term_depth);
+        if (rc) return rc;
         out->data = p + *pos;
         out->len = used;
         *pos += used;
         return 0;
     }
     c->refpos.len = 0;
-    if (aemp__term_validate_refs(p + *pos, len - *pos, &used, h->n, &c->refpos))
-        return AEMP_EBADTERM;
+    int rc = aemp__term_validate_refs(p + *pos, len - *pos, &used, h->n, &c->refpos,
+                                      c->d->max_term_depth);
+    if (rc) return rc;
     if (c->refpos.len == 0) {
         out->data = p + *pos;
         out->len = used;
     } else {
         size_t check;
-        if (replace_refs(p + *pos, used, &c->refpos, h, scratch)) return AEMP_ENOMEM;
-        if (aemp__term_validate(scratch->data, scratch->len, &check) || check != scratch->len)
+        if ((rc = replace_refs(p + *pos, used, &c->refpos, h, scratch))) return rc;
+        if (aemp__term_validate_depth(scratch->data, scratch->len, &check, c->d->max_term_depth) ||
+            check != scratch->len)
             return AEMP_EBADTERM;
         out->data = scratch->data;
         out->len = scratch->len;
@@ -203,16 +211,16 @@ static int parse_ctl(aemp__conn *c, const char *p, size_t len, size_t pos,
                   info->min_arity);
         return AEMP_EPROTO;
     }
-    /* The whole term was validated: its elements are walked without a
-     * second validation. */
+    /* The elements' extent (on a cache miss only: a repeated control
+     * message is not walked again). */
     cur = aemp_cursor_of(&whole);
     aemp_get_tuple(&cur, &m->arity);
     for (uint32_t i = 0; i < m->arity && i < 8; i++) {
         size_t used;
         m->el[i].data = cur.data + cur.pos;
-        int ix = 0;
-        if (ei_skip_term(cur.data + cur.pos, &ix) < 0) return AEMP_EPROTO;
-        used = (size_t)ix;
+        if (aemp__term_validate_depth(cur.data + cur.pos, cur.len - cur.pos, &used,
+                                      c->d->max_term_depth))
+            return AEMP_EPROTO;
         m->el[i].len = used;
         cur.pos += used;
     }
@@ -298,6 +306,15 @@ void aemp__dist_packet(aemp__conn *c, const char *p, size_t len)
         if (defined) aemp__dist_forget(c);
         if (!rc) rc = parse_ctl(c, p, len, start, hp, &m, &ctl_end);
         if (!rc && cacheable(m.tag)) remember(c, p, ctl_end, &m, hp);
+    }
+    if (rc == AEMP_ETOOBIG) {
+        /* Nested deeper than max_term_depth: the packet's length is known,
+         * so only this message is lost, not the connection. */
+        if (c->dropped_deep++ % 1000 == 0)
+            AEMP_LOGW("connection to %s: a message nested deeper than %u levels dropped (%llu "
+                      "so far)",
+                      c->peer, d->max_term_depth, (unsigned long long)c->dropped_deep);
+        return;
     }
     if (rc) {
         AEMP_LOGW("connection to %s: malformed control message (%s): closing", c->peer,

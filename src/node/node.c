@@ -19,6 +19,7 @@
 #define DEFAULT_MAX_PENDING (64u * 1024 * 1024)
 #define DEFAULT_READ_BATCH_MS 1
 #define MAX_READ_BATCH_MS 1000
+#define DEFAULT_MAX_TERM_DEPTH AEMP__TERM_MAX_DEPTH
 
 struct aemp__sub {
     aemp__sub *next;
@@ -377,6 +378,7 @@ int aemp__node_init(aemp_node *n, uv_loop_t *loop, const aemp_node_config *cfg)
         .read_batch_ms = cfg->read_batch_ms < 0 ? 0
                          : cfg->read_batch_ms   ? (unsigned)cfg->read_batch_ms
                                                 : DEFAULT_READ_BATCH_MS,
+        .max_term_depth = cfg->max_term_depth ? cfg->max_term_depth : DEFAULT_MAX_TERM_DEPTH,
         .tls_ctx = n->tls_ctx,
         .ops = &node_ops,
         .ops_arg = n,
@@ -541,6 +543,7 @@ int aemp_node_stats(aemp_node *n, const char *peer, aemp_conn_stats *out)
     out->packets = c->packets;
     out->queued = aemp__conn_queued(c);
     out->batching = c->batching;
+    out->dropped_deep = c->dropped_deep;
     return 0;
 }
 

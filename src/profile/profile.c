@@ -37,6 +37,7 @@ enum key_id {
     K_TLS_KEY,
     K_TLS_CA,
     K_TLS_VERIFY,
+    K_MAX_TERM_DEPTH,
     K_COUNT
 };
 
@@ -78,6 +79,7 @@ static const struct key_def {
     [K_TLS_KEY] = {"tls_key", V_PATH, 1, PATH_MAX - 1},
     [K_TLS_CA] = {"tls_ca", V_PATH, 1, PATH_MAX - 1},
     [K_TLS_VERIFY] = {"tls_verify", V_BOOL, 0, 0},
+    [K_MAX_TERM_DEPTH] = {"max_term_depth", V_NUMBER, 1, 1000000},
 };
 
 struct aemp_profile {
@@ -761,6 +763,9 @@ int aemp_profile_apply(const aemp_profile *p, aemp_node_config *cfg)
             break;
         case K_MAX_PENDING:
             cfg->max_pending = (size_t)num_value(p, k);
+            break;
+        case K_MAX_TERM_DEPTH:
+            cfg->max_term_depth = (unsigned)num_value(p, k);
             break;
         case K_READ_BATCH:
             cfg->read_batch_ms = strcmp(p->val[k], "off") == 0 ? -1 : (int)num_value(p, k);

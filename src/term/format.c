@@ -4,7 +4,7 @@
  * A recursive-descent parser that encodes as it reads. Container headers are
  * written as 5-byte placeholders and patched when the closing bracket gives
  * the element count, so the format string is read once. Nesting is bounded
- * by AEMP__TERM_MAX_DEPTH, so recursion is too.
+ * by AEMP__PRINT_MAX_DEPTH, so recursion is too.
  */
 #include "term_local.h"
 
@@ -323,7 +323,7 @@ static int container(struct fmt *f, char open)
     aemp_buf *b = f->b;
     uint32_t n;
     int rc;
-    if (f->depth >= AEMP__TERM_MAX_DEPTH) return AEMP_EINVAL;
+    if (f->depth >= AEMP__PRINT_MAX_DEPTH) return AEMP_EINVAL;
     size_t hdr = b->len;
     if ((rc = aemp__buf_reserve(b, 5))) return rc;
     memset(b->data + hdr, 0, 5);

@@ -1,9 +1,10 @@
 /*
  * print.c - Erlang-syntax text of a term (aemp_term_print).
  *
- * Iterative with an explicit stack: the term is validated first (so depth is
- * at most AEMP__TERM_MAX_DEPTH and every length is in bounds), then printed
- * without recursion. Output stops as soon as the buffer is full.
+ * Iterative with an explicit stack: the term is validated first (every
+ * length is in bounds), then printed without recursion; values nested deeper
+ * than AEMP__PRINT_MAX_DEPTH print as `...`. Output stops as soon as the
+ * buffer is full.
  *
  * Choices: pids print as #Pid<node.num.serial.creation>, ports as
  * #Port<node.id>, references as #Ref<node.w1.w2...>, closures as
@@ -357,7 +358,7 @@ struct pframe {
 
 static int print_term(struct out *o, const char *data, size_t len)
 {
-    struct pframe st[AEMP__TERM_MAX_DEPTH + 1];
+    struct pframe st[AEMP__PRINT_MAX_DEPTH + 1];
     int sp = 0;
     size_t pos = 0, used;
     const uint8_t *u = (const uint8_t *)data;
@@ -395,6 +396,13 @@ static int print_term(struct out *o, const char *data, size_t len)
         uint8_t tag = u[pos];
         uint32_t n;
         int kind = -1;
+        if (sp >= AEMP__PRINT_MAX_DEPTH) {
+            /* deeper than is worth printing: the rest of this value as ... */
+            if (aemp__term_validate(data + pos, len - pos, &used)) return AEMP_EBADTERM;
+            puts_(o, "...");
+            pos += used;
+            continue;
+        }
         switch (tag) {
         case ERL_SMALL_TUPLE_EXT:
             n = u[pos + 1];
@@ -427,7 +435,7 @@ static int print_term(struct out *o, const char *data, size_t len)
             pos += used;
             continue;
         }
-        /* validation bounded the depth, so the stack holds */
+        /* the check above bounds the depth, so the stack holds */
         sp++;
         st[sp].kind = kind;
         st[sp].remaining = kind == P_MAP ? 2 * (size_t)n : n;

@@ -5,11 +5,16 @@
  * structs and recurse on nesting. Every term that comes from the network goes
  * through aemp__term_validate() first; once it passes, any ei decode of it
  * stays inside the buffer and inside ei's fixed buffers, and any recursive ei
- * walk stays within AEMP__TERM_MAX_DEPTH frames.
+ * walk stays within the depth the caller allowed (AEMP__TERM_MAX_DEPTH by
+ * default). The walk itself is iterative: its frames live on the stack for
+ * the first STACK_FRAMES levels, then in memory that grows with the term.
  */
 #include "term_local.h"
 
 #include <limits.h>
+#include <stdlib.h>
+
+#define STACK_FRAMES 64
 
 /* ei.h does not name this tag: a reference to the atom cache of a
  * distribution header (erl_ext_dist). */
@@ -46,6 +51,12 @@ struct walk {
      * offsets recorded (u32 each) in refpos; with refpos NULL, refused. */
     unsigned nrefs;
     aemp_buf *refpos;
+    /* the frames: st[0..cap), local or on the heap; at most max_depth deep */
+    struct frame *st;
+    int cap;
+    int max_depth;
+    bool too_deep;
+    struct frame local[STACK_FRAMES];
 };
 
 static size_t avail(const struct walk *w)
@@ -150,18 +161,30 @@ static int skip_pid(struct walk *w)
     return take(w, tag == ERL_PID_EXT ? 9 : 12);
 }
 
-static int push(struct frame *st, int *sp, size_t remaining, int kind, size_t end)
+static int push(struct walk *w, int *sp, size_t remaining, int kind, size_t end)
 {
-    if (*sp >= AEMP__TERM_MAX_DEPTH) return -1;
+    if (*sp >= w->max_depth) {
+        w->too_deep = true;
+        return -1;
+    }
+    if (*sp + 1 >= w->cap) {
+        int cap = w->cap * 2 > w->max_depth + 1 ? w->max_depth + 1 : w->cap * 2;
+        struct frame *st = malloc((size_t)cap * sizeof *st);
+        if (!st) return -1;
+        memcpy(st, w->st, (size_t)w->cap * sizeof *st);
+        if (w->st != w->local) free(w->st);
+        w->st = st;
+        w->cap = cap;
+    }
     ++*sp;
-    st[*sp].remaining = remaining;
-    st[*sp].kind = kind;
-    st[*sp].end = end;
+    w->st[*sp].remaining = remaining;
+    w->st[*sp].kind = kind;
+    w->st[*sp].end = end;
     return 0;
 }
 
 /* One value at w->pos: leaves are skipped, containers push a frame. */
-static int step(struct walk *w, struct frame *st, int *sp)
+static int step(struct walk *w, int *sp)
 {
     size_t start = w->pos;
     uint32_t tag, n, m;
@@ -206,13 +229,13 @@ static int step(struct walk *w, struct frame *st, int *sp)
         return skip_pid(w);
     case ERL_SMALL_TUPLE_EXT:
         if (get8(w, &n) || n > avail(w)) return -1;
-        return push(st, sp, n, FRAME_SEQ, 0);
+        return push(w, sp, n, FRAME_SEQ, 0);
     case ERL_LARGE_TUPLE_EXT:
         if (get32(w, &n) || n > avail(w)) return -1;
-        return push(st, sp, n, FRAME_SEQ, 0);
+        return push(w, sp, n, FRAME_SEQ, 0);
     case ERL_MAP_EXT:
         if (get32(w, &n) || n > avail(w) / 2) return -1;
-        return push(st, sp, 2 * (size_t)n, FRAME_SEQ, 0);
+        return push(w, sp, 2 * (size_t)n, FRAME_SEQ, 0);
     case ERL_NIL_EXT:
         return 0;
     case ERL_STRING_EXT:
@@ -221,7 +244,7 @@ static int step(struct walk *w, struct frame *st, int *sp)
     case ERL_LIST_EXT:
         /* n elements and a tail, each at least one byte */
         if (get32(w, &n) || n >= avail(w)) return -1;
-        return push(st, sp, (size_t)n + 1, FRAME_SEQ, 0);
+        return push(w, sp, (size_t)n + 1, FRAME_SEQ, 0);
     case ERL_BINARY_EXT:
         if (get32(w, &n)) return -1;
         return take(w, n);
@@ -249,7 +272,7 @@ static int step(struct walk *w, struct frame *st, int *sp)
         if (take(w, 1 + 16 + 4) || get32(w, &nfree)) return -1;
         if (skip_atom(w) || skip_small_int(w) || skip_small_int(w) || skip_pid(w)) return -1;
         if (w->pos > end || nfree > end - w->pos) return -1;
-        return push(st, sp, nfree, FRAME_FUN, end);
+        return push(w, sp, nfree, FRAME_FUN, end);
     }
     case ERL_EXPORT_EXT:
         if (skip_atom(w) || skip_atom(w)) return -1;
@@ -260,7 +283,7 @@ static int step(struct walk *w, struct frame *st, int *sp)
             skip_small_int(w))
             return -1;
         if (nfree > avail(w)) return -1;
-        return push(st, sp, nfree, FRAME_SEQ, 0);
+        return push(w, sp, nfree, FRAME_SEQ, 0);
     }
     default:
         /* compressed, LOCAL_EXT and unknown tags: ei cannot decode them (or,
@@ -272,33 +295,53 @@ static int step(struct walk *w, struct frame *st, int *sp)
 
 int aemp__term_validate(const char *buf, size_t len, size_t *used)
 {
-    return aemp__term_validate_refs(buf, len, used, 0, NULL);
+    return aemp__term_validate_refs(buf, len, used, 0, NULL, AEMP__TERM_MAX_DEPTH);
+}
+
+int aemp__term_validate_depth(const char *buf, size_t len, size_t *used, unsigned max_depth)
+{
+    return aemp__term_validate_refs(buf, len, used, 0, NULL, max_depth);
 }
 
 int aemp__term_validate_refs(const char *buf, size_t len, size_t *used, unsigned nrefs,
-                             aemp_buf *refpos)
+                             aemp_buf *refpos, unsigned max_depth)
 {
-    /* frame 0 stands for the single top-level value; it adds no depth */
-    struct frame st[AEMP__TERM_MAX_DEPTH + 1];
-    int sp = 0;
-    struct walk w = {(const uint8_t *)buf, len, 0, nrefs, refpos};
+    struct walk w;
+    w.p = (const uint8_t *)buf;
+    w.len = len;
+    w.pos = 0;
+    w.nrefs = nrefs;
+    w.refpos = refpos;
+    w.st = w.local;
+    w.cap = STACK_FRAMES;
+    w.max_depth = max_depth > INT_MAX - 1 ? INT_MAX - 1 : (int)max_depth;
+    w.too_deep = false;
+    int sp = 0, rc = AEMP_EBADTERM;
 
     if (!buf && len) return AEMP_EBADTERM;
     /* ei indexes terms with int */
     if (w.len > (size_t)INT_MAX) w.len = (size_t)INT_MAX;
-    st[0].remaining = 1;
-    st[0].kind = FRAME_SEQ;
-    st[0].end = 0;
+    /* frame 0 stands for the single top-level value; it adds no depth */
+    w.st[0].remaining = 1;
+    w.st[0].kind = FRAME_SEQ;
+    w.st[0].end = 0;
     for (;;) {
-        while (st[sp].remaining == 0) {
-            if (st[sp].kind == FRAME_FUN && w.pos != st[sp].end) return AEMP_EBADTERM;
+        while (w.st[sp].remaining == 0) {
+            if (w.st[sp].kind == FRAME_FUN && w.pos != w.st[sp].end) goto done;
             if (sp == 0) {
                 if (used) *used = w.pos;
-                return 0;
+                rc = 0;
+                goto done;
             }
             sp--;
         }
-        st[sp].remaining--;
-        if (step(&w, st, &sp)) return AEMP_EBADTERM;
+        w.st[sp].remaining--;
+        if (step(&w, &sp)) {
+            if (w.too_deep) rc = AEMP_ETOOBIG;
+            goto done;
+        }
     }
+done:
+    if (w.st != w.local) free(w.st);
+    return rc;
 }

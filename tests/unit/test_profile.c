@@ -154,10 +154,11 @@ Test(profile, key_list)
     size_t n = 0;
     while (aemp_profile_key(n))
         n++;
-    cr_assert_eq(n, 15);
+    cr_assert_eq(n, 16);
     cr_assert_str_eq(aemp_profile_key(0), "parent");
     cr_assert_str_eq(aemp_profile_key(10), "read_batch_ms");
     cr_assert_str_eq(aemp_profile_key(14), "tls_verify");
+    cr_assert_str_eq(aemp_profile_key(15), "max_term_depth");
 }
 
 Test(profile, missing_file_or_profile)
@@ -558,6 +559,18 @@ Test(profile, apply_tls_verify_yes_and_numbers)
     cr_assert_eq(cfg.read_batch_ms, 0, "read_batch_ms = 0 is the default, as in the API");
     cr_assert_null(cfg.name);
     aemp_profile_free(p);
+}
+
+Test(profile, max_term_depth)
+{
+    write_file(file, "[a]\nmax_term_depth = 20000\n", 0600);
+    aemp_profile *p = NULL;
+    aemp_node_config cfg = {0};
+    cr_assert_eq(aemp_profile_load(file, "a", &p), 0, "%s", logged);
+    cr_assert_eq(aemp_profile_apply(p, &cfg), 0);
+    cr_assert_eq(cfg.max_term_depth, 20000);
+    aemp_profile_free(p);
+    cr_assert_eq(load_rc("[a]\nmax_term_depth = 0\n"), AEMP_EINVAL);
 }
 
 Test(profile, read_batch_off)

@@ -1,0 +1,141 @@
+/*
+ * test_hostile.c - what a peer must not be able to do: a message nested
+ * deeper than max_term_depth costs that message (counted), not the
+ * connection; a peer claiming the node's own name is refused in the
+ * handshake.
+ */
+#include "harness.h"
+
+#include "aemp_impl.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <poll.h>
+
+TestSuite(hostile, .init = setup, .fini = teardown, .timeout = 60);
+
+/* A list nested `depth` deep: [[[...[x]...]]]. */
+static void deep_list(aemp_buf *b, unsigned depth)
+{
+    b->len = 0;
+    for (unsigned i = 0; i < depth; i++) {
+        cr_assert_eq(aemp__buf_put_u8(b, AEMP__EXT_LIST), 0);
+        cr_assert_eq(aemp__buf_put_u32(b, 1), 0);
+    }
+    cr_assert_eq(aemp__buf_put_u8(b, AEMP__EXT_SMALL_INTEGER), 0);
+    cr_assert_eq(aemp__buf_put_u8(b, 7), 0);
+    for (unsigned i = 0; i < depth; i++)
+        cr_assert_eq(aemp__buf_put_u8(b, AEMP__EXT_NIL), 0);
+}
+
+static void count_cb(aemp_node *n, aemp_port self, const aemp_term *msg, const aemp_addr *from,
+                     void *arg)
+{
+    ++*(int *)arg;
+}
+
+static int wait_n(int *v, int want, unsigned ms)
+{
+    int expired = 0;
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    t.data = &expired;
+    uv_timer_start(&t, on_deadline, ms, 0);
+    while (*v < want && !expired)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    return *v >= want;
+}
+
+static void deep_messages(unsigned limit, unsigned ok_depth, unsigned bad_depth)
+{
+    struct node_ctx a, b;
+    aemp_node_config cfg = {0};
+    cfg.cookie = "secret";
+    cfg.name = "a@127.0.0.1";
+    start_node_cfg(&a, cfg);
+    cfg.name = "b@127.0.0.1";
+    cfg.max_term_depth = limit;
+    start_node_cfg(&b, cfg);
+    int got = 0;
+    aemp_port p;
+    aemp_addr to;
+    cr_assert_eq(aemp_port_open(b.node, count_cb, &got, &p), 0);
+    cr_assert_eq(aemp_port_addr(b.node, p, &to), 0);
+    aemp_buf m = AEMP_BUF_INIT;
+    deep_list(&m, ok_depth);
+    aemp_term t = aemp_buf_term(&m);
+    cr_assert_eq(aemp_send(a.node, (aemp_port){0}, &to, &t), 0);
+    cr_assert(wait_n(&got, 1, 5000), "a message %u deep did not arrive", ok_depth);
+    deep_list(&m, bad_depth);
+    t = aemp_buf_term(&m);
+    cr_assert_eq(aemp_send(a.node, (aemp_port){0}, &to, &t), 0);
+    /* the next message arrives: the connection stayed up */
+    cr_assert_eq(aemp_sendf(a.node, (aemp_port){0}, &to, "{after}"), 0);
+    cr_assert(wait_n(&got, 2, 5000));
+    cr_assert_eq(got, 2, "the message %u deep was delivered", bad_depth);
+    aemp_conn_stats st;
+    cr_assert_eq(aemp_node_stats(b.node, "a@127.0.0.1", &st), 0);
+    cr_assert_eq(st.dropped_deep, 1);
+    cr_assert_eq(b.downs, 0);
+    cr_assert(aemp_node_is_up(b.node, "a@127.0.0.1"));
+    aemp_buf_free(&m);
+    stop_node(&a);
+    stop_node(&b);
+}
+
+Test(hostile, too_deep_message_is_dropped_not_the_connection)
+{
+    /* the default: 10000 levels */
+    deep_messages(0, 9999, 10001);
+}
+
+Test(hostile, max_term_depth_is_a_setting)
+{
+    deep_messages(100, 99, 101);
+}
+
+/* Raw TCP: a peer that names itself as the node it connects to. */
+Test(hostile, own_name_is_refused)
+{
+    struct node_ctx a;
+    start_node(&a, "a@127.0.0.1", "secret");
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(fd >= 0);
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof sin);
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons(aemp_node_listen_port(a.node));
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    aemp__hs hs;
+    aemp_buf out = AEMP_BUF_INIT;
+    cr_assert_eq(aemp__hs_init(&hs, AEMP__HS_INITIATOR, 2, "a@127.0.0.1", "secret", 1234,
+                               aemp__dflags_offered(), "a@127.0.0.1"),
+                 0);
+    cr_assert_eq(aemp__hs_start(&hs, &out), 0);
+    cr_assert_eq(write(fd, out.data, out.len), (ssize_t)out.len);
+    /* read the status while the node's loop runs */
+    char in[256];
+    size_t n = 0;
+    int rc = AEMP__HS_MORE;
+    for (int turn = 0; turn < 5000 && rc == AEMP__HS_MORE; turn++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        struct pollfd pf = {fd, POLLIN, 0};
+        if (poll(&pf, 1, 1) <= 0) continue;
+        ssize_t k = read(fd, in + n, sizeof in - n);
+        if (k <= 0) break;
+        n += (size_t)k;
+        size_t used;
+        out.len = 0;
+        rc = aemp__hs_input(&hs, in, n, &used, &out);
+    }
+    cr_assert_eq(rc, AEMP_ECONNREFUSED, "handshake went on: %d (%s)", rc, hs.error);
+    cr_assert(strstr(hs.error, "not_allowed") != NULL, "%s", hs.error);
+    cr_assert_eq(a.ups, 0);
+    close(fd);
+    aemp_buf_free(&out);
+    stop_node(&a);
+}
