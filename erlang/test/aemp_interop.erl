@@ -220,6 +220,23 @@ test(cnode_peer, CNode) ->
         {nodedown, CNode} -> ok
     after 10000 -> throw(cnode_did_not_disconnect_after_bye)
     end;
+%% Hostile but well-formed input to `aemp run`: a module name holding a
+%% newline and a forged log line (the C node logs the name, escaped); a
+%% message 20,000 levels deep (dropped, logged; the connection stays up); one
+%% 5,000 deep goes through its echo port and back unchanged.
+test(hostile, CNode) ->
+    connect(CNode),
+    Evil = list_to_atom("evil\naemp error: forged line"),
+    expect({badrpc, {'EXIT', {undef, [{Evil, f, [], []}]}}}, rpc:call(CNode, Evil, f, []),
+           evil_module_undef),
+    Ok = nest(5000),
+    {echo, CNode} ! {self(), Ok},
+    expect(Ok, receive M -> M after ?REPLY_MS -> timeout end, deep_5000_echoed),
+    {echo, CNode} ! {self(), nest(20000)},
+    {echo, CNode} ! {self(), after_deep},
+    expect(after_deep, receive M2 -> M2 after ?REPLY_MS -> timeout end, deep_20000_dropped),
+    expect(true, lists:member(CNode, nodes(hidden)), still_connected),
+    expect(pong, net_adm:ping(CNode), still_serving);
 %% The process layer against interop-tests/procnode.c: links, monitors,
 %% kills and exit signals in both directions, with OTP's translations.
 test(proc, CNode) ->
@@ -334,6 +351,9 @@ test(proc, CNode) ->
 %% ------------------------------------------------------------------
 %% Helpers
 %% ------------------------------------------------------------------
+
+nest(0) -> leaf;
+nest(N) -> [nest(N - 1)].
 
 %% A request to procnode's ctl port; its result.
 c_call(CNode, Op, Args) ->
