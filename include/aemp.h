@@ -281,9 +281,24 @@ typedef struct aemp_node_config {
     /* Largest accepted packet in bytes; 0 means 128 MiB. A bigger packet
      * closes the connection (logged). */
     size_t max_packet;
-    /* Most connections at once, in and out; 0 means 1024. Connections
-     * beyond it are refused (logged). */
+    /* Most authenticated peers connected at once; 0 means 1024. A peer
+     * beyond it is refused after its handshake; a send or connect to a new
+     * node fails with AEMP_EBUSY. */
     unsigned max_connections;
+    /* Incoming connections not yet authenticated (in their handshake): at
+     * most max_handshakes (0 means 64), at most max_handshakes_per_address
+     * from one IP address (0 means 8). A new one from an address at its cap
+     * drops the oldest handshake from that address; one beyond the pool
+     * drops the oldest of all (a real handshake takes milliseconds; what
+     * lingers is stalling). Peers already up are never affected.
+     * Refusals are logged as one summary line with counts every 10 s. */
+    unsigned max_handshakes;
+    unsigned max_handshakes_per_address;
+    /* Outgoing connection attempts not yet up (resolving, asking EPMD,
+     * connecting, in the handshake); 0 means 64. Each is given
+     * handshake_timeout_ms in all. A send that needs one more fails with
+     * AEMP_EBUSY. */
+    unsigned max_connecting;
     /* Most bytes queued for one peer and not yet written; 0 means 64 MiB.
      * A send that would go beyond it is refused with AEMP_EBUSY (the message
      * is not sent and the sender knows it) until the queue drains; a message

@@ -237,6 +237,25 @@ test(hostile, CNode) ->
     expect(after_deep, receive M2 -> M2 after ?REPLY_MS -> timeout end, deep_20000_dropped),
     expect(true, lists:member(CNode, nodes(hidden)), still_connected),
     expect(pong, net_adm:ping(CNode), still_serving);
+%% While interop-tests/flood.c floods the C node and EPMD from another
+%% address: once a second for ten seconds a new connection is made and
+%% pinged, a message echoed, and a name registered with EPMD; every round
+%% must succeed.
+test(flood_ok, CNode) ->
+    EpmdPort = case os:getenv("ERL_EPMD_PORT") of
+                   false -> 4369;
+                   P -> list_to_integer(P)
+               end,
+    [begin
+         erlang:disconnect_node(CNode),
+         expect(pong, net_adm:ping(CNode), {ping, Round}),
+         {echo, CNode} ! {self(), {round, Round}},
+         expect({round, Round}, receive {round, _} = M -> M after ?REPLY_MS -> timeout end,
+                {echo, Round}),
+         expect(ok, epmd_register(EpmdPort, "reg" ++ integer_to_list(Round)), {epmd, Round}),
+         timer:sleep(1000)
+     end || Round <- lists:seq(1, 10)],
+    ok;
 %% The process layer against interop-tests/procnode.c: links, monitors,
 %% kills and exit signals in both directions, with OTP's translations.
 test(proc, CNode) ->
@@ -351,6 +370,22 @@ test(proc, CNode) ->
 %% ------------------------------------------------------------------
 %% Helpers
 %% ------------------------------------------------------------------
+
+%% Register Name with the EPMD on Port (ALIVE2_REQ, version 6), as a node
+%% does; ok when EPMD accepts it. The registration ends with the socket.
+epmd_register(Port, Name) ->
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {packet, 0}, {active, false}],
+                              ?REPLY_MS),
+    N = list_to_binary(Name),
+    Req = <<120, 4711:16, 72, 0, 6:16, 6:16, (byte_size(N)):16, N/binary, 0:16>>,
+    ok = gen_tcp:send(S, <<(byte_size(Req)):16, Req/binary>>),
+    R = case gen_tcp:recv(S, 2, ?REPLY_MS) of
+            {ok, <<118, 0>>} -> ok;
+            {ok, <<121, 0>>} -> ok;
+            Other -> {epmd_answered, Other}
+        end,
+    gen_tcp:close(S),
+    R.
 
 nest(0) -> leaf;
 nest(N) -> [nest(N - 1)].

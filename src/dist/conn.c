@@ -81,6 +81,7 @@ static void dist_maybe_closed(aemp__dist *d)
     if (!d->closing || d->pending_closes > 0 || d->conns) return;
     d->pending_closes = -1; /* finished: never again */
     memset(d->cookie, 0, sizeof d->cookie);
+    aemp__map_free(&d->per_addr);
     if (d->closed_cb) d->closed_cb(d->closed_arg);
 }
 
@@ -89,9 +90,72 @@ size_t aemp__conn_queued(const aemp__conn *c)
     return c->wbuf.len + c->wflight.len + c->tbuf.len + c->pend.len;
 }
 
+/* ------------------------------------------------------------------ */
+/* connection slots                                                   */
+/* ------------------------------------------------------------------ */
+
+static unsigned addr_count(aemp__dist *d, uint32_t addr)
+{
+    return (unsigned)(uintptr_t)aemp__map_get(&d->per_addr, &addr, sizeof addr);
+}
+
+static void addr_add(aemp__dist *d, uint32_t addr, int delta)
+{
+    unsigned n = addr_count(d, addr) + (unsigned)delta;
+    if (n == 0)
+        aemp__map_del(&d->per_addr, &addr, sizeof addr);
+    else if (aemp__map_put(&d->per_addr, &addr, sizeof addr, (void *)(uintptr_t)n))
+        return; /* out of memory: the count stays low, nothing worse */
+}
+
+static void slot_release(aemp__conn *c)
+{
+    aemp__dist *d = c->d;
+    if (c->slot == AEMP__SLOT_NONE) return;
+    d->nslot[c->slot]--;
+    if (c->slot == AEMP__SLOT_HANDSHAKE) addr_add(d, c->addr, -1);
+    c->slot = AEMP__SLOT_NONE;
+}
+
+static void slot_take(aemp__conn *c, int slot)
+{
+    slot_release(c);
+    c->slot = (uint8_t)slot;
+    c->d->nslot[slot]++;
+    if (slot == AEMP__SLOT_HANDSHAKE) addr_add(c->d, c->addr, 1);
+}
+
+/* A detail line about an incoming connection that failed: the first few
+ * of an interval, then only the counts of the summary. */
+static bool detail_ok(aemp__dist *d)
+{
+    return d->refused.logged++ < AEMP__REFUSAL_DETAIL_LINES;
+}
+
+static void refusal_summary(aemp__dist *d, uint64_t now)
+{
+    struct aemp__refusals *r = &d->refused;
+    if (now - r->since_ms < AEMP__REFUSAL_LOG_MS) return;
+    if (r->per_address || r->evicted || r->timeouts || r->failed || r->peers) {
+        char ip[INET_ADDRSTRLEN] = "";
+        struct in_addr a = {r->last_addr};
+        inet_ntop(AF_INET, &a, ip, sizeof ip);
+        AEMP_LOGW("in the last %llu s: %llu handshakes dropped for newer ones from the "
+                  "same address (limit %u, last %s), %llu for newer ones from anywhere (limit "
+                  "%u), %llu set-ups timed out, %llu handshakes failed, %llu peers refused "
+                  "over max_connections (%u)",
+                  (unsigned long long)((now - r->since_ms) / 1000),
+                  (unsigned long long)r->per_address, d->max_handshakes_per_address,
+                  r->per_address ? ip : "-", (unsigned long long)r->evicted, d->max_handshakes,
+                  (unsigned long long)r->timeouts, (unsigned long long)r->failed,
+                  (unsigned long long)r->peers, d->max_connections);
+    }
+    memset(r, 0, sizeof *r);
+    r->since_ms = now;
+}
+
 static aemp__conn *conn_new(aemp__dist *d)
 {
-    if (d->nconns >= d->max_connections) return NULL;
     aemp__conn *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     d->nconns++;
@@ -152,6 +216,7 @@ void aemp__conn_close(aemp__conn *c, int err, const char *reason)
     aemp__dist *d = c->d;
     int was = c->state;
     c->state = AEMP__C_CLOSING;
+    slot_release(c);
     if (c->query) {
         aemp__epmd_query_cancel(c->query);
         c->query = NULL;
@@ -403,6 +468,12 @@ static void handshake_done(aemp__conn *c)
         }
     }
     c->flags = aemp__hs_flags(&c->hs);
+    if (d->nslot[AEMP__SLOT_UP] >= d->max_connections) {
+        d->refused.peers++;
+        aemp__conn_close(c, AEMP_EBUSY, "too many peers (max_connections)");
+        return;
+    }
+    slot_take(c, AEMP__SLOT_UP);
     c->peer_h = aemp__intern(c->peer, strlen(c->peer));
     const char *why = "out of memory";
     int rc = c->peer_h ? d->ops->up(d->ops_arg, c, &why) : AEMP_ENOMEM;
@@ -433,7 +504,8 @@ static void handshake_input(aemp__conn *c)
         return;
     }
     const char *who = c->hs.peer_name[0] ? c->hs.peer_name : c->peer[0] ? c->peer : c->ip;
-    if (c->hs.error[0] && rc != AEMP_ECONNREFUSED)
+    if (!c->initiator) c->d->refused.failed++;
+    if (c->hs.error[0] && rc != AEMP_ECONNREFUSED && (c->initiator || detail_ok(c->d)))
         AEMP_LOGW("handshake with %s failed: %s", who, c->hs.error);
     if (rc == AEMP_ECONNREFUSED && c->initiator && strstr(c->hs.error, "nok")) {
         /* The peer's own connection to us wins: keep our queued messages
@@ -450,7 +522,7 @@ static void handshake_input(aemp__conn *c)
     if (rc == AEMP_ECONNREFUSED && !c->initiator) {
         /* We refused: the status message is the first and only thing we
          * wrote, small enough to hand to the socket at once. */
-        AEMP_LOGI("refused connection from %s: %s", who, c->hs.error);
+        if (detail_ok(c->d)) AEMP_LOGI("refused connection from %s: %s", who, c->hs.error);
         aemp_buf *out = &c->wbuf;
         if (c->tls && aemp__tls_write(c->tls, c->wbuf.data, c->wbuf.len, &c->tbuf) == 0)
             out = &c->tbuf;
@@ -572,8 +644,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             const char *who = c->hs.peer_name[0] ? c->hs.peer_name : c->peer[0] ? c->peer : c->ip;
             /* Erlang closes without a word when our digest is wrong. */
             bool auth = c->initiator && c->hs.state != 0 && c->hs.peer_challenge != 0;
-            AEMP_LOGW("handshake with %s failed: %s%s", who, why,
-                      auth ? " after our challenge reply (wrong cookie?)" : "");
+            if (!c->initiator) c->d->refused.failed++;
+            if (c->initiator || detail_ok(c->d))
+                AEMP_LOGW("handshake with %s failed: %s%s", who, why,
+                          auth ? " after our challenge reply (wrong cookie?)" : "");
             aemp__conn_close(c, auth ? AEMP_EAUTH : AEMP_EIO,
                              auth ? "connection closed during handshake (wrong cookie?)" : why);
         } else {
@@ -667,6 +741,26 @@ static void peer_ip(uv_tcp_t *t, char *out, size_t size)
     }
 }
 
+/* The IPv4 address of a connected socket (network order), 0 if unknown. */
+static uint32_t peer_addr(uv_tcp_t *t)
+{
+    struct sockaddr_storage ss;
+    int sl = sizeof ss;
+    if (uv_tcp_getpeername(t, (struct sockaddr *)&ss, &sl) || ss.ss_family != AF_INET) return 0;
+    return ((const struct sockaddr_in *)&ss)->sin_addr.s_addr;
+}
+
+/* The oldest incoming connection still in its handshake (from addr, if
+ * same_addr). */
+static aemp__conn *oldest_handshake(aemp__dist *d, bool same_addr, uint32_t addr)
+{
+    aemp__conn *old = NULL;
+    for (aemp__conn *c = d->conns; c; c = c->next)
+        if (c->slot == AEMP__SLOT_HANDSHAKE && (!same_addr || c->addr == addr))
+            old = c; /* the list is newest first */
+    return old;
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     aemp__dist *d = server->data;
@@ -675,22 +769,6 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     aemp__conn *c = conn_new(d);
-    if (!c && d->nconns >= d->max_connections) {
-        /* Accept and close at once, so that the peer is not left waiting. */
-        uv_tcp_t *t = malloc(sizeof *t);
-        if (t && uv_tcp_init(d->loop, t) == 0) {
-            if (uv_accept(server, (uv_stream_t *)t) == 0) {
-                char who[64];
-                peer_ip(t, who, sizeof who);
-                AEMP_LOGW("refused connection from %s: too many connections (limit %u)", who,
-                          d->max_connections);
-            }
-            uv_close((uv_handle_t *)t, (uv_close_cb)free);
-        } else {
-            free(t);
-        }
-        return;
-    }
     if (!c || start_tcp(c)) {
         AEMP_LOGE("out of memory accepting a connection");
         if (c) {
@@ -705,6 +783,25 @@ static void on_connection(uv_stream_t *server, int status)
         aemp__conn_close(c, AEMP_EIO, "accept failed");
         return;
     }
+    /* Unauthenticated connections have a pool of their own, and one
+     * address a share of it: a flood neither takes the places of the peers
+     * already up nor, from one address, the pool. When the address's share
+     * (or the pool) is full, its oldest handshake makes way for the new
+     * one: a real peer's handshake takes milliseconds, what lingers is
+     * stalling. */
+    c->addr = peer_addr(&c->tcp);
+    bool per_addr = addr_count(d, c->addr) >= d->max_handshakes_per_address;
+    if (per_addr || d->nslot[AEMP__SLOT_HANDSHAKE] >= d->max_handshakes) {
+        aemp__conn *old = oldest_handshake(d, per_addr, c->addr);
+        if (per_addr) {
+            d->refused.per_address++;
+            d->refused.last_addr = c->addr;
+        } else {
+            d->refused.evicted++;
+        }
+        if (old) aemp__conn_close(old, AEMP_EBUSY, "dropped for a newer handshake");
+    }
+    slot_take(c, AEMP__SLOT_HANDSHAKE);
     peer_ip(&c->tcp, c->ip, sizeof c->ip);
     uv_tcp_nodelay(&c->tcp, 1);
     batch_begin(c);
@@ -829,13 +926,20 @@ bool aemp__node_name_valid(const char *name)
     return at && at != name && at[1] && !strchr(at + 1, '@') && strlen(name) <= AEMP_MAXNODELEN;
 }
 
-aemp__conn *aemp__conn_connect(aemp__dist *d, const char *peer)
+aemp__conn *aemp__conn_connect(aemp__dist *d, const char *peer, int *err)
 {
     size_t plen = strlen(peer);
+    *err = AEMP_EINVAL;
     if (!aemp__node_name_valid(peer) || d->closing) return NULL;
+    *err = AEMP_EBUSY;
+    if (d->nslot[AEMP__SLOT_CONNECTING] >= d->max_connecting ||
+        d->nslot[AEMP__SLOT_UP] >= d->max_connections)
+        return NULL;
     const char *at = strchr(peer, '@');
+    *err = AEMP_ENOMEM;
     aemp__conn *c = conn_new(d);
     if (!c) return NULL;
+    slot_take(c, AEMP__SLOT_CONNECTING);
     c->initiator = true;
     c->state = AEMP__C_RESOLVE;
     memcpy(c->peer, peer, plen + 1);
@@ -877,6 +981,7 @@ static void housekeeping(uv_timer_t *t)
 {
     aemp__dist *d = t->data;
     uint64_t now = now_ms(d);
+    refusal_summary(d, now);
     uint64_t tick = (uint64_t)d->net_ticktime * 1000;
     aemp__conn *c = d->conns, *next;
     for (; c; c = next) {
@@ -885,8 +990,10 @@ static void housekeeping(uv_timer_t *t)
         if (c->state != AEMP__C_UP) {
             if (now - c->started_ms > d->hs_timeout_ms) {
                 const char *who = c->peer[0] ? c->peer : c->ip;
-                AEMP_LOGW("connection with %s: set-up timed out after %u ms", who,
-                          d->hs_timeout_ms);
+                if (!c->initiator) d->refused.timeouts++;
+                if (c->initiator || detail_ok(d))
+                    AEMP_LOGW("connection with %s: set-up timed out after %u ms", who,
+                              d->hs_timeout_ms);
                 aemp__conn_close(c, AEMP_ETIMEDOUT, "connection set-up timed out");
             }
             continue;
@@ -942,6 +1049,11 @@ int aemp__dist_init(aemp__dist *d, uv_loop_t *loop, const aemp__dist_config *cfg
     d->hs_timeout_ms = cfg->hs_timeout_ms;
     d->max_packet = cfg->max_packet;
     d->max_connections = cfg->max_connections;
+    d->max_handshakes = cfg->max_handshakes;
+    d->max_handshakes_per_address = cfg->max_handshakes_per_address;
+    d->max_connecting = cfg->max_connecting;
+    aemp__map_init(&d->per_addr);
+    d->refused.since_ms = uv_now(loop);
     d->read_batch_ms = cfg->read_batch_ms;
     d->max_term_depth = cfg->max_term_depth;
     d->tls_ctx = cfg->tls_ctx;

@@ -13,6 +13,7 @@
 #define AEMP_DIST_H
 
 #include "../aemp_impl.h"
+#include "../util/map.h"
 #include "tls.h"
 
 typedef struct aemp__dist aemp__dist;
@@ -68,8 +69,11 @@ typedef struct aemp__dist_config {
     unsigned net_ticktime;
     unsigned hs_timeout_ms;
     size_t max_packet;
-    unsigned max_connections;
-    unsigned read_batch_ms; /* 0: off */
+    unsigned max_connections; /* authenticated peers */
+    unsigned max_handshakes;  /* incoming, not yet authenticated */
+    unsigned max_handshakes_per_address;
+    unsigned max_connecting; /* outgoing, not yet up */
+    unsigned read_batch_ms;  /* 0: off */
     unsigned max_term_depth;
     aemp__tls_ctx *tls_ctx; /* NULL: plain TCP; owned by the caller */
     const aemp__dist_ops *ops;
@@ -85,6 +89,27 @@ enum aemp__conn_state {
     AEMP__C_UP,          /* connected */
     AEMP__C_CLOSING,     /* handles closing */
 };
+
+/* The pools connections count in, each with its own limit, so that no kind
+ * of connection can take the others' places: incoming connections not yet
+ * authenticated (also per peer address), outgoing ones not yet up, and
+ * authenticated peers. */
+enum aemp__slot { AEMP__SLOT_NONE, AEMP__SLOT_HANDSHAKE, AEMP__SLOT_CONNECTING, AEMP__SLOT_UP };
+
+/* What was refused or dropped since the last summary line (one per
+ * AEMP__REFUSAL_LOG_MS at most, with the counts). */
+struct aemp__refusals {
+    uint64_t per_address; /* oldest of an address dropped: max_handshakes_per_address */
+    uint64_t evicted;     /* oldest of all dropped: max_handshakes reached */
+    uint64_t timeouts;    /* incoming set-up timed out */
+    uint64_t failed;      /* incoming handshakes that failed (details logged up to a budget) */
+    uint64_t peers;       /* authenticated, but max_connections peers are up */
+    uint32_t last_addr;   /* the address last refused per address */
+    unsigned logged;      /* detail lines in this interval */
+    uint64_t since_ms;
+};
+#define AEMP__REFUSAL_LOG_MS 10000
+#define AEMP__REFUSAL_DETAIL_LINES 10
 
 /* Entries of a connection's atom cache: 8 segments of 256. */
 #define AEMP__ATOM_CACHE_SIZE 2048
@@ -108,6 +133,8 @@ struct aemp__conn {
     bool gai_busy; /* getaddrinfo request outstanding */
     bool shutdown; /* closing after flushing (node close) */
     bool silent;   /* superseded: its failure is no news (ops->fail knows) */
+    uint8_t slot;  /* the pool it counts in: enum aemp__slot */
+    uint32_t addr; /* incoming: the peer's IPv4 address (network order) */
     /* kept for the layer above (its connection table) */
     bool in_table;
     uint32_t peer_h; /* the peer's name, interned */
@@ -179,7 +206,13 @@ struct aemp__dist {
     unsigned hs_timeout_ms;
     size_t max_packet;
     unsigned max_connections;
-    unsigned nconns;
+    unsigned max_handshakes;
+    unsigned max_handshakes_per_address;
+    unsigned max_connecting;
+    unsigned nconns;    /* allocated, closing ones included */
+    unsigned nslot[4];  /* per enum aemp__slot */
+    aemp__map per_addr; /* IPv4 address (4 bytes) -> handshakes from it */
+    struct aemp__refusals refused;
     unsigned read_batch_ms;
     unsigned max_term_depth;
     aemp__tls_ctx *tls_ctx;
@@ -214,8 +247,9 @@ void aemp__dist_flush(aemp__dist *d);
 bool aemp__node_name_valid(const char *name);
 
 /* Start an outgoing connection to peer (resolve, EPMD lookup, connect,
- * handshake). NULL when max_connections are open or memory is short. */
-aemp__conn *aemp__conn_connect(aemp__dist *d, const char *peer);
+ * handshake). NULL with *err AEMP_EBUSY when max_connecting attempts or
+ * max_connections peers are there, AEMP_ENOMEM when memory is short. */
+aemp__conn *aemp__conn_connect(aemp__dist *d, const char *peer, int *err);
 /* Close c; ops->down (it was up) or ops->fail (it never was) follows. */
 void aemp__conn_close(aemp__conn *c, int err, const char *reason);
 static inline bool aemp__conn_up(const aemp__conn *c)

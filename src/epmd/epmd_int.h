@@ -27,9 +27,17 @@
  * an ALIVE2_REQ with the longest name and extra fits. */
 #define AEMP__EPMD_MAX_REQ 1024
 /* The embedded server serves at most this many connections at once, and
- * drops a connection that has not completed a request within IDLE_MS. */
+ * drops a connection that has not completed a request within IDLE_MS.
+ * Connections that have not completed a request yet have a pool of their
+ * own (MAX_PENDING; when full, the oldest makes way for a new one) and one
+ * address a share of it (MAX_PENDING_PER_ADDRESS; beyond it a connection is
+ * closed at once), so idle clients cannot keep nodes from registering.
+ * Refusals are logged as one line with counts per REFUSAL_LOG_MS. */
 #define AEMP__EPMD_MAX_CLIENTS 1024
 #define AEMP__EPMD_IDLE_MS 10000
+#define AEMP__EPMD_MAX_PENDING 128
+#define AEMP__EPMD_MAX_PENDING_PER_ADDRESS 16
+#define AEMP__EPMD_REFUSAL_LOG_MS 10000
 /* Distribution protocol version we register and announce (OTP 23+). */
 #define AEMP__EPMD_DIST_VERSION 6
 /* Protocol byte: TCP/IPv4. */

@@ -5,6 +5,9 @@
  * Every peer is untrusted: requests, connections and idle time are bounded.
  */
 #include "epmd_int.h"
+#include "../util/map.h"
+
+#include <arpa/inet.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +22,9 @@ struct client {
     aemp_buf in;
     bool registered;
     bool closing;
-    bool local; /* peer is on a loopback address */
+    bool local;    /* peer is on a loopback address */
+    bool pending;  /* no request completed yet: counts in the pending pool */
+    uint32_t addr; /* IPv4 peer address (network order), 0 otherwise */
     int open_handles;
     uint32_t creation;
     struct aemp__epmd_node node; /* valid when registered */
@@ -33,7 +38,12 @@ struct aemp__epmd_server {
     uint32_t next_creation;
     struct client *clients;
     int nclients;
-    bool full_logged;
+    int npending;
+    aemp__map per_addr; /* IPv4 address -> pending clients from it */
+    /* refusals since since_ms, logged as one line per interval */
+    uint64_t refused_addr, evicted, refused_full;
+    uint32_t last_addr;
+    uint64_t since_ms;
     bool closing;
     int open_handles; /* listener + every client struct alive */
     void (*done)(void *arg);
@@ -52,6 +62,7 @@ static void server_maybe_done(struct aemp__epmd_server *s)
 {
     if (!s->closing || s->open_handles > 0) return;
     if (s->done) s->done(s->done_arg);
+    aemp__map_free(&s->per_addr);
     free(s);
 }
 
@@ -66,10 +77,50 @@ static void client_handle_closed(uv_handle_t *h)
     server_maybe_done(s);
 }
 
+static void pending_add(struct aemp__epmd_server *s, uint32_t addr, int delta)
+{
+    unsigned n = (unsigned)(uintptr_t)aemp__map_get(&s->per_addr, &addr, sizeof addr);
+    n += (unsigned)delta;
+    if (n == 0)
+        aemp__map_del(&s->per_addr, &addr, sizeof addr);
+    else
+        (void)aemp__map_put(&s->per_addr, &addr, sizeof addr, (void *)(uintptr_t)n);
+}
+
+/* The client completed a request (or is going): out of the pending pool. */
+static void pending_done(struct client *c)
+{
+    if (!c->pending) return;
+    c->pending = false;
+    c->srv->npending--;
+    pending_add(c->srv, c->addr, -1);
+}
+
+static void refusal_summary(struct aemp__epmd_server *s)
+{
+    uint64_t now = uv_now(s->loop);
+    if (now - s->since_ms < AEMP__EPMD_REFUSAL_LOG_MS) return;
+    if (s->refused_addr || s->evicted || s->refused_full) {
+        char ip[INET_ADDRSTRLEN] = "-";
+        struct in_addr a = {s->last_addr};
+        if (s->refused_addr) inet_ntop(AF_INET, &a, ip, sizeof ip);
+        AEMP_LOGW("epmd server: in the last %llu s: %llu idle connections dropped for newer "
+                  "ones from the same address (limit %d, last %s), %llu for newer ones from "
+                  "anywhere (limit %d), %llu refused over %d connections",
+                  (unsigned long long)((now - s->since_ms) / 1000),
+                  (unsigned long long)s->refused_addr, AEMP__EPMD_MAX_PENDING_PER_ADDRESS, ip,
+                  (unsigned long long)s->evicted, AEMP__EPMD_MAX_PENDING,
+                  (unsigned long long)s->refused_full, AEMP__EPMD_MAX_CLIENTS);
+    }
+    s->refused_addr = s->evicted = s->refused_full = 0;
+    s->since_ms = now;
+}
+
 static void client_close(struct client *c)
 {
     if (c->closing) return;
     c->closing = true;
+    pending_done(c);
     struct aemp__epmd_server *s = c->srv;
     if (c->prev)
         c->prev->next = c->next;
@@ -161,6 +212,7 @@ static void handle_alive2(struct client *c, const struct aemp__epmd_req *req)
     c->node = req->node;
     c->creation = creation;
     c->registered = true;
+    pending_done(c);
     uv_timer_stop(&c->idle);
     AEMP_LOGD("epmd server: registered '%s' at port %u (creation %u)", c->node.name,
               (unsigned)c->node.port, (unsigned)creation);
@@ -294,6 +346,7 @@ static void describe_peer(struct client *c)
         const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
         uv_ip4_name(a, host, sizeof host);
         port = ntohs(a->sin_port);
+        c->addr = a->sin_addr.s_addr;
         c->local = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
     } else if (ss.ss_family == AF_INET6) {
         const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
@@ -334,15 +387,34 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     describe_peer(c);
+    refusal_summary(s);
+    /* Clients that have not completed a request yet: the oldest of them
+     * from the same address (or, the pool full, of all) makes way for the
+     * new one. A real client's request comes with its connection; what
+     * lingers is idle, so a flood cannot keep a node from registering. */
+    unsigned from_addr = (unsigned)(uintptr_t)aemp__map_get(&s->per_addr, &c->addr, sizeof c->addr);
+    bool per_addr = from_addr >= AEMP__EPMD_MAX_PENDING_PER_ADDRESS;
+    if (per_addr || s->npending >= AEMP__EPMD_MAX_PENDING) {
+        struct client *old = NULL;
+        for (struct client *o = s->clients; o; o = o->next)
+            if (o->pending && o != c && (!per_addr || o->addr == c->addr))
+                old = o; /* the list is newest first */
+        if (per_addr) {
+            s->refused_addr++;
+            s->last_addr = c->addr;
+        } else {
+            s->evicted++;
+        }
+        if (old) client_close(old);
+    }
     if (s->nclients > AEMP__EPMD_MAX_CLIENTS) {
-        if (!s->full_logged)
-            AEMP_LOGW("epmd server: %d connections: refusing peer %s and others",
-                      AEMP__EPMD_MAX_CLIENTS, c->peer);
-        s->full_logged = true;
+        s->refused_full++;
         client_close(c);
         return;
     }
-    s->full_logged = false;
+    c->pending = true;
+    s->npending++;
+    pending_add(s, c->addr, 1);
     uv_timer_start(&c->idle, on_idle, AEMP__EPMD_IDLE_MS, 0);
     rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (rc < 0) client_close(c);
@@ -361,6 +433,8 @@ int aemp__epmd_server_start(uv_loop_t *loop, uint16_t port, aemp__epmd_server **
     if (!s) return AEMP_ENOMEM;
     s->loop = loop;
     s->port = port;
+    aemp__map_init(&s->per_addr);
+    s->since_ms = uv_now(loop);
     if (aemp__random(&s->next_creation, sizeof s->next_creation) != 0)
         s->next_creation = (uint32_t)uv_hrtime();
     int rc = uv_tcp_init(loop, &s->listener);

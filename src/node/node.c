@@ -16,6 +16,9 @@
 #define DEFAULT_HS_TIMEOUT_MS 10000
 #define DEFAULT_MAX_PACKET (128u * 1024 * 1024)
 #define DEFAULT_MAX_CONNECTIONS 1024
+#define DEFAULT_MAX_HANDSHAKES 64
+#define DEFAULT_MAX_HANDSHAKES_PER_ADDRESS 8
+#define DEFAULT_MAX_CONNECTING 64
 #define DEFAULT_MAX_PENDING (64u * 1024 * 1024)
 #define DEFAULT_READ_BATCH_MS 1
 #define MAX_READ_BATCH_MS 1000
@@ -271,11 +274,11 @@ aemp__conn *aemp__node_conn(aemp_node *n, uint32_t peer_h, bool start, int *err)
             *err = AEMP_EINVAL;
             return NULL;
         }
-        c = aemp__conn_connect(&n->dist, peer);
+        c = aemp__conn_connect(&n->dist, peer, err);
         if (!c) {
-            *err = n->dist.nconns >= n->dist.max_connections ? AEMP_EBUSY : AEMP_ENOMEM;
             AEMP_LOGW("cannot reach %s: no connection can be made (%s)", peer,
-                      *err == AEMP_EBUSY ? "connection limit" : "out of memory");
+                      *err == AEMP_EBUSY ? "max_connecting or max_connections reached"
+                                         : aemp_strerror(*err));
             return NULL;
         }
         c->peer_h = peer_h;
@@ -375,6 +378,11 @@ int aemp__node_init(aemp_node *n, uv_loop_t *loop, const aemp_node_config *cfg)
             cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : DEFAULT_HS_TIMEOUT_MS,
         .max_packet = cfg->max_packet ? cfg->max_packet : DEFAULT_MAX_PACKET,
         .max_connections = cfg->max_connections ? cfg->max_connections : DEFAULT_MAX_CONNECTIONS,
+        .max_handshakes = cfg->max_handshakes ? cfg->max_handshakes : DEFAULT_MAX_HANDSHAKES,
+        .max_handshakes_per_address = cfg->max_handshakes_per_address
+                                          ? cfg->max_handshakes_per_address
+                                          : DEFAULT_MAX_HANDSHAKES_PER_ADDRESS,
+        .max_connecting = cfg->max_connecting ? cfg->max_connecting : DEFAULT_MAX_CONNECTING,
         .read_batch_ms = cfg->read_batch_ms < 0 ? 0
                          : cfg->read_batch_ms   ? (unsigned)cfg->read_batch_ms
                                                 : DEFAULT_READ_BATCH_MS,
