@@ -117,8 +117,11 @@ aemp_term aemp_buf_term(const aemp_buf *b);
  * aemp_addr_equal(). Node and registered names are held as handles into a
  * process-wide table of interned names (as Erlang's atoms: never freed,
  * bounded, docs/security.md); read them with aemp_addr_node_name() and
- * aemp_addr_reg_name(), never through the fields, which are described only
- * so that the size is known. A zeroed aemp_addr is no address.
+ * aemp_addr_reg_name(). Of the fields, read `kind` (an aemp_addr_kind) as
+ * you like; the others are described only so that the size is known.
+ * A zeroed aemp_addr is no address. An Erlang alias arrives as a
+ * reference; aemp_send() to a reference on another node sends to it as to
+ * an alias.
  */
 typedef enum aemp_addr_kind {
     AEMP_ADDR_PID = 1,

@@ -19,6 +19,9 @@
  *   {kill, From, Tag, Port, Reason}    -> ok (aemp_port_kill)
  *   {exit, From, Tag, Port, Pid, Reason} -> ok (aemp_exit)
  *   {alive, From, Tag, Port}           -> true | false
+ *   {send, From, Tag, Port, To, Msg}   -> ok (aemp_send; To a pid or an
+ *                                         alias, which Erlang gives as a
+ *                                         reference)
  */
 #include "say.h"
 
@@ -143,6 +146,11 @@ static void ctl_cb(aemp_node *n, aemp_port self, const aemp_term *msg, const aem
         if ((rc = port_of(&c, &p)) == 0 && (rc = aemp_get_pid(&c, &a)) == 0 &&
             (rc = aemp_get_term(&c, &t)) == 0)
             rc = aemp_term_format(&r, "~a", err_atom(aemp_exit(n, p, &a, &t)));
+    } else if (strcmp(op, "send") == 0) {
+        if ((rc = port_of(&c, &p)) == 0 &&
+            (aemp_get_pid(&c, &a) == 0 || aemp_get_ref(&c, &a) == 0) &&
+            (rc = aemp_get_term(&c, &t)) == 0)
+            rc = aemp_term_format(&r, "~a", err_atom(aemp_send(n, p, &a, &t)));
     } else if (strcmp(op, "alive") == 0) {
         aemp_addr pid;
         if ((rc = aemp_get_pid(&c, &pid)) == 0)

@@ -154,6 +154,8 @@ enum aemp__ext {
 /* The handle of the text s[0..n) (added if new), or 0 when the table is full
  * or memory is short. The same text always gives the same handle. */
 uint32_t aemp__intern(const char *s, size_t n);
+/* The handle of s[0..n) if it is interned, else 0 (nothing is added). */
+uint32_t aemp__intern_find(const char *s, size_t n);
 /* The NUL-terminated text of handle h (and its length), NULL if h is none. */
 const char *aemp__intern_text(uint32_t h, size_t *len);
 

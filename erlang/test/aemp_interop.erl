@@ -356,6 +356,17 @@ test(proc, CNode) ->
     P14 = c_open(CNode),
     ok = c_call(CNode, exit, [P14, Pid14, kill]),
     expect(killed, down_reason(M14), c_exit_kill),
+    %% a C port sends to an alias (ALIAS_SEND); once it is gone, nothing
+    P15 = c_open(CNode),
+    Alias = alias(),
+    ok = c_call(CNode, send, [P15, Alias, {via_alias, 1}]),
+    expect({via_alias, 1}, receive {via_alias, _} = V -> V after ?REPLY_MS -> timeout end,
+           alias_send),
+    true = unalias(Alias),
+    ok = c_call(CNode, send, [P15, Alias, {via_alias, 2}]),
+    ok = c_call(CNode, send, [P15, self(), after_alias]),
+    expect(after_alias, receive {via_alias, 2} -> leaked; after_alias -> after_alias
+                        after ?REPLY_MS -> timeout end, unaliased_drops),
     %% ports with ids past 2^28 and 2^32: Erlang keeps their pids apart
     [begin
          Big = c_call(CNode, open_at, [Id]),

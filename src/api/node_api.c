@@ -55,7 +55,9 @@ fail:
 void aemp_node_close(aemp_node *n, void (*closed_cb)(void *arg), void *arg)
 {
     if (!n || n->closing) return;
-    if (n->proc) aemp__proc_close(n);
+    /* from here no callback runs: ports die (their exit signals still go
+     * out), connections flush, handles close */
     n->closing = true;
+    if (n->proc) aemp__proc_close(n);
     aemp__node_close(n, closed_cb, arg);
 }

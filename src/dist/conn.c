@@ -1168,6 +1168,7 @@ static const aemp_buf *send_ctl(aemp__conn *c, const aemp_addr *from, const aemp
         *rc = aemp__ctl_enc(b, AEMP__CTL_REG_SEND, "aea", from ? from : &none, to);
         break;
     case AEMP_ADDR_ALIAS:
+    case AEMP_ADDR_REF: /* an Erlang alias is a reference */
         *rc = aemp__ctl_enc(b, AEMP__CTL_ALIAS_SEND, "aa", from ? from : &none, to);
         break;
     default:

@@ -242,8 +242,12 @@ static void op_fail(void *arg, aemp__conn *c, int err, const char *reason, size_
 {
     aemp_node *n = arg;
     table_del(n, c);
-    if (c->initiator && !c->silent && n->fail_cb)
-        n->fail_cb(n, c->peer, err, reason, dropped, n->fail_arg);
+    if (!c->initiator || c->silent) return;
+    if (n->fail_cb) n->fail_cb(n, c->peer, err, reason, dropped, n->fail_arg);
+    uint32_t h = c->peer_h ? c->peer_h : aemp__intern_find(c->peer, strlen(c->peer));
+    aemp__event_info ev = {
+        .kind = AEMP__EV_NODE_UNREACHABLE, .peer_h = h, .peer = c->peer, .reason = reason};
+    if (h) aemp__node_publish(n, &ev);
 }
 
 static void op_ctl(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo)
@@ -512,7 +516,8 @@ static aemp__conn *conn_by_name(aemp_node *n, const char *peer)
 {
     size_t len = strlen(peer);
     if (len > AEMP_MAXNODELEN) return NULL;
-    uint32_t h = aemp__intern(peer, len);
+    /* a lookup: a name never seen is no connection, and stays out of the table */
+    uint32_t h = aemp__intern_find(peer, len);
     return h ? table_get(n, h) : NULL;
 }
 

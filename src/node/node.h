@@ -26,6 +26,8 @@ enum aemp__event {
     AEMP__EV_NODE_UP = 1,   /* peer: the node; reason NULL */
     AEMP__EV_NODE_DOWN = 2, /* peer: the node; reason: why (text) */
     AEMP__EV_PORT_EXIT = 3, /* port: the local port id; exit: the reason term */
+    /* an outgoing connection failed before it was up: peer, reason */
+    AEMP__EV_NODE_UNREACHABLE = 4,
 };
 
 typedef struct aemp__event_info {

@@ -93,8 +93,16 @@ void aemp__port_unlist(aemp_node *n, aemp__port *port)
 int aemp_port_close(aemp_node *n, aemp_port port)
 {
     if (!n) return AEMP_EINVAL;
-    if (aemp__proc_port(n, port.id)) aemp__proc_kill_atom(n, port.id, "normal");
+    aemp__port *p = aemp__proc_port(n, port.id);
+    if (p && p->system) return AEMP_EINVAL; /* a service of the node's own */
+    if (p) aemp__proc_kill_atom(n, port.id, "normal");
     return 0;
+}
+
+void aemp__proc_protect(aemp_node *n, aemp_port port)
+{
+    aemp__port *p = aemp__proc_port(n, port.id);
+    if (p) p->system = true;
 }
 
 int aemp_port_kill(aemp_node *n, aemp_port port, const aemp_term *reason)
@@ -103,7 +111,9 @@ int aemp_port_kill(aemp_node *n, aemp_port port, const aemp_term *reason)
     if (!n || !reason || !reason->data || aemp__term_validate(reason->data, reason->len, &used) ||
         used != reason->len)
         return AEMP_EINVAL;
-    if (aemp__proc_port(n, port.id)) aemp__proc_kill(n, port.id, reason);
+    aemp__port *p = aemp__proc_port(n, port.id);
+    if (p && p->system) return AEMP_EINVAL;
+    if (p) aemp__proc_kill(n, port.id, reason);
     return 0;
 }
 
@@ -144,8 +154,10 @@ int aemp_unregister(aemp_node *n, const char *name)
     if (!n || !name) return AEMP_EINVAL;
     size_t len = strlen(name);
     uint32_t h = len <= AEMP_MAXATOMLEN ? aemp__intern(name, len) : 0;
-    aemp__port *p = h ? aemp__map_del(&P(n)->names, &h, sizeof h) : NULL;
+    aemp__port *p = h ? aemp__map_get(&P(n)->names, &h, sizeof h) : NULL;
     if (!p) return AEMP_ENOENT;
+    if (p->system) return AEMP_EINVAL; /* the name Erlang expects a service under */
+    aemp__map_del(&P(n)->names, &h, sizeof h);
     p->regname = 0;
     P(n)->epoch++;
     return 0;
@@ -158,7 +170,8 @@ int aemp_unregister(aemp_node *n, const char *name)
 static void call_port(aemp_node *n, aemp__port *port, const aemp_term *msg, const aemp_addr *from)
 {
     struct aemp__proc *p = P(n);
-    if (!port->cb) return;
+    /* a closing node runs no callback (aemp_node_close) */
+    if (!port->cb || n->closing) return;
     aemp_port self = {port->id};
     uint64_t outer = p->self;
     port->in_cb++;
@@ -228,6 +241,12 @@ static void deliver_deferred(uv_idle_t *h)
     }
 }
 
+int aemp__proc_deliver_later(aemp_node *n, aemp__port *port, const aemp_term *msg,
+                             const aemp_addr *from)
+{
+    return defer(n, port->id, msg, from);
+}
+
 int aemp__proc_deliver(aemp_node *n, aemp__port *port, const aemp_term *msg, const aemp_addr *from)
 {
     struct aemp__proc *p = P(n);
@@ -242,15 +261,14 @@ int aemp_send(aemp_node *n, aemp_port from, const aemp_addr *to, const aemp_term
 {
     if (!n || !to || !msg || !msg->data || !msg->len) return AEMP_EINVAL;
     if (n->closing) return AEMP_ECLOSED;
-    if (to->kind < AEMP_ADDR_PID || to->kind > AEMP_ADDR_ALIAS || to->kind == AEMP_ADDR_REF ||
-        !to->node)
-        return AEMP_EINVAL;
+    if (to->kind < AEMP_ADDR_PID || to->kind > AEMP_ADDR_ALIAS || !to->node) return AEMP_EINVAL;
     aemp_addr fa;
     if (from.id) aemp__addr_pid(&fa, n->name_h, n->creation, from.id);
     if (to->node == n->name_h) {
         /* Sending to a port that is gone (or a pid of an earlier
-         * incarnation, or an alias: we make none) drops the message. */
-        aemp__port *port = to->kind == AEMP_ADDR_ALIAS ? NULL : aemp__proc_resolve(n, to);
+         * incarnation, or an alias or reference: we make no aliases)
+         * drops the message. */
+        aemp__port *port = to->kind >= AEMP_ADDR_REF ? NULL : aemp__proc_resolve(n, to);
         return port ? aemp__proc_deliver(n, port, msg, from.id ? &fa : NULL) : 0;
     }
     return aemp__node_send(n, from.id ? &fa : NULL, to, msg);

@@ -45,6 +45,7 @@ typedef struct aemp__port {
     aemp__wend watches; /* sentinel of the records this port is an end of */
     int in_cb;
     bool dead;
+    bool system; /* a service's: not closed, killed or unregistered by the API */
 } aemp__port;
 
 /* An init function for spawn requests of Module:Function from Erlang: runs
@@ -89,6 +90,9 @@ void aemp__proc_free(aemp_node *n);
 aemp__port *aemp__proc_port(aemp_node *n, uint64_t id);
 /* Open a port with an internal callback (NULL: messages are dropped). */
 int aemp__proc_open(aemp_node *n, aemp_recv_cb cb, void *arg, aemp_port *out);
+/* Make a port a service of the node: the API cannot close, kill or
+ * unregister it, and exit signals do not kill it. */
+void aemp__proc_protect(aemp_node *n, aemp_port port);
 /* Kill local port id with reason (an encoded term): links and monitors
  * fire, the exit is published. Killing a port that is gone does nothing. */
 void aemp__proc_kill(aemp_node *n, uint64_t id, const aemp_term *reason);

@@ -287,6 +287,8 @@ static void term_of_atom(aemp_buf *b, const char *atom)
 static void signal_exit(aemp_node *n, uint64_t to, bool link, const aemp_term *reason)
 {
     if (is_atom(reason, "normal")) return;
+    aemp__port *p = aemp__proc_port(n, to);
+    if (p && p->system) return; /* a service traps exits */
     if (!link && is_atom(reason, "kill")) {
         aemp_buf k = AEMP_BUF_INIT;
         term_of_atom(&k, "killed");
@@ -300,7 +302,7 @@ static void signal_exit(aemp_node *n, uint64_t to, bool link, const aemp_term *r
 
 /* {'DOWN', Ref, process, Target, Reason} to a local watcher; Target is the
  * pid, or {Name, Node} for a monitor of a name. */
-static void deliver_down(aemp_node *n, const aemp__watch *w, const aemp_term *reason)
+static void deliver_down_as(aemp_node *n, const aemp__watch *w, const aemp_term *reason, bool later)
 {
     aemp__port *port = aemp__proc_port(n, w->port[0]);
     if (!port) return;
@@ -314,10 +316,16 @@ static void deliver_down(aemp_node *n, const aemp__watch *w, const aemp_term *re
         rc = aemp_term_format(&b, "{'DOWN', ~p, process, ~p, ~t}", &w->ref, t, reason);
     if (!rc) {
         aemp_term msg = aemp_buf_term(&b);
-        rc = aemp__proc_deliver(n, port, &msg, NULL);
+        rc = later ? aemp__proc_deliver_later(n, port, &msg, NULL)
+                   : aemp__proc_deliver(n, port, &msg, NULL);
     }
     if (rc) AEMP_LOGE("'DOWN' message lost: %s", aemp_strerror(rc));
     aemp_buf_free(&b);
+}
+
+static void deliver_down(aemp_node *n, const aemp__watch *w, const aemp_term *reason)
+{
+    deliver_down_as(n, w, reason, false);
 }
 
 /* Port `self` (end i of w) is gone with reason: act on the other end. */
@@ -419,7 +427,8 @@ void aemp__proc_kill_atom(aemp_node *n, uint64_t id, const char *atom)
 /* A node is gone: its links break and its monitors fire with noconnection. */
 static void on_event(aemp_node *n, const aemp__event_info *ev, void *arg)
 {
-    if (ev->kind != AEMP__EV_NODE_DOWN) return;
+    /* a node lost, or never reached: what was asked of it is answered */
+    if (ev->kind != AEMP__EV_NODE_DOWN && ev->kind != AEMP__EV_NODE_UNREACHABLE) return;
     aemp__wend *list = peer_list(n, ev->peer_h, false);
     if (!list) return;
     /* Detach the node's records first: what the callbacks below do (a new
@@ -471,7 +480,8 @@ int aemp_monitor(aemp_node *n, aemp_port watcher, const aemp_addr *target, aemp_
             aemp_buf b = AEMP_BUF_INIT;
             term_of_atom(&b, "noproc");
             aemp_term reason = aemp_buf_term(&b);
-            deliver_down(n, &tmp, &reason);
+            /* from the loop: the caller has its reference first */
+            deliver_down_as(n, &tmp, &reason, true);
             aemp_buf_free(&b);
             *ref = r;
             return 0;

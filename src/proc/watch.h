@@ -12,6 +12,9 @@ void aemp__port_free(aemp_node *n, aemp__port *port);
 void aemp__port_unlist(aemp_node *n, aemp__port *port);
 /* Deliver msg to a local port (synchronously unless recursion is deep). */
 int aemp__proc_deliver(aemp_node *n, aemp__port *port, const aemp_term *msg, const aemp_addr *from);
+/* The same, from the loop (never inside the caller's call). */
+int aemp__proc_deliver_later(aemp_node *n, aemp__port *port, const aemp_term *msg,
+                             const aemp_addr *from);
 
 /* watch.c */
 int aemp__watch_init(aemp_node *n);

@@ -38,5 +38,6 @@ int aemp__net_kernel_start(aemp_node *n)
 {
     int rc = aemp__proc_open(n, on_call, NULL, &n->svc->net_kernel);
     if (!rc) rc = aemp_register(n, "net_kernel", n->svc->net_kernel);
+    if (!rc) aemp__proc_protect(n, n->svc->net_kernel);
     return rc;
 }

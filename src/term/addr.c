@@ -127,9 +127,12 @@ int aemp_addr_parse(const char *s, aemp_addr *out)
         /* a malformed pid is an error, not a name that looks like one */
         if (parse_pid(rest, &a)) return AEMP_EINVAL;
         a.kind = AEMP_ADDR_PID;
-    } else if (strncmp(rest, "Ref<", 4) == 0 && parse_ref(rest + 3, &a) == 0) {
+    } else if (strncmp(rest, "Ref<", 4) == 0) {
+        /* as for pids: a malformed reference is an error, not a name */
+        if (parse_ref(rest + 3, &a)) return AEMP_EINVAL;
         a.kind = AEMP_ADDR_REF;
-    } else if (strncmp(rest, "Alias<", 6) == 0 && parse_ref(rest + 5, &a) == 0) {
+    } else if (strncmp(rest, "Alias<", 6) == 0) {
+        if (parse_ref(rest + 5, &a)) return AEMP_EINVAL;
         a.kind = AEMP_ADDR_ALIAS;
     } else {
         size_t an = strlen(rest);

@@ -108,6 +108,23 @@ done:
     return found;
 }
 
+uint32_t aemp__intern_find(const char *s, size_t n)
+{
+    if (!s || n > AEMP_MAXATOMLEN) return 0;
+    uint32_t hash = hash_text(s, n), found = 0;
+    pthread_mutex_lock(&lock);
+    for (size_t i = index_cap ? hash & (index_cap - 1) : 0; index_cap && index_[i];
+         i = (i + 1) & (index_cap - 1)) {
+        const struct entry *e = entry_of(index_[i]);
+        if (e->hash == hash && e->len == n && memcmp(e->s, s, n) == 0) {
+            found = index_[i];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return found;
+}
+
 const char *aemp__intern_text(uint32_t h, size_t *len)
 {
     if (h == 0 || h > AEMP__INTERN_MAX) return NULL;

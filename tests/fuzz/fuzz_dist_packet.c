@@ -102,7 +102,11 @@ static void setup(void)
     node->dist.creation = CREATION;
     /* The net_kernel service took the first id, which the seeds' pids give
      * to "echo": start it again after the fuzz ports. */
-    FUZZ_CHECK(aemp_port_close(node, node->svc->net_kernel) == 0);
+    aemp_buf normal = AEMP_BUF_INIT;
+    FUZZ_CHECK(aemp_term_format(&normal, "normal") == 0);
+    aemp_term nt = aemp_buf_term(&normal);
+    aemp__proc_kill(node, node->svc->net_kernel.id, &nt);
+    aemp_buf_free(&normal);
     restore_ports();
     FUZZ_CHECK(aemp__net_kernel_start(node) == 0);
 }

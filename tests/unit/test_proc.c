@@ -155,6 +155,86 @@ Test(proc, local_monitor_fires_once_with_reason)
     stop_node(&a);
 }
 
+/* Monitors and links towards a node that cannot be reached fire with
+ * noconnection once the attempt has failed; a monitor of a missing local
+ * port fires from the loop, after aemp_monitor() has returned its ref. */
+Test(proc, unreachable_node_and_deferred_noproc)
+{
+    struct node_ctx a;
+    start_node(&a, "a@127.0.0.1", "secret");
+    struct inbox w = {0}, l = {0};
+    aemp_port wp, lp;
+    cr_assert_eq(aemp_port_open(a.node, inbox_cb, &w, &wp), 0);
+    cr_assert_eq(aemp_port_open(a.node, inbox_cb, &l, &lp), 0);
+    aemp_addr far, ref;
+    cr_assert_eq(aemp_addr_parse("nosuch@127.0.0.1#<5.0.77>", &far), 0);
+    cr_assert_eq(aemp_monitor(a.node, wp, &far, &ref), 0);
+    cr_assert_eq(aemp_link(a.node, lp, &far), 0);
+    cr_assert(wait_count(&w.count, 1, 15000), "no 'DOWN' for an unreachable node");
+    cr_assert(strstr(w.last, ",noconnection}") != NULL, "%s", w.last);
+    for (int i = 0; i < 500 && alive(a.node, lp); i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    cr_assert(!alive(a.node, lp), "the link to an unreachable node did not break");
+    cr_assert_eq(a.node->proc->watches.count, 0);
+    /* noproc from the loop */
+    aemp_addr gone;
+    cr_assert_eq(aemp_port_addr(a.node, lp, &gone), AEMP_ENOENT);
+    aemp__addr_pid(&gone, a.node->name_h, a.node->creation, lp.id);
+    cr_assert_eq(aemp_monitor(a.node, wp, &gone, &ref), 0);
+    cr_assert_eq(w.count, 1, "'DOWN' delivered inside aemp_monitor()");
+    cr_assert(wait_count(&w.count, 2, 2000));
+    cr_assert(strstr(w.last, ",noproc}") != NULL, "%s", w.last);
+    stop_node(&a);
+}
+
+/* net_kernel is the node's: it cannot be unregistered, closed or killed
+ * through the API, nor by an exit signal. */
+Test(proc, service_ports_are_protected)
+{
+    struct node_ctx a;
+    start_node(&a, "a@127.0.0.1", "secret");
+    aemp_addr nk;
+    aemp_port p;
+    name_addr(&nk, a.node, "net_kernel");
+    cr_assert_eq(aemp_port_of_addr(a.node, &nk, &p), 0);
+    cr_assert_eq(aemp_unregister(a.node, "net_kernel"), AEMP_EINVAL);
+    cr_assert_eq(aemp_port_close(a.node, p), AEMP_EINVAL);
+    aemp_buf r = AEMP_BUF_INIT;
+    term_of(&r, "kill");
+    aemp_term rt = aemp_buf_term(&r);
+    cr_assert_eq(aemp_port_kill(a.node, p, &rt), AEMP_EINVAL);
+    struct inbox in = {0};
+    aemp_port q;
+    aemp_addr pa;
+    cr_assert_eq(aemp_port_open(a.node, inbox_cb, &in, &q), 0);
+    cr_assert_eq(aemp_port_addr(a.node, p, &pa), 0);
+    cr_assert_eq(aemp_exit(a.node, q, &pa, &rt), 0);
+    cr_assert(alive(a.node, p));
+    cr_assert_eq(aemp_register(a.node, "net_kernel", q), AEMP_EEXIST);
+    aemp_buf_free(&r);
+    stop_node(&a);
+}
+
+/* From aemp_node_close() on, no port callback runs, even for the 'DOWN'
+ * messages of ports that monitor each other. */
+Test(proc, no_callback_during_close)
+{
+    struct node_ctx a;
+    start_node(&a, "a@127.0.0.1", "secret");
+    struct inbox in[2] = {0};
+    aemp_port p[2];
+    aemp_addr addr[2], ref;
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(aemp_port_open(a.node, inbox_cb, &in[i], &p[i]), 0);
+        cr_assert_eq(aemp_port_addr(a.node, p[i], &addr[i]), 0);
+    }
+    cr_assert_eq(aemp_monitor(a.node, p[0], &addr[1], &ref), 0);
+    cr_assert_eq(aemp_monitor(a.node, p[1], &addr[0], &ref), 0);
+    stop_node(&a);
+    cr_assert_eq(in[0].count + in[1].count, 0, "a callback ran during close: %s%s", in[0].last,
+                 in[1].last);
+}
+
 Test(proc, local_links_and_exit_translations)
 {
     struct node_ctx a;
