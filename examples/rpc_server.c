@@ -28,26 +28,14 @@ struct server {
     int64_t calls;
 };
 
-/*
- * The arguments as want integers. 0 on success, AEMP_ENOENT if there are not
- * exactly want of them, AEMP_ENOMATCH if one is not an integer (or does not
- * fit int64_t). Mind the encoding: Erlang sends a list whose elements are all
- * integers 0..255, such as the arguments [1, 2], as a byte string (STRING_EXT,
- * type 'k': the tag, a 16-bit length, the bytes), not as a list.
- */
+/* Read exactly `want` integers from the argument list. The library always
+ * hands exported functions a proper list (Erlang sends [1, 2] as a byte
+ * string; the node rewrites it). AEMP_ENOENT: another number of arguments. */
 static int int_args(const aemp_term *args, int64_t *v, uint32_t want)
 {
     aemp_cursor c = aemp_cursor_of(args);
     uint32_t n;
-    if (aemp_get_type(&c) == 'k') {
-        aemp_term bytes;
-        if (aemp_get_term(&c, &bytes)) return AEMP_ENOMATCH;
-        if (bytes.len - 3 != want) return AEMP_ENOENT;
-        for (uint32_t i = 0; i < want; i++)
-            v[i] = (unsigned char)bytes.data[3 + i];
-        return 0;
-    }
-    if (aemp_get_list(&c, &n)) return AEMP_ENOMATCH; /* never happens: args is a list */
+    if (aemp_get_list(&c, &n)) return AEMP_ENOMATCH;
     if (n != want) return AEMP_ENOENT;
     for (uint32_t i = 0; i < want; i++)
         if (aemp_get_int64(&c, &v[i])) return AEMP_ENOMATCH;
