@@ -305,7 +305,12 @@ typedef struct aemp_node_config {
     /* Most bytes queued for one peer and not yet written; 0 means 64 MiB.
      * A send that would go beyond it is refused with AEMP_EBUSY (the message
      * is not sent and the sender knows it) until the queue drains; a message
-     * to a peer with an empty queue is always taken, however large. */
+     * to a peer with an empty queue is always taken, however large. What
+     * the node answers a peer by itself (rpc results, spawn replies, exit
+     * and monitor signals) may go a quarter of max_pending further (at
+     * least 64 KB); beyond that the node stops reading that peer until the
+     * queue is back under max_pending (aemp_conn_stats.holds counts it), so
+     * a peer that never reads cannot make the node hold more. */
     size_t max_pending;
     /* Read batching, in milliseconds, at most 1000 (more: aemp_node_create
      * fails with AEMP_EINVAL); 0 means 1, negative turns it off.
@@ -398,6 +403,7 @@ typedef struct aemp_conn_stats {
     size_t queued;         /* bytes waiting to be written (aemp_node_pending) */
     int batching;          /* 1 while read batching may pause this connection */
     uint64_t dropped_deep; /* messages dropped: nested deeper than max_term_depth */
+    uint64_t holds;        /* times reading stopped: replies filled the queue */
 } aemp_conn_stats;
 /* Fill *out for the connection to peer; AEMP_ENOENT if there is none. */
 int aemp_node_stats(aemp_node *node, const char *peer, aemp_conn_stats *out);

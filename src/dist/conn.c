@@ -51,6 +51,7 @@
 
 static void conn_unref(aemp__conn *c);
 static void flush_pending(aemp__conn *c);
+static void maybe_release(aemp__conn *c);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 static void list_add(aemp__dist *d, aemp__conn *c)
@@ -286,6 +287,7 @@ static void on_write(uv_write_t *req, int status)
         }
     } else if (c->state != AEMP__C_CLOSING) {
         flush(c);
+        if (!c->writing) maybe_release(c);
     }
     conn_unref(c);
 }
@@ -334,6 +336,7 @@ static void flush(aemp__conn *c)
     if (n == (int)out->len) {
         out->len = 0;
         if (c->shutdown) flush(c);
+        if (c->held) maybe_release(c);
         return;
     }
     if (n < 0 && n != UV_EAGAIN) {
@@ -426,12 +429,51 @@ static void answer_tick(aemp__conn *c)
     if (aemp__buf_put_u32(&c->wbuf, 0) == 0) mark_dirty(c);
 }
 
+/*
+ * Bounded memory per peer. Sends of the application stop at max_pending
+ * (AEMP_EBUSY, the node checks); what the node itself answers on the
+ * control path (rpc results, spawn replies, exit and monitor signals) may
+ * go reply_room further. Beyond that the node takes no more work from the
+ * peer: it stops reading it (what the peer sent waits in the socket, then
+ * in the peer) until the queue is back under max_pending. A peer that
+ * never reads is then silent to us as well, and dropped after net_ticktime;
+ * two nodes that flood each other with messages keep reading (their queues
+ * are full of messages, not replies), so they drain each other.
+ */
+static bool over_reply_room(const aemp__conn *c)
+{
+    return aemp__conn_queued(c) > c->d->max_pending + c->d->reply_room;
+}
+
+static void hold(aemp__conn *c)
+{
+    if (c->held) return;
+    c->held = true;
+    c->holds++;
+    if (!c->paused) uv_read_stop((uv_stream_t *)&c->tcp);
+    AEMP_LOGD("connection to %s: %zu bytes queued: reading held", c->peer, aemp__conn_queued(c));
+}
+
+static void process_packets(aemp__conn *c);
+
+/* After a write: take the peer's work again once the queue has drained. */
+static void maybe_release(aemp__conn *c)
+{
+    if (!c->held || c->state != AEMP__C_UP || aemp__conn_queued(c) >= c->d->max_pending) return;
+    c->held = false;
+    AEMP_LOGD("connection to %s: reading again", c->peer);
+    process_packets(c); /* what was read before the hold */
+    if (c->state == AEMP__C_UP && !c->held && !c->paused &&
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
+        aemp__conn_close(c, AEMP_EIO, "read failed");
+}
+
 /* Handle whole packets in rbuf; keep the partial rest. */
 static void process_packets(aemp__conn *c)
 {
     size_t pos = 0;
     aemp__dist *d = c->d;
-    while (c->state == AEMP__C_UP && c->rbuf.len - pos >= 4) {
+    while (c->state == AEMP__C_UP && !c->held && c->rbuf.len - pos >= 4) {
         size_t plen = aemp__get_u32(c->rbuf.data + pos);
         if (plen > d->max_packet) {
             AEMP_LOGW("connection to %s: packet of %zu bytes exceeds the limit of %zu: closing",
@@ -448,6 +490,7 @@ static void process_packets(aemp__conn *c)
         else
             answer_tick(c);
         pos += plen;
+        if (c->state == AEMP__C_UP && over_reply_room(c)) hold(c);
     }
     if (c->state == AEMP__C_CLOSING) return;
     aemp__buf_consume(&c->rbuf, pos);
@@ -588,7 +631,8 @@ static void on_batch_timer(uv_timer_t *t)
         next = c->next;
         if (!c->paused) continue;
         c->paused = false;
-        if (c->state == AEMP__C_UP && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
+        if (c->state == AEMP__C_UP && !c->held &&
+            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
             aemp__conn_close(c, AEMP_EIO, "read failed");
     }
 }
@@ -1052,6 +1096,8 @@ int aemp__dist_init(aemp__dist *d, uv_loop_t *loop, const aemp__dist_config *cfg
     d->max_handshakes = cfg->max_handshakes;
     d->max_handshakes_per_address = cfg->max_handshakes_per_address;
     d->max_connecting = cfg->max_connecting;
+    d->max_pending = cfg->max_pending;
+    d->reply_room = cfg->max_pending / 4 > 65536 ? cfg->max_pending / 4 : 65536;
     aemp__map_init(&d->per_addr);
     d->refused.since_ms = uv_now(loop);
     d->read_batch_ms = cfg->read_batch_ms;

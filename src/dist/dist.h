@@ -73,6 +73,7 @@ typedef struct aemp__dist_config {
     unsigned max_handshakes;  /* incoming, not yet authenticated */
     unsigned max_handshakes_per_address;
     unsigned max_connecting; /* outgoing, not yet up */
+    size_t max_pending;      /* bytes queued for one peer */
     unsigned read_batch_ms;  /* 0: off */
     unsigned max_term_depth;
     aemp__tls_ctx *tls_ctx; /* NULL: plain TCP; owned by the caller */
@@ -154,6 +155,7 @@ struct aemp__conn {
     /* read batching (conn.c): */
     bool batching;        /* small receive buffer: batching possible */
     bool paused;          /* reading stopped until d->batch_timer fires */
+    bool held;            /* reading stopped until what is queued drains */
     bool big_packet;      /* a packet over BATCH_MAX_PACKET arrived */
     uint16_t small_reads; /* small reads in a row with nothing written back */
     uint16_t big_reads;   /* reads of BATCH_BIG_READ or more in a row */
@@ -191,6 +193,7 @@ struct aemp__conn {
     /* statistics (aemp_node_stats) */
     uint64_t reads, packets;
     uint64_t dropped_deep; /* messages nested deeper than max_term_depth */
+    uint64_t holds;        /* times reading held for a full queue */
     uint64_t started_ms, last_recv_ms, last_send_ms;
 };
 
@@ -209,6 +212,8 @@ struct aemp__dist {
     unsigned max_handshakes;
     unsigned max_handshakes_per_address;
     unsigned max_connecting;
+    size_t max_pending; /* sends beyond it are refused (the node checks) */
+    size_t reply_room;  /* replies may go this far beyond; then reading holds */
     unsigned nconns;    /* allocated, closing ones included */
     unsigned nslot[4];  /* per enum aemp__slot */
     aemp__map per_addr; /* IPv4 address (4 bytes) -> handshakes from it */

@@ -309,9 +309,9 @@ int aemp__node_send(aemp_node *n, const aemp_addr *from, const aemp_addr *to, co
     aemp__conn *c = aemp__node_conn(n, to->node, true, &err);
     if (!c) return err;
     size_t queued = aemp__conn_queued(c);
-    if (queued > 0 && queued + msg->len > n->max_pending) {
+    if (queued > 0 && queued + msg->len > n->dist.max_pending) {
         AEMP_LOGD("send to %s refused: %zu bytes queued (limit %zu)", c->peer, queued,
-                  n->max_pending);
+                  n->dist.max_pending);
         return AEMP_EBUSY;
     }
     return aemp__conn_send(c, from, to, msg);
@@ -356,7 +356,6 @@ int aemp__node_init(aemp_node *n, uv_loop_t *loop, const aemp_node_config *cfg)
     do {
         aemp__random(&n->creation, sizeof n->creation);
     } while (n->creation < 4);
-    n->max_pending = cfg->max_pending ? cfg->max_pending : DEFAULT_MAX_PENDING;
     n->ready_cb = cfg->ready_cb;
     n->ready_arg = cfg->ready_arg;
     n->fail_cb = cfg->fail_cb;
@@ -387,6 +386,7 @@ int aemp__node_init(aemp_node *n, uv_loop_t *loop, const aemp_node_config *cfg)
                                           ? cfg->max_handshakes_per_address
                                           : DEFAULT_MAX_HANDSHAKES_PER_ADDRESS,
         .max_connecting = cfg->max_connecting ? cfg->max_connecting : DEFAULT_MAX_CONNECTING,
+        .max_pending = cfg->max_pending ? cfg->max_pending : DEFAULT_MAX_PENDING,
         .read_batch_ms = cfg->read_batch_ms < 0 ? 0
                          : cfg->read_batch_ms   ? (unsigned)cfg->read_batch_ms
                                                 : DEFAULT_READ_BATCH_MS,
@@ -557,6 +557,7 @@ int aemp_node_stats(aemp_node *n, const char *peer, aemp_conn_stats *out)
     out->queued = aemp__conn_queued(c);
     out->batching = c->batching;
     out->dropped_deep = c->dropped_deep;
+    out->holds = c->holds;
     return 0;
 }
 

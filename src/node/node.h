@@ -51,7 +51,6 @@ struct aemp_node {
     uint32_t name_h;
     uint32_t creation;
     bool client_only;
-    size_t max_pending;
     void (*ready_cb)(aemp_node *, int, void *);
     void *ready_arg;
     bool ready_reported;
