@@ -17,8 +17,14 @@ int main(void)
     return 0;
 }
 C
+# a sanitizer build's library needs its runtime in the program too
+san=()
+libdeps=$(ldd "$(find "$prefix" -name 'libaemp.so' | head -n 1)")
+if grep -q libasan <<<"$libdeps"; then
+    san=(-fsanitize=address,undefined)
+fi
 # shellcheck disable=SC2046 # pkg-config's flags are words
-cc -std=gnu11 -Wall -Wextra -Werror -o "$prefix/t" "$prefix/t.c" \
+cc -std=gnu11 -Wall -Wextra -Werror "${san[@]}" -o "$prefix/t" "$prefix/t.c" \
     $(PKG_CONFIG_PATH=$pcdir pkg-config --cflags --libs aemp)
 deps=$(ldd "$prefix/t")
 grep -q "libaemp.so.* => $prefix/" <<<"$deps" ||
