@@ -237,6 +237,23 @@ test(hostile, CNode) ->
     expect(after_deep, receive M2 -> M2 after ?REPLY_MS -> timeout end, deep_20000_dropped),
     expect(true, lists:member(CNode, nodes(hidden)), still_connected),
     expect(pong, net_adm:ping(CNode), still_serving);
+%% 100,000 monitors of one registered C port, then their demonitors
+%% (oldest first): each is found by its reference, so this takes about a
+%% second where a list searched on every demonitor took minutes; the
+%% watchdog bounds it. The port's death afterwards fires none of them.
+test(many_monitors, CNode) ->
+    connect(CNode),
+    N = 100000,
+    Refs = [erlang:monitor(process, {echo, CNode}) || _ <- lists:seq(1, N)],
+    expect(pong, net_adm:ping(CNode), monitors_made),
+    [true = erlang:demonitor(R, [flush]) || R <- Refs],
+    expect(pong, net_adm:ping(CNode), demonitors_done),
+    %% one more, and the port answers as before
+    M = erlang:monitor(process, {echo, CNode}),
+    {echo, CNode} ! {self(), still_here},
+    expect(still_here, receive still_here -> still_here after ?REPLY_MS -> timeout end, echo),
+    true = erlang:demonitor(M, [flush]),
+    receive {'DOWN', _, _, _, _} = D -> throw({stray, D}) after 0 -> ok end;
 %% While interop-tests/flood.c floods the C node and EPMD from another
 %% address: once a second for ten seconds a new connection is made and
 %% pinged, a message echoed, and a name registered with EPMD; every round
