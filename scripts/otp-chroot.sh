@@ -33,8 +33,7 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SANDBOX=$SCRIPT_DIR/../interop-tests/sandbox.sh
 CACHE=${AEMP_OTP_CACHE:-/var/cache/aemp-otp}
 STAMP=.aemp-otp-stamp
-# Debian ships these as one download per release; the interop tests
-# check all three wire-compatibly (docs/testing.md).
+# OTP release -> the Debian suite that ships it (checked after the build).
 declare -A SUITE_OF=([27]=trixie [29]=sid)
 
 say() { echo "otp-chroot: $*" >&2; }
@@ -59,6 +58,7 @@ host_mirror() {
         echo "$AEMP_OTP_MIRROR"
         return
     fi
+    # shellcheck disable=SC1091 # the machine's file
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
     [[ -n $codename ]] || die "no VERSION_CODENAME in /etc/os-release; set AEMP_OTP_MIRROR"
     for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
@@ -137,9 +137,13 @@ build_suite() {
         --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
         "$suite" "$tmp" "$mirror" >"$CACHE/$suite.log" 2>&1; then
         tail -n 20 "$CACHE/$suite.log" >&2
-        die "debootstrap $suite failed (log: $CACHE/$suite.log). A Release file signed by a key" \
-            "newer than the host's debian-archive-keyring fails here: install a newer" \
-            "debian-archive-keyring on the host."
+        if grep -Eqi 'signature|signed|NO_PUBKEY|keyring|gpgv' "$CACHE/$suite.log"; then
+            die "debootstrap $suite failed (log: $CACHE/$suite.log): the Release signature does" \
+                "not verify with /usr/share/keyrings/debian-archive-keyring.gpg; a suite signed by" \
+                "a newer key needs a newer debian-archive-keyring on the host"
+        fi
+        die "debootstrap $suite failed (log: $CACHE/$suite.log); is $mirror reachable?" \
+            "(AEMP_OTP_MIRROR names another mirror)"
     fi
     cp /etc/hosts "$tmp/etc/hosts"
     [[ ! -r /etc/resolv.conf ]] || cp -L /etc/resolv.conf "$tmp/etc/resolv.conf" 2>/dev/null || true
@@ -218,7 +222,7 @@ list)
     for rel in "${!SUITE_OF[@]}"; do
         dir=$CACHE/${SUITE_OF[$rel]}
         state=missing
-        ! complete "$dir" || state="ready ($(tr '\n' ' ' <"$dir/$STAMP"))"
+        ! complete "$dir" || state="ready ($(paste -sd ' ' "$dir/$STAMP"))"
         echo "OTP $rel: Debian ${SUITE_OF[$rel]}, $dir: $state"
     done | sort
     ;;

@@ -59,8 +59,9 @@ stage() {
         ((!found)) || extra=", $total tests"
         SUMMARY+=("$(printf 'ok      %-56s %4d s%s' "$title" $((SECONDS - t0)) "$extra")")
     else
+        # ctest's list of failed tests: the first 6 by name, then a count
         names=$(grep -E '^[[:space:]]+[0-9]+ - ' "$LOGS/$key.log" | sed -E 's/^[[:space:]]+[0-9]+ - //' |
-            tr '\n' ',' | sed 's/,$//; s/,/, /g')
+            awk 'NR <= 6 { printf "%s%s", (NR > 1 ? ", " : ""), $0 } END { if (NR > 6) printf " and %d more", NR - 6 }')
         SUMMARY+=("$(printf 'FAILED  %-56s %4d s (exit %d%s)' "$title" $((SECONDS - t0)) "$status" \
             "${names:+; failed: $names}")")
     fi
