@@ -1,6 +1,7 @@
 # Elixir side of interop-tests/test_elixir.sh: Node.ping gives :pong and a
 # map with a string value comes back from the echo port unchanged.
 [node_arg] = System.argv()
+IO.puts("ELIXIR #{System.version()} OTP #{System.otp_release()}")
 node = String.to_atom(node_arg)
 
 fail = fn why ->

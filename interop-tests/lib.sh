@@ -1,11 +1,13 @@
 # shellcheck shell=bash
 # Harness for the interop tests, sourced by every test_*.sh.
 #
-# A test runs as pid 1 of private pid and network namespaces:
-#   unshare --net --pid --fork --kill-child --mount-proc bash test_X.sh MODE
-# so it has its own loopback, no stray epmd, and when it exits (or is
-# killed) the kernel kills every process it started. The EXIT trap also
-# stops the children it knows and, on failure, prints their logs.
+# A test runs as pid 1 of private pid, network and mount namespaces:
+#   sandbox.sh --net --pid --fork --kill-child --mount-proc -- bash test_X.sh MODE
+# (sandbox.sh is unshare, also where / is not a mount point) so it has its
+# own loopback, no stray epmd, and when it exits (or is killed) the kernel
+# kills every process it started. The EXIT trap also stops the children it
+# knows and, on failure, prints their logs. Mounts it makes (a private
+# /etc/hosts, the OTP chroot's binds) are its own and vanish with it.
 #
 # MODE is `epmd` (a real epmd runs before anything else) or `embedded` (no
 # epmd: the first aemp node embeds an EPMD server and Erlang nodes, always
@@ -16,6 +18,9 @@
 #   AEMP_CNODE  interop-tests/cnode.c built
 #   AEMP_EBIN   directory holding aemp_interop.beam
 # Optional:
+#   AEMP_OTP      27 or 29: erl, erlc, epmd and elixir come from that OTP
+#                 release's Debian chroot (scripts/otp-chroot.sh; it must be
+#                 built), and AEMP_EBIN holds modules compiled by its erlc
 #   AEMP_WRAPPER  a command line that runs each `aemp run` node, e.g.
 #                 "valgrind --error-exitcode=99 --leak-check=full"; a node
 #                 must still exit 0, so any error it reports fails the test
@@ -26,7 +31,7 @@ MODE=${1:-}
 case $MODE in
 epmd | embedded) ;;
 *)
-    echo "usage: unshare --net --pid --fork --kill-child --mount-proc bash $0 epmd|embedded" >&2
+    echo "usage: interop-tests/sandbox.sh --net --pid --fork --kill-child --mount-proc -- bash $0 epmd|embedded" >&2
     exit 2
     ;;
 esac
@@ -36,7 +41,7 @@ esac
 
 if [[ $$ -ne 1 ]]; then
     echo "$0: refusing to run outside a private pid namespace (pid $$, not 1);" \
-        "run: unshare --net --pid --fork --kill-child --mount-proc bash $0 $MODE" >&2
+        "run: interop-tests/sandbox.sh --net --pid --fork --kill-child --mount-proc -- bash $0 $MODE" >&2
     exit 2
 fi
 
@@ -56,7 +61,7 @@ AEMP_NODES=()
 EXIT_STATUS=0
 
 log() {
-    printf '[%s interop.%s.%s] %s\n' "$(date +%T.%3N)" "$MODE" "$TEST_NAME" "$*"
+    printf '[%s interop.%s%s.%s] %s\n' "$(date +%T.%3N)" "${AEMP_OTP:+otp$AEMP_OTP.}" "$MODE" "$TEST_NAME" "$*"
 }
 
 fail() {
@@ -223,6 +228,18 @@ erl_test() {
     cat "$WORK/$name.out"
     ((EXIT_STATUS == 0)) || fail "Erlang test $test on $name exited with status $EXIT_STATUS"
     expect_line "$WORK/$name.out" "^PASS $test\$"
+    expect_peer_release "$WORK/$name.out"
+}
+
+# expect_peer_release FILE [ELIXIR]: with AEMP_OTP set, the Erlang (or
+# Elixir) node that wrote FILE said it runs that OTP release.
+expect_peer_release() {
+    [[ -n ${AEMP_OTP:-} ]] || return 0
+    if [[ ${2:-} == ELIXIR ]]; then
+        expect_line "$1" "^ELIXIR [0-9.]+ OTP $AEMP_OTP\$"
+    else
+        expect_line "$1" "^OTP $AEMP_OTP\$"
+    fi
 }
 
 # start_aemp NAME [ARGS...]: `aemp run NAME` in the background; waits for
@@ -245,10 +262,11 @@ epmd_answers() {
 # begin_test: loopback up, a clean namespace, and in mode epmd a real epmd.
 begin_test() {
     ip link set lo up
-    getent hosts "$HOST" | grep -Eq '^(127\.|::1)' ||
-        fail "host name $HOST does not resolve to a loopback address"
+    host_is_loopback ||
+        fail "host name $HOST does not resolve to a loopback address (getent hosts $HOST:" \
+            "$(getent hosts "$HOST" || echo nothing))"
     ! epmd_answers || fail "an EPMD answers before the test started anything"
-    log "mode $MODE, host $HOST, work dir $WORK"
+    log "mode $MODE, host $HOST, work dir $WORK${AEMP_OTP:+, peers: $OTP_PEERS}"
     if [[ $MODE == epmd ]]; then
         epmd -daemon
         wait_for "epmd to answer" 10 epmd_answers
@@ -293,3 +311,66 @@ expect_no_epmd_process() {
 names_of() {
     "$@" | grep -E '^name ' | sort
 }
+
+host_is_loopback() {
+    getent hosts "$HOST" | grep -Eq '^(127\.|::1)'
+}
+
+# Node names are short names on the host name (x@$HOST), and inside the
+# network namespace only the loopback exists, so the host name must resolve
+# to a loopback address. Where it does not (no /etc/hosts line for it, or a
+# LAN address), the test binds a private copy of /etc/hosts over the
+# machine's, with "127.0.0.1 HOST" first and no other line for HOST. The
+# bind lives in this test's mount namespace only: the machine's file is not
+# touched.
+private_hosts() {
+    local full
+    full=$(hostname)
+    {
+        echo "127.0.0.1 $HOST${full:+ $full}"
+        [[ ! -r /etc/hosts ]] ||
+            awk -v h="$HOST" -v f="$full" '{ for (i = 2; i <= NF; i++) if ($i == h || $i == f) next } 1' /etc/hosts
+    } >"$WORK/hosts"
+    mount --bind "$WORK/hosts" /etc/hosts 2>"$WORK/hosts.err" ||
+        fail "host name $HOST does not resolve to a loopback address and no private /etc/hosts" \
+            "could be mounted ($(cat "$WORK/hosts.err")); add '127.0.0.1 $HOST' to /etc/hosts"
+    rm -f "$WORK/hosts.err"
+    host_is_loopback ||
+        fail "host name $HOST does not resolve to a loopback address, even with a private" \
+            "/etc/hosts naming it (check the hosts: line of /etc/nsswitch.conf)"
+    log "host name $HOST did not resolve to a loopback address: using a private /etc/hosts" \
+        "with 127.0.0.1 $HOST"
+}
+host_is_loopback || private_hosts
+
+# AEMP_OTP=REL: erl, erlc, epmd and elixir of OTP REL, from its chroot. The
+# chroot sees what the test hands its tools at the same paths: /tmp (work
+# dir, HOME, certificates, config files), this namespace's /proc, /dev,
+# /etc/hosts, the test scripts' folder (elixir_echo.exs) and AEMP_EBIN.
+# These binds are made in this test's mount namespace and vanish with it.
+otp_chroot() {
+    local d
+    AEMP_OTP_ROOT=$(bash "$INTEROP_DIR/../scripts/otp-chroot.sh" root "$AEMP_OTP" 2>&1) ||
+        fail "no OTP $AEMP_OTP peer: $AEMP_OTP_ROOT"
+    export AEMP_OTP_ROOT
+    mount --bind /tmp "$AEMP_OTP_ROOT/tmp"
+    mount --rbind /dev "$AEMP_OTP_ROOT/dev"
+    mount --bind /proc "$AEMP_OTP_ROOT/proc"
+    mount --bind /etc/hosts "$AEMP_OTP_ROOT/etc/hosts"
+    for d in "$INTEROP_DIR" "$AEMP_EBIN"; do
+        [[ -d $AEMP_OTP_ROOT$d ]] || mkdir -p "$AEMP_OTP_ROOT$d"
+        mount --bind "$d" "$AEMP_OTP_ROOT$d"
+    done
+    mkdir -p "$WORK/bin"
+    for d in erl erlc epmd elixir; do
+        ln -s "$INTEROP_DIR/otp-exec.sh" "$WORK/bin/$d"
+    done
+    PATH=$WORK/bin:$PATH
+    OTP_PEERS=$(awk '$1 == "otp" { o = $2 } $1 == "erts" { e = $2 } $1 == "elixir" { x = $2 }
+        $1 == "suite" { s = $2 } END { printf "OTP %s (erts %s) and Elixir %s from Debian %s", o, e, x, s }' \
+        "$AEMP_OTP_ROOT/.aemp-otp-stamp")
+    [[ $(type -P erl) == "$WORK/bin/erl" ]] || fail "erl is not the OTP $AEMP_OTP wrapper"
+}
+if [[ -n ${AEMP_OTP:-} ]]; then
+    otp_chroot
+fi

@@ -19,4 +19,5 @@ expect_line "$WORK/cn.out" '^cnode: send ok$'
 expect_exit e 15 0
 cat "$WORK/e.out"
 expect_line "$WORK/e.out" '^PASS cnode_peer$'
+expect_peer_release "$WORK/e.out"
 pass

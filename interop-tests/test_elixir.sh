@@ -11,4 +11,5 @@ run_fg ex 50 elixir --sname ex --cookie "$COOKIE" --erl "-start_epmd false" \
 cat "$WORK/ex.out" "$WORK/ex.err"
 ((EXIT_STATUS == 0)) || fail "elixir exited with $EXIT_STATUS"
 expect_line "$WORK/ex.out" '^PASS elixir$'
+expect_peer_release "$WORK/ex.out" ELIXIR
 pass

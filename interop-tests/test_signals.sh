@@ -30,5 +30,6 @@ for sig in TERM INT; do
     stop "$name" "$sig"
     expect_exit "w_${sig,,}" 10 0
     expect_line "$WORK/w_${sig,,}.out" '^PASS watch_down$'
+    expect_peer_release "$WORK/w_${sig,,}.out"
 done
 pass

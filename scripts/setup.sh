@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config libuv1-dev libssl-dev erlang-nox erlang-dev
           libcriterion-dev elixir iproute2 util-linux clang libclang-rt-14-dev clang-format
-          iptables)
+          iptables debootstrap)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,7 +5,8 @@
 %%   erl -sname t -setcookie C -noshell -pa EBIN -eval 'aemp_interop:run(Test, Arg)'
 %% Every test prints `PASS Test` and halts with status 0, or prints
 %% `FAIL Test: Reason` and halts with status 1. A watchdog halts a test that
-%% hangs, so a script never waits on a silent node.
+%% hangs, so a script never waits on a silent node. It first prints `OTP Rel`,
+%% the release it runs on (the harness checks it when it runs a chroot's OTP).
 -module(aemp_interop).
 
 -export([run/2, serve/0]).
@@ -15,6 +16,7 @@
 
 %% Run one test and halt with its verdict.
 run(Test, Arg) ->
+    io:format("OTP ~s~n", [erlang:system_info(otp_release)]),
     Watchdog = spawn(fun() -> watchdog(Test) end),
     Verdict =
         try test(Test, Arg) of
