@@ -3,8 +3,8 @@
  * from source address SRC it keeps N idle connections and N half-done
  * handshakes (a send_name, then silence) open to a node's distribution
  * port, and N idle connections to EPMD, reopening each one the moment it
- * is closed, for SECONDS seconds. Prints how many connections it opened
- * and how many were closed under it, then exits 0.
+ * is closed, for SECONDS seconds or until SIGTERM. Prints how many
+ * connections it opened and how many were closed under it, then exits 0.
  *
  * Usage: flood SRC NODE_PORT EPMD_PORT N SECONDS
  */
@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -31,6 +32,13 @@ struct sock {
 static struct in_addr src;
 static uint16_t node_port, epmd_port;
 static unsigned long opened, dropped;
+static volatile sig_atomic_t stop;
+
+static void on_term(int sig)
+{
+    (void)sig;
+    stop = 1;
+}
 
 static int open_one(enum kind kind)
 {
@@ -88,8 +96,9 @@ int main(int argc, char **argv)
         s[i].kind = (enum kind)(i % 3);
         s[i].fd = open_one(s[i].kind);
     }
+    signal(SIGTERM, on_term);
     say("flooding from %s", argv[1]);
-    while (time(NULL) < end) {
+    while (time(NULL) < end && !stop) {
         for (int i = 0; i < 3 * n; i++) {
             if (s[i].fd < 0) s[i].fd = open_one(s[i].kind);
             pf[i].fd = s[i].fd;
@@ -109,5 +118,9 @@ int main(int argc, char **argv)
         }
     }
     say("opened %lu connections, %lu closed under us", opened, dropped);
+    for (int i = 0; i < 3 * n; i++)
+        if (s[i].fd >= 0) close(s[i].fd);
+    free(s);
+    free(pf);
     return 0;
 }

@@ -33,7 +33,10 @@
 
 struct fwd {
     aemp_addr to;
+    struct fwd *next; /* every forwarder, freed at the end */
 };
+
+static struct fwd *fwds;
 
 static aemp_node *node;
 static uv_signal_t sigterm;
@@ -51,11 +54,13 @@ static void forward_cb(aemp_node *n, aemp_port self, const aemp_term *msg, const
 
 static int open_forwarder(const aemp_addr *to, aemp_addr *pid)
 {
-    /* the forwarder's state lives as long as the process (a test program) */
+    /* the forwarder's state lives until the node is closed */
     struct fwd *f = malloc(sizeof *f);
     aemp_port p;
     if (!f) return AEMP_ENOMEM;
     f->to = *to;
+    f->next = fwds;
+    fwds = f;
     int rc = aemp_port_open(node, forward_cb, f, &p);
     if (!rc) rc = aemp_port_addr(node, p, pid);
     return rc;
@@ -211,5 +216,10 @@ int main(int argc, char **argv)
     uv_signal_init(loop, &sigterm);
     uv_signal_start(&sigterm, on_term, SIGTERM);
     uv_run(loop, UV_RUN_DEFAULT);
+    while (fwds) {
+        struct fwd *next = fwds->next;
+        free(fwds);
+        fwds = next;
+    }
     return uv_loop_close(loop) == 0 ? 0 : 1;
 }

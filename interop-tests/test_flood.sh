@@ -16,10 +16,11 @@ port=$(epmd -names | sed -n 's/^name c at port \([0-9]*\)$/\1/p')
 [[ -n $port ]] || fail "no port for c in: $(epmd -names)"
 # more than the 1024 places all connections once shared
 ulimit -n 8192
-start_bg flood "$AEMP_FLOOD" 127.0.0.2 "$port" 4369 600 25
+start_bg flood "$AEMP_FLOOD" 127.0.0.2 "$port" 4369 600 40
 wait_line "$WORK/flood.out" "^flooding" 10
 erl_test t flood_ok "'c@$HOST'"
-expect_exit flood 30 0
+kill -TERM "${PIDS[flood]}"
+expect_exit flood 10 0
 cat "$WORK/flood.out"
 closed=$(sed -n 's/.*connections, \([0-9]*\) closed under us$/\1/p' "$WORK/flood.out")
 ((closed > 100)) || fail "the flood's connections were not dropped ($closed closed)"

@@ -127,8 +127,8 @@ static void spawn_request(aemp_buf *pkt, uint32_t i)
     cr_assert_eq(aemp_term_format(&opts, "[monitor]"), 0);
     cr_assert_eq(aemp_term_format(&args, "[~p, big, reply, []]", &ref), 0);
     aemp_term mt = aemp_buf_term(&mfa), ot = aemp_buf_term(&opts);
-    cr_assert_eq(aemp__ctl_enc(&ctl, AEMP__CTL_SPAWN_REQUEST, "aaatt", &req, &from, &from, &mt, &ot),
-                 0);
+    cr_assert_eq(
+        aemp__ctl_enc(&ctl, AEMP__CTL_SPAWN_REQUEST, "aaatt", &req, &from, &from, &mt, &ot), 0);
     pkt->len = 0;
     aemp__buf_put_u32(pkt, (uint32_t)(2 + ctl.len + 1 + args.len));
     aemp__buf_put_u8(pkt, AEMP__EXT_PASS_THROUGH);
