@@ -155,23 +155,24 @@ static inline void sink_cb(aemp_node *n, aemp_port self, const aemp_term *msg,
     }
 }
 
-static inline int count_reached(struct sink *s, int n)
-{
-    return s->count >= n;
-}
-
-static inline int wait_sink(struct sink *s, int n, unsigned ms)
+/* Run the loop until *v reaches target or the deadline passes. */
+static inline int wait_int(const int *v, int target, unsigned ms)
 {
     int expired = 0;
     uv_timer_t t;
     uv_timer_init(&loop, &t);
     t.data = &expired;
     uv_timer_start(&t, on_deadline, ms, 0);
-    while (!count_reached(s, n) && !expired)
+    while (*v < target && !expired)
         uv_run(&loop, UV_RUN_ONCE);
     uv_close((uv_handle_t *)&t, NULL);
     uv_run(&loop, UV_RUN_NOWAIT);
-    return count_reached(s, n);
+    return *v >= target;
+}
+
+static inline int wait_sink(struct sink *s, int n, unsigned ms)
+{
+    return wait_int(&s->count, n, ms);
 }
 
 static inline void name_addr(aemp_addr *a, const aemp_node *n, const char *reg)

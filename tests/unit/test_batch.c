@@ -116,20 +116,6 @@ static void trickle_close(struct trickle *t)
 }
 
 /* Run the loop until *v >= target or the deadline passes. */
-static int wait_int(const int *v, int target, unsigned ms)
-{
-    int expired = 0;
-    uv_timer_t t;
-    uv_timer_init(&loop, &t);
-    t.data = &expired;
-    uv_timer_start(&t, on_deadline, ms, 0);
-    while (*v < target && !expired)
-        uv_run(&loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    return *v >= target;
-}
-
 static void start_pair(struct node_ctx *a, struct node_ctx *b, int read_batch_ms)
 {
     aemp_node_config cfg = {0};

@@ -34,20 +34,6 @@ static void count_cb(aemp_node *n, aemp_port self, const aemp_term *msg, const a
     ++*(int *)arg;
 }
 
-static int wait_n(int *v, int want, unsigned ms)
-{
-    int expired = 0;
-    uv_timer_t t;
-    uv_timer_init(&loop, &t);
-    t.data = &expired;
-    uv_timer_start(&t, on_deadline, ms, 0);
-    while (*v < want && !expired)
-        uv_run(&loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    return *v >= want;
-}
-
 static void deep_messages(unsigned limit, unsigned ok_depth, unsigned bad_depth)
 {
     struct node_ctx a, b;
@@ -67,13 +53,13 @@ static void deep_messages(unsigned limit, unsigned ok_depth, unsigned bad_depth)
     deep_list(&m, ok_depth);
     aemp_term t = aemp_buf_term(&m);
     cr_assert_eq(aemp_send(a.node, (aemp_port){0}, &to, &t), 0);
-    cr_assert(wait_n(&got, 1, 5000), "a message %u deep did not arrive", ok_depth);
+    cr_assert(wait_int(&got, 1, 5000), "a message %u deep did not arrive", ok_depth);
     deep_list(&m, bad_depth);
     t = aemp_buf_term(&m);
     cr_assert_eq(aemp_send(a.node, (aemp_port){0}, &to, &t), 0);
     /* the next message arrives: the connection stayed up */
     cr_assert_eq(aemp_sendf(a.node, (aemp_port){0}, &to, "{after}"), 0);
-    cr_assert(wait_n(&got, 2, 5000));
+    cr_assert(wait_int(&got, 2, 5000));
     cr_assert_eq(got, 2, "the message %u deep was delivered", bad_depth);
     aemp_conn_stats st;
     cr_assert_eq(aemp_node_stats(b.node, "a@127.0.0.1", &st), 0);

@@ -27,27 +27,6 @@ static void inbox_cb(aemp_node *n, aemp_port self, const aemp_term *msg, const a
     if (aemp_term_tag(msg, in->tag, sizeof in->tag)) in->tag[0] = 0;
 }
 
-static int wait_count(int *count, int want, unsigned ms)
-{
-    struct {
-        int *count;
-        int want;
-    } w = {count, want};
-    int done = *w.count >= w.want;
-    int expired = 0;
-    uv_timer_t t;
-    uv_timer_init(&loop, &t);
-    t.data = &expired;
-    uv_timer_start(&t, on_deadline, ms, 0);
-    while (!done && !expired) {
-        uv_run(&loop, UV_RUN_ONCE);
-        done = *w.count >= w.want;
-    }
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    return done;
-}
-
 static void term_of(aemp_buf *b, const char *fmt)
 {
     b->len = 0;
@@ -99,7 +78,7 @@ Test(proc, ids_past_old_limits)
                          0);
         }
         for (int i = 1; i < 6; i += 2)
-            cr_assert(wait_count(&in[i].count, 2, 5000), "port %d got %d", i, in[i].count);
+            cr_assert(wait_int(&in[i].count, 2, 5000), "port %d got %d", i, in[i].count);
         for (int i = 0; i < 6; i += 2) {
             cr_assert_eq(in[i].count, 0);
             cr_assert(!alive(a.node, p[i]));
@@ -132,7 +111,7 @@ Test(proc, local_monitor_fires_once_with_reason)
     term_of(&r, "{bad, 1}");
     aemp_term rt = aemp_buf_term(&r);
     cr_assert_eq(aemp_port_kill(a.node, tp, &rt), 0);
-    cr_assert(wait_count(&w.count, 1, 2000));
+    cr_assert(wait_int(&w.count, 1, 2000));
     cr_assert_str_eq(w.tag, "DOWN");
     cr_assert(strstr(w.last, ",process,#Pid<") != NULL, "%s", w.last);
     cr_assert(strstr(w.last, ",{bad,1}}") != NULL, "%s", w.last);
@@ -144,12 +123,12 @@ Test(proc, local_monitor_fires_once_with_reason)
     /* a monitor of a port that is gone fires at once with noproc; one of a
      * name does too, and names {Name, Node} */
     cr_assert_eq(aemp_monitor(a.node, wp, &taddr, &ref), 0);
-    cr_assert(wait_count(&w.count, 2, 2000));
+    cr_assert(wait_int(&w.count, 2, 2000));
     cr_assert(strstr(w.last, ",noproc}") != NULL, "%s", w.last);
     aemp_addr name;
     name_addr(&name, a.node, "nobody");
     cr_assert_eq(aemp_monitor(a.node, wp, &name, &ref), 0);
-    cr_assert(wait_count(&w.count, 3, 2000));
+    cr_assert(wait_int(&w.count, 3, 2000));
     cr_assert(strstr(w.last, "{nobody,'a@127.0.0.1'},noproc}") != NULL, "%s", w.last);
     aemp_buf_free(&r);
     stop_node(&a);
@@ -170,7 +149,7 @@ Test(proc, unreachable_node_and_deferred_noproc)
     cr_assert_eq(aemp_addr_parse("nosuch@127.0.0.1#<5.0.77>", &far), 0);
     cr_assert_eq(aemp_monitor(a.node, wp, &far, &ref), 0);
     cr_assert_eq(aemp_link(a.node, lp, &far), 0);
-    cr_assert(wait_count(&w.count, 1, 15000), "no 'DOWN' for an unreachable node");
+    cr_assert(wait_int(&w.count, 1, 15000), "no 'DOWN' for an unreachable node");
     cr_assert(strstr(w.last, ",noconnection}") != NULL, "%s", w.last);
     for (int i = 0; i < 500 && alive(a.node, lp); i++)
         uv_run(&loop, UV_RUN_ONCE);
@@ -182,7 +161,7 @@ Test(proc, unreachable_node_and_deferred_noproc)
     aemp__addr_pid(&gone, a.node->name_h, a.node->creation, lp.id);
     cr_assert_eq(aemp_monitor(a.node, wp, &gone, &ref), 0);
     cr_assert_eq(w.count, 1, "'DOWN' delivered inside aemp_monitor()");
-    cr_assert(wait_count(&w.count, 2, 2000));
+    cr_assert(wait_int(&w.count, 2, 2000));
     cr_assert(strstr(w.last, ",noproc}") != NULL, "%s", w.last);
     stop_node(&a);
 }
@@ -260,7 +239,7 @@ Test(proc, local_links_and_exit_translations)
     aemp_term rt = aemp_buf_term(&r);
     cr_assert_eq(aemp_port_kill(a.node, p[1], &rt), 0);
     cr_assert(!alive(a.node, p[2]));
-    cr_assert(wait_count(&in[3].count, 1, 2000));
+    cr_assert(wait_int(&in[3].count, 1, 2000));
     cr_assert(strstr(in[3].last, ",boom}") != NULL, "%s", in[3].last);
     /* exit/2 with kill: the port dies with `killed`; normal is ignored */
     struct inbox x = {0}, y = {0};
@@ -278,7 +257,7 @@ Test(proc, local_links_and_exit_translations)
     rt = aemp_buf_term(&r);
     cr_assert_eq(aemp_exit(a.node, p[3], &xa, &rt), 0);
     cr_assert(!alive(a.node, xp));
-    cr_assert(wait_count(&y.count, 1, 2000));
+    cr_assert(wait_int(&y.count, 1, 2000));
     cr_assert(strstr(y.last, ",killed}") != NULL, "%s", y.last);
     cr_assert_eq(aemp_link(a.node, p[3], &xa), AEMP_ENOENT);
     aemp_buf_free(&r);
@@ -341,13 +320,13 @@ Test(proc, remote_links_and_monitors)
     cr_assert_eq(aemp_port_open(b.node, inbox_cb, &probe, &pp), 0);
     cr_assert_eq(aemp_port_addr(b.node, pp, &ppa), 0);
     cr_assert_eq(aemp_sendf(a.node, awp, &ppa, "{sync}"), 0);
-    cr_assert(wait_count(&probe.count, 1, 5000));
+    cr_assert(wait_int(&probe.count, 1, 5000));
     cr_assert_eq(b.node->proc->watches.count, 2);
     aemp_buf r = AEMP_BUF_INIT;
     term_of(&r, "{gone, far}");
     aemp_term rt = aemp_buf_term(&r);
     cr_assert_eq(aemp_port_kill(b.node, btp, &rt), 0);
-    cr_assert(wait_count(&aw.count, 1, 5000));
+    cr_assert(wait_int(&aw.count, 1, 5000));
     cr_assert_str_eq(aw.tag, "DOWN");
     cr_assert(strstr(aw.last, ",{gone,far}}") != NULL, "%s", aw.last);
     /* the link: b's port dies abnormally, a's linked port follows */
@@ -365,10 +344,10 @@ Test(proc, remote_links_and_monitors)
     cr_assert_eq(aemp_port_addr(a.node, awp, &awa), 0);
     cr_assert_eq(aemp_monitor(b.node, bwp, &awa, &ref), 0);
     cr_assert_eq(aemp_sendf(b.node, bwp, &awa, "{sync}"), 0);
-    cr_assert(wait_count(&aw.count, 2, 5000));
+    cr_assert(wait_int(&aw.count, 2, 5000));
     cr_assert_eq(a.node->proc->watches.count, 1);
     stop_node(&a);
-    cr_assert(wait_count(&bw.count, 1, 5000));
+    cr_assert(wait_int(&bw.count, 1, 5000));
     /* a closing node's ports die with shutdown, or the link to it breaks */
     cr_assert(strstr(bw.last, ",shutdown}") || strstr(bw.last, ",noconnection}"), "%s", bw.last);
     cr_assert(run_until(&b.downs, 5000));
@@ -401,7 +380,7 @@ Test(proc, many_remote_monitors)
         if (i % 1000 == 999) uv_run(&loop, UV_RUN_NOWAIT);
     }
     cr_assert_eq(aemp_sendf(a.node, wp, &ppa, "{sync}"), 0);
-    cr_assert(wait_count(&probe.count, 1, 60000));
+    cr_assert(wait_int(&probe.count, 1, 60000));
     cr_assert_eq(b.node->proc->watches.count, N);
     for (int i = 0; i < N; i++) {
         cr_assert_eq(aemp_demonitor(a.node, &refs[i]), 0);
@@ -409,7 +388,7 @@ Test(proc, many_remote_monitors)
     }
     cr_assert_eq(a.node->proc->watches.count, 0);
     cr_assert_eq(aemp_sendf(a.node, wp, &ppa, "{sync}"), 0);
-    cr_assert(wait_count(&probe.count, 2, 60000));
+    cr_assert(wait_int(&probe.count, 2, 60000));
     cr_assert_eq(b.node->proc->watches.count, 0);
     cr_assert_eq(w.count, 0, "no 'DOWN' after a demonitor: %s", w.last);
     free(refs);
