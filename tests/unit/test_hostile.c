@@ -125,3 +125,105 @@ Test(hostile, own_name_is_refused)
     aemp_buf_free(&out);
     stop_node(&a);
 }
+
+/* A socket on loopback that takes connections and never answers: the
+ * kernel completes them into its backlog, nothing ever reads. */
+static int silent_listener(uint16_t *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    cr_assert_eq(listen(fd, 512), 0);
+    socklen_t len = sizeof sin;
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+/* Register name at port with the EPMD on epmd_port (ALIVE2, version 6);
+ * the registration lasts while the returned socket is open. */
+static int epmd_register(uint16_t epmd, const char *name, uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {
+        .sin_family = AF_INET, .sin_port = htons(epmd), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    uint8_t req[64];
+    size_t n = strlen(name), k = 2;
+    req[k++] = 120;
+    req[k++] = (uint8_t)(port >> 8);
+    req[k++] = (uint8_t)port;
+    req[k++] = 77;
+    req[k++] = 0;
+    req[k++] = 0, req[k++] = 6, req[k++] = 0, req[k++] = 6;
+    req[k++] = 0, req[k++] = (uint8_t)n;
+    memcpy(req + k, name, n);
+    k += n;
+    req[k++] = 0, req[k++] = 0;
+    req[0] = (uint8_t)((k - 2) >> 8);
+    req[1] = (uint8_t)(k - 2);
+    cr_assert_eq(write(fd, req, k), (ssize_t)k);
+    /* the answer: ALIVE2_X_RESP (118) or ALIVE2_RESP (121), result 0 */
+    uint8_t resp[8];
+    ssize_t got = 0;
+    for (int i = 0; i < 5000 && got < 2; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        struct pollfd pf = {fd, POLLIN, 0};
+        if (poll(&pf, 1, 1) > 0) {
+            ssize_t r = read(fd, resp + got, sizeof resp - (size_t)got);
+            if (r > 0) got += r;
+        }
+    }
+    cr_assert(got >= 2 && (resp[0] == 118 || resp[0] == 121) && resp[1] == 0, "EPMD refused %s",
+              name);
+    return fd;
+}
+
+/* Outgoing attempts have a pool of their own: a program (or a peer making
+ * it reply to pids on nodes that hang) can start max_connecting of them,
+ * the next send to a new node gets AEMP_EBUSY, and peers can still connect
+ * to the node meanwhile. */
+Test(hostile, outgoing_attempts_have_their_own_pool)
+{
+    struct node_ctx a, b;
+    aemp_node_config cfg = {0};
+    cfg.cookie = "secret";
+    cfg.name = "a@127.0.0.1";
+    cfg.max_connecting = 8;
+    start_node_cfg(&a, cfg);
+    uint16_t hang_port;
+    int hang = silent_listener(&hang_port);
+    enum { N = 12 };
+    int regs[N];
+    aemp_addr to[N];
+    for (int i = 0; i < N; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "hang%d", i);
+        regs[i] = epmd_register(epmd_port, name, hang_port);
+        snprintf(name, sizeof name, "hang%d@127.0.0.1", i);
+        cr_assert_eq(aemp_addr_name(&to[i], name, "x"), 0);
+    }
+    int ok = 0, busy = 0;
+    for (int i = 0; i < N; i++) {
+        int rc = aemp_sendf(a.node, (aemp_port){0}, &to[i], "{n, ~i}", (int64_t)i);
+        if (rc == 0) ok++;
+        if (rc == AEMP_EBUSY) busy++;
+    }
+    cr_assert_eq(ok, 8, "%d attempts started", ok);
+    cr_assert_eq(busy, N - 8);
+    /* a peer still gets in, and its message through */
+    start_node(&b, "b@127.0.0.1", "secret");
+    int got = 0;
+    aemp_port p;
+    aemp_addr pa;
+    cr_assert_eq(aemp_port_open(a.node, count_cb, &got, &p), 0);
+    cr_assert_eq(aemp_port_addr(a.node, p, &pa), 0);
+    cr_assert_eq(aemp_sendf(b.node, (aemp_port){0}, &pa, "{hello}"), 0);
+    cr_assert(wait_int(&got, 1, 5000), "the peer's message did not arrive");
+    cr_assert_eq(a.fails, 0, "an attempt gave up early");
+    for (int i = 0; i < N; i++)
+        close(regs[i]);
+    close(hang);
+    stop_node(&b);
+    stop_node(&a);
+}
