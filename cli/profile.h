@@ -15,7 +15,7 @@ typedef void aemp__cli_usage_fn(FILE *f);
 /* A usage error: prints "aemp CMD: WHAT" (CMD NULL: "aemp: WHAT"), WHAT
  * formatted as printf does, as one line to stderr, then the usage
  * print_usage prints; returns 2, the exit status of a usage error.
- * Defined in aemp.c. */
+ * Defined in usage.c. */
 int aemp__cli_usage_error(aemp__cli_usage_fn *print_usage, const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

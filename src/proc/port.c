@@ -90,33 +90,6 @@ void aemp__port_unlist(aemp_node *n, aemp__port *port)
     p->epoch++;
 }
 
-int aemp_port_close(aemp_node *n, aemp_port port)
-{
-    if (!n) return AEMP_EINVAL;
-    aemp__port *p = aemp__proc_port(n, port.id);
-    if (p && p->system) return AEMP_EINVAL; /* a service of the node's own */
-    if (p) aemp__proc_kill_atom(n, port.id, "normal");
-    return 0;
-}
-
-void aemp__proc_protect(aemp_node *n, aemp_port port)
-{
-    aemp__port *p = aemp__proc_port(n, port.id);
-    if (p) p->system = true;
-}
-
-int aemp_port_kill(aemp_node *n, aemp_port port, const aemp_term *reason)
-{
-    size_t used;
-    if (!n || !reason || !reason->data || aemp__term_validate(reason->data, reason->len, &used) ||
-        used != reason->len)
-        return AEMP_EINVAL;
-    aemp__port *p = aemp__proc_port(n, port.id);
-    if (p && p->system) return AEMP_EINVAL;
-    if (p) aemp__proc_kill(n, port.id, reason);
-    return 0;
-}
-
 int aemp_port_addr(aemp_node *n, aemp_port port, aemp_addr *out)
 {
     if (!n || !out) return AEMP_EINVAL;
@@ -287,79 +260,4 @@ int aemp_sendf(aemp_node *n, aemp_port from, const aemp_addr *to, const char *fm
     }
     aemp_buf_free(&b);
     return rc;
-}
-
-/* ------------------------------------------------------------------ */
-/* set-up                                                             */
-/* ------------------------------------------------------------------ */
-
-static void on_idle_closed(uv_handle_t *h)
-{
-    aemp__node_part_closed(h->data);
-}
-
-static void free_spawn(const char *key, void *val, void *arg)
-{
-    free(val);
-}
-
-int aemp__proc_init(aemp_node *n)
-{
-    struct aemp__proc *p = calloc(1, sizeof *p);
-    if (!p) return AEMP_ENOMEM;
-    p->node = n;
-    aemp__map_init(&p->ports);
-    aemp__map_init(&p->names);
-    aemp__map_init(&p->watches);
-    aemp__map_init(&p->peers);
-    aemp__map_init(&p->spawns);
-    uv_idle_init(n->loop, &p->deferred_idle);
-    p->deferred_idle.data = n;
-    n->proc = p;
-    int rc = aemp__watch_init(n);
-    if (rc) {
-        n->proc = NULL;
-        uv_close((uv_handle_t *)&p->deferred_idle, NULL);
-        free(p);
-    }
-    return rc;
-}
-
-static void collect(const char *key, void *val, void *arg)
-{
-    aemp_buf *ids = arg;
-    aemp__port *port = val;
-    aemp__buf_append(ids, &port->id, sizeof port->id);
-}
-
-void aemp__proc_close(aemp_node *n)
-{
-    struct aemp__proc *p = P(n);
-    /* Ports die first, so that their exit signals are queued on the
-     * connections, which then flush before they shut down. */
-    aemp_buf ids = AEMP_BUF_INIT;
-    aemp__map_each(&p->ports, collect, &ids);
-    for (size_t i = 0; i + 8 <= ids.len; i += 8) {
-        uint64_t id;
-        memcpy(&id, ids.data + i, 8);
-        aemp__proc_kill_atom(n, id, "shutdown");
-    }
-    aemp_buf_free(&ids);
-    aemp__node_hold(n);
-    uv_close((uv_handle_t *)&p->deferred_idle, on_idle_closed);
-}
-
-void aemp__proc_free(aemp_node *n)
-{
-    struct aemp__proc *p = P(n);
-    if (!p) return;
-    aemp__watch_free(n);
-    aemp__map_free(&p->ports);
-    aemp__map_free(&p->names);
-    aemp__map_each(&p->spawns, free_spawn, NULL);
-    aemp__map_free(&p->spawns);
-    aemp_buf_free(&p->deferred);
-    aemp_buf_free(&p->exits);
-    free(p);
-    n->proc = NULL;
 }
