@@ -251,9 +251,12 @@ static void remember(aemp__conn *c, const char *p, size_t key_len, const aemp__c
                      const struct aemp__dist_header *h)
 {
     aemp__dist_forget(c);
-    const char *ctl = m->el[0].data - 2; /* the tuple header: 2 bytes for arity < 256 */
+    /* only what el[] holds whole: at most 8 elements, in a small tuple
+     * (its header the 2 bytes before the tag) */
+    if (m->arity < 1 || m->arity > 8) return;
+    const char *ctl = m->el[0].data - 2;
     const char *end = m->el[m->arity - 1].data + m->el[m->arity - 1].len;
-    if (m->arity > 8 || (uint8_t)ctl[0] != AEMP__EXT_SMALL_TUPLE) return;
+    if ((uint8_t)ctl[0] != AEMP__EXT_SMALL_TUPLE) return;
     c->rc_key.len = 0;
     c->rc_ctl.len = 0;
     if (aemp__buf_append(&c->rc_key, p, key_len) ||
