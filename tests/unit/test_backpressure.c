@@ -317,3 +317,42 @@ Test(backpressure, two_nodes_flooding_each_other_recover)
     stop_node(&a);
     stop_node(&b);
 }
+
+/* A send whose control tuple has more elements than a send has (here 10):
+ * delivered like any send, twice in a row (the second through the receive
+ * cache's path), and the node goes on. */
+Test(backpressure, send_with_a_long_control_tuple)
+{
+    struct node_ctx a;
+    start_node(&a, "a@127.0.0.1", "secret");
+    int got = 0;
+    aemp_port p;
+    aemp_addr to;
+    cr_assert_eq(aemp_port_open(a.node, count_cb, &got, &p), 0);
+    cr_assert_eq(aemp_port_addr(a.node, p, &to), 0);
+    struct raw r;
+    raw_connect(&r, a.node);
+    aemp_buf ctl = AEMP_BUF_INIT, pkt = AEMP_BUF_INIT;
+    cr_assert_eq(aemp__ctl_enc(&ctl, AEMP__CTL_SEND, "eaiiiiiiii", &to, (uint64_t)1, (uint64_t)2,
+                               (uint64_t)3, (uint64_t)4, (uint64_t)5, (uint64_t)6, (uint64_t)7,
+                               (uint64_t)8),
+                 0);
+    for (int i = 0; i < 2; i++) {
+        aemp__buf_put_u32(&pkt, (uint32_t)(2 + ctl.len + 1 + 2));
+        aemp__buf_put_u8(&pkt, AEMP__EXT_PASS_THROUGH);
+        aemp__buf_put_u8(&pkt, AEMP__EXT_VERSION);
+        aemp__buf_append(&pkt, ctl.data, ctl.len);
+        aemp__buf_put_u8(&pkt, AEMP__EXT_VERSION);
+        aemp__buf_put_u8(&pkt, AEMP__EXT_SMALL_INTEGER);
+        aemp__buf_put_u8(&pkt, (uint8_t)i);
+    }
+    cr_assert_eq(write(r.fd, pkt.data, pkt.len), (ssize_t)pkt.len);
+    for (int turn = 0; turn < 5000 && got < 2; turn++)
+        raw_pump(&r);
+    cr_assert_eq(got, 2);
+    cr_assert(aemp_node_is_up(a.node, "r@127.0.0.1"));
+    close(r.fd);
+    aemp_buf_free(&ctl);
+    aemp_buf_free(&pkt);
+    stop_node(&a);
+}
