@@ -287,14 +287,19 @@ static int cmp_u64(const void *x, const void *y)
     return (a > c) - (a < c);
 }
 
-/* Nearest-rank percentile of sorted samples, as the Erlang side computes
- * it. */
-static uint64_t percentile(const uint64_t *sorted, uint64_t len, uint64_t p)
+/* The index of the nearest-rank p-th percentile among len sorted samples,
+ * as the Erlang side computes it. */
+static size_t nearest_rank(size_t len, size_t p)
 {
-    uint64_t rank = (p * len + 99) / 100;
+    size_t rank = (p * len + 99) / 100;
     if (rank < 1) rank = 1;
     if (rank > len) rank = len;
-    return sorted[rank - 1];
+    return rank - 1;
+}
+
+static uint64_t percentile(const uint64_t *sorted, uint64_t len, uint64_t p)
+{
+    return sorted[nearest_rank((size_t)len, (size_t)p)];
 }
 
 static void rtt_start(struct bench *b, uint64_t k)
@@ -346,10 +351,7 @@ static int cmp_i64(const void *x, const void *y)
 
 static int64_t percentile_i64(const int64_t *sorted, size_t len, size_t p)
 {
-    size_t rank = (p * len + 99) / 100;
-    if (rank < 1) rank = 1;
-    if (rank > len) rank = len;
-    return sorted[rank - 1];
+    return sorted[nearest_rank(len, p)];
 }
 
 /* A data message is a binary whose first 8 bytes are the sender's
