@@ -51,6 +51,7 @@ enum aemp_err {
     AEMP_ENONODE = -14,      /* node not registered with EPMD */
     AEMP_ENOMATCH = -15,     /* term does not have the requested shape */
     AEMP_EBUSY = -16,        /* send queue full (max_pending) or too many connections */
+    AEMP_EDIE = -18,         /* a port's callback failed (aemp_die) */
 };
 
 /* Name of an error code; never NULL. */
@@ -482,6 +483,144 @@ int aemp_port_of_addr(aemp_node *node, const aemp_addr *addr, aemp_port *out);
 int aemp_send(aemp_node *node, aemp_port from, const aemp_addr *to, const aemp_term *msg);
 /* aemp_term_format() then aemp_send(). */
 int aemp_sendf(aemp_node *node, aemp_port from, const aemp_addr *to, const char *fmt, ...);
+
+/* ------------------------------------------------------------------ */
+/* AEMP ports: tagged callbacks, $SELF, kil, mon, timers               */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The AEMP port model (docs/guide.md, "Ports"). A port made by
+ * aemp_port_new() has no callback yet: a message it cannot dispatch kills it
+ * with reason {unhandled_message, Tag}. aemp_rcv() gives it callbacks per
+ * tag (the first element of a tuple message, an atom or a binary; the tag
+ * is stripped) and a default callback for everything else. A callback that
+ * returns non-zero kills its port with reason {die, Text} (Text a binary:
+ * what aemp_die() said, else the error's name). Messages are dispatched
+ * when they arrive: there is no mailbox.
+ */
+
+/* A message as a callback sees it. */
+typedef struct aemp_msg {
+    aemp_term term;        /* the whole message as received */
+    const aemp_addr *from; /* the sender, or NULL */
+    aemp_cursor args;      /* tag callback: at the first element after the tag;
+                            * default callback: at the whole message */
+    uint32_t nargs;        /* tag callback: elements after the tag; default: 1 */
+} aemp_msg;
+
+/* A callback of a port: 0, or an error that kills the port with {die, Text}.
+ * m and what it points to are valid during the call only. */
+typedef int (*aemp_rcv_cb)(aemp_node *node, aemp_port self, const aemp_msg *m, void *arg);
+
+/* port(): a new local port with no callback (see above). */
+int aemp_port_new(aemp_node *node, aemp_port *out);
+/* rcv: call cb(arg) for messages to port tagged tag (exact match, UTF-8, at
+ * most 255 bytes); tag NULL sets the default callback. cb NULL removes
+ * the callback of that tag (or the default). Replaces an earlier callback
+ * of the same tag. Only local ports; AEMP_ENOENT if port is gone. A port
+ * made by aemp_port_open() keeps its callback as default until replaced. */
+int aemp_rcv(aemp_node *node, aemp_port port, const char *tag, aemp_rcv_cb cb, void *arg);
+/* $SELF: the port whose callback, peval, psub, timer or init function runs
+ * now; id 0 outside of them. */
+aemp_port aemp_self(aemp_node *node);
+/* Set the text of the {die, Text} reason for the running callback's port
+ * and return AEMP_EDIE, for `return aemp_die(node, "bad %s", what);`. */
+int aemp_die(aemp_node *node, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* Told once when a port is gone, whatever ended it (kil, a callback's
+ * error, a link, aemp_port_close, the node's close), after its monitors
+ * fired and after its last callback returned: from then on nothing of the
+ * library uses the args given for it, which may be freed. reason is the
+ * exit reason (valid during the call). */
+typedef void (*aemp_gone_cb)(aemp_node *node, aemp_port port, const aemp_term *reason, void *arg);
+/* Set (or with cb NULL clear) the port's gone callback (one per port). */
+int aemp_port_gone(aemp_node *node, aemp_port port, aemp_gone_cb cb, void *arg);
+
+/* Code run as a port: 0, or an error that kills the port with {die, Text}. */
+typedef int (*aemp_fn)(aemp_node *node, aemp_port self, void *arg);
+/* peval: run fn now with $SELF = port (a live local port, else
+ * AEMP_ENOENT and fn does not run). */
+int aemp_peval(aemp_node *node, aemp_port port, aemp_fn fn, void *arg);
+/* psub: fn bound to the port that is $SELF now (or to none), for timers
+ * and I/O callbacks. A plain value; nothing to free. */
+typedef struct aemp_psub {
+    aemp_node *node;
+    aemp_port port;
+    aemp_fn fn;
+    void *arg;
+} aemp_psub;
+aemp_psub aemp_psub_of(aemp_node *node, aemp_fn fn, void *arg);
+/* Run a psub in its port's context, as aemp_peval(); AEMP_ENOENT (fn not
+ * run) if that port is gone. A psub bound to no port just runs fn. */
+int aemp_psub_call(const aemp_psub *s);
+
+/*
+ * kil: end a port, local or remote, with reason (NULL or `normal`: a normal
+ * kill). A local port is killed on the next turn of the loop, never inside
+ * this call; no callback of it runs after kil. Its monitors and links fire
+ * with reason; an abnormal death that nobody monitors is logged (warn).
+ * A remote process gets an exit signal from $SELF, ordered with the
+ * messages sent to it, as erlang:exit/2 (so `normal` does not end an Erlang
+ * process that does not trap exits, and `kill` is untrappable). Killing a
+ * port that is gone is not an error; the node's service ports cannot be
+ * killed (AEMP_EINVAL).
+ */
+int aemp_kil(aemp_node *node, const aemp_addr *port, const aemp_term *reason);
+
+/*
+ * mon: watch a port (a pid or registered name, local or remote) and act
+ * once when it dies, with its exit reason: `normal`, the reason it was
+ * killed with, `noproc` if it was not there (fired on the next turn of
+ * the loop), `noconnection` if its node's connection was lost or could not
+ * be made. *ref (may be NULL) identifies the monitor: aemp_demonitor(ref)
+ * cancels it (nothing fires after). AEMP_EINVAL for a target that is not a
+ * pid or name.
+ */
+typedef void (*aemp_mon_cb)(aemp_node *node, const aemp_addr *target, const aemp_term *reason,
+                            void *arg);
+/* Call cb(target, reason, arg), in the context of no port. */
+int aemp_mon(aemp_node *node, const aemp_addr *target, aemp_mon_cb cb, void *arg, aemp_addr *ref);
+/* Kill local port `local` (id 0: $SELF) with the same reason if the death
+ * is abnormal (not `normal`): a one-way link. The monitor goes when local
+ * dies. AEMP_ENOENT if local is not a live local port. */
+int aemp_mon_kill(aemp_node *node, const aemp_addr *target, aemp_port local, aemp_addr *ref);
+/* Send msg with the reason added to `to` on any death: a tuple msg gets the
+ * reason as a new last element, any other msg is sent as {Msg, Reason}. */
+int aemp_mon_send(aemp_node *node, const aemp_addr *target, const aemp_addr *to,
+                  const aemp_term *msg, aemp_addr *ref);
+/* mon_guard: cancel the monitors refs[0..n) when local port `port` dies. */
+int aemp_mon_guard(aemp_node *node, aemp_port port, const aemp_addr *refs, size_t n);
+
+/*
+ * after: a one-shot timer. aemp_after_send() sends msg to `to` (from $SELF
+ * as it was at the call) after ms milliseconds; aemp_after_call() runs fn
+ * then as aemp_psub_call() would (bound to $SELF as it is now: not run if
+ * that port died). *timer (may be NULL) identifies it for
+ * aemp_timer_cancel(); AEMP_ENOENT from that if it ran or was cancelled.
+ */
+int aemp_after_send(aemp_node *node, uint64_t ms, const aemp_addr *to, const aemp_term *msg,
+                    uint64_t *timer);
+int aemp_after_call(aemp_node *node, uint64_t ms, aemp_fn fn, void *arg, uint64_t *timer);
+int aemp_timer_cancel(aemp_node *node, uint64_t timer);
+
+/*
+ * mon_nodes: cb(peer, up, reason) for every node coming up (up 1) or going
+ * down (up 0, reason a short text); per node the calls strictly alternate,
+ * starting with an up. Any number of watchers; *handle (may be NULL) for
+ * aemp_mon_nodes_cancel().
+ */
+int aemp_mon_nodes(aemp_node *node, aemp_nodes_cb cb, void *arg, uint64_t *handle);
+int aemp_mon_nodes_cancel(aemp_node *node, uint64_t handle);
+/* up_nodes: the names of the nodes connected now, up to max of them into
+ * names (valid for the life of the process); returns how many are up. */
+size_t aemp_up_nodes(aemp_node *node, const char **names, size_t max);
+/* node_is_up in AEMP's three states: 1 up, 0 known (it was up, or a
+ * connection was tried) but down now, AEMP_ENOENT never heard of. */
+int aemp_node_state(aemp_node *node, const char *peer);
 
 /* ------------------------------------------------------------------ */
 /* Functions callable from Erlang (rpc:call, erpc:call, rpc:cast)      */

@@ -132,6 +132,7 @@ enum aemp__ext {
     AEMP__EXT_NIL = 106,               /* [] */
     AEMP__EXT_STRING = 107,            /* u16 length, bytes: a list of small integers */
     AEMP__EXT_LIST = 108,              /* u32 length, elements, tail */
+    AEMP__EXT_BINARY = 109,            /* u32 length, bytes */
     AEMP__EXT_SMALL_BIG = 110,         /* u8 digits, sign, little-endian digits */
     AEMP__EXT_NEW_REFERENCE = 114,     /* u16 words, node, u8 creation, words */
     AEMP__EXT_SMALL_ATOM_LATIN1 = 115, /* u8 length, latin-1 */

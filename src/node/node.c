@@ -181,8 +181,16 @@ static void table_del(aemp_node *n, aemp__conn *c)
     if (n->last_conn == c) n->last_conn = NULL;
 }
 
+/* A node heard of: it was up, or a connection to it was tried. */
+static void know(aemp_node *n, uint32_t peer_h)
+{
+    if (peer_h && !aemp__map_get(&n->known, &peer_h, sizeof peer_h))
+        aemp__map_put(&n->known, &peer_h, sizeof peer_h, n);
+}
+
 static int table_put(aemp_node *n, aemp__conn *c)
 {
+    know(n, c->peer_h);
     if (aemp__map_put(&n->conns, &c->peer_h, sizeof c->peer_h, c)) return AEMP_ENOMEM;
     c->in_table = true;
     n->last_conn = NULL;
@@ -225,6 +233,7 @@ static int op_up(void *arg, aemp__conn *c, const char **why)
 static void op_established(void *arg, aemp__conn *c)
 {
     aemp_node *n = arg;
+    know(n, c->peer_h);
     aemp__event_info ev = {.kind = AEMP__EV_NODE_UP, .peer_h = c->peer_h, .peer = c->peer};
     aemp__node_publish(n, &ev);
 }
@@ -245,6 +254,7 @@ static void op_fail(void *arg, aemp__conn *c, int err, const char *reason, size_
     if (!c->initiator || c->silent) return;
     if (n->fail_cb) n->fail_cb(n, c->peer, err, reason, dropped, n->fail_arg);
     uint32_t h = c->peer_h ? c->peer_h : aemp__intern_find(c->peer, strlen(c->peer));
+    know(n, h);
     aemp__event_info ev = {
         .kind = AEMP__EV_NODE_UNREACHABLE, .peer_h = h, .peer = c->peer, .reason = reason};
     if (h) aemp__node_publish(n, &ev);
@@ -337,6 +347,8 @@ int aemp__node_init(aemp_node *n, uv_loop_t *loop, const aemp_node_config *cfg)
     }
     n->loop = loop;
     aemp__map_init(&n->conns);
+    aemp__map_init(&n->known);
+    aemp__map_init(&n->node_mons);
     int rc = set_name(n, cfg->name);
     if (rc) {
         AEMP_LOGE("invalid node name '%s'", cfg->name);
@@ -437,6 +449,94 @@ int aemp__node_start(aemp_node *n, uint16_t listen_port)
     return 0;
 }
 
+/* ------------------------------------------------------------------ */
+/* node monitoring (AEMP mon_nodes, up_nodes, node_is_up)             */
+/* ------------------------------------------------------------------ */
+
+struct node_mon {
+    aemp_nodes_cb cb;
+    void *arg;
+    aemp__sub *sub;
+};
+
+static void free_node_mon(const char *key, void *val, void *arg)
+{
+    free(val);
+}
+
+static void node_mon_event(aemp_node *n, const aemp__event_info *ev, void *arg)
+{
+    struct node_mon *m = arg;
+    if (n->closing) return;
+    /* up and down alternate: the node layer publishes one down per up */
+    if (ev->kind == AEMP__EV_NODE_UP) m->cb(n, ev->peer, 1, NULL, m->arg);
+    if (ev->kind == AEMP__EV_NODE_DOWN) m->cb(n, ev->peer, 0, ev->reason, m->arg);
+}
+
+int aemp_mon_nodes(aemp_node *n, aemp_nodes_cb cb, void *arg, uint64_t *handle)
+{
+    if (!n || !cb) return AEMP_EINVAL;
+    if (n->closing) return AEMP_ECLOSED;
+    struct node_mon *m = calloc(1, sizeof *m);
+    if (!m) return AEMP_ENOMEM;
+    m->cb = cb;
+    m->arg = arg;
+    uint64_t id = ++n->next_node_mon;
+    if (aemp__map_put(&n->node_mons, &id, sizeof id, m)) {
+        free(m);
+        return AEMP_ENOMEM;
+    }
+    int rc = aemp__node_subscribe(n, node_mon_event, m, &m->sub);
+    if (rc) {
+        aemp__map_del(&n->node_mons, &id, sizeof id);
+        free(m);
+        return rc;
+    }
+    if (handle) *handle = id;
+    return 0;
+}
+
+int aemp_mon_nodes_cancel(aemp_node *n, uint64_t handle)
+{
+    if (!n) return AEMP_EINVAL;
+    struct node_mon *m = aemp__map_del(&n->node_mons, &handle, sizeof handle);
+    if (!m) return AEMP_ENOENT;
+    aemp__node_unsubscribe(n, m->sub);
+    free(m);
+    return 0;
+}
+
+struct up_list {
+    const char **names;
+    size_t max, count;
+};
+
+static void add_up(const char *key, void *val, void *arg)
+{
+    aemp__conn *c = val;
+    struct up_list *l = arg;
+    if (c->state != AEMP__C_UP) return;
+    if (l->count < l->max) l->names[l->count] = aemp__intern_text(c->peer_h, NULL);
+    l->count++;
+}
+
+size_t aemp_up_nodes(aemp_node *n, const char **names, size_t max)
+{
+    if (!n) return 0;
+    struct up_list l = {names, names ? max : 0, 0};
+    aemp__map_each(&n->conns, add_up, &l);
+    return l.count;
+}
+
+int aemp_node_state(aemp_node *n, const char *peer)
+{
+    if (!n || !peer) return AEMP_EINVAL;
+    uint32_t h = aemp__intern_find(peer, strlen(peer));
+    aemp__conn *c = h ? table_get(n, h) : NULL;
+    if (c && c->state == AEMP__C_UP) return 1;
+    return c || (h && aemp__map_get(&n->known, &h, sizeof h)) ? 0 : AEMP_ENOENT;
+}
+
 static void maybe_finish(aemp_node *n)
 {
     if (n->pending_closes > 0) return;
@@ -449,6 +549,9 @@ static void maybe_finish(aemp_node *n)
         free(s);
     }
     aemp__map_free(&n->conns);
+    aemp__map_free(&n->known);
+    aemp__map_each(&n->node_mons, free_node_mon, NULL);
+    aemp__map_free(&n->node_mons);
     aemp__tls_ctx_free(n->tls_ctx);
     free(n);
     if (cb) cb(arg);

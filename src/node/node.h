@@ -60,7 +60,10 @@ struct aemp_node {
     uv_timer_t ready_timer; /* reports readiness of client-only nodes */
     aemp__epmd_reg *epmd;
 
-    aemp__map conns;       /* peer name handle (4 bytes) -> aemp__conn */
+    aemp__map conns;     /* peer name handle (4 bytes) -> aemp__conn */
+    aemp__map known;     /* peer name handles ever up or tried (value unused) */
+    aemp__map node_mons; /* aemp_mon_nodes: id (8 bytes) -> struct */
+    uint64_t next_node_mon;
     uint32_t last_peer;    /* the last remote destination's node, */
     aemp__conn *last_conn; /* and its connection (NULL: look it up) */
     aemp__sub *subs;       /* event subscribers, in subscription order */

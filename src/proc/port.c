@@ -59,6 +59,7 @@ int aemp__proc_open(aemp_node *n, aemp_recv_cb cb, void *arg, aemp_port *out)
     port->id = ++p->next_id;
     port->cb = cb;
     port->arg = arg;
+    port->silent = cb == NULL;
     port->watches.next = port->watches.prev = &port->watches;
     if (aemp__map_put(&p->ports, &port->id, sizeof port->id, port)) {
         free(port);
@@ -77,6 +78,7 @@ int aemp_port_open(aemp_node *n, aemp_recv_cb cb, void *arg, aemp_port *out)
 
 void aemp__port_free(aemp_node *n, aemp__port *port)
 {
+    if (port->ext) aemp__rcv_free(n, port);
     free(port);
 }
 
@@ -143,14 +145,19 @@ int aemp_unregister(aemp_node *n, const char *name)
 static void call_port(aemp_node *n, aemp__port *port, const aemp_term *msg, const aemp_addr *from)
 {
     struct aemp__proc *p = P(n);
-    /* a closing node runs no callback (aemp_node_close) */
-    if (!port->cb || n->closing) return;
+    /* a closing node runs no callback (aemp_node_close), a kil'd port
+     * none either */
+    if (n->closing || port->dying) return;
+    if (!port->cb && port->silent) return;
     aemp_port self = {port->id};
     uint64_t outer = p->self;
     port->in_cb++;
     p->depth++;
     p->self = port->id;
-    port->cb(n, self, msg, from, port->arg);
+    if (port->cb && !port->ext)
+        port->cb(n, self, msg, from, port->arg);
+    else
+        aemp__rcv_dispatch(n, port, msg, from);
     p->self = outer;
     p->depth--;
     port->in_cb--;
@@ -159,8 +166,6 @@ static void call_port(aemp_node *n, aemp__port *port, const aemp_term *msg, cons
 
 /* Deferred record: u32 length, u64 to, u8 has_from, from, message. */
 #define DEFER_HEAD (4 + 8 + 1 + sizeof(aemp_addr))
-
-static void deliver_deferred(uv_idle_t *h);
 
 static int defer(aemp_node *n, uint64_t id, const aemp_term *msg, const aemp_addr *from)
 {
@@ -178,11 +183,12 @@ static int defer(aemp_node *n, uint64_t id, const aemp_term *msg, const aemp_add
     memcpy(d + 13, from ? from : &none, sizeof none);
     memcpy(d + DEFER_HEAD, msg->data, msg->len);
     p->deferred.len += total;
-    uv_idle_start(&p->deferred_idle, deliver_deferred);
+    uv_idle_start(&p->deferred_idle, aemp__proc_idle);
     return 0;
 }
 
-static void deliver_deferred(uv_idle_t *h)
+/* From the loop: deferred deliveries, then deferred kills. */
+void aemp__proc_idle(uv_idle_t *h)
 {
     aemp_node *n = h->data;
     struct aemp__proc *p = P(n);
@@ -210,8 +216,10 @@ static void deliver_deferred(uv_idle_t *h)
     if (p->deferred_pos >= p->deferred.len) {
         p->deferred.len = 0;
         p->deferred_pos = 0;
-        uv_idle_stop(&p->deferred_idle);
     }
+    aemp__mon_run_pending(n);
+    aemp__proc_run_kills(n);
+    if (!p->deferred.len && !p->kills.len && !p->pending) uv_idle_stop(&p->deferred_idle);
 }
 
 int aemp__proc_deliver_later(aemp_node *n, aemp__port *port, const aemp_term *msg,

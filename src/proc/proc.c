@@ -63,6 +63,8 @@ int aemp__proc_init(aemp_node *n)
     aemp__map_init(&p->watches);
     aemp__map_init(&p->peers);
     aemp__map_init(&p->spawns);
+    aemp__map_init(&p->acts);
+    aemp__map_init(&p->timers);
     uv_idle_init(n->loop, &p->deferred_idle);
     p->deferred_idle.data = n;
     n->proc = p;
@@ -95,6 +97,7 @@ void aemp__proc_close(aemp_node *n)
         aemp__proc_kill_atom(n, id, "shutdown");
     }
     aemp_buf_free(&ids);
+    aemp__mon_close(n);
     aemp__node_hold(n);
     uv_close((uv_handle_t *)&p->deferred_idle, on_idle_closed);
 }
@@ -104,6 +107,9 @@ void aemp__proc_free(aemp_node *n)
     struct aemp__proc *p = P(n);
     if (!p) return;
     aemp__watch_free(n);
+    aemp__mon_free(n);
+    aemp_buf_free(&p->kills);
+    aemp_buf_free(&p->die_text);
     aemp__map_free(&p->ports);
     aemp__map_free(&p->names);
     aemp__map_each(&p->spawns, free_spawn, NULL);

@@ -37,15 +37,21 @@ struct aemp__watch {
     aemp__wend node[2]; /* node[i]: in the list of end i */
 };
 
+/* What few ports have: AEMP callbacks (rcv), a gone callback. */
+typedef struct aemp__pext aemp__pext;
+
 typedef struct aemp__port {
     uint64_t id;
-    aemp_recv_cb cb; /* NULL: messages are dropped (spawned service ports) */
+    aemp_recv_cb cb; /* a raw callback (aemp_port_open), or NULL */
     void *arg;
-    uint32_t regname;   /* interned, 0: none */
+    aemp__pext *ext;    /* rcv table and gone callback, or NULL */
     aemp__wend watches; /* sentinel of the records this port is an end of */
-    int in_cb;
-    bool dead;
-    bool system; /* a service's: not closed, killed or unregistered by the API */
+    uint32_t regname;   /* interned, 0: none */
+    uint16_t in_cb;
+    uint8_t dead : 1;
+    uint8_t dying : 1;  /* kil'd: dies on the next turn, runs no callback */
+    uint8_t system : 1; /* a service's: not closed, killed or unregistered by the API */
+    uint8_t silent : 1; /* messages are dropped (internal ports) */
 } aemp__port;
 
 /* An init function for spawn requests of Module:Function from Erlang: runs
@@ -75,7 +81,16 @@ struct aemp__proc {
     /* exits waiting to be carried out (link chains, without recursion) */
     aemp_buf exits;
     bool exiting;
+    /* kills deferred to the loop (kil, a callback's error) */
+    aemp_buf kills;
     aemp__sub *sub;
+    /* the actions of monitors made with aemp_mon*: ref key -> struct */
+    aemp__map acts;
+    uint64_t mon_port;             /* the watcher of aemp_mon's monitors, 0 until made */
+    struct aemp__pending *pending; /* mons of absent ports, to fire */
+    aemp__map timers;              /* id -> struct */
+    uint64_t next_timer;
+    aemp_buf die_text; /* aemp_die()'s text for the running callback */
 };
 
 /* Set up the process layer on n (installs its control-message handlers and
@@ -90,6 +105,10 @@ void aemp__proc_free(aemp_node *n);
 aemp__port *aemp__proc_port(aemp_node *n, uint64_t id);
 /* Open a port with an internal callback (NULL: messages are dropped). */
 int aemp__proc_open(aemp_node *n, aemp_recv_cb cb, void *arg, aemp_port *out);
+/* Open a port as aemp_port_new(): AEMP dispatch, no callback yet. */
+int aemp__proc_new(aemp_node *n, aemp_port *out);
+/* Kill local port id with reason on the next turn of the loop (kil). */
+void aemp__proc_kill_later(aemp_node *n, uint64_t id, const aemp_term *reason);
 /* Make a port a service of the node: the API cannot close, kill or
  * unregister it, and exit signals do not kill it. */
 void aemp__proc_protect(aemp_node *n, aemp_port port);

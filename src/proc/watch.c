@@ -16,6 +16,8 @@
 
 #include <stdlib.h>
 
+static void run_exits(aemp_node *n);
+
 static struct aemp__proc *P(aemp_node *n)
 {
     return n->proc;
@@ -249,7 +251,7 @@ static void send_monitor_exit(aemp_node *n, const aemp__watch *w, const aemp_ter
 /* exits                                                              */
 /* ------------------------------------------------------------------ */
 
-static bool is_atom(const aemp_term *t, const char *atom)
+bool aemp__is_atom(const aemp_term *t, const char *atom)
 {
     size_t n = strlen(atom);
     const uint8_t *p = (const uint8_t *)t->data;
@@ -273,6 +275,45 @@ static void queue_exit(aemp_node *n, uint64_t id, const aemp_term *reason)
     p->exits.len += total;
 }
 
+void aemp__proc_kill_later(aemp_node *n, uint64_t id, const aemp_term *reason)
+{
+    struct aemp__proc *p = P(n);
+    aemp__port *port = aemp__proc_port(n, id);
+    if (!port || port->dying) return;
+    size_t total = 12 + reason->len;
+    if (total > UINT32_MAX || aemp__buf_reserve(&p->kills, total)) {
+        AEMP_LOGE("out of memory: port %llu is not killed", (unsigned long long)id);
+        return;
+    }
+    port->dying = 1;
+    char *d = p->kills.data + p->kills.len;
+    aemp__put_u32(d, (uint32_t)total);
+    memcpy(d + 4, &id, 8);
+    memcpy(d + 12, reason->data, reason->len);
+    p->kills.len += total;
+    uv_idle_start(&p->deferred_idle, aemp__proc_idle);
+}
+
+void aemp__proc_run_kills(aemp_node *n)
+{
+    struct aemp__proc *p = P(n);
+    if (!p->kills.len) return;
+    /* kills queued while these run wait for the next turn */
+    aemp_buf batch = p->kills;
+    p->kills = (aemp_buf)AEMP_BUF_INIT;
+    for (size_t pos = 0; pos < batch.len;) {
+        const char *e = batch.data + pos;
+        uint32_t total = aemp__get_u32(e);
+        uint64_t id;
+        memcpy(&id, e + 4, 8);
+        aemp_term t = {e + 12, total - 12};
+        queue_exit(n, id, &t);
+        pos += total;
+    }
+    aemp_buf_free(&batch);
+    run_exits(n);
+}
+
 static void term_of_atom(aemp_buf *b, const char *atom)
 {
     b->len = 0;
@@ -286,10 +327,10 @@ static void term_of_atom(aemp_buf *b, const char *atom)
  */
 static void signal_exit(aemp_node *n, uint64_t to, bool link, const aemp_term *reason)
 {
-    if (is_atom(reason, "normal")) return;
+    if (aemp__is_atom(reason, "normal")) return;
     aemp__port *p = aemp__proc_port(n, to);
     if (p && p->system) return; /* a service traps exits */
-    if (!link && is_atom(reason, "kill")) {
+    if (!link && aemp__is_atom(reason, "kill")) {
         aemp_buf k = AEMP_BUF_INIT;
         term_of_atom(&k, "killed");
         aemp_term t = aemp_buf_term(&k);
@@ -304,6 +345,8 @@ static void signal_exit(aemp_node *n, uint64_t to, bool link, const aemp_term *r
  * pid, or {Name, Node} for a monitor of a name. */
 static void deliver_down_as(aemp_node *n, const aemp__watch *w, const aemp_term *reason, bool later)
 {
+    /* a monitor of aemp_mon*: its action instead of a message */
+    if (P(n)->acts.count && aemp__mon_fire(n, &w->ref, &w->end[1], reason, later)) return;
     aemp__port *port = aemp__proc_port(n, w->port[0]);
     if (!port) return;
     aemp_buf b = AEMP_BUF_INIT;
@@ -339,7 +382,9 @@ static void fire(aemp_node *n, aemp__watch *w, int i, const aemp_addr *self,
                 deliver_down(n, w, reason);
             else
                 send_monitor_exit(n, w, reason);
-        } else if (!w->port[1]) {
+        } else {
+            if (P(n)->acts.count) aemp__mon_drop(n, &w->ref);
+            if (w->port[1]) return;
             /* the watcher is gone: the remote target forgets the monitor */
             aemp__conn *c = conn_of(n, &w->end[1]);
             aemp_buf ctl = AEMP_BUF_INIT;
@@ -356,11 +401,28 @@ static void fire(aemp_node *n, aemp__watch *w, int i, const aemp_addr *self,
         send_exit(n, true, self, &w->end[o], reason);
 }
 
+/* Does anything watch port: a link, or a monitor of it? */
+static bool watched(aemp__port *port)
+{
+    for (aemp__wend *e = port->watches.next; e != &port->watches; e = e->next)
+        if (e->w->kind == AEMP__W_LINK || e == &e->w->node[1]) return true;
+    return false;
+}
+
 static void kill_now(aemp_node *n, uint64_t id, const aemp_term *reason)
 {
     aemp__port *port = aemp__proc_port(n, id);
     if (!port) return;
     aemp__port_unlist(n, port);
+    aemp__rcv_exit(port, reason);
+    bool quiet = aemp__is_atom(reason, "normal") || aemp__is_atom(reason, "shutdown");
+    if (!quiet && !port->system && !watched(port)) {
+        /* an abnormal death nobody hears of: say so */
+        char why[200];
+        aemp_term_print(reason, why, sizeof why);
+        AEMP_LOGW("port %llu died with no monitor: %s", (unsigned long long)id, why);
+        quiet = true;
+    }
     aemp_addr self;
     aemp__addr_pid(&self, n->name_h, n->creation, id);
     while (port->watches.next != &port->watches) {
@@ -372,7 +434,6 @@ static void kill_now(aemp_node *n, uint64_t id, const aemp_term *reason)
         watch_del(n, w);
         fire(n, &copy, i, &self, reason);
     }
-    bool quiet = is_atom(reason, "normal") || is_atom(reason, "shutdown");
     if (!quiet && aemp_log_get_level() >= AEMP_LOG_INFO) {
         char why[200];
         aemp_term_print(reason, why, sizeof why);
@@ -506,7 +567,8 @@ int aemp_demonitor(aemp_node *n, const aemp_addr *ref)
 {
     if (!n || !ref || ref->kind != AEMP_ADDR_REF) return AEMP_EINVAL;
     aemp__watch *w = find_monitor(n, ref);
-    if (!w || !w->port[0]) return AEMP_ENOENT;
+    if (!w || !w->port[0]) return aemp__mon_cancel_pending(n, ref);
+    if (P(n)->acts.count) aemp__mon_drop(n, ref);
     if (!w->port[1]) {
         aemp__conn *c = conn_of(n, &w->end[1]);
         aemp_buf ctl = AEMP_BUF_INIT;
@@ -583,7 +645,7 @@ int aemp_exit(aemp_node *n, aemp_port from, const aemp_addr *to, const aemp_term
         aemp__port *p = aemp__proc_resolve(n, to);
         if (!p) return 0;
         /* a port's exit/2 to itself with normal kills it, as in OTP */
-        if (from.id == p->id && is_atom(reason, "normal"))
+        if (from.id == p->id && aemp__is_atom(reason, "normal"))
             queue_exit(n, p->id, reason);
         else
             signal_exit(n, p->id, false, reason);

@@ -1,0 +1,308 @@
+/*
+ * rcv.c - the AEMP side of a port: callbacks per tag and a default one,
+ * dispatch of a message to them, $SELF, peval and psub, a callback's error
+ * ending its port with {die, Text}, and the port's gone callback.
+ */
+#include "watch.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Longest tag in bytes (an atom's 255 characters, as rcv matches atoms). */
+#define TAG_MAX 255
+
+struct tag {
+    char *text;
+    uint32_t len;
+    aemp_rcv_cb cb;
+    void *arg;
+};
+
+struct aemp__pext {
+    struct tag *tags; /* searched in order: ports have a few tags */
+    uint32_t ntags, cap;
+    aemp_rcv_cb dflt;
+    void *dflt_arg;
+    aemp_gone_cb gone;
+    void *gone_arg;
+    aemp_buf reason; /* the exit reason, kept for gone */
+};
+
+static struct aemp__proc *P(aemp_node *n)
+{
+    return n->proc;
+}
+
+static aemp__pext *ext_of(aemp__port *port)
+{
+    if (!port->ext) port->ext = calloc(1, sizeof *port->ext);
+    return port->ext;
+}
+
+int aemp__proc_new(aemp_node *n, aemp_port *out)
+{
+    int rc = aemp__proc_open(n, NULL, NULL, out);
+    if (!rc) aemp__proc_port(n, out->id)->silent = 0;
+    return rc;
+}
+
+int aemp_port_new(aemp_node *n, aemp_port *out)
+{
+    if (!n || !out) return AEMP_EINVAL;
+    return aemp__proc_new(n, out);
+}
+
+int aemp_rcv(aemp_node *n, aemp_port port, const char *tag, aemp_rcv_cb cb, void *arg)
+{
+    if (!n) return AEMP_EINVAL;
+    size_t len = tag ? strlen(tag) : 0;
+    if (len > TAG_MAX) return AEMP_EINVAL;
+    aemp__port *p = aemp__proc_port(n, port.id);
+    if (!p || p->dying) return AEMP_ENOENT;
+    if (p->system) return AEMP_EINVAL;
+    aemp__pext *e = ext_of(p);
+    if (!e) return AEMP_ENOMEM;
+    if (!tag) {
+        e->dflt = cb;
+        e->dflt_arg = arg;
+        p->cb = NULL; /* a raw callback is replaced too */
+        p->silent = 0;
+        return 0;
+    }
+    for (uint32_t i = 0; i < e->ntags; i++) {
+        struct tag *t = &e->tags[i];
+        if (t->len != len || memcmp(t->text, tag, len) != 0) continue;
+        if (cb) {
+            t->cb = cb;
+            t->arg = arg;
+        } else {
+            free(t->text);
+            e->tags[i] = e->tags[--e->ntags];
+        }
+        return 0;
+    }
+    if (!cb) return 0;
+    if (e->ntags == e->cap) {
+        uint32_t cap = e->cap ? 2 * e->cap : 4;
+        struct tag *t = realloc(e->tags, cap * sizeof *t);
+        if (!t) return AEMP_ENOMEM;
+        e->tags = t;
+        e->cap = cap;
+    }
+    char *text = malloc(len + 1);
+    if (!text) return AEMP_ENOMEM;
+    memcpy(text, tag, len + 1);
+    e->tags[e->ntags++] = (struct tag){text, (uint32_t)len, cb, arg};
+    p->silent = 0;
+    return 0;
+}
+
+aemp_port aemp_self(aemp_node *n)
+{
+    aemp_port self = {n && n->proc ? P(n)->self : 0};
+    return self;
+}
+
+int aemp_die(aemp_node *n, const char *fmt, ...)
+{
+    if (!n || !fmt) return AEMP_EDIE;
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    if (len < 0) len = 0;
+    if ((size_t)len >= sizeof text) len = sizeof text - 1;
+    aemp_buf *b = &P(n)->die_text;
+    aemp__buf_reset(b);
+    aemp__buf_append(b, text, (size_t)len);
+    aemp__buf_append(b, "", 1);
+    return AEMP_EDIE;
+}
+
+/* A callback of port failed with rc: it dies with {die, Text}. */
+static void died(aemp_node *n, aemp__port *port, int rc)
+{
+    aemp_buf *t = &P(n)->die_text;
+    const char *text = t->len ? t->data : aemp_strerror(rc);
+    aemp_buf reason = AEMP_BUF_INIT;
+    if (aemp_term_format(&reason, "{die, ~s}", text) == 0) {
+        aemp_term r = aemp_buf_term(&reason);
+        aemp__proc_kill_later(n, port->id, &r);
+    }
+    aemp_buf_free(&reason);
+    aemp__buf_reset(t);
+}
+
+/* Run fn as port (the caller keeps the port alive across the call). */
+static int run_as(aemp_node *n, aemp__port *port, aemp_fn fn, void *arg)
+{
+    struct aemp__proc *p = P(n);
+    uint64_t outer = p->self;
+    port->in_cb++;
+    p->self = port->id;
+    aemp__buf_reset(&p->die_text);
+    int rc = fn(n, (aemp_port){port->id}, arg);
+    if (rc && !port->dead) died(n, port, rc);
+    p->self = outer;
+    port->in_cb--;
+    if (port->dead && port->in_cb == 0) aemp__port_free(n, port);
+    return 0;
+}
+
+int aemp_peval(aemp_node *n, aemp_port port, aemp_fn fn, void *arg)
+{
+    if (!n || !fn) return AEMP_EINVAL;
+    aemp__port *p = aemp__proc_port(n, port.id);
+    if (!p || p->dying) return AEMP_ENOENT;
+    return run_as(n, p, fn, arg);
+}
+
+aemp_psub aemp_psub_of(aemp_node *n, aemp_fn fn, void *arg)
+{
+    aemp_psub s = {n, aemp_self(n), fn, arg};
+    return s;
+}
+
+int aemp_psub_call(const aemp_psub *s)
+{
+    if (!s || !s->node || !s->fn) return AEMP_EINVAL;
+    if (!s->port.id) {
+        struct aemp__proc *p = P(s->node);
+        uint64_t outer = p->self;
+        p->self = 0;
+        s->fn(s->node, s->port, s->arg);
+        p->self = outer;
+        return 0;
+    }
+    return aemp_peval(s->node, s->port, s->fn, s->arg);
+}
+
+/* The name at c (an atom or a binary): its bytes, advancing c. */
+static bool read_tag(aemp_cursor *c, const char **text, size_t *len)
+{
+    const uint8_t *d = (const uint8_t *)c->data + c->pos;
+    size_t left = c->len - c->pos, head, n;
+    if (left < 2) return false;
+    switch (d[0]) {
+    case AEMP__EXT_SMALL_ATOM_UTF8:
+    case AEMP__EXT_SMALL_ATOM_LATIN1:
+        head = 2;
+        n = d[1];
+        break;
+    case AEMP__EXT_ATOM_UTF8:
+    case AEMP__EXT_ATOM_LATIN1:
+        if (left < 3) return false;
+        head = 3;
+        n = aemp__get_u16((const char *)d + 1);
+        break;
+    case AEMP__EXT_BINARY:
+        if (left < 5) return false;
+        head = 5;
+        n = aemp__get_u32((const char *)d + 1);
+        break;
+    default:
+        return false;
+    }
+    if (n > left - head) return false;
+    *text = (const char *)d + head;
+    *len = n;
+    c->pos += head + n;
+    return true;
+}
+
+static void unhandled(aemp_node *n, aemp__port *port, const aemp_term *msg)
+{
+    /* {unhandled_message, Tag}: the tuple's first element, else the message */
+    aemp_cursor c = aemp_cursor_of(msg);
+    uint32_t arity;
+    aemp_term tag = *msg;
+    if (aemp_get_tuple(&c, &arity) == 0 && arity > 0) aemp_get_term(&c, &tag);
+    aemp_buf reason = AEMP_BUF_INIT;
+    if (aemp_term_format(&reason, "{unhandled_message, ~t}", &tag) == 0) {
+        aemp_term r = aemp_buf_term(&reason);
+        aemp__proc_kill_later(n, port->id, &r);
+    }
+    aemp_buf_free(&reason);
+}
+
+/*
+ * Dispatch msg to the AEMP callbacks of port (a port without a raw
+ * callback, or with tags): the callback of its tag, else the default one,
+ * else the raw one, else the port dies with {unhandled_message, Tag}.
+ */
+void aemp__rcv_dispatch(aemp_node *n, aemp__port *port, const aemp_term *msg,
+                        const aemp_addr *from)
+{
+    aemp__pext *e = port->ext;
+    aemp_msg m = {*msg, from, aemp_cursor_of(msg), 1};
+    aemp_rcv_cb cb = NULL;
+    void *arg = NULL;
+    if (e && e->ntags) {
+        aemp_cursor c = aemp_cursor_of(msg);
+        uint32_t arity;
+        const char *text;
+        size_t len;
+        if (aemp_get_tuple(&c, &arity) == 0 && arity > 0 && read_tag(&c, &text, &len)) {
+            for (uint32_t i = 0; i < e->ntags; i++) {
+                if (e->tags[i].len == len && memcmp(e->tags[i].text, text, len) == 0) {
+                    cb = e->tags[i].cb;
+                    arg = e->tags[i].arg;
+                    m.args = c;
+                    m.nargs = arity - 1;
+                    break;
+                }
+            }
+        }
+    }
+    if (!cb && e && e->dflt) {
+        cb = e->dflt;
+        arg = e->dflt_arg;
+    }
+    if (!cb) {
+        if (port->cb)
+            port->cb(n, (aemp_port){port->id}, msg, from, port->arg);
+        else if (!port->silent)
+            unhandled(n, port, msg);
+        return;
+    }
+    aemp__buf_reset(&P(n)->die_text);
+    int rc = cb(n, (aemp_port){port->id}, &m, arg);
+    if (rc && !port->dead) died(n, port, rc);
+}
+
+int aemp_port_gone(aemp_node *n, aemp_port port, aemp_gone_cb cb, void *arg)
+{
+    if (!n) return AEMP_EINVAL;
+    aemp__port *p = aemp__proc_port(n, port.id);
+    if (!p) return AEMP_ENOENT;
+    if (p->system) return AEMP_EINVAL;
+    aemp__pext *e = ext_of(p);
+    if (!e) return AEMP_ENOMEM;
+    e->gone = cb;
+    e->gone_arg = arg;
+    return 0;
+}
+
+void aemp__rcv_exit(aemp__port *port, const aemp_term *reason)
+{
+    if (port->ext && port->ext->gone)
+        aemp__buf_append(&port->ext->reason, reason->data, reason->len);
+}
+
+void aemp__rcv_free(aemp_node *n, aemp__port *port)
+{
+    aemp__pext *e = port->ext;
+    if (!e) return;
+    port->ext = NULL;
+    if (e->gone) {
+        aemp_term r = aemp_buf_term(&e->reason);
+        if (!r.len) r = (aemp_term){"\x77\x08shutdown", 10};
+        e->gone(n, (aemp_port){port->id}, &r, e->gone_arg);
+    }
+    for (uint32_t i = 0; i < e->ntags; i++) free(e->tags[i].text);
+    free(e->tags);
+    aemp_buf_free(&e->reason);
+    free(e);
+}
