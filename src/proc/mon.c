@@ -231,8 +231,8 @@ int aemp_mon_kill(aemp_node *n, const aemp_addr *target, aemp_port local, aemp_a
     return add(n, target, local, a, ref);
 }
 
-int aemp_mon_send(aemp_node *n, const aemp_addr *target, const aemp_addr *to,
-                  const aemp_term *msg, aemp_addr *ref)
+int aemp_mon_send(aemp_node *n, const aemp_addr *target, const aemp_addr *to, const aemp_term *msg,
+                  aemp_addr *ref)
 {
     size_t used;
     if (!n || !to || !msg || !msg->data || aemp__term_validate(msg->data, msg->len, &used) ||
@@ -266,8 +266,7 @@ int aemp_mon_guard(aemp_node *n, aemp_port port, const aemp_addr *refs, size_t c
     if (rc) return rc;
     struct act *a = act_new(ACT_GUARD);
     if (!a) return AEMP_ENOMEM;
-    if (count > SIZE_MAX / sizeof *refs ||
-        aemp__buf_append(&a->msg, refs, count * sizeof *refs)) {
+    if (count > SIZE_MAX / sizeof *refs || aemp__buf_append(&a->msg, refs, count * sizeof *refs)) {
         act_free(a);
         return AEMP_ENOMEM;
     }

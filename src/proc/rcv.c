@@ -232,8 +232,7 @@ static void unhandled(aemp_node *n, aemp__port *port, const aemp_term *msg)
  * callback, or with tags): the callback of its tag, else the default one,
  * else the raw one, else the port dies with {unhandled_message, Tag}.
  */
-void aemp__rcv_dispatch(aemp_node *n, aemp__port *port, const aemp_term *msg,
-                        const aemp_addr *from)
+void aemp__rcv_dispatch(aemp_node *n, aemp__port *port, const aemp_term *msg, const aemp_addr *from)
 {
     aemp__pext *e = port->ext;
     aemp_msg m = {*msg, from, aemp_cursor_of(msg), 1};
@@ -301,7 +300,8 @@ void aemp__rcv_free(aemp_node *n, aemp__port *port)
         if (!r.len) r = (aemp_term){"\x77\x08shutdown", 10};
         e->gone(n, (aemp_port){port->id}, &r, e->gone_arg);
     }
-    for (uint32_t i = 0; i < e->ntags; i++) free(e->tags[i].text);
+    for (uint32_t i = 0; i < e->ntags; i++)
+        free(e->tags[i].text);
     free(e->tags);
     aemp_buf_free(&e->reason);
     free(e);

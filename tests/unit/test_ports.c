@@ -12,7 +12,7 @@ TestSuite(ports, .init = setup, .fini = teardown, .timeout = 60);
 /* What the callbacks saw. */
 struct seen {
     int calls;
-    char last[256];  /* the message (default) or the arguments (tags) */
+    char last[256]; /* the message (default) or the arguments (tags) */
     uint32_t nargs;
     uint64_t self;   /* aemp_self() inside */
     int rc;          /* what the callback returns */
