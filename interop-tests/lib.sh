@@ -107,7 +107,7 @@ cleanup() {
     if ((status != 0)); then
         log "logs of this test (last 60 lines each):"
         for f in "$WORK"/*; do
-            [[ -s $f ]] || continue
+            [[ -f $f && -s $f ]] || continue
             echo "----- ${f##*/}"
             tail -n 60 "$f"
         done

@@ -277,6 +277,8 @@ test(flood_ok, CNode) ->
     ok;
 %% The process layer against interop-tests/procnode.c: links, monitors,
 %% kills and exit signals in both directions, with OTP's translations.
+test(ports, Arg) -> ports_test(Arg);
+test(ports_after, Arg) -> ports_after_test(Arg);
 test(proc, CNode) ->
     connect(CNode),
     process_flag(trap_exit, true),
@@ -535,3 +537,111 @@ terms() ->
     Mixed = [{self(), [1 bsl 70, 'Ω', <<1:3>>, #{ref => make_ref()}], "str" ++ [1 | 2]}],
     Ints ++ Floats ++ Atoms ++ Binaries ++ Bitstrings ++ Lists ++ Tuples ++ Maps ++ Ids
         ++ Funs ++ Mixed.
+
+%% ------------------------------------------------------------------
+%% AEMP ports (portnode.c): tagged callbacks, {die, Text},
+%% {unhandled_message, Tag}, the three forms of mon on Erlang processes,
+%% kil of an Erlang process, timers, node state.
+%% ------------------------------------------------------------------
+
+%% A request to portnode's ctl port; its result.
+p_call(CNode, Op, Args) ->
+    {ctl, CNode} ! list_to_tuple([Op, self() | Args]),
+    receive
+        {reply, Op, Result} -> Result
+    after ?REPLY_MS -> throw({no_reply, Op, Args})
+    end.
+
+recv_one(What) ->
+    receive
+        M -> M
+    after ?REPLY_MS -> throw({nothing, What})
+    end.
+
+%% A process that waits for go, then exits with Reason.
+doomed(Reason) -> spawn(fun() -> receive go -> exit(Reason) end end).
+
+ports_test({CNode, Other}) ->
+    connect(CNode),
+    %% tags: {add, N} and {get, To}, the tag stripped before the callback
+    P = p_call(CNode, new, []),
+    P ! {add, 5},
+    P ! {add, 7},
+    P ! {get, self()},
+    expect({total, 12}, recv_one(total), tagged_callbacks),
+    %% a callback's error kills its port with {die, Text}
+    M = erlang:monitor(process, P),
+    P ! {add, not_a_number},
+    expect({die, <<"add wants one integer">>}, down_reason(M), die_reason),
+    %% a message no callback takes: {unhandled_message, Tag}
+    P2 = p_call(CNode, new, []),
+    M2 = erlang:monitor(process, P2),
+    P2 ! {bogus, 1},
+    expect({unhandled_message, bogus}, down_reason(M2), unhandled_message),
+    %% mon with a callback, of an Erlang pid: told the reason once
+    E1 = doomed(crashed),
+    ok = p_call(CNode, mon, [E1]),
+    E1 ! go,
+    expect({mon_fired, E1, crashed}, recv_one(mon_fired), mon_callback),
+    %% of a pid that is gone, and of a name not registered: noproc
+    ok = p_call(CNode, mon, [E1]),
+    expect({mon_fired, E1, noproc}, recv_one(mon_noproc), mon_noproc),
+    ok = p_call(CNode, mon, [{nobody_here, node()}]),
+    expect({mon_fired, {nobody_here, node()}, noproc}, recv_one(mon_name), mon_name_noproc),
+    %% mon_kill: an abnormal death kills the C port with the same reason
+    E2 = doomed({shutdown, boom}),
+    L2 = p_call(CNode, mon_kill, [E2]),
+    ML2 = erlang:monitor(process, L2),
+    E2 ! go,
+    expect({shutdown, boom}, down_reason(ML2), mon_kill_abnormal),
+    %% ... and a normal one does not
+    E3 = doomed(normal),
+    L3 = p_call(CNode, mon_kill, [E3]),
+    M3 = erlang:monitor(process, E3),
+    E3 ! go,
+    expect(normal, down_reason(M3), e3_exits),
+    pong = p_call(CNode, ping, []),
+    expect(true, p_call(CNode, alive, [L3]), mon_kill_normal_spares),
+    %% mon_send: {peer_down, Target} + Reason, on any death
+    E4 = doomed(normal),
+    ok = p_call(CNode, mon_send, [E4]),
+    E4 ! go,
+    expect({peer_down, E4, normal}, recv_one(peer_down), mon_send),
+    %% kil of an Erlang process: an exit signal with the reason
+    E5 = spawn(fun() -> receive never -> ok end end),
+    M5 = erlang:monitor(process, E5),
+    ok = p_call(CNode, kil, [E5, {stop, now}]),
+    expect({stop, now}, down_reason(M5), kil_erlang_process),
+    %% one that traps exits is told, and lives
+    Self = self(),
+    E6 = spawn(fun() ->
+                       process_flag(trap_exit, true),
+                       Self ! trapping,
+                       receive {'EXIT', _, R} -> Self ! {trapped, R} end
+               end),
+    trapping = recv_one(trapping),
+    ok = p_call(CNode, kil, [E6, bye]),
+    expect({trapped, bye}, recv_one(trapped), kil_trapped),
+    %% after: a timer's message
+    ok = p_call(CNode, 'after', [30]),
+    expect({tick, 30}, recv_one(tick), after_send),
+    %% node state: this node is up, an unknown one is unknown
+    expect(1, p_call(CNode, state, [node()]), state_up),
+    expect(enoent, p_call(CNode, state, ['never@nowhere']), state_unknown),
+    {Count, true} = p_call(CNode, up, [node()]),
+    true = Count >= 1,
+    %% the C node watches init on the other node (the script kills it)
+    {ctl, CNode} ! {mon_name, init, Other},
+    pong = p_call(CNode, ping, []),
+    ok.
+
+%% After the other node was killed: it is known but down.
+ports_after_test({CNode, Other}) ->
+    connect(CNode),
+    expect(0, p_call(CNode, state, [Other]), state_known_down),
+    {_, false} = p_call(CNode, up, [Other]),
+    P = p_call(CNode, new, []),
+    P ! {add, 1},
+    P ! {get, self()},
+    expect({total, 1}, recv_one(total), counter_again),
+    ok.
