@@ -310,10 +310,10 @@ int main(int argc, char **argv)
         const char *tag;
         aemp_rcv_cb cb;
     } reqs[] = {
-        {"new", req_new},         {"mon", req_mon},     {"mon_name", req_mon_name},
+        {"new", req_new},           {"mon", req_mon},           {"mon_name", req_mon_name},
         {"mon_kill", req_mon_kill}, {"mon_send", req_mon_send}, {"kil", req_kil},
-        {"after", req_after},     {"state", req_state}, {"up", req_up},
-        {"alive", req_alive},     {"ping", req_ping},
+        {"after", req_after},       {"state", req_state},       {"up", req_up},
+        {"alive", req_alive},       {"ping", req_ping},
     };
     if (argc != 3) {
         fprintf(stderr, "usage: portnode NAME COOKIE\n");

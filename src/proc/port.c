@@ -20,7 +20,7 @@ aemp__port *aemp__proc_port(aemp_node *n, uint64_t id)
 {
     struct aemp__proc *p = P(n);
     if (id && p->last_id == id && p->last_epoch == p->epoch) return p->last_port;
-    aemp__port *port = aemp__map_get(&p->ports, &id, sizeof id);
+    aemp__port *port = aemp__idmap_get(&p->ports, id);
     if (port && port->dead) port = NULL;
     p->last_id = id;
     p->last_port = port;
@@ -61,7 +61,7 @@ int aemp__proc_open(aemp_node *n, aemp_recv_cb cb, void *arg, aemp_port *out)
     port->arg = arg;
     port->silent = cb == NULL;
     port->watches.next = port->watches.prev = &port->watches;
-    if (aemp__map_put(&p->ports, &port->id, sizeof port->id, port)) {
+    if (aemp__idmap_put(&p->ports, port->id, port)) {
         free(port);
         return AEMP_ENOMEM;
     }
@@ -88,7 +88,7 @@ void aemp__port_unlist(aemp_node *n, aemp__port *port)
     struct aemp__proc *p = P(n);
     port->dead = true;
     if (port->regname) aemp__map_del(&p->names, &port->regname, sizeof port->regname);
-    aemp__map_del(&p->ports, &port->id, sizeof port->id);
+    aemp__idmap_del(&p->ports, port->id);
     p->epoch++;
 }
 

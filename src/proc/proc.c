@@ -58,7 +58,7 @@ int aemp__proc_init(aemp_node *n)
     struct aemp__proc *p = calloc(1, sizeof *p);
     if (!p) return AEMP_ENOMEM;
     p->node = n;
-    aemp__map_init(&p->ports);
+    aemp__idmap_init(&p->ports);
     aemp__map_init(&p->names);
     aemp__map_init(&p->watches);
     aemp__map_init(&p->peers);
@@ -77,11 +77,9 @@ int aemp__proc_init(aemp_node *n)
     return rc;
 }
 
-static void collect(const char *key, void *val, void *arg)
+static void collect(uint64_t id, void *val, void *arg)
 {
-    aemp_buf *ids = arg;
-    aemp__port *port = val;
-    aemp__buf_append(ids, &port->id, sizeof port->id);
+    aemp__buf_append(arg, &id, sizeof id);
 }
 
 void aemp__proc_close(aemp_node *n)
@@ -90,7 +88,7 @@ void aemp__proc_close(aemp_node *n)
     /* Ports die first, so that their exit signals are queued on the
      * connections, which then flush before they shut down. */
     aemp_buf ids = AEMP_BUF_INIT;
-    aemp__map_each(&p->ports, collect, &ids);
+    aemp__idmap_each(&p->ports, collect, &ids);
     for (size_t i = 0; i + 8 <= ids.len; i += 8) {
         uint64_t id;
         memcpy(&id, ids.data + i, 8);
@@ -110,12 +108,13 @@ void aemp__proc_free(aemp_node *n)
     aemp__mon_free(n);
     aemp_buf_free(&p->kills);
     aemp_buf_free(&p->die_text);
-    aemp__map_free(&p->ports);
+    aemp__idmap_free(&p->ports);
     aemp__map_free(&p->names);
     aemp__map_each(&p->spawns, free_spawn, NULL);
     aemp__map_free(&p->spawns);
     aemp_buf_free(&p->deferred);
     aemp_buf_free(&p->exits);
+    aemp_buf_free(&p->exit_reason);
     free(p);
     n->proc = NULL;
 }

@@ -10,6 +10,7 @@
 #define AEMP_PROC_H
 
 #include "../node/node.h"
+#include "../util/idmap.h"
 
 typedef struct aemp__watch aemp__watch;
 
@@ -60,7 +61,7 @@ typedef void (*aemp__spawn_fn)(aemp_node *n, aemp_port self, const aemp_term *ar
 
 struct aemp__proc {
     aemp_node *node;
-    aemp__map ports;   /* id (8 bytes) -> aemp__port */
+    aemp__idmap ports; /* id -> aemp__port */
     aemp__map names;   /* name handle (4 bytes) -> aemp__port */
     aemp__map watches; /* key -> aemp__watch */
     aemp__map peers;   /* node handle (4 bytes) -> aemp__wend sentinel */
@@ -80,6 +81,7 @@ struct aemp__proc {
     uv_idle_t deferred_idle;
     /* exits waiting to be carried out (link chains, without recursion) */
     aemp_buf exits;
+    aemp_buf exit_reason; /* the reason of the exit being carried out */
     bool exiting;
     /* kills deferred to the loop (kil, a callback's error) */
     aemp_buf kills;

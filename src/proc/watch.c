@@ -450,7 +450,7 @@ static void run_exits(aemp_node *n)
     struct aemp__proc *p = P(n);
     if (p->exiting) return;
     p->exiting = true;
-    aemp_buf r = AEMP_BUF_INIT;
+    aemp_buf *r = &p->exit_reason; /* kept: no allocation per exit */
     size_t pos = 0;
     while (pos < p->exits.len) {
         const char *e = p->exits.data + pos;
@@ -458,15 +458,15 @@ static void run_exits(aemp_node *n)
         uint64_t id;
         memcpy(&id, e + 4, 8);
         /* the queue may move while this exit runs: copy the reason */
-        r.len = 0;
-        if (aemp__buf_append(&r, e + 12, total - 12) == 0) {
-            aemp_term t = aemp_buf_term(&r);
+        r->len = 0;
+        if (aemp__buf_append(r, e + 12, total - 12) == 0) {
+            aemp_term t = aemp_buf_term(r);
             kill_now(n, id, &t);
         }
         pos += total;
     }
     p->exits.len = 0;
-    aemp_buf_free(&r);
+    if (r->cap > 64 * 1024) aemp_buf_free(r);
     p->exiting = false;
 }
 
@@ -478,11 +478,15 @@ void aemp__proc_kill(aemp_node *n, uint64_t id, const aemp_term *reason)
 
 void aemp__proc_kill_atom(aemp_node *n, uint64_t id, const char *atom)
 {
-    aemp_buf b = AEMP_BUF_INIT;
-    term_of_atom(&b, atom);
-    aemp_term t = aemp_buf_term(&b);
+    /* an atom of up to 255 bytes is SMALL_ATOM_UTF8: no allocation */
+    char enc[2 + 255];
+    size_t len = strlen(atom);
+    if (len > 255) return;
+    enc[0] = (char)AEMP__EXT_SMALL_ATOM_UTF8;
+    enc[1] = (char)len;
+    memcpy(enc + 2, atom, len);
+    aemp_term t = {enc, 2 + len};
     aemp__proc_kill(n, id, &t);
-    aemp_buf_free(&b);
 }
 
 /* A node is gone: its links break and its monitors fire with noconnection. */

@@ -1,0 +1,43 @@
+/*
+ * idmap.h - a hash map from 64-bit ids to pointers, for the tables that
+ * grow to millions (ports by id): open addressing with linear probing,
+ * slots of {id, pointer} (a probe reads no entry's memory), at most 3/4
+ * full, deletion by shifting back (no tombstones). Id 0 is never a key.
+ */
+#ifndef AEMP_IDMAP_H
+#define AEMP_IDMAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct aemp__idslot {
+    uint64_t id; /* 0: empty */
+    void *val;
+};
+
+typedef struct aemp__idmap {
+    struct aemp__idslot *slots;
+    size_t mask; /* slots - 1 (a power of two), 0 when there are none */
+    size_t count;
+} aemp__idmap;
+
+void aemp__idmap_init(aemp__idmap *m);
+/* NULL if absent. */
+static inline void *aemp__idmap_get(const aemp__idmap *m, uint64_t id)
+{
+    if (!m->slots) return NULL;
+    for (size_t i = (size_t)(id * 0x9E3779B97F4A7C15ull >> 17) & m->mask;; i = (i + 1) & m->mask) {
+        if (m->slots[i].id == id) return m->slots[i].val;
+        if (!m->slots[i].id) return NULL;
+    }
+}
+/* Insert or replace; AEMP_ENOMEM (nothing changed) or 0. */
+int aemp__idmap_put(aemp__idmap *m, uint64_t id, void *val);
+/* Remove; returns the value or NULL. */
+void *aemp__idmap_del(aemp__idmap *m, uint64_t id);
+/* Visit every entry (fn must not change the map). */
+void aemp__idmap_each(const aemp__idmap *m, void (*fn)(uint64_t id, void *val, void *arg),
+                      void *arg);
+void aemp__idmap_free(aemp__idmap *m);
+
+#endif
