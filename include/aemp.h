@@ -623,6 +623,85 @@ size_t aemp_up_nodes(aemp_node *node, const char **names, size_t max);
 int aemp_node_state(aemp_node *node, const char *peer);
 
 /* ------------------------------------------------------------------ */
+/* Spawning                                                            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * An init function: Erlang's spawn(Node, Module, Function, Args) on this
+ * node (spawn/4, spawn_link/4, spawn_monitor/4, spawn_opt/5,
+ * spawn_request/5; and aemp_spawn() from another C node) makes a new port,
+ * links it to or lets the requester monitor it as asked, answers the
+ * requester with its pid, and then calls init with self (and $SELF) that
+ * port and args the argument list (a proper list, valid during the call).
+ * init installs the port's callbacks (aemp_rcv) and may send, monitor,
+ * link. Return 0, or an error code: the port then dies with reason
+ * {die, Text}, Text a binary naming the error (aemp_strerror).
+ */
+typedef int (*aemp_init_cb)(aemp_node *node, aemp_port self, const aemp_term *args, void *arg);
+
+/*
+ * Make init the function spawns of Module:Function run (any number of
+ * arguments). Re-exporting replaces it. A spawn of anything not exported
+ * gives, as on an Erlang node where the function does not exist, a process
+ * that exits at once with {undef, [{Module, Function, Args, []}]}; bad
+ * spawn options are refused as Erlang refuses them (the caller gets
+ * badarg). arg belongs to the caller: passed to init only, it may be freed
+ * once aemp_unexport_init() has returned (outside init) or the node is
+ * closed. AEMP_EINVAL for a bad name, AEMP_EEXIST for a name the node
+ * serves itself (erpc:execute_call/4, erpc:execute_cast/3).
+ */
+int aemp_export_init(aemp_node *node, const char *module, const char *function, aemp_init_cb init,
+                     void *arg);
+/* Withdraw an init function; AEMP_ENOENT if there was none. */
+int aemp_unexport_init(aemp_node *node, const char *module, const char *function);
+
+/* aemp_spawn() flags. */
+#define AEMP_SPAWN_LINK 1u    /* link `from` and the new process */
+#define AEMP_SPAWN_MONITOR 2u /* `from` monitors the new process */
+
+/*
+ * The outcome of aemp_spawn(): err 0 and pid the new process (valid during
+ * the call), monitor_ref the monitor's reference when AEMP_SPAWN_MONITOR was
+ * asked (else NULL); or err an error and pid NULL: AEMP_EINVAL (the peer
+ * refused the request as badarg or badopt), AEMP_ETOOBIG (system_limit),
+ * AEMP_ENOTSUP (the peer cannot spawn), AEMP_EPROTO (an answer that makes
+ * no sense), AEMP_ENOENT (`from` died before the answer came: a link the
+ * answer made is broken with from's exit reason, a monitor taken back), the
+ * error of the connection to the peer when it could not be made or was
+ * lost before the answer (AEMP_ENONODE, AEMP_ECONNREFUSED, AEMP_EAUTH,
+ * AEMP_ETIMEDOUT, AEMP_EIO, ...), or AEMP_ECLOSED when this node is closed
+ * first.
+ */
+typedef void (*aemp_spawn_cb)(aemp_node *node, int err, const aemp_addr *pid,
+                              const aemp_addr *monitor_ref, void *arg);
+
+/*
+ * Spawn Module:Function(Args...) on node peer (another node: an Erlang node
+ * runs the function in a new process, a C node the init function exported
+ * under that name), as Erlang's spawn_request/5 does. args is the argument
+ * list (a proper list term, copied). flags: AEMP_SPAWN_LINK links local port
+ * `from` and the new process (when either dies abnormally the other dies
+ * with that reason); AEMP_SPAWN_MONITOR makes `from` monitor it: its death
+ * delivers {'DOWN', Ref, process, Pid, Reason} to from, as aemp_monitor()
+ * does, Ref the monitor_ref the callback got. The group leader of an Erlang
+ * process spawned so is a port of this node that answers its io requests
+ * (output is accepted and dropped, input is at end of file).
+ *
+ * Returns at once. On 0, cb (may be NULL) is called exactly once, from the
+ * loop (never inside this call), with the outcome; arg belongs to the
+ * caller and may be freed after that call. When the node is closed first,
+ * cb is called with AEMP_ECLOSED inside aemp_node_close(). On an error
+ * return cb is never called: AEMP_EINVAL (bad argument, peer not
+ * `alive@host` or this node, args not a proper list), AEMP_ENOENT (from is
+ * not a live local port), AEMP_ENOTSUP (the connection to peer is up and
+ * the peer cannot spawn), AEMP_ECLOSED (the node is closing), AEMP_EBUSY
+ * (as aemp_send()), AEMP_ENOMEM.
+ */
+int aemp_spawn(aemp_node *node, aemp_port from, const char *peer, const char *module,
+               const char *function, const aemp_term *args, unsigned flags, aemp_spawn_cb cb,
+               void *arg);
+
+/* ------------------------------------------------------------------ */
 /* Functions callable from Erlang (rpc:call, erpc:call, rpc:cast)      */
 /* ------------------------------------------------------------------ */
 

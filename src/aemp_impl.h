@@ -112,6 +112,15 @@ int aemp__term_validate_depth(const char *buf, size_t len, size_t *used, unsigne
 int aemp__term_validate_refs(const char *buf, size_t len, size_t *used, unsigned nrefs,
                              aemp_buf *refpos, unsigned max_depth);
 
+/* Elements of t if it is a proper list (NIL_EXT, STRING_EXT, or LIST_EXT
+ * ending in []), else -1. */
+int64_t aemp__term_list_len(const aemp_term *t);
+/* Append t to out as a list of its elements: Erlang sends a list of small
+ * integers as a byte string (STRING_EXT), which becomes LIST_EXT of
+ * SMALL_INTEGER_EXT then NIL_EXT; anything else is copied as it is. For
+ * callers promised a proper list. */
+int aemp__term_as_list(const aemp_term *t, aemp_buf *out);
+
 /* ------------------------------------------------------------------ */
 /* term: the external term format tags we read and write ourselves     */
 /* ------------------------------------------------------------------ */

@@ -242,8 +242,11 @@ static void op_down(void *arg, aemp__conn *c, int err, const char *reason)
 {
     aemp_node *n = arg;
     table_del(n, c);
-    aemp__event_info ev = {
-        .kind = AEMP__EV_NODE_DOWN, .peer_h = c->peer_h, .peer = c->peer, .reason = reason};
+    aemp__event_info ev = {.kind = AEMP__EV_NODE_DOWN,
+                           .peer_h = c->peer_h,
+                           .peer = c->peer,
+                           .reason = reason,
+                           .err = err};
     aemp__node_publish(n, &ev);
 }
 
@@ -255,8 +258,11 @@ static void op_fail(void *arg, aemp__conn *c, int err, const char *reason, size_
     if (n->fail_cb) n->fail_cb(n, c->peer, err, reason, dropped, n->fail_arg);
     uint32_t h = c->peer_h ? c->peer_h : aemp__intern_find(c->peer, strlen(c->peer));
     know(n, h);
-    aemp__event_info ev = {
-        .kind = AEMP__EV_NODE_UNREACHABLE, .peer_h = h, .peer = c->peer, .reason = reason};
+    aemp__event_info ev = {.kind = AEMP__EV_NODE_UNREACHABLE,
+                           .peer_h = h,
+                           .peer = c->peer,
+                           .reason = reason,
+                           .err = err};
     if (h) aemp__node_publish(n, &ev);
 }
 

@@ -34,7 +34,8 @@ typedef struct aemp__event_info {
     int kind;
     uint32_t peer_h;       /* NODE_UP, NODE_DOWN */
     const char *peer;      /* NODE_UP, NODE_DOWN */
-    const char *reason;    /* NODE_DOWN */
+    const char *reason;    /* NODE_DOWN, NODE_UNREACHABLE */
+    int err;               /* NODE_DOWN, NODE_UNREACHABLE: an AEMP_E* code, or 0 */
     uint64_t port;         /* PORT_EXIT */
     const aemp_term *exit; /* PORT_EXIT */
 } aemp__event_info;

@@ -69,7 +69,9 @@ int aemp__proc_init(aemp_node *n)
     p->deferred_idle.data = n;
     n->proc = p;
     int rc = aemp__watch_init(n);
+    if (!rc) rc = aemp__spawn_init(n);
     if (rc) {
+        aemp__spawn_free(n);
         n->proc = NULL;
         uv_close((uv_handle_t *)&p->deferred_idle, NULL);
         free(p);
@@ -96,6 +98,7 @@ void aemp__proc_close(aemp_node *n)
     }
     aemp_buf_free(&ids);
     aemp__mon_close(n);
+    aemp__spawn_close(n);
     aemp__node_hold(n);
     uv_close((uv_handle_t *)&p->deferred_idle, on_idle_closed);
 }
@@ -108,6 +111,7 @@ void aemp__proc_free(aemp_node *n)
     aemp__mon_free(n);
     aemp_buf_free(&p->kills);
     aemp_buf_free(&p->die_text);
+    aemp__spawn_free(n);
     aemp__idmap_free(&p->ports);
     aemp__map_free(&p->names);
     aemp__map_each(&p->spawns, free_spawn, NULL);

@@ -93,6 +93,7 @@ struct aemp__proc {
     aemp__map timers;              /* id -> struct */
     uint64_t next_timer;
     aemp_buf die_text; /* aemp_die()'s text for the running callback */
+    struct aemp__spawner *spawner; /* spawn requests of ours (spawn.c) */
 };
 
 /* Set up the process layer on n (installs its control-message handlers and
@@ -120,6 +121,9 @@ void aemp__proc_kill(aemp_node *n, uint64_t id, const aemp_term *reason);
 /* Register init for spawn requests of module:function. */
 int aemp__proc_spawn_fn(aemp_node *n, const char *module, const char *function, aemp__spawn_fn fn,
                         void *arg);
+/* The port whose pid is the group leader in this node's spawn requests:
+ * it answers the io requests of the processes they make. */
+void aemp__proc_set_group_leader(aemp_node *n, aemp_port port);
 /* A new reference of this node. */
 void aemp__proc_ref(aemp_node *n, aemp_addr *out);
 

@@ -227,6 +227,12 @@ static void send_exit(aemp_node *n, bool link, const aemp_addr *from, const aemp
     aemp_buf_free(&ctl);
 }
 
+void aemp__watch_send_exit(aemp_node *n, const aemp_addr *from, const aemp_addr *to,
+                           const aemp_term *reason)
+{
+    send_exit(n, true, from, to, reason);
+}
+
 /* A monitored local process died: tell the remote watcher. */
 static void send_monitor_exit(aemp_node *n, const aemp__watch *w, const aemp_term *reason)
 {

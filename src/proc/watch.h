@@ -29,6 +29,10 @@ int aemp__watch_link(aemp_node *n, const aemp_addr *a, const aemp_addr *b);
 /* A monitor: watcher watches target (as given) under ref. */
 int aemp__watch_monitor(aemp_node *n, const aemp_addr *watcher, const aemp_addr *target,
                         const aemp_addr *ref);
+/* The exit signal of a link from `from` to the remote pid `to`, as if
+ * there had been a link between them. */
+void aemp__watch_send_exit(aemp_node *n, const aemp_addr *from, const aemp_addr *to,
+                           const aemp_term *reason);
 
 /* rcv.c */
 /* Dispatch msg to port's AEMP callbacks (tags, default, raw, unhandled). */
@@ -57,5 +61,10 @@ void aemp__proc_run_kills(aemp_node *n);
 
 /* spawn.c */
 void aemp__spawn_request(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo);
+/* Set up spawning (its reply handler, its event subscription); close: every
+ * spawn of ours still waiting for its reply fails with AEMP_ECLOSED; free. */
+int aemp__spawn_init(aemp_node *n);
+void aemp__spawn_close(aemp_node *n);
+void aemp__spawn_free(aemp_node *n);
 
 #endif

@@ -74,25 +74,6 @@ void aemp__rpc_free(aemp_node *n)
     aemp__map_free(&n->svc->exports);
 }
 
-/* Erlang sends a list of small integers as a byte string (STRING_EXT);
- * functions are promised a proper list, so such arguments are rewritten as
- * one (LIST_EXT of SMALL_INTEGER_EXT, then NIL_EXT). */
-static int args_as_list(const aemp_term *args, aemp_buf *out)
-{
-    if (args->len < 3 || (uint8_t)args->data[0] != AEMP__EXT_STRING)
-        return aemp_buf_put_term(out, args);
-    uint16_t n = aemp__get_u16(args->data + 1);
-    int rc = aemp__buf_reserve(out, 6 + 2 * (size_t)n);
-    if (rc) return rc;
-    aemp__buf_put_u8(out, AEMP__EXT_LIST);
-    aemp__buf_put_u32(out, n);
-    for (uint16_t i = 0; i < n; i++) {
-        aemp__buf_put_u8(out, AEMP__EXT_SMALL_INTEGER);
-        aemp__buf_put_u8(out, (uint8_t)args->data[3 + i]);
-    }
-    return aemp__buf_put_u8(out, AEMP__EXT_NIL);
-}
-
 /* Run M:F(Args); the exit reason (erpc's reply tuple) goes to reason. */
 static int run_call(aemp_node *n, const aemp_term *ref, const char *m, const char *f,
                     const aemp_term *args, aemp_buf *reason)
@@ -108,7 +89,7 @@ static int run_call(aemp_node *n, const aemp_term *ref, const char *m, const cha
         return aemp_term_format(reason, "{~t, error, undef, [{~a, ~a, ~t, []}]}", ref, m, f, args);
     }
     aemp_buf result = AEMP_BUF_INIT, list = AEMP_BUF_INIT;
-    if ((rc = args_as_list(args, &list))) return rc;
+    if ((rc = aemp__term_as_list(args, &list))) return rc;
     aemp_term largs = aemp_buf_term(&list);
     int kind = e->cb(n, &largs, &result, e->arg);
     aemp_buf_free(&list);

@@ -9,6 +9,7 @@ int aemp__svc_init(aemp_node *n)
     if (!n->svc) return AEMP_ENOMEM;
     int rc = aemp__net_kernel_start(n);
     if (!rc) rc = aemp__rpc_start(n);
+    if (!rc) rc = aemp__io_start(n);
     return rc;
 }
 

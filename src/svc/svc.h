@@ -1,9 +1,10 @@
 /*
  * svc.h - services: ports of the node's own, registered under the names
- * Erlang expects (net_kernel) or serving the spawn requests of Erlang's
- * rpc and erpc. Each is set up from the process layer's public and internal
- * calls, as user code would be; the layers below never name them. A new
- * service goes here (docs/design.md).
+ * Erlang expects (net_kernel), serving the spawn requests of Erlang's rpc
+ * and erpc, or answering the io requests of the processes we spawn (io).
+ * Each is set up from the process layer's public and internal calls, as
+ * user code would be; the layers below never name them. A new service
+ * goes here (docs/design.md).
  */
 #ifndef AEMP_SVC_H
 #define AEMP_SVC_H
@@ -12,6 +13,7 @@
 
 struct aemp__svc {
     aemp_port net_kernel;
+    aemp_port io;      /* group leader of the processes we spawn */
     aemp__map exports; /* "module:function" -> exported C function */
 };
 
@@ -22,6 +24,7 @@ void aemp__svc_free(aemp_node *n);
 
 int aemp__net_kernel_start(aemp_node *n);
 int aemp__rpc_start(aemp_node *n);
+int aemp__io_start(aemp_node *n);
 void aemp__rpc_free(aemp_node *n);
 
 #endif

@@ -299,3 +299,34 @@ int aemp_term_tag(const aemp_term *t, char *tag, size_t size)
     if (aemp_get_tuple(&c, &arity) || arity == 0) return AEMP_ENOMATCH;
     return aemp_get_atom(&c, tag, size);
 }
+
+int64_t aemp__term_list_len(const aemp_term *t)
+{
+    if (!t || !t->data) return -1;
+    if (t->len >= 3 && (uint8_t)t->data[0] == AEMP__EXT_STRING) {
+        size_t n = aemp__get_u16(t->data + 1);
+        return 3 + n <= t->len ? (int64_t)n : -1;
+    }
+    aemp_cursor c = aemp_cursor_of(t);
+    uint32_t n;
+    if (aemp_get_list(&c, &n)) return -1;
+    for (uint32_t i = 0; i < n; i++)
+        if (aemp_get_term(&c, NULL)) return -1;
+    return aemp_get_nil(&c) ? -1 : (int64_t)n;
+}
+
+int aemp__term_as_list(const aemp_term *t, aemp_buf *out)
+{
+    if (t->len < 3 || (uint8_t)t->data[0] != AEMP__EXT_STRING) return aemp_buf_put_term(out, t);
+    uint16_t n = aemp__get_u16(t->data + 1);
+    if (3 + (size_t)n > t->len) return AEMP_EBADTERM;
+    int rc = aemp__buf_reserve(out, 6 + 2 * (size_t)n);
+    if (rc) return rc;
+    aemp__buf_put_u8(out, AEMP__EXT_LIST);
+    aemp__buf_put_u32(out, n);
+    for (uint16_t i = 0; i < n; i++) {
+        aemp__buf_put_u8(out, AEMP__EXT_SMALL_INTEGER);
+        aemp__buf_put_u8(out, (uint8_t)t->data[3 + i]);
+    }
+    return aemp__buf_put_u8(out, AEMP__EXT_NIL);
+}
