@@ -23,7 +23,8 @@ static int answer(const aemp_term *req, aemp_buf *out, int depth)
     }
     if (aemp_get_tuple(&c, &arity) || arity < 1 || aemp_get_atom(&c, op, sizeof op))
         return aemp_term_format(out, "{error, request}");
-    if (strcmp(op, "put_chars") == 0 && arity >= 2 && arity <= 5) return aemp_term_format(out, "ok");
+    if (strcmp(op, "put_chars") == 0 && arity >= 2 && arity <= 5)
+        return aemp_term_format(out, "ok");
     if (strcmp(op, "get_chars") == 0 || strcmp(op, "get_line") == 0 ||
         strcmp(op, "get_until") == 0 || strcmp(op, "get_password") == 0)
         return aemp_term_format(out, "eof");
@@ -61,8 +62,8 @@ static void on_request(aemp_node *n, aemp_port self, const aemp_term *msg, const
     aemp_addr from;
     aemp_term reply_as, req;
     if (aemp_get_tuple(&c, &arity) || arity != 4 || aemp_get_atom(&c, tag, sizeof tag) ||
-        strcmp(tag, "io_request") != 0 || aemp_get_pid(&c, &from) ||
-        aemp_get_term(&c, &reply_as) || aemp_get_term(&c, &req)) {
+        strcmp(tag, "io_request") != 0 || aemp_get_pid(&c, &from) || aemp_get_term(&c, &reply_as) ||
+        aemp_get_term(&c, &req)) {
         AEMP_LOGD("io: a message that is not an io request: dropped");
         return;
     }
