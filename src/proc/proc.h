@@ -92,7 +92,7 @@ struct aemp__proc {
     struct aemp__pending *pending; /* mons of absent ports, to fire */
     aemp__map timers;              /* id -> struct */
     uint64_t next_timer;
-    aemp_buf die_text; /* aemp_die()'s text for the running callback */
+    aemp_buf die_text;             /* aemp_die()'s text for the running callback */
     struct aemp__spawner *spawner; /* spawn requests of ours (spawn.c) */
 };
 

@@ -308,27 +308,38 @@ static void kill_fmt(aemp_node *n, uint64_t id, const char *fmt, ...)
     aemp_buf_free(&b);
 }
 
-/* Run the application's init as port self; an error kills it with {die, Text}. */
-static void run_init(aemp_node *n, const struct spawn_fn *s, aemp_port self, const aemp_term *args)
+struct init_call {
+    const struct spawn_fn *s;
+    const aemp_term *args;
+};
+
+static int init_thunk(aemp_node *n, aemp_port self, void *arg)
 {
+    struct init_call *call = arg;
     aemp_buf list = AEMP_BUF_INIT;
-    int rc = aemp__term_as_list(args, &list);
+    int rc = aemp__term_as_list(call->args, &list);
     if (!rc) {
         aemp_term largs = aemp_buf_term(&list);
-        uint64_t outer = P(n)->self;
-        P(n)->self = self.id;
-        rc = s->init(n, self, &largs, s->arg);
-        P(n)->self = outer;
+        rc = call->s->init(n, self, &largs, call->s->arg);
     }
     aemp_buf_free(&list);
-    if (rc && aemp__proc_port(n, self.id)) kill_fmt(n, self.id, "{die, ~s}", aemp_strerror(rc));
+    return rc;
 }
 
-/* A new port for a spawned process: an AEMP port for the application's init,
- * a silent one for a service's or for a process that exits at once. */
+/* Run the application's init as port self (peval: an error kills the port
+ * with {die, Text}). */
+static void run_init(aemp_node *n, const struct spawn_fn *s, aemp_port self, const aemp_term *args)
+{
+    struct init_call call = {s, args};
+    aemp_peval(n, self, init_thunk, &call);
+}
+
+/* A new port for a spawned process: an AEMP port (aemp_port_new) for the
+ * application's init, a silent one for a service's or for a process that
+ * exits at once. */
 static int new_port(aemp_node *n, const struct spawn_fn *s, aemp_port *out)
 {
-    if (s && s->init) return aemp__proc_open(n, NULL, NULL, out);
+    if (s && s->init) return aemp__proc_new(n, out);
     return aemp__proc_open(n, NULL, NULL, out);
 }
 

@@ -41,7 +41,7 @@ static int rec_init(aemp_node *n, aemp_port self, const aemp_term *args, void *a
     struct initrec *r = arg;
     r->calls++;
     r->self = self;
-    r->self_ok = n->proc->self == self.id;
+    r->self_ok = aemp_self(n).id == self.id;
     aemp_term_print(args, r->args, sizeof r->args);
     aemp_cursor c = aemp_cursor_of(args);
     uint32_t len;
@@ -138,9 +138,9 @@ Test(spawn, init_link_monitor_undef_die)
     struct spawnrec sl = {0};
     args_of(&args, "[]");
     at = aemp_buf_term(&args);
-    cr_assert_eq(aemp_spawn(a.node, pl, "b@127.0.0.1", "w", "start", &at, AEMP_SPAWN_LINK,
-                            rec_spawn, &sl),
-                 0);
+    cr_assert_eq(
+        aemp_spawn(a.node, pl, "b@127.0.0.1", "w", "start", &at, AEMP_SPAWN_LINK, rec_spawn, &sl),
+        0);
     cr_assert(wait_int(&sl.calls, 1, 5000));
     cr_assert_eq(sl.err, 0);
     cr_assert(sl.has_pid && !sl.has_ref);
@@ -188,9 +188,9 @@ Test(spawn, init_link_monitor_undef_die)
     /* withdrawn: undef again */
     cr_assert_eq(aemp_unexport_init(b.node, "w", "fail"), 0);
     cr_assert_eq(aemp_unexport_init(b.node, "w", "fail"), AEMP_ENOENT);
-    cr_assert_eq(aemp_spawn(a.node, pm2, "b@127.0.0.1", "w", "fail", &at, AEMP_SPAWN_MONITOR,
-                            NULL, NULL),
-                 0);
+    cr_assert_eq(
+        aemp_spawn(a.node, pm2, "b@127.0.0.1", "w", "fail", &at, AEMP_SPAWN_MONITOR, NULL, NULL),
+        0);
     cr_assert(wait_int(&m2.count, 3, 5000));
     cr_assert(strstr(m2.last, ",{undef,[{w,fail,[7],[]}]}}") != NULL, "%s", m2.last);
     cr_assert_eq(bad.calls, 1);
