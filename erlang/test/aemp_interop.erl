@@ -10,6 +10,9 @@
 -module(aemp_interop).
 
 -export([run/2, serve/0]).
+%% spawned by the C node in the spawn test; the supervisor of the
+%% supervise test
+-export([child/1, init/1]).
 
 -define(WATCHDOG_MS, 40000).
 -define(REPLY_MS, 5000).
@@ -277,6 +280,8 @@ test(flood_ok, CNode) ->
     ok;
 %% The process layer against interop-tests/procnode.c: links, monitors,
 %% kills and exit signals in both directions, with OTP's translations.
+test(spawn, CNode) -> spawn_test(CNode);
+test(supervise, CNode) -> supervise_test(CNode);
 test(ports, Arg) -> ports_test(Arg);
 test(ports_after, Arg) -> ports_after_test(Arg);
 test(proc, CNode) ->
@@ -645,3 +650,185 @@ ports_after_test({CNode, Other}) ->
     P ! {get, self()},
     expect({total, 1}, recv_one(total), counter_again),
     ok.
+
+%% ------------------------------------------------------------------
+%% Spawning (spawnnode.c) and supervision (examples/supervised.c)
+%% ------------------------------------------------------------------
+
+%% Erlang's spawn family into the C node, undefined functions and bad
+%% options answered as this node answers them itself, and the C node's
+%% aemp_spawn of Erlang functions with link and monitor, their group
+%% leader's io.
+spawn_test(CNode) ->
+    connect(CNode),
+    Self = self(),
+    process_flag(trap_exit, true),
+    %% spawn/4: the init runs as the new port ($SELF) with the arguments
+    P1 = spawn(CNode, spawnnode, echo, [Self, "ab", 5]),
+    expect({started, P1, P1, [Self, "ab", 5]}, recv_from(P1, started), spawn_init_ran),
+    P1 ! {echo, Self, hi},
+    expect({echo, P1, hi}, recv_from(P1, echo), spawned_port_answers),
+    %% spawn_link/4: the port's death travels the link
+    P2 = spawn_link(CNode, spawnnode, echo, [Self]),
+    started = element(1, recv_from(P2, started)),
+    P2 ! {crash, boom},
+    expect(boom, receive {'EXIT', P2, R2} -> R2 after ?REPLY_MS -> timeout end,
+           spawn_link_exit),
+    %% spawn_monitor/4 of an init that fails: {die, Text}
+    {_P3, M3} = spawn_monitor(CNode, spawnnode, fail, []),
+    expect({die, <<"init refused">>}, down_reason(M3), spawn_monitor_die),
+    %% spawn_opt/5 with a monitor and options the node accepts
+    {P4, M4} = spawn_opt(CNode, spawnnode, echo, [Self],
+                         [monitor, {priority, high}, {fullsweep_after, 10},
+                          {message_queue_data, off_heap}, {min_heap_size, 1000}]),
+    started = element(1, recv_from(P4, started)),
+    exit(P4, shutdown),
+    expect(shutdown, down_reason(M4), spawn_opt_monitor),
+    %% functions the C node did not export: what this node does with
+    %% functions that do not exist (the same exit reason, through monitors
+    %% and links alike)
+    [begin
+         expect(undef_down(node(), M, F, A), undef_down(CNode, M, F, A), {undef_monitor, M, F}),
+         expect(undef_exit(node(), M, F, A), undef_exit(CNode, M, F, A), {undef_link, M, F})
+     end || {M, F, A} <- [{nomod, nofun, [1, 2]}, {spawnnode, nofun, []},
+                          {spawnnode, echo_not, [x, "y", #{}]}]],
+    %% spawn options: refused (badarg) or taken as this node refuses or
+    %% takes them
+    [expect(opt_outcome(node(), timer, sleep, [10], O),
+            opt_outcome(CNode, spawnnode, echo, [], O), {spawn_opt, O})
+     || O <- [[foo], [{priority, bogus}], [{fullsweep_after, -1}], [{min_heap_size, x}],
+              [{a, b, c}], [{message_queue_data, x}], [{max_heap_size, #{kill => true}}],
+              [{max_heap_size, -1}], [{min_heap_size, 1000}, {max_heap_size, 1500}],
+              [{monitor, [bogus]}], [link | foo], [monitor, {priority, low}], [link],
+              [{max_heap_size, #{size => 0, kill => false}}], [{min_bin_vheap_size, 100}],
+              [{fullsweep_after, 0}], [{min_heap_size, 1000}, {max_heap_size, 1598}],
+              [{monitor, [{tag, t}]}]]],
+    drain_exits(),
+    %% the C node spawns here, monitoring: it learns the pid; the child's
+    %% group leader is the C node's, which answers its io requests
+    {F5, C5, R5} = c_spawn(CNode, aemp_interop, child, [Self], [monitor]),
+    expect(true, is_reference(R5), c_spawn_monitor_ref),
+    GL = receive {child, C5, G} -> G after ?REPLY_MS -> throw(child_silent) end,
+    expect(CNode, node(GL), child_group_leader_on_c_node),
+    expect({ok, eof, [{binary, false}, {encoding, unicode}], ok, {error, enotsup}},
+           receive {io, C5, Io} -> Io after ?REPLY_MS -> throw(child_io_hangs) end,
+           child_io_answered),
+    {monitored_by, By5} = process_info(C5, monitored_by),
+    expect(true, lists:member(F5, By5), c_monitors_child),
+    C5 ! {exit, {done, 5}},
+    expect({'DOWN', R5, process, C5, {done, 5}}, got(F5), c_sees_child_exit),
+    %% linking: a link in both directions
+    {F6, C6, none} = c_spawn(CNode, aemp_interop, child, [Self], [link]),
+    receive {child, C6, _} -> ok after ?REPLY_MS -> throw(child6_silent) end,
+    {links, L6} = process_info(C6, links),
+    expect(true, lists:member(F6, L6), c_links_child),
+    MF6 = erlang:monitor(process, F6),
+    C6 ! {exit, {crashed, 6}},
+    expect({crashed, 6}, down_reason(MF6), c_port_dies_with_linked_child),
+    {F7, C7, none} = c_spawn(CNode, aemp_interop, child, [Self], [link]),
+    receive {child, C7, _} -> ok after ?REPLY_MS -> throw(child7_silent) end,
+    MC7 = erlang:monitor(process, C7),
+    exit(F7, {killed_port, 7}),
+    expect({killed_port, 7}, down_reason(MC7), child_dies_with_linked_c_port),
+    %% a function that does not exist here: undef, as for Erlang's spawn
+    {F8, C8, R8} = c_spawn(CNode, nomod, nofun, [], [monitor]),
+    expect({'DOWN', R8, process, C8, {undef, [{nomod, nofun, [], []}]}}, got(F8),
+           c_spawn_undef),
+    %% a node that is not there: an error, no pid
+    expect(error, element(1, c_spawn_result(CNode, list_to_atom("nobody@" ++ host()),
+                                            aemp_interop, child, [Self], [monitor])),
+           c_spawn_no_node),
+    ok.
+
+%% Spawned by the C node: tells its parent who it is and what its group
+%% leader answered, then exits as told.
+child(Parent) ->
+    Parent ! {child, self(), group_leader()},
+    Io = {io:format("hello from ~p~n", [self()]), io:get_line("prompt> "), io:getopts(),
+          io:put_chars(<<"bin">>), io:columns()},
+    Parent ! {io, self(), Io},
+    receive {exit, Reason} -> exit(Reason) end.
+
+%% A one_for_one supervisor runs a port of the C node (examples/supervised.c,
+%% worker:start/1) through aemp_port: a crashed port is restarted with a
+%% new pid that works; stopping the supervisor stops the port (shutdown).
+supervise_test(CNode) ->
+    connect(CNode),
+    process_flag(trap_exit, true),
+    Self = self(),
+    {ok, Sup} = supervisor:start_link(?MODULE, {sup, [aemp_port:child_spec({CNode, worker, start,
+                                                                            [Self]})]}),
+    P1 = worker_started(),
+    expect(CNode, node(P1), child_on_c_node),
+    expect([{{aemp_port, CNode, worker, start}, P1, worker, [aemp_port]}],
+           supervisor:which_children(Sup), which_children),
+    expect(pong, ping(P1), first_port_answers),
+    P1 ! {crash},
+    P2 = worker_started(),
+    expect(true, P2 =/= P1, restarted_with_new_pid),
+    expect(pong, ping(P2), restarted_port_answers),
+    M2 = erlang:monitor(process, P2),
+    exit(Sup, shutdown),
+    expect(shutdown, receive {'EXIT', Sup, R} -> R after ?REPLY_MS -> timeout end,
+           supervisor_stopped),
+    expect(shutdown, down_reason(M2), port_stopped_with_supervisor),
+    %% a start that fails is an {error, Reason} for the supervisor
+    expect({error, noconnection},
+           aemp_port:start_link(list_to_atom("nobody@" ++ host()), worker, start, []),
+           start_link_no_node),
+    ok.
+
+%% The supervisor of supervise_test.
+init({sup, Specs}) ->
+    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, Specs}}.
+
+worker_started() ->
+    receive {started, P} -> P after ?REPLY_MS -> throw(worker_not_started) end.
+
+ping(P) ->
+    P ! {ping, self()},
+    receive {pong, P} -> pong after ?REPLY_MS -> timeout end.
+
+host() ->
+    [_, H] = string:split(atom_to_list(node()), "@"),
+    H.
+
+%% The next message from spawned port P tagged Tag.
+recv_from(P, Tag) ->
+    receive
+        M when element(1, M) =:= Tag, element(2, M) =:= P -> M
+    after ?REPLY_MS -> throw({nothing_from, P, Tag})
+    end.
+
+undef_down(Node, M, F, A) ->
+    {_, Mon} = spawn_monitor(Node, M, F, A),
+    {down, down_reason(Mon)}.
+
+undef_exit(Node, M, F, A) ->
+    P = spawn_link(Node, M, F, A),
+    receive {'EXIT', P, Why} -> {exit, Why} after ?REPLY_MS -> {no_exit, Node} end.
+
+opt_outcome(Node, M, F, A, O) ->
+    try spawn_opt(Node, M, F, A, O) of
+        P when is_pid(P) -> pid;
+        {P, R} when is_pid(P), is_reference(R) -> pid_and_ref
+    catch
+        Class:Reason -> {Class, Reason}
+    end.
+
+drain_exits() ->
+    receive {'EXIT', _, _} -> drain_exits(); {'DOWN', _, _, _, _} -> drain_exits()
+    after 0 -> ok
+    end.
+
+%% The C node spawns M:F(A) on this node from a new forwarding port.
+c_spawn(CNode, M, F, A, Flags) ->
+    case c_spawn_result(CNode, node(), M, F, A, Flags) of
+        {ok, Fwd, Pid, Ref} -> {Fwd, Pid, Ref};
+        Other -> throw({c_spawn, M, F, Other})
+    end.
+
+c_spawn_result(CNode, Node, M, F, A, Flags) ->
+    Tag = make_ref(),
+    {ctl, CNode} ! {spawn, self(), Tag, Node, M, F, A, Flags},
+    receive {reply, Tag, Result} -> Result after ?REPLY_MS -> throw({no_spawn_reply, M, F}) end.
