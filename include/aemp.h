@@ -375,7 +375,8 @@ int aemp_node_create(uv_loop_t *loop, const aemp_node_config *cfg, aemp_node **o
  * EPMD registration close. closed_cb (may be NULL) runs from the loop once
  * every handle is closed; after it the node memory is released. From this
  * call on, no callback of the node (nodes_cb, fail_cb, ready_cb, port
- * callbacks) runs, except closed_cb.
+ * callbacks) runs, except closed_cb and, inside this call, the callbacks of
+ * aemp_spawn() still waiting for an answer (with AEMP_ECLOSED).
  */
 void aemp_node_close(aemp_node *node, void (*closed_cb)(void *arg), void *arg);
 
@@ -635,7 +636,7 @@ int aemp_node_state(aemp_node *node, const char *peer);
  * port and args the argument list (a proper list, valid during the call).
  * init installs the port's callbacks (aemp_rcv) and may send, monitor,
  * link. Return 0, or an error code: the port then dies with reason
- * {die, Text}, Text a binary naming the error (aemp_strerror).
+ * {die, Text}, Text a binary: what aemp_die() said, else the error's name.
  */
 typedef int (*aemp_init_cb)(aemp_node *node, aemp_port self, const aemp_term *args, void *arg);
 

@@ -117,8 +117,7 @@ struct ask {
     aemp_buf tag;
 };
 
-static void on_spawned(aemp_node *n, int err, const aemp_addr *pid, const aemp_addr *ref,
-                       void *arg)
+static void on_spawned(aemp_node *n, int err, const aemp_addr *pid, const aemp_addr *ref, void *arg)
 {
     struct ask *a = arg;
     aemp_term tag = aemp_buf_term(&a->tag);
@@ -127,8 +126,8 @@ static void on_spawned(aemp_node *n, int err, const aemp_addr *pid, const aemp_a
         rc = aemp_sendf(n, (aemp_port){0}, &a->from, "{reply, ~t, {error, ~s}}", &tag,
                         aemp_strerror(err));
     else if (ref)
-        rc = aemp_sendf(n, (aemp_port){0}, &a->from, "{reply, ~t, {ok, ~p, ~p, ~p}}", &tag,
-                        &a->fwd, pid, ref);
+        rc = aemp_sendf(n, (aemp_port){0}, &a->from, "{reply, ~t, {ok, ~p, ~p, ~p}}", &tag, &a->fwd,
+                        pid, ref);
     else
         rc = aemp_sendf(n, (aemp_port){0}, &a->from, "{reply, ~t, {ok, ~p, ~p, none}}", &tag,
                         &a->fwd, pid);
