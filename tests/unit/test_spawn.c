@@ -83,13 +83,19 @@ static void args_of(aemp_buf *b, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Nodes a and b; b exports w:start as rec_init(ok). */
+static void start_pair(struct node_ctx *a, struct node_ctx *b, struct initrec *ok)
+{
+    start_node(a, "a@127.0.0.1", "secret");
+    start_node(b, "b@127.0.0.1", "secret");
+    cr_assert_eq(aemp_export_init(b->node, "w", "start", rec_init, ok), 0);
+}
+
 Test(spawn, init_link_monitor_undef_die)
 {
     struct node_ctx a, b;
-    start_node(&a, "a@127.0.0.1", "secret");
-    start_node(&b, "b@127.0.0.1", "secret");
     struct initrec ok = {0}, bad = {.rc = AEMP_EINVAL};
-    cr_assert_eq(aemp_export_init(b.node, "w", "start", rec_init, &ok), 0);
+    start_pair(&a, &b, &ok);
     cr_assert_eq(aemp_export_init(b.node, "w", "fail", rec_init, &bad), 0);
     cr_assert_eq(aemp_export_init(b.node, "erpc", "execute_call", rec_init, &ok), AEMP_EEXIST);
     cr_assert_eq(aemp_unexport_init(b.node, "erpc", "execute_call"), AEMP_EEXIST);
@@ -205,10 +211,8 @@ Test(spawn, init_link_monitor_undef_die)
 Test(spawn, errors_reach_the_callback_once)
 {
     struct node_ctx a, b;
-    start_node(&a, "a@127.0.0.1", "secret");
-    start_node(&b, "b@127.0.0.1", "secret");
     struct initrec ok = {0};
-    cr_assert_eq(aemp_export_init(b.node, "w", "start", rec_init, &ok), 0);
+    start_pair(&a, &b, &ok);
     struct inbox in = {0};
     aemp_port p;
     cr_assert_eq(aemp_port_open(a.node, inbox_cb, &in, &p), 0);
@@ -314,10 +318,8 @@ static void raw_request(struct node_ctx *a, struct node_ctx *b, aemp_port from, 
 Test(spawn, hostile_requests)
 {
     struct node_ctx a, b;
-    start_node(&a, "a@127.0.0.1", "secret");
-    start_node(&b, "b@127.0.0.1", "secret");
     struct initrec ok = {0};
-    cr_assert_eq(aemp_export_init(b.node, "w", "start", rec_init, &ok), 0);
+    start_pair(&a, &b, &ok);
     aemp_port p;
     struct inbox in = {0};
     cr_assert_eq(aemp_port_open(a.node, inbox_cb, &in, &p), 0);
