@@ -60,8 +60,8 @@ static void on_ready(aemp_node *node, int status, void *arg)
     aemp_buf args = AEMP_BUF_INIT;
     aemp_term_format(&args, "[{bye, from_c}]");
     aemp_term a = aemp_buf_term(&args);
-    int rc = aemp_spawn(node, watcher, peer, "erlang", "exit", &a, AEMP_SPAWN_MONITOR,
-                        on_spawned, "erlang:exit/1");
+    int rc = aemp_spawn(node, watcher, peer, "erlang", "exit", &a, AEMP_SPAWN_MONITOR, on_spawned,
+                        "erlang:exit/1");
     /* a function peer does not have: the process exits with undef */
     if (!rc)
         rc = aemp_spawn(node, watcher, peer, "nomod", "nofun", &a, AEMP_SPAWN_MONITOR, on_spawned,
@@ -70,8 +70,8 @@ static void on_ready(aemp_node *node, int status, void *arg)
     char nobody[AEMP_MAXNODELEN + 1];
     snprintf(nobody, sizeof nobody, "nobody%s", strchr(peer, '@'));
     if (!rc)
-        rc = aemp_spawn(node, watcher, nobody, "erlang", "exit", &a, AEMP_SPAWN_MONITOR,
-                        on_spawned, "nobody");
+        rc = aemp_spawn(node, watcher, nobody, "erlang", "exit", &a, AEMP_SPAWN_MONITOR, on_spawned,
+                        "nobody");
     aemp_buf_free(&args);
     if (rc) {
         fprintf(stderr, "aemp_spawn: %s\n", aemp_strerror(rc));

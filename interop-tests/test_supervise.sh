@@ -31,5 +31,6 @@ expect_line "$WORK/ex.out" '^supervisor stopped, port stopped$'
 expect_peer_release "$WORK/ex.out" ELIXIR
 two_stopped() { (($(grep -c 'stopped: shutdown$' "$WORK/w.out") == 2)); }
 wait_for "two ports stopped with shutdown" 10 two_stopped
+! grep -Eq 'Sanitizer|runtime error:' "$WORK/w.err" || fail "sanitizer report from the C node"
 kill -TERM "${PIDS[w]}"
 pass

@@ -523,7 +523,7 @@ static void on_spawn_reply(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp
     aemp_cursor fc = aemp_cursor_of(&m->el[3]);
     uint64_t rflags;
     char atom[64];
-    aemp_cursor rc = aemp_cursor_of(&m->el[4]);
+    aemp_cursor res = aemp_cursor_of(&m->el[4]);
     bool is_pid = aemp__dec_addr(m->el[4].data, m->el[4].len, AEMP__WANT(AEMP_ADDR_PID), n->name_h,
                                  &pid, &used) == 0;
     if (aemp__dec_addr(m->el[2].data, m->el[2].len, AEMP__WANT(AEMP_ADDR_PID), n->name_h, &to,
@@ -535,7 +535,7 @@ static void on_spawn_reply(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp
         return;
     }
     if (!is_pid) {
-        int err = aemp_get_atom(&rc, atom, sizeof atom) ? AEMP_EPROTO : reply_error(atom);
+        int err = aemp_get_atom(&res, atom, sizeof atom) ? AEMP_EPROTO : reply_error(atom);
         if (err == AEMP_EPROTO)
             AEMP_LOGW("spawn reply from %s: neither a pid nor a known error: the spawn fails",
                       c->peer);
@@ -572,35 +572,50 @@ static void on_spawn_reply(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp
 /* ------------------------------------------------------------------ */
 
 struct collect {
-    aemp_buf list; /* struct pending * */
-    uint32_t peer;
-    uint64_t port;
+    aemp_buf list; /* request ids (aemp_addr) */
+    uint32_t peer; /* 0: any */
+    uint64_t port; /* 0: any */
 };
 
-static void collect_peer(const char *key, void *val, void *arg)
+static void collect(const char *key, void *val, void *arg)
 {
     struct collect *k = arg;
     struct pending *p = val;
-    if (!k->peer || p->peer == k->peer) aemp__buf_append(&k->list, &p, sizeof p);
+    if ((!k->peer || p->peer == k->peer) && (!k->port || p->from == k->port))
+        aemp__buf_append(&k->list, &p->req, sizeof p->req);
 }
 
-static void collect_port(const char *key, void *val, void *arg)
+/* The requests to peer (0: any) from port (0: any), by id: a callback may
+ * finish others (closing the node), so each is looked up again when its
+ * turn comes. */
+static void collect_ids(aemp_node *n, struct collect *k, uint32_t peer, uint64_t port)
 {
-    struct collect *k = arg;
-    struct pending *p = val;
-    if (p->from == k->port) aemp__buf_append(&k->list, &p, sizeof p);
+    k->list = (aemp_buf)AEMP_BUF_INIT;
+    k->peer = peer;
+    k->port = port;
+    aemp__map_each(&P(n)->spawner->pending, collect, k);
+}
+
+static struct pending *collected(aemp_node *n, const struct collect *k, size_t i)
+{
+    aemp_addr req;
+    memcpy(&req, k->list.data + i * sizeof req, sizeof req);
+    return aemp__map_get(&P(n)->spawner->pending, &req, sizeof req);
+}
+
+static size_t ncollected(const struct collect *k)
+{
+    return k->list.len / sizeof(aemp_addr);
 }
 
 /* Finish every request to peer (0: every request) with err. */
 static void finish_all(aemp_node *n, uint32_t peer, int err)
 {
-    struct aemp__spawner *s = P(n)->spawner;
-    struct collect k = {AEMP_BUF_INIT, peer, 0};
-    aemp__map_each(&s->pending, collect_peer, &k);
-    for (size_t i = 0; i + sizeof(struct pending *) <= k.list.len; i += sizeof(struct pending *)) {
-        struct pending *p;
-        memcpy(&p, k.list.data + i, sizeof p);
-        finish(n, p, err, NULL, NULL);
+    struct collect k;
+    collect_ids(n, &k, peer, 0);
+    for (size_t i = 0; i < ncollected(&k); i++) {
+        struct pending *p = collected(n, &k, i);
+        if (p) finish(n, p, err, NULL, NULL);
     }
     aemp_buf_free(&k.list);
 }
@@ -610,12 +625,11 @@ static void on_event(aemp_node *n, const aemp__event_info *ev, void *arg)
     struct aemp__spawner *s = P(n)->spawner;
     if (s->npending == 0) return;
     if (ev->kind == AEMP__EV_PORT_EXIT) {
-        struct collect k = {AEMP_BUF_INIT, 0, ev->port};
-        aemp__map_each(&s->pending, collect_port, &k);
-        for (size_t i = 0; i + sizeof(struct pending *) <= k.list.len;
-             i += sizeof(struct pending *)) {
-            struct pending *p;
-            memcpy(&p, k.list.data + i, sizeof p);
+        struct collect k;
+        collect_ids(n, &k, 0, ev->port);
+        for (size_t i = 0; i < ncollected(&k); i++) {
+            struct pending *p = collected(n, &k, i);
+            if (!p) continue;
             p->from_dead = true;
             aemp__buf_reset(&p->reason);
             if (aemp_buf_put_term(&p->reason, ev->exit)) aemp_term_format(&p->reason, "noproc");

@@ -208,6 +208,19 @@ Test(spawn, init_link_monitor_undef_die)
     stop_node(&b);
 }
 
+static int closing_done, closed_flag;
+
+/* The first failed spawn closes its node. */
+static void close_on_spawn(aemp_node *n, int err, const aemp_addr *pid, const aemp_addr *ref,
+                           void *arg)
+{
+    rec_spawn(n, err, pid, ref, arg);
+    if (!closing_done) {
+        closing_done = 1;
+        aemp_node_close(n, on_closed, &closed_flag);
+    }
+}
+
 Test(spawn, errors_reach_the_callback_once)
 {
     struct node_ctx a, b;
@@ -266,16 +279,26 @@ Test(spawn, errors_reach_the_callback_once)
         uv_run(&loop, UV_RUN_ONCE);
     cr_assert(!alive(b.node, ok.self), "the linked child died with the requester");
 
-    /* the node closes first: AEMP_ECLOSED, inside aemp_node_close */
-    struct spawnrec sc = {0};
-    cr_assert_eq(aemp_spawn(a.node, p, "nobody2@127.0.0.1", "w", "start", &at, 0, rec_spawn, &sc),
-                 0);
-    int closed = 0;
-    aemp_node_close(a.node, on_closed, &closed);
-    cr_assert_eq(sc.calls, 1);
-    cr_assert_eq(sc.err, AEMP_ECLOSED);
-    cr_assert(run_until(&closed, 5000));
-    cr_assert_eq(sc.calls, 1);
+    /* the node closes first: AEMP_ECLOSED, inside aemp_node_close; here
+     * from the callback of another spawn that failed */
+    struct spawnrec sc[2] = {{0}, {0}};
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(aemp_spawn(a.node, p, "nobody2@127.0.0.1", "w", "start", &at, 0,
+                                close_on_spawn, &sc[i]),
+                     0);
+    int both = 0;
+    for (int i = 0; i < 500 && !both; i++) {
+        uv_run(&loop, UV_RUN_ONCE);
+        both = sc[0].calls && sc[1].calls;
+    }
+    cr_assert(both);
+    cr_assert(closing_done, "a callback closed the node");
+    cr_assert_eq(sc[0].calls + sc[1].calls, 2, "each callback once");
+    cr_assert(sc[0].err == AEMP_ECLOSED || sc[1].err == AEMP_ECLOSED);
+    cr_assert(sc[0].err != AEMP_ECLOSED || sc[1].err != AEMP_ECLOSED,
+              "one failed with the connection's error");
+    cr_assert(run_until(&closed_flag, 5000));
+    cr_assert_eq(sc[0].calls + sc[1].calls, 2);
     cr_assert_eq(gone.calls, 1);
     cr_assert_eq(sd.calls, 1);
     aemp_buf_free(&args);
