@@ -629,7 +629,10 @@ int aemp_unlink(aemp_node *n, aemp_port port, const aemp_addr *other)
     if (!c) return 0;
     aemp_buf ctl = AEMP_BUF_INIT;
     int rc;
-    if (aemp__conn_up(c) && (c->flags & AEMP__DFLAG_UNLINK_ID)) {
+    /* UNLINK_ID unless the peer is known to lack it: on a connection not
+     * up yet the flags are unknown, and OTP 26+ drops a connection that
+     * sends the old UNLINK (every OTP since 23 has UNLINK_ID). */
+    if (!aemp__conn_up(c) || (c->flags & AEMP__DFLAG_UNLINK_ID)) {
         aemp_addr id;
         aemp__proc_ref(n, &id); /* a unique number for the unlink */
         rc = aemp__ctl_enc(&ctl, AEMP__CTL_UNLINK_ID, "iaa", (uint64_t)id.w[1] << 18 | id.w[0],
