@@ -16,6 +16,9 @@
  *   {demonitor, From, Tag, Ref}        -> ok | enoent
  *   {link, From, Tag, Port, Pid}       -> ok | error atom
  *   {unlink, From, Tag, Port, Pid}     -> ok
+ *   {link_unlink, From, Tag, Port, Pid} -> ok: aemp_link then aemp_unlink at
+ *                                         once (for a node not connected
+ *                                         yet: both wait for the handshake)
  *   {kill, From, Tag, Port, Reason}    -> ok (aemp_port_kill)
  *   {exit, From, Tag, Port, Pid, Reason} -> ok (aemp_exit)
  *   {alive, From, Tag, Port}           -> true | false
@@ -141,6 +144,12 @@ static void ctl_cb(aemp_node *n, aemp_port self, const aemp_term *msg, const aem
     } else if (strcmp(op, "link") == 0 || strcmp(op, "unlink") == 0) {
         if ((rc = port_of(&c, &p)) == 0 && (rc = aemp_get_pid(&c, &a)) == 0) {
             int lr = op[0] == 'l' ? aemp_link(n, p, &a) : aemp_unlink(n, p, &a);
+            rc = aemp_term_format(&r, "~a", err_atom(lr));
+        }
+    } else if (strcmp(op, "link_unlink") == 0) {
+        if ((rc = port_of(&c, &p)) == 0 && (rc = aemp_get_pid(&c, &a)) == 0) {
+            int lr = aemp_link(n, p, &a);
+            if (!lr) lr = aemp_unlink(n, p, &a);
             rc = aemp_term_format(&r, "~a", err_atom(lr));
         }
     } else if (strcmp(op, "kill") == 0) {

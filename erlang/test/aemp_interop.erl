@@ -402,7 +402,211 @@ test(proc, CNode) ->
          ok = c_call(CNode, kill, [Big, {big, Id}]),
          expect({big, Id}, down_reason(MBig), {big_id_monitor, Id})
      end || Id <- [(1 bsl 28) - 1, (1 bsl 32) + 5]],
-    ok.
+    ok;
+%% Links and exit signals across the boundary beyond `proc`, both ways, as
+%% OTP has them (U: a second Erlang node the C node is not connected to).
+test(proc_links, [CNode, U]) ->
+    connect(CNode),
+    process_flag(trap_exit, true),
+    Q = c_open(CNode), % sends pings and exit/2 signals
+    %% a C port ends normally: 'DOWN' normal; a linked process that traps
+    %% exits gets {'EXIT', P, normal}, one that does not lives
+    P1 = c_open(CNode),
+    M1 = erlang:monitor(process, P1),
+    {Plain1, _} = waiter(P1, false),
+    {Trap1, _} = waiter(P1, true),
+    ok = c_call(CNode, kill, [P1, normal]),
+    expect(normal, down_reason(M1), c_normal_down),
+    expect({'EXIT', P1, normal}, waiter_got(Trap1), c_normal_reaches_trapper),
+    still_alive(CNode, Q, Plain1, c_normal_spares_linked),
+    %% a C port dies with a reason: a linked process dies with it, one that
+    %% traps exits gets {'EXIT', P, Reason} and lives
+    P2 = c_open(CNode),
+    {_, MPlain2} = waiter(P2, false),
+    {Trap2, _} = waiter(P2, true),
+    ok = c_call(CNode, kill, [P2, {crash, 2}]),
+    expect({crash, 2}, down_reason(MPlain2), c_death_kills_linked),
+    expect({'EXIT', P2, {crash, 2}}, waiter_got(Trap2), c_death_reaches_trapper),
+    still_alive(CNode, Q, Trap2, trapper_lives),
+    %% exit(P, kill) from Erlang: the port dies with killed, and so do the
+    %% processes linked to it (killed is an ordinary reason)
+    P3 = c_open(CNode),
+    M3 = erlang:monitor(process, P3),
+    {_, MPlain3} = waiter(P3, false),
+    {Trap3, _} = waiter(P3, true),
+    true = exit(P3, kill),
+    expect(killed, down_reason(M3), exit_kill_is_killed),
+    expect(killed, down_reason(MPlain3), exit_kill_gives_killed_to_links),
+    expect({'EXIT', P3, killed}, waiter_got(Trap3), exit_kill_killed_to_trapper),
+    %% exit(P, Reason) from Erlang: the port and its links die with Reason
+    P4 = c_open(CNode),
+    M4 = erlang:monitor(process, P4),
+    {_, MPlain4} = waiter(P4, false),
+    true = exit(P4, {shutdown, 4}),
+    expect({shutdown, 4}, down_reason(M4), erl_exit2_kills_port),
+    expect({shutdown, 4}, down_reason(MPlain4), erl_exit2_reason_to_links),
+    %% the C side's exit/2 with kill: the Erlang process dies with killed,
+    %% and a C port linked to it with killed
+    {E5, ME5} = waiter(none, false),
+    P5 = c_open(CNode),
+    M5 = erlang:monitor(process, P5),
+    ok = c_call(CNode, link, [P5, E5]),
+    ok = c_call(CNode, exit, [Q, E5, kill]),
+    expect(killed, down_reason(ME5), c_exit_kill),
+    expect(killed, down_reason(M5), c_exit_kill_killed_to_c_links),
+    %% Erlang's exit(E, kill) of a process a C port is linked to
+    {E6, ME6} = waiter(none, false),
+    P6 = c_open(CNode),
+    M6 = erlang:monitor(process, P6),
+    ok = c_call(CNode, link, [P6, E6]),
+    true = exit(E6, kill),
+    expect(killed, down_reason(ME6), erl_exit_kill),
+    expect(killed, down_reason(M6), erl_exit_kill_killed_to_c_links),
+    %% the C side's exit/2 with other reasons: one that traps exits gets
+    %% {'EXIT', From, Reason} (normal too) and lives, until kill; one that
+    %% does not ignores normal and dies of the rest
+    {E7, ME7} = waiter(none, true),
+    ok = c_call(CNode, exit, [Q, E7, {stop, 7}]),
+    expect({'EXIT', Q, {stop, 7}}, waiter_got(E7), c_exit_to_trapper),
+    ok = c_call(CNode, exit, [Q, E7, normal]),
+    expect({'EXIT', Q, normal}, waiter_got(E7), c_exit_normal_to_trapper),
+    ok = c_call(CNode, exit, [Q, E7, kill]),
+    expect(killed, down_reason(ME7), c_exit_kill_not_trappable),
+    {E8, ME8} = waiter(none, false),
+    ok = c_call(CNode, exit, [Q, E8, normal]),
+    still_alive(CNode, Q, E8, c_exit_normal_ignored),
+    ok = c_call(CNode, exit, [Q, E8, {stop, 8}]),
+    expect({stop, 8}, down_reason(ME8), c_exit_kills),
+    %% Erlang unlinks (UNLINK_ID: the link stays half-gone on the Erlang
+    %% side until C acknowledges), then the C port links: the new link holds
+    P9 = c_open(CNode),
+    {W9, _} = waiter(P9, true),
+    true = waiter_run(W9, fun() -> unlink(P9) end),
+    ok = c_call(CNode, link, [P9, W9]),
+    ok = c_call(CNode, kill, [P9, {relinked, 9}]),
+    expect({'EXIT', P9, {relinked, 9}}, waiter_got(W9), erl_unlink_acked_then_c_link),
+    %% Erlang unlinks: neither death travels any more
+    P10 = c_open(CNode),
+    M10 = erlang:monitor(process, P10),
+    {W10, MW10} = waiter(P10, true),
+    true = waiter_run(W10, fun() -> unlink(P10) end),
+    ok = c_call(CNode, kill, [P10, {unlinked, 10}]),
+    expect({unlinked, 10}, down_reason(M10), unlinked_port_died),
+    still_alive(CNode, Q, W10, erl_unlink_port_death_stays),
+    P10b = c_open(CNode),
+    {W10b, MW10b} = waiter(P10b, false),
+    true = waiter_run(W10b, fun() -> unlink(P10b) end),
+    W10b ! {stop, gone},
+    expect(gone, down_reason(MW10b), unlinked_process_died),
+    expect(true, c_call(CNode, alive, [P10b]), erl_unlink_process_death_stays),
+    exit(W10, kill),
+    expect(killed, down_reason(MW10), w10_gone),
+    %% the C port links, unlinks (UNLINK_ID, acknowledged by Erlang) and
+    %% links again: the link holds; linked and unlinked: nothing travels
+    P11 = c_open(CNode),
+    {W11, _} = waiter(none, true),
+    ok = c_call(CNode, link, [P11, W11]),
+    ok = c_call(CNode, unlink, [P11, W11]),
+    ok = c_call(CNode, link, [P11, W11]),
+    ok = c_call(CNode, kill, [P11, {relinked, 11}]),
+    expect({'EXIT', P11, {relinked, 11}}, waiter_got(W11), c_unlink_then_link),
+    P12 = c_open(CNode),
+    ok = c_call(CNode, link, [P12, W11]),
+    ok = c_call(CNode, unlink, [P12, W11]),
+    ok = c_call(CNode, kill, [P12, {unlinked, 12}]),
+    still_alive(CNode, Q, W11, c_unlink_port_death_stays),
+    %% link and unlink at once to a process on a node the C node is not
+    %% connected to yet: both wait for the handshake, the unlink goes in the
+    %% form every OTP release accepts (OTP 26+ drops a connection that
+    %% sends the old UNLINK) and the process lives on
+    {Wu, _} = waiter(U, none, false),
+    P13 = c_open(CNode),
+    ok = c_call(CNode, link_unlink, [P13, Wu]),
+    still_alive(CNode, P13, Wu, link_unlink_while_connecting),
+    ok = c_call(CNode, kill, [P13, {unlinked, 13}]),
+    still_alive(CNode, Q, Wu, link_unlink_while_connecting_no_link),
+    %% a C port monitors a name nobody registered: noproc
+    P14 = c_open(CNode),
+    R14 = c_call(CNode, monitor, [P14, {aemp_nobody, node()}]),
+    expect({'DOWN', R14, process, {aemp_nobody, node()}, noproc}, got(P14),
+           c_monitor_of_unregistered_name),
+    no_stray();
+%% Lost connections fire every monitor and link over them with
+%% noconnection: first the C node's to U, whose node is killed (kill -9),
+%% then ours to the C node (disconnect_node), seen from both sides.
+test(proc_lost, [CNode, U]) ->
+    connect(CNode),
+    process_flag(trap_exit, true),
+    %% on U: a process C monitors by pid, one by name, one a C port links
+    %% to, one that links to a C port
+    Pw = c_open(CNode),
+    {U1, _} = waiter(U, none, false),
+    {U2, _} = waiter(U, none, false),
+    true = waiter_run(U2, fun() -> register(aemp_lost, self()) end),
+    {U3, _} = waiter(U, none, false),
+    Pl1 = c_open(CNode),
+    ok = c_call(CNode, link, [Pl1, U3]),
+    Pl2 = c_open(CNode),
+    {U4, _} = waiter(U, Pl2, true),
+    %% U4's link reached the C node before this message, which Pl2 forwards
+    waiter_run(U4, fun() -> Pl2 ! linked_from_u end),
+    expect(linked_from_u, got(Pl2), u_link_made),
+    R1 = c_call(CNode, monitor, [Pw, U1]),
+    R2 = c_call(CNode, monitor, [Pw, {aemp_lost, U}]),
+    R3 = c_call(CNode, monitor, [Pw, Pl1]),
+    R4 = c_call(CNode, monitor, [Pw, Pl2]),
+    UPid = rpc:call(U, os, getpid, []),
+    _ = os:cmd("kill -9 " ++ UPid),
+    Downs1 = lists:sort([got(Pw) || _ <- lists:seq(1, 4)]),
+    expect(lists:sort([{'DOWN', R1, process, U1, noconnection},
+                       {'DOWN', R2, process, {aemp_lost, U}, noconnection},
+                       {'DOWN', R3, process, Pl1, noconnection},
+                       {'DOWN', R4, process, Pl2, noconnection}]),
+           Downs1, c_side_after_kill_9),
+    %% our own monitors of U's processes fired too (Erlang's business)
+    [receive {'DOWN', _, process, W, noconnection} -> ok after ?REPLY_MS -> throw({no_down, W}) end
+     || W <- [U1, U2, U3, U4]],
+    %% between this node and the C node: monitors and links made from here
+    Pa = c_open(CNode),
+    Ma = erlang:monitor(process, Pa),
+    Mn = erlang:monitor(process, {ctl, CNode}),
+    Pb = c_open(CNode),
+    true = link(Pb),
+    Pc = c_open(CNode),
+    {_, MWc} = waiter(Pc, false),
+    %% ... and from the C node
+    {Wd, _} = waiter(none, true),
+    Pd = c_open(CNode),
+    ok = c_call(CNode, link, [Pd, Wd]),
+    {We, MWe} = waiter(none, false),
+    Pe = c_open(CNode),
+    ok = c_call(CNode, link, [Pe, We]),
+    {Wf, _} = waiter(none, false),
+    true = waiter_run(Wf, fun() -> register(aemp_lost2, self()) end),
+    Pw2 = c_open(CNode),
+    Rf = c_call(CNode, monitor, [Pw2, Wf]),
+    Rn = c_call(CNode, monitor, [Pw2, {aemp_lost2, node()}]),
+    Refs = [{c_call(CNode, monitor, [Pw2, P]), P} || P <- [Pb, Pc, Pd, Pe]],
+    true = erlang:disconnect_node(CNode),
+    expect(noconnection, down_reason(Ma), erl_monitor_noconnection),
+    expect(noconnection, down_reason(Mn), erl_name_monitor_noconnection),
+    expect({'EXIT', Pb, noconnection},
+           receive {'EXIT', Pb, _} = X -> X after ?REPLY_MS -> timeout end,
+           erl_link_noconnection),
+    expect(noconnection, down_reason(MWc), erl_linked_process_dies),
+    expect({'EXIT', Pd, noconnection}, waiter_got(Wd), c_link_noconnection_to_trapper),
+    expect(noconnection, down_reason(MWe), c_link_noconnection_kills),
+    %% the C side's 'DOWN's come once it connects again to send them
+    Downs2 = lists:sort([got(Pw2) || _ <- lists:seq(1, 6)]),
+    expect(lists:sort([{'DOWN', Rf, process, Wf, noconnection},
+                       {'DOWN', Rn, process, {aemp_lost2, node()}, noconnection}
+                       | [{'DOWN', R, process, P, noconnection} || {R, P} <- Refs]]),
+           Downs2, c_side_after_disconnect),
+    %% the port that was only monitored lives; the C node serves as before
+    expect(true, c_call(CNode, alive, [Pa]), monitored_port_lives),
+    expect(false, c_call(CNode, alive, [Pb]), linked_port_gone),
+    still_alive(CNode, Pa, Wf, monitored_process_lives),
+    no_stray().
 
 %% ------------------------------------------------------------------
 %% Helpers
@@ -449,6 +653,62 @@ down_reason(Mon) ->
     receive
         {'DOWN', Mon, process, _, Reason} -> Reason
     after ?REPLY_MS -> throw({no_down, Mon})
+    end.
+
+%% A process on this node (or on Node), linked to Port unless Port is
+%% none, trapping exits if Trap, with our monitor: it forwards every
+%% message it gets to us as {waiter, W, Msg}, runs the funs we send it
+%% (waiter_run) and exits with R on {stop, R}.
+waiter(Port, Trap) -> waiter(node(), Port, Trap).
+
+waiter(Node, Port, Trap) ->
+    Parent = self(),
+    W = spawn(Node, fun() ->
+                            process_flag(trap_exit, Trap),
+                            Port =:= none orelse link(Port),
+                            Parent ! {linked, self()},
+                            waiter_loop(Parent)
+                    end),
+    M = erlang:monitor(process, W),
+    receive
+        {linked, W} -> {W, M}
+    after ?REPLY_MS -> throw({waiter_not_started, Node})
+    end.
+
+waiter_loop(Parent) ->
+    receive
+        {run, Parent, F} -> Parent ! {ran, self(), F()};
+        {stop, R} -> exit(R);
+        M -> Parent ! {waiter, self(), M}
+    end,
+    waiter_loop(Parent).
+
+waiter_run(W, F) ->
+    W ! {run, self(), F},
+    receive
+        {ran, W, R} -> R
+    after ?REPLY_MS -> throw({waiter_did_not_run, W})
+    end.
+
+%% The next message waiter W forwarded (or that it died).
+waiter_got(W) ->
+    receive
+        {waiter, W, M} -> M;
+        {'DOWN', _, process, W, R} -> {waiter_died, R}
+    after ?REPLY_MS -> {nothing_from_waiter, W}
+    end.
+
+%% Waiter W lives after every signal the C node sent it so far: a ping
+%% from C port From, sent after them over the same connection, reaches it.
+still_alive(CNode, From, W, What) ->
+    Ping = {ping, make_ref()},
+    ok = c_call(CNode, send, [From, W, Ping]),
+    expect(Ping, waiter_got(W), What).
+
+no_stray() ->
+    receive
+        M -> {stray_message, M}
+    after 0 -> ok
     end.
 
 %% A process linked to Port that then exits with Reason.
