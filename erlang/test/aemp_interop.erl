@@ -9,7 +9,7 @@
 %% the release it runs on (the harness checks it when it runs a chroot's OTP).
 -module(aemp_interop).
 
--export([run/2, serve/0]).
+-export([run/2, serve/0, seq_recv/2]).
 %% spawned by the C node in the spawn test; the supervisor of the
 %% supervise test
 -export([child/1, init/1]).
@@ -44,6 +44,26 @@ serve() ->
     receive
         stop -> erlang:halt(0)
     end.
+
+%% The receiver of test_holes.sh, started without a node name: it registers
+%% as recv first and only then becomes node Name, so that nothing from
+%% another node can find the name missing. It appends the N of every
+%% {seq, N} it gets to File, a line each, written at once (the node is
+%% killed with SIGKILL at some point); anything else as a line "other ...".
+seq_recv(Name, File) ->
+    io:format("OTP ~s~n", [erlang:system_info(otp_release)]),
+    {ok, Fd} = file:open(File, [raw, append, binary]),
+    register(recv, self()),
+    {ok, _} = net_kernel:start([Name, shortnames]),
+    io:format("READY ~s ~s~n", [node(), os:getpid()]),
+    seq_loop(Fd).
+
+seq_loop(Fd) ->
+    ok = receive
+             {seq, N} when is_integer(N) -> file:write(Fd, [integer_to_binary(N), $\n]);
+             Other -> file:write(Fd, io_lib:format("other ~0p~n", [Other]))
+         end,
+    seq_loop(Fd).
 
 watchdog(Test) ->
     timer:sleep(?WATCHDOG_MS),
