@@ -25,8 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BATCH 5     /* messages per tick */
-#define TICK_MS 1   /* between ticks */
+#define BATCH 5   /* messages per tick */
+#define TICK_MS 1 /* between ticks */
 
 static aemp_node *node;
 static aemp_port self;

@@ -319,9 +319,36 @@ aemp__conn *aemp__node_conn(aemp_node *n, uint32_t peer_h, bool start, int *err)
     return c;
 }
 
+int aemp__node_fence(aemp_node *n, uint32_t peer_h)
+{
+    uintptr_t count = (uintptr_t)aemp__map_get(&n->fences, &peer_h, sizeof peer_h);
+    return aemp__map_put(&n->fences, &peer_h, sizeof peer_h, (void *)(count + 1));
+}
+
+void aemp__node_unfence(aemp_node *n, uint32_t peer_h)
+{
+    uintptr_t count = (uintptr_t)aemp__map_get(&n->fences, &peer_h, sizeof peer_h);
+    if (count > 1)
+        aemp__map_put(&n->fences, &peer_h, sizeof peer_h, (void *)(count - 1));
+    else if (count == 1)
+        aemp__map_del(&n->fences, &peer_h, sizeof peer_h);
+}
+
+static bool fenced(const aemp_node *n, uint32_t peer_h)
+{
+    return n->fences.count && aemp__map_get(&n->fences, &peer_h, sizeof peer_h);
+}
+
 int aemp__node_send(aemp_node *n, const aemp_addr *from, const aemp_addr *to, const aemp_term *msg)
 {
     int err;
+    if (fenced(n, to->node)) {
+        /* its loss is being reported: after a lost message, none may get
+         * through before the report */
+        AEMP_LOGD("message to a process of %s dropped: its connection was lost",
+                  aemp__intern_text(to->node, NULL));
+        return 0;
+    }
     aemp__conn *c = aemp__node_conn(n, to->node, true, &err);
     if (!c) return err;
     size_t queued = aemp__conn_queued(c);
@@ -336,6 +363,7 @@ int aemp__node_send(aemp_node *n, const aemp_addr *from, const aemp_addr *to, co
 int aemp__node_ctl(aemp_node *n, uint32_t peer_h, const aemp_buf *ctl, const aemp_term *payload)
 {
     int err;
+    if (fenced(n, peer_h)) return AEMP_ECLOSED;
     aemp__conn *c = aemp__node_conn(n, peer_h, true, &err);
     return c ? aemp__conn_ctl(c, ctl, payload) : err;
 }
@@ -355,6 +383,7 @@ int aemp__node_init(aemp_node *n, uv_loop_t *loop, const aemp_node_config *cfg)
     aemp__map_init(&n->conns);
     aemp__map_init(&n->known);
     aemp__map_init(&n->node_mons);
+    aemp__map_init(&n->fences);
     int rc = set_name(n, cfg->name);
     if (rc) {
         AEMP_LOGE("invalid node name '%s'", cfg->name);
@@ -558,6 +587,7 @@ static void maybe_finish(aemp_node *n)
     aemp__map_free(&n->known);
     aemp__map_each(&n->node_mons, free_node_mon, NULL);
     aemp__map_free(&n->node_mons);
+    aemp__map_free(&n->fences);
     aemp__tls_ctx_free(n->tls_ctx);
     free(n);
     if (cb) cb(arg);

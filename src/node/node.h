@@ -64,6 +64,7 @@ struct aemp_node {
     aemp__map conns;     /* peer name handle (4 bytes) -> aemp__conn */
     aemp__map known;     /* peer name handles ever up or tried (value unused) */
     aemp__map node_mons; /* aemp_mon_nodes: id (8 bytes) -> struct */
+    aemp__map fences;    /* peer name handle -> count (aemp__node_fence) */
     uint64_t next_node_mon;
     uint32_t last_peer;    /* the last remote destination's node, */
     aemp__conn *last_conn; /* and its connection (NULL: look it up) */
@@ -119,8 +120,15 @@ aemp__conn *aemp__node_conn(aemp_node *n, uint32_t peer_h, bool start, int *err)
  * demand) in order. AEMP_EBUSY when max_pending bytes wait for that peer
  * or no connection can be made. */
 int aemp__node_send(aemp_node *n, const aemp_addr *from, const aemp_addr *to, const aemp_term *msg);
-/* Queue a control message for node peer_h (connecting on demand). */
+/* Queue a control message for node peer_h (connecting on demand).
+ * AEMP_ECLOSED while peer_h is fenced. */
 int aemp__node_ctl(aemp_node *n, uint32_t peer_h, const aemp_buf *ctl, const aemp_term *payload);
+/* Fence node peer_h while the loss of its connection is still being
+ * reported (no silent holes): until as many aemp__node_unfence() calls,
+ * messages to it are dropped and control messages refused, and no
+ * connection to it is started. */
+int aemp__node_fence(aemp_node *n, uint32_t peer_h);
+void aemp__node_unfence(aemp_node *n, uint32_t peer_h);
 /* Is this address a pid of this node's incarnation? */
 static inline bool aemp__node_is_local_pid(const aemp_node *n, const aemp_addr *a)
 {

@@ -495,6 +495,39 @@ void aemp__proc_kill_atom(aemp_node *n, uint64_t id, const char *atom)
     aemp__proc_kill(n, id, &t);
 }
 
+/* The marker queued behind a lost node's deferred 'DOWN's: they are
+ * delivered, the node's fence comes down, the marker's port ends. */
+static void on_fence_marker(aemp_node *n, aemp_port self, const aemp_term *msg,
+                            const aemp_addr *from, void *arg)
+{
+    aemp__node_unfence(n, (uint32_t)(uintptr_t)arg);
+    aemp__proc_kill_atom(n, self.id, "normal");
+}
+
+/* Some of a lost node's 'DOWN's wait behind earlier local deliveries
+ * (deferred to the loop). Until they are delivered nothing may go to that
+ * node, or a message sent meanwhile could get through after lost ones
+ * before the loss is reported (no silent holes): fence it, and queue a
+ * marker behind them that lifts the fence. */
+static void fence_until_told(aemp_node *n, uint32_t peer_h)
+{
+    aemp_port m;
+    aemp__port *port;
+    if (aemp__proc_open(n, on_fence_marker, (void *)(uintptr_t)peer_h, &m)) return;
+    if (!(port = aemp__proc_port(n, m.id)) || aemp__node_fence(n, peer_h)) {
+        aemp__proc_kill_atom(n, m.id, "normal");
+        return;
+    }
+    aemp_buf b = AEMP_BUF_INIT;
+    term_of_atom(&b, "fence");
+    aemp_term t = aemp_buf_term(&b);
+    if (aemp__proc_deliver_later(n, port, &t, NULL)) {
+        aemp__node_unfence(n, peer_h);
+        aemp__proc_kill_atom(n, m.id, "normal");
+    }
+    aemp_buf_free(&b);
+}
+
 /* A node is gone: its links break and its monitors fire with noconnection. */
 static void on_event(aemp_node *n, const aemp__event_info *ev, void *arg)
 {
@@ -522,6 +555,7 @@ static void on_event(aemp_node *n, const aemp__event_info *ev, void *arg)
     }
     free(list);
     run_exits(n);
+    if (P(n)->deferred.len > P(n)->deferred_pos) fence_until_told(n, ev->peer_h);
     aemp_buf_free(&b);
 }
 

@@ -468,3 +468,65 @@ Test(proc, references_are_unique_and_printable)
     cr_assert_eq(sizeof(aemp_addr), 32);
     stop_node(&a);
 }
+
+/* A port that keeps local deliveries deferred to the loop while *arg is
+ * set: each message it gets, it sends itself again (nested sends past the
+ * depth limit wait for the loop, so one is always waiting). */
+static void spin_cb(aemp_node *n, aemp_port self, const aemp_term *msg, const aemp_addr *from,
+                    void *arg)
+{
+    aemp_addr me;
+    if (*(int *)arg && aemp_port_addr(n, self, &me) == 0) aemp_send(n, self, &me, msg);
+}
+
+/* No silent holes when a 'DOWN' must wait behind deferred local
+ * deliveries: from the loss of a connection until the watcher has its
+ * 'DOWN', nothing goes to that node (a send is dropped, a monitor refused),
+ * so no message sent meanwhile can get through after lost ones; after the
+ * 'DOWN', sending connects again. */
+Test(proc, nothing_to_a_lost_node_before_its_down)
+{
+    struct node_ctx a, b;
+    start_node(&a, "a@127.0.0.1", "secret");
+    start_node(&b, "b@127.0.0.1", "secret");
+    struct inbox w = {0}, t = {0}, probe = {0};
+    aemp_port wp, tp, pp, sp;
+    aemp_addr ta, pa, sa, ref;
+    cr_assert_eq(aemp_port_open(a.node, inbox_cb, &w, &wp), 0);
+    cr_assert_eq(aemp_port_open(b.node, inbox_cb, &t, &tp), 0);
+    cr_assert_eq(aemp_port_open(b.node, inbox_cb, &probe, &pp), 0);
+    cr_assert_eq(aemp_port_addr(b.node, tp, &ta), 0);
+    cr_assert_eq(aemp_port_addr(b.node, pp, &pa), 0);
+    cr_assert_eq(aemp_monitor(a.node, wp, &ta, &ref), 0);
+    cr_assert_eq(aemp_sendf(a.node, wp, &pa, "{sync}"), 0);
+    cr_assert(wait_int(&probe.count, 1, 5000));
+    int spinning = 1;
+    cr_assert_eq(aemp_port_open(a.node, spin_cb, &spinning, &sp), 0);
+    cr_assert_eq(aemp_port_addr(a.node, sp, &sa), 0);
+    cr_assert_eq(aemp_sendf(a.node, sp, &sa, "{spin}"), 0);
+    for (int i = 0; i < 3; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    cr_assert_gt(a.node->proc->deferred.len, a.node->proc->deferred_pos);
+    /* the connection breaks (as a peer's crash looks from here) */
+    int err;
+    uint32_t bh = aemp__intern_find("b@127.0.0.1", 11);
+    aemp__conn *c = aemp__node_conn(a.node, bh, false, &err);
+    cr_assert_not_null(c);
+    aemp__conn_close(c, AEMP_EIO, "test: connection lost");
+    cr_assert_eq(w.count, 0, "the 'DOWN' waits behind the deferred deliveries");
+    /* meanwhile: nothing goes to b, nothing starts a connection to it */
+    cr_assert_eq(aemp_sendf(a.node, wp, &ta, "{lost, 1}"), 0);
+    aemp_addr ref2;
+    cr_assert_neq(aemp_monitor(a.node, wp, &ta, &ref2), 0);
+    aemp_conn_stats st;
+    cr_assert_eq(aemp_node_stats(a.node, "b@127.0.0.1", &st), AEMP_ENOENT);
+    cr_assert(wait_int(&w.count, 1, 5000));
+    cr_assert(strstr(w.last, ",noconnection}") != NULL, "%s", w.last);
+    /* told: sending connects again, and what was sent before is not there */
+    cr_assert_eq(aemp_sendf(a.node, wp, &ta, "{after, 2}"), 0);
+    cr_assert(wait_int(&t.count, 1, 5000));
+    cr_assert_str_eq(t.tag, "after", "%s", t.last);
+    spinning = 0;
+    stop_node(&a);
+    stop_node(&b);
+}
