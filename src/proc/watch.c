@@ -156,6 +156,20 @@ static aemp__watch *find_link(aemp_node *n, const aemp_addr *a, const aemp_addr 
     return w && w->kind == AEMP__W_LINK ? w : NULL;
 }
 
+/* A link this end is taking back (UNLINK_ID sent, not yet acknowledged): it
+ * keeps the unlink's reference in ref, and counts as no link (exits over it
+ * are ignored, none are sent), as OTP's link protocol has it. */
+static bool unlinking(const aemp__watch *w)
+{
+    return w->kind == AEMP__W_LINK && w->ref.kind == AEMP_ADDR_REF;
+}
+
+/* The Id of an UNLINK_ID: a number unique on this node. */
+static uint64_t unlink_id(const aemp_addr *ref)
+{
+    return (uint64_t)ref->w[1] << 18 | ref->w[0];
+}
+
 /* The local port id of a, or 0. */
 static uint64_t local_id(aemp_node *n, const aemp_addr *a)
 {
@@ -401,6 +415,7 @@ static void fire(aemp_node *n, aemp__watch *w, int i, const aemp_addr *self,
         }
         return;
     }
+    if (unlinking(w)) return;
     if (w->port[o])
         signal_exit(n, w->port[o], true, reason);
     else
@@ -411,7 +426,7 @@ static void fire(aemp_node *n, aemp__watch *w, int i, const aemp_addr *self,
 static bool watched(aemp__port *port)
 {
     for (aemp__wend *e = port->watches.next; e != &port->watches; e = e->next)
-        if (e->w->kind == AEMP__W_LINK || e == &e->w->node[1]) return true;
+        if ((e->w->kind == AEMP__W_LINK && !unlinking(e->w)) || e == &e->w->node[1]) return true;
     return false;
 }
 
@@ -549,7 +564,7 @@ static void on_event(aemp_node *n, const aemp__event_info *ev, void *arg)
         watch_del(n, w);
         if (copy.kind == AEMP__W_MONITOR) {
             if (remote == 1 && copy.port[0]) deliver_down(n, &copy, &reason);
-        } else if (copy.port[1 - remote]) {
+        } else if (copy.port[1 - remote] && !unlinking(&copy)) {
             signal_exit(n, copy.port[1 - remote], true, &reason);
         }
     }
@@ -637,10 +652,14 @@ int aemp_link(aemp_node *n, aemp_port port, const aemp_addr *other)
         if (aemp_addr_equal(&self, other)) return 0;
         return aemp__watch_link(n, &self, other);
     }
-    if (find_link(n, &self, other)) return 0;
+    aemp__watch *old = find_link(n, &self, other);
+    if (old && !unlinking(old)) return 0;
     aemp_buf ctl = AEMP_BUF_INIT;
     int rc = aemp__ctl_enc(&ctl, AEMP__CTL_LINK, "aa", &self, other);
-    if (!rc) rc = aemp__watch_link(n, &self, other);
+    if (old) /* linked again while unlinking: the unlink's answer is ignored */
+        memset(&old->ref, 0, sizeof old->ref);
+    else if (!rc)
+        rc = aemp__watch_link(n, &self, other);
     if (!rc) rc = aemp__node_ctl(n, other->node, &ctl, NULL);
     if (rc) {
         aemp__watch *w = find_link(n, &self, other);
@@ -656,11 +675,12 @@ int aemp_unlink(aemp_node *n, aemp_port port, const aemp_addr *other)
     aemp_addr self;
     aemp__addr_pid(&self, n->name_h, n->creation, port.id);
     aemp__watch *w = find_link(n, &self, other);
-    if (!w) return 0;
-    watch_del(n, w);
-    if (other->node == n->name_h) return 0;
-    aemp__conn *c = conn_of(n, other);
-    if (!c) return 0;
+    if (!w || unlinking(w)) return 0;
+    aemp__conn *c = other->node == n->name_h ? NULL : conn_of(n, other);
+    if (!c) {
+        watch_del(n, w);
+        return 0;
+    }
     aemp_buf ctl = AEMP_BUF_INIT;
     int rc;
     /* UNLINK_ID unless the peer is known to lack it: on a connection not
@@ -669,12 +689,15 @@ int aemp_unlink(aemp_node *n, aemp_port port, const aemp_addr *other)
     if (!aemp__conn_up(c) || (c->flags & AEMP__DFLAG_UNLINK_ID)) {
         aemp_addr id;
         aemp__proc_ref(n, &id); /* a unique number for the unlink */
-        rc = aemp__ctl_enc(&ctl, AEMP__CTL_UNLINK_ID, "iaa", (uint64_t)id.w[1] << 18 | id.w[0],
-                           &self, other);
+        rc = aemp__ctl_enc(&ctl, AEMP__CTL_UNLINK_ID, "iaa", unlink_id(&id), &self, other);
+        if (!rc) rc = aemp__conn_ctl(c, &ctl, NULL);
+        /* the record stays, inactive, until the peer acknowledges */
+        if (!rc) w->ref = id;
     } else {
         rc = aemp__ctl_enc(&ctl, AEMP__CTL_UNLINK, "aa", &self, other);
+        if (!rc) rc = aemp__conn_ctl(c, &ctl, NULL);
     }
-    if (!rc) rc = aemp__conn_ctl(c, &ctl, NULL);
+    if (!unlinking(w)) watch_del(n, w);
     aemp_buf_free(&ctl);
     return rc;
 }
@@ -791,13 +814,27 @@ static void on_unlink(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl
     aemp_addr from, to;
     if (dec(n, &m->el[f], PID, &from) || dec(n, &m->el[f + 1], PID, &to)) return;
     aemp__watch *w = find_link(n, &from, &to);
-    if (w) watch_del(n, w);
+    /* while our own unlink is out, the link stays as it is (inactive) */
+    if (w && !unlinking(w)) watch_del(n, w);
     if (m->tag == AEMP__CTL_UNLINK_ID) {
         aemp_buf ctl = AEMP_BUF_INIT;
         if (aemp__ctl_enc(&ctl, AEMP__CTL_UNLINK_ID_ACK, "taa", &m->el[1], &to, &from) == 0)
             aemp__conn_ctl(c, &ctl, NULL);
         aemp_buf_free(&ctl);
     }
+}
+
+static void on_unlink_ack(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo)
+{
+    /* {UNLINK_ID_ACK, Id, FromPid, ToPid}: our unlink is done */
+    aemp_node *n = arg;
+    aemp_addr from, to;
+    aemp_cursor cu = aemp_cursor_of(&m->el[1]);
+    uint64_t id;
+    if (aemp_get_uint64(&cu, &id) || dec(n, &m->el[2], PID, &from) || dec(n, &m->el[3], PID, &to))
+        return;
+    aemp__watch *w = find_link(n, &from, &to);
+    if (w && unlinking(w) && unlink_id(&w->ref) == id) watch_del(n, w);
 }
 
 static void on_exit_signal(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo)
@@ -821,7 +858,9 @@ static void on_exit_signal(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp
         /* a link exit for a link that is not there (any more) is ignored */
         aemp__watch *w = find_link(n, &from, &to);
         if (!w) return;
+        bool active = !unlinking(w);
         watch_del(n, w);
+        if (!active) return;
     }
     signal_exit(n, port->id, link, reason);
     run_exits(n);
@@ -890,6 +929,7 @@ int aemp__watch_init(aemp_node *n)
         {AEMP__CTL_LINK, on_link},
         {AEMP__CTL_UNLINK, on_unlink},
         {AEMP__CTL_UNLINK_ID, on_unlink},
+        {AEMP__CTL_UNLINK_ID_ACK, on_unlink_ack},
         {AEMP__CTL_EXIT, on_exit_signal},
         {AEMP__CTL_EXIT_TT, on_exit_signal},
         {AEMP__CTL_EXIT2, on_exit_signal},

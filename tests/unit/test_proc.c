@@ -530,3 +530,59 @@ Test(proc, nothing_to_a_lost_node_before_its_down)
     stop_node(&a);
     stop_node(&b);
 }
+
+/* Unlinks from both ends at once, one end linking again at once (the race
+ * the UNLINK_ID protocol settles): both ends end up unlinked, as OTP nodes
+ * do, and a later link from the other end holds. */
+Test(proc, simultaneous_unlinks_agree)
+{
+    struct node_ctx a, b;
+    start_node(&a, "a@127.0.0.1", "secret");
+    start_node(&b, "b@127.0.0.1", "secret");
+    struct inbox ia = {0}, ib = {0}, pa_in = {0}, pb_in = {0};
+    aemp_port pa, pb, qa, qb;
+    aemp_addr paa, pba, qaa, qba;
+    cr_assert_eq(aemp_port_open(a.node, inbox_cb, &ia, &pa), 0);
+    cr_assert_eq(aemp_port_open(b.node, inbox_cb, &ib, &pb), 0);
+    cr_assert_eq(aemp_port_open(a.node, inbox_cb, &pa_in, &qa), 0);
+    cr_assert_eq(aemp_port_open(b.node, inbox_cb, &pb_in, &qb), 0);
+    cr_assert_eq(aemp_port_addr(a.node, pa, &paa), 0);
+    cr_assert_eq(aemp_port_addr(b.node, pb, &pba), 0);
+    cr_assert_eq(aemp_port_addr(a.node, qa, &qaa), 0);
+    cr_assert_eq(aemp_port_addr(b.node, qb, &qba), 0);
+    cr_assert_eq(aemp_link(a.node, pa, &pba), 0);
+    /* a round trip: b has the link, a has b's answer */
+    cr_assert_eq(aemp_sendf(a.node, qa, &qba, "{sync}"), 0);
+    cr_assert(wait_int(&pb_in.count, 1, 5000));
+    cr_assert_eq(aemp_sendf(b.node, qb, &qaa, "{sync}"), 0);
+    cr_assert(wait_int(&pa_in.count, 1, 5000));
+    cr_assert_eq(a.node->proc->watches.count, 1);
+    cr_assert_eq(b.node->proc->watches.count, 1);
+    /* both unlink before either hears of the other; b links again */
+    cr_assert_eq(aemp_unlink(a.node, pa, &pba), 0);
+    cr_assert_eq(aemp_unlink(b.node, pb, &paa), 0);
+    cr_assert_eq(aemp_link(b.node, pb, &paa), 0);
+    /* two round trips: every unlink, link and acknowledgement is in */
+    for (int i = 2; i <= 3; i++) {
+        cr_assert_eq(aemp_sendf(a.node, qa, &qba, "{sync}"), 0);
+        cr_assert(wait_int(&pb_in.count, i, 5000));
+        cr_assert_eq(aemp_sendf(b.node, qb, &qaa, "{sync}"), 0);
+        cr_assert(wait_int(&pa_in.count, i, 5000));
+    }
+    cr_assert_eq(a.node->proc->watches.count, 0, "a still holds a link");
+    cr_assert_eq(b.node->proc->watches.count, 0, "b still holds a link");
+    /* a links again: the link holds, b's port dies and takes a's along */
+    cr_assert_eq(aemp_link(a.node, pa, &pba), 0);
+    cr_assert_eq(aemp_sendf(a.node, qa, &qba, "{sync}"), 0);
+    cr_assert(wait_int(&pb_in.count, 4, 5000));
+    aemp_buf r = AEMP_BUF_INIT;
+    term_of(&r, "{gone, b}");
+    aemp_term rt = aemp_buf_term(&r);
+    cr_assert_eq(aemp_port_kill(b.node, pb, &rt), 0);
+    for (int i = 0; i < 500 && alive(a.node, pa); i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    cr_assert(!alive(a.node, pa), "the link made after the race did not hold");
+    aemp_buf_free(&r);
+    stop_node(&a);
+    stop_node(&b);
+}
