@@ -440,7 +440,8 @@ int aemp_port_kill(aemp_node *node, aemp_port port, const aemp_term *reason);
  * Reason} as Erlang's erlang:monitor/2 delivers it: Target is the pid, or
  * {Name, Node} for a name; Reason is the exit reason, `noproc`, or
  * `noconnection`. *ref (kind AEMP_ADDR_REF) identifies the monitor. Fires
- * at most once. AEMP_ENOENT if watcher is not a live local port.
+ * at most once. AEMP_ENOENT if watcher is not a live local port;
+ * AEMP_ECLOSED also while the target's node is fenced (see aemp_send()).
  */
 int aemp_monitor(aemp_node *node, aemp_port watcher, const aemp_addr *target, aemp_addr *ref);
 /* Cancel a monitor made by aemp_monitor() (no 'DOWN' follows); AEMP_ENOENT
@@ -450,9 +451,14 @@ int aemp_demonitor(aemp_node *node, const aemp_addr *ref);
  * dies with a reason other than `normal`, the other dies with the same
  * reason (ports do not trap exits; an Erlang process that does gets
  * {'EXIT', Pid, Reason}); a lost connection breaks the link with
- * `noconnection`. AEMP_ENOENT if either local end is not there. */
+ * `noconnection`. AEMP_ENOENT if either local end is not there;
+ * AEMP_ECLOSED also while pid's node is fenced (see aemp_send()). */
 int aemp_link(aemp_node *node, aemp_port port, const aemp_addr *pid);
-/* Remove a link (no error if there is none). */
+/* Remove a link (no error if there is none). Towards another node, as OTP's
+ * link protocol: the link counts as gone at once (exit signals over it are
+ * ignored, none are sent) and is forgotten when the other node
+ * acknowledges (UNLINK_ID_ACK); a link request from the other end arriving
+ * meanwhile is ignored; aemp_link() meanwhile makes it a link again. */
 int aemp_unlink(aemp_node *node, aemp_port port, const aemp_addr *pid);
 /* Send an exit signal from port to pid, as erlang:exit/2: `normal` is
  * ignored by a process that does not trap exits, `kill` kills it with
@@ -477,6 +483,11 @@ int aemp_port_of_addr(aemp_node *node, const aemp_addr *addr, aemp_port *out);
  * connection is started; if the connection fails, queued messages are
  * dropped and the failure is logged and reported to fail_cb. Sending to a
  * local port that does not exist drops the message (returns 0).
+ * No silent holes: when a connection is lost, its monitors fire
+ * (noconnection) before any later message to that node can be sent; if
+ * their 'DOWN's must wait behind deferred local deliveries, the node is
+ * fenced until they are delivered: messages to it are dropped (returns 0)
+ * and monitors and links towards it refused (AEMP_ECLOSED).
  * AEMP_EBUSY: the message would take the bytes waiting for that peer over
  * max_pending, or a connection to a new node would exceed max_connections;
  * the message was not queued. aemp_node_pending() tells how much waits.
