@@ -26,11 +26,11 @@
  *                                         alias, which Erlang gives as a
  *                                         reference)
  */
-#include "say.h"
-
 #include "proc/proc.h"
 
-#include <signal.h>
+/* after the library's headers: its global `node` would shadow theirs */
+#include "node_main.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,9 +40,6 @@ struct fwd {
 };
 
 static struct fwd *fwds;
-
-static aemp_node *node;
-static uv_signal_t sigterm;
 
 static void forward_cb(aemp_node *n, aemp_port self, const aemp_term *msg, const aemp_addr *from,
                        void *arg)
@@ -180,29 +177,6 @@ static void ctl_cb(aemp_node *n, aemp_port self, const aemp_term *msg, const aem
     aemp_buf_free(&r);
 }
 
-static void on_ready(aemp_node *n, int status, void *arg)
-{
-    (void)arg;
-    if (status) {
-        say("FAIL registration: %s", aemp_strerror(status));
-        exit(1);
-    }
-    say("ready %s", aemp_node_name(n));
-}
-
-static void on_closed(void *arg)
-{
-    (void)arg;
-    uv_close((uv_handle_t *)&sigterm, NULL);
-}
-
-static void on_term(uv_signal_t *s, int signum)
-{
-    (void)signum;
-    uv_signal_stop(s);
-    aemp_node_close(node, on_closed, NULL);
-}
-
 int main(int argc, char **argv)
 {
     if (argc != 3) {
@@ -210,25 +184,19 @@ int main(int argc, char **argv)
         return 2;
     }
     uv_loop_t *loop = uv_default_loop();
-    aemp_node_config cfg = {0};
-    cfg.name = argv[1];
-    cfg.cookie = argv[2];
-    cfg.ready_cb = on_ready;
     aemp_port ctl;
-    int rc = aemp_node_create(loop, &cfg, &node);
+    int rc = node_start(loop, argv[1], argv[2]);
     if (!rc) rc = aemp_port_open(node, ctl_cb, NULL, &ctl);
     if (!rc) rc = aemp_register(node, "ctl", ctl);
     if (rc) {
         say("FAIL start: %s", aemp_strerror(rc));
         return 1;
     }
-    uv_signal_init(loop, &sigterm);
-    uv_signal_start(&sigterm, on_term, SIGTERM);
-    uv_run(loop, UV_RUN_DEFAULT);
+    rc = node_run(loop);
     while (fwds) {
         struct fwd *next = fwds->next;
         free(fwds);
         fwds = next;
     }
-    return uv_loop_close(loop) == 0 ? 0 : 1;
+    return rc;
 }

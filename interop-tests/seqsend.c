@@ -18,24 +18,20 @@
  * tried again on the next tick. Prints "ready NAME" once registered with
  * EPMD; on SIGTERM prints "sent S" and exits 0.
  */
-#include "aemp.h"
-#include "say.h"
+#include "node_main.h"
 
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define BATCH 5   /* messages per tick */
 #define TICK_MS 1 /* between ticks */
 
-static aemp_node *node;
 static aemp_port self;
 static aemp_addr target;
 static aemp_addr mon_ref;
 static int monitored;
 static unsigned long long sent;
 static uv_timer_t tick;
-static uv_signal_t sigterm;
 
 static void monitor_target(void)
 {
@@ -92,32 +88,18 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
-static void on_ready(aemp_node *n, int status, void *arg)
+static void start_sending(aemp_node *n)
 {
-    (void)arg;
-    if (status) {
-        say("FAIL registration: %s", aemp_strerror(status));
-        exit(1);
-    }
-    say("ready %s", aemp_node_name(n));
+    (void)n;
     monitor_target();
     uv_timer_start(&tick, on_tick, TICK_MS, TICK_MS);
 }
 
-static void on_closed(void *arg)
+static void stop_sending(void)
 {
-    (void)arg;
-    uv_close((uv_handle_t *)&sigterm, NULL);
-}
-
-static void on_term(uv_signal_t *s, int signum)
-{
-    (void)signum;
-    uv_signal_stop(s);
     uv_timer_stop(&tick);
     uv_close((uv_handle_t *)&tick, NULL);
     say("sent %llu", sent);
-    aemp_node_close(node, on_closed, NULL);
 }
 
 int main(int argc, char **argv)
@@ -127,11 +109,7 @@ int main(int argc, char **argv)
         return 2;
     }
     uv_loop_t *loop = uv_default_loop();
-    aemp_node_config cfg = {0};
-    cfg.name = argv[1];
-    cfg.cookie = argv[2];
-    cfg.ready_cb = on_ready;
-    int rc = aemp_node_create(loop, &cfg, &node);
+    int rc = node_start(loop, argv[1], argv[2]);
     if (!rc) rc = aemp_addr_name(&target, argv[3], "recv");
     if (!rc) rc = aemp_port_open(node, on_msg, NULL, &self);
     if (rc) {
@@ -139,8 +117,7 @@ int main(int argc, char **argv)
         return 1;
     }
     uv_timer_init(loop, &tick);
-    uv_signal_init(loop, &sigterm);
-    uv_signal_start(&sigterm, on_term, SIGTERM);
-    uv_run(loop, UV_RUN_DEFAULT);
-    return uv_loop_close(loop) == 0 ? 0 : 1;
+    node_ready_hook = start_sending;
+    node_stop_hook = stop_sending;
+    return node_run(loop);
 }

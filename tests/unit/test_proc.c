@@ -39,6 +39,13 @@ static bool alive(aemp_node *n, aemp_port p)
     return aemp_port_addr(n, p, &a) == 0;
 }
 
+/* A port on n keeping what it gets in *in; its address in *a. */
+static void open_inbox(aemp_node *n, struct inbox *in, aemp_port *p, aemp_addr *a)
+{
+    cr_assert_eq(aemp_port_open(n, inbox_cb, in, p), 0);
+    cr_assert_eq(aemp_port_addr(n, *p, a), 0);
+}
+
 /* Port ids go on past 2^28 (where 15 + 13 bits of an old pid end) and past
  * 2^32 (where the pid's Serial starts to count): every port is reached by
  * its address, locally and from another node, and a closed one stays
@@ -300,14 +307,11 @@ Test(proc, remote_links_and_monitors)
     start_node(&b, "b@127.0.0.1", "secret");
     struct inbox aw = {0}, bt = {0}, bl = {0}, al = {0};
     aemp_port awp, btp, blp, alp;
-    aemp_addr bta, bla, ala, ref;
-    cr_assert_eq(aemp_port_open(a.node, inbox_cb, &aw, &awp), 0);
-    cr_assert_eq(aemp_port_open(b.node, inbox_cb, &bt, &btp), 0);
-    cr_assert_eq(aemp_port_open(b.node, inbox_cb, &bl, &blp), 0);
-    cr_assert_eq(aemp_port_open(a.node, inbox_cb, &al, &alp), 0);
-    cr_assert_eq(aemp_port_addr(b.node, btp, &bta), 0);
-    cr_assert_eq(aemp_port_addr(b.node, blp, &bla), 0);
-    cr_assert_eq(aemp_port_addr(a.node, alp, &ala), 0);
+    aemp_addr awa, bta, bla, ala, ref;
+    open_inbox(a.node, &aw, &awp, &awa);
+    open_inbox(b.node, &bt, &btp, &bta);
+    open_inbox(b.node, &bl, &blp, &bla);
+    open_inbox(a.node, &al, &alp, &ala);
     /* a monitors a port on b (a connection is made on demand) */
     cr_assert_eq(aemp_monitor(a.node, awp, &bta, &ref), 0);
     /* a's port links to one on b */
@@ -340,8 +344,6 @@ Test(proc, remote_links_and_monitors)
     struct inbox bw = {0};
     aemp_port bwp;
     cr_assert_eq(aemp_port_open(b.node, inbox_cb, &bw, &bwp), 0);
-    aemp_addr awa;
-    cr_assert_eq(aemp_port_addr(a.node, awp, &awa), 0);
     cr_assert_eq(aemp_monitor(b.node, bwp, &awa, &ref), 0);
     cr_assert_eq(aemp_sendf(b.node, bwp, &awa, "{sync}"), 0);
     cr_assert(wait_int(&aw.count, 2, 5000));
@@ -491,12 +493,10 @@ Test(proc, nothing_to_a_lost_node_before_its_down)
     start_node(&b, "b@127.0.0.1", "secret");
     struct inbox w = {0}, t = {0}, probe = {0};
     aemp_port wp, tp, pp, sp;
-    aemp_addr ta, pa, sa, ref;
-    cr_assert_eq(aemp_port_open(a.node, inbox_cb, &w, &wp), 0);
-    cr_assert_eq(aemp_port_open(b.node, inbox_cb, &t, &tp), 0);
-    cr_assert_eq(aemp_port_open(b.node, inbox_cb, &probe, &pp), 0);
-    cr_assert_eq(aemp_port_addr(b.node, tp, &ta), 0);
-    cr_assert_eq(aemp_port_addr(b.node, pp, &pa), 0);
+    aemp_addr wa, ta, pa, sa, ref;
+    open_inbox(a.node, &w, &wp, &wa);
+    open_inbox(b.node, &t, &tp, &ta);
+    open_inbox(b.node, &probe, &pp, &pa);
     cr_assert_eq(aemp_monitor(a.node, wp, &ta, &ref), 0);
     cr_assert_eq(aemp_sendf(a.node, wp, &pa, "{sync}"), 0);
     cr_assert(wait_int(&probe.count, 1, 5000));
@@ -542,14 +542,10 @@ Test(proc, simultaneous_unlinks_agree)
     struct inbox ia = {0}, ib = {0}, pa_in = {0}, pb_in = {0};
     aemp_port pa, pb, qa, qb;
     aemp_addr paa, pba, qaa, qba;
-    cr_assert_eq(aemp_port_open(a.node, inbox_cb, &ia, &pa), 0);
-    cr_assert_eq(aemp_port_open(b.node, inbox_cb, &ib, &pb), 0);
-    cr_assert_eq(aemp_port_open(a.node, inbox_cb, &pa_in, &qa), 0);
-    cr_assert_eq(aemp_port_open(b.node, inbox_cb, &pb_in, &qb), 0);
-    cr_assert_eq(aemp_port_addr(a.node, pa, &paa), 0);
-    cr_assert_eq(aemp_port_addr(b.node, pb, &pba), 0);
-    cr_assert_eq(aemp_port_addr(a.node, qa, &qaa), 0);
-    cr_assert_eq(aemp_port_addr(b.node, qb, &qba), 0);
+    open_inbox(a.node, &ia, &pa, &paa);
+    open_inbox(b.node, &ib, &pb, &pba);
+    open_inbox(a.node, &pa_in, &qa, &qaa);
+    open_inbox(b.node, &pb_in, &qb, &qba);
     cr_assert_eq(aemp_link(a.node, pa, &pba), 0);
     /* a round trip: b has the link, a has b's answer */
     cr_assert_eq(aemp_sendf(a.node, qa, &qba, "{sync}"), 0);
