@@ -51,6 +51,7 @@ enum aemp_err {
     AEMP_ENONODE = -14,      /* node not registered with EPMD */
     AEMP_ENOMATCH = -15,     /* term does not have the requested shape */
     AEMP_EBUSY = -16,        /* send queue full (max_pending) or too many connections */
+    AEMP_ENOCONN = -17,      /* connection lost (Erlang's noconnection) */
     AEMP_EDIE = -18,         /* a port's callback failed (aemp_die) */
 };
 
@@ -747,6 +748,102 @@ int aemp_export(aemp_node *node, const char *module, const char *function, aemp_
                 void *arg);
 /* Withdraw an export; AEMP_ENOENT if there was none. */
 int aemp_unexport(aemp_node *node, const char *module, const char *function);
+
+/* ------------------------------------------------------------------ */
+/* Calls into other nodes                                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The answer to a call. status is an aemp_rpc_kind with result its value
+ * (AEMP_RPC_RETURN), error reason, thrown term or exit reason, or a negative
+ * error with result NULL unless said otherwise: AEMP_ETIMEDOUT (no answer
+ * within the timeout; a late answer is dropped), AEMP_ENOCONN (the
+ * connection to the node was lost, or could not be made; result is the atom
+ * noconnection), AEMP_ECLOSED (the node was closed first). result is valid
+ * during the call only (copy it with aemp_buf_put_term()).
+ *
+ * cb is called exactly once per call that returned 0, always from the loop:
+ * never inside the call that started it, so arg may be freed in cb. When
+ * the node is closed, calls still waiting get AEMP_ECLOSED from
+ * aemp_node_close()'s loop turns, before its closed_cb; the node must not
+ * be used in that cb.
+ */
+typedef void (*aemp_call_cb)(aemp_node *node, int status, const aemp_term *result, void *arg);
+
+/*
+ * Call module:function(args...) on node peer, as erpc:call/5: a spawn
+ * request of erpc:execute_call/4 with a monitor, the answer taken from the
+ * process's exit reason. args is a proper list (copied). On an Erlang node
+ * any function can be called; on an aemp node, those it exported.
+ * cb gets, as erpc:call returns or raises:
+ *   AEMP_RPC_RETURN   the value;
+ *   AEMP_RPC_THROW    the thrown term;
+ *   AEMP_RPC_EXIT     the exit reason R (erpc raises exit:{exception, R}),
+ *                     or {signal, R} when the process was killed by an exit
+ *                     signal R (erpc raises exit:{signal, R});
+ *   AEMP_RPC_ERROR    the error reason (erpc raises error:{exception, R,
+ *                     Stack}; the stack is not given), or {erpc, Reason} when
+ *                     erpc raises error:{erpc, Reason}: the node refused the
+ *                     spawn request (e.g. {erpc, notsup} from a node that
+ *                     cannot run erpc, {erpc, badarg}) or the function could
+ *                     not be applied to args ({erpc, system_limit});
+ *   AEMP_ENOCONN      the connection was lost before the answer (erpc raises
+ *                     error:{erpc, noconnection});
+ *   AEMP_ETIMEDOUT    no answer within timeout_ms (0: wait without limit).
+ *                     As erpc does, the remote process is not killed: the
+ *                     request is abandoned (no monitor or answer follows)
+ *                     and it runs to its end.
+ * Output of the remote function (io requests to its group leader, the
+ * node's io service) is answered ok and dropped.
+ * Returns 0, or AEMP_EINVAL (bad argument, args not a proper list, peer not
+ * a node name or this node), AEMP_ECLOSED, AEMP_EBUSY, AEMP_ENOMEM; then cb
+ * is never called.
+ */
+int aemp_call(aemp_node *node, const char *peer, const char *module, const char *function,
+              const aemp_term *args, unsigned timeout_ms, aemp_call_cb cb, void *arg);
+
+/*
+ * Call a gen_server (or any process that answers OTP's calls), as
+ * gen_server:call/3: the server (a pid or a registered name, on this node or
+ * another) is monitored, gets {'$gen_call', {Pid, [alias|Mref]}, request}
+ * and answers {[alias|Mref], Reply} to the alias Mref, as OTP 24+ does. cb
+ * gets AEMP_RPC_RETURN with Reply; AEMP_RPC_EXIT with the server's exit
+ * reason when it dies first (noproc: there is no such process); AEMP_ENOCONN
+ * when the connection to its node is lost (gen_server:call exits with
+ * {nodedown, Node}); AEMP_ETIMEDOUT when timeout_ms (0: no limit) passes.
+ * After the answer, the death or the timeout the alias is removed: a late
+ * reply is dropped. Returns 0, AEMP_EINVAL, AEMP_ECLOSED, AEMP_EBUSY or
+ * AEMP_ENOMEM (then cb is never called).
+ */
+int aemp_gen_call(aemp_node *node, const aemp_addr *server, const aemp_term *request,
+                  unsigned timeout_ms, aemp_call_cb cb, void *arg);
+
+/*
+ * Answer a gen_server:call made to a port: `from` is the From of the
+ * {'$gen_call', From, Request} message the port received ({Pid, Tag}); reply
+ * is sent as {Tag, reply}, to the alias in Tag when it holds one (Tag
+ * [alias|Alias] or [[alias|Alias]|_], OTP 24 to 29) and to Pid otherwise (a
+ * plain reference, as OTP sends for local calls without timeout). from and
+ * reply are copied. The sender is the port whose callback runs, if any.
+ * Returns 0, AEMP_EINVAL (from is not {Pid, Tag}), AEMP_ECLOSED, AEMP_EBUSY.
+ */
+int aemp_gen_reply(aemp_node *node, const aemp_term *from, const aemp_term *reply);
+
+/*
+ * AEMP's cal: send msg to port `to` (pid or registered name, anywhere)
+ * with a fresh reply port's pid added as its last element ({Tag, A} becomes
+ * {Tag, A, ReplyPid}; a message that is not a tuple becomes {Msg,
+ * ReplyPid}); the first message the reply port gets is the answer
+ * (AEMP_RPC_RETURN, the whole message). With timeout_ms, AEMP_ETIMEDOUT
+ * when it passes first. With timeout_ms 0, the target is monitored instead:
+ * its death before an answer gives AEMP_RPC_EXIT with the exit reason
+ * (noproc if it is not there), a lost connection AEMP_ENOCONN. The reply
+ * port is closed after the answer (later messages to it are dropped).
+ * Returns 0, AEMP_EINVAL, AEMP_ECLOSED, AEMP_EBUSY or AEMP_ENOMEM (then cb is
+ * never called).
+ */
+int aemp_cal(aemp_node *node, const aemp_addr *to, const aemp_term *msg, unsigned timeout_ms,
+             aemp_call_cb cb, void *arg);
 
 /* ------------------------------------------------------------------ */
 /* TLS certificates                                                    */

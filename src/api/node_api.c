@@ -58,6 +58,7 @@ void aemp_node_close(aemp_node *n, void (*closed_cb)(void *arg), void *arg)
     /* from here no callback runs: ports die (their exit signals still go
      * out), connections flush, handles close */
     n->closing = true;
+    aemp__svc_close(n);
     if (n->proc) aemp__proc_close(n);
     aemp__node_close(n, closed_cb, arg);
 }

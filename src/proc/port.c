@@ -247,9 +247,10 @@ int aemp_send(aemp_node *n, aemp_port from, const aemp_addr *to, const aemp_term
     if (from.id) aemp__addr_pid(&fa, n->name_h, n->creation, from.id);
     if (to->node == n->name_h) {
         /* Sending to a port that is gone (or a pid of an earlier
-         * incarnation, or an alias or reference: we make no aliases)
-         * drops the message. */
-        aemp__port *port = to->kind >= AEMP_ADDR_REF ? NULL : aemp__proc_resolve(n, to);
+         * incarnation, or a reference that is no active alias) drops the
+         * message. */
+        aemp__port *port =
+            to->kind >= AEMP_ADDR_REF ? aemp__alias_port(n, to) : aemp__proc_resolve(n, to);
         return port ? aemp__proc_deliver(n, port, msg, from.id ? &fa : NULL) : 0;
     }
     return aemp__node_send(n, from.id ? &fa : NULL, to, msg);

@@ -68,9 +68,11 @@ int aemp__proc_init(aemp_node *n)
     uv_idle_init(n->loop, &p->deferred_idle);
     p->deferred_idle.data = n;
     n->proc = p;
+    aemp__alias_init(n);
     int rc = aemp__watch_init(n);
     if (!rc) rc = aemp__spawn_init(n);
     if (rc) {
+        aemp__alias_free(n);
         aemp__spawn_free(n);
         n->proc = NULL;
         uv_close((uv_handle_t *)&p->deferred_idle, NULL);
@@ -108,6 +110,7 @@ void aemp__proc_free(aemp_node *n)
     struct aemp__proc *p = P(n);
     if (!p) return;
     aemp__watch_free(n);
+    aemp__alias_free(n);
     aemp__mon_free(n);
     aemp_buf_free(&p->kills);
     aemp_buf_free(&p->die_text);

@@ -66,6 +66,7 @@ struct aemp__proc {
     aemp__map watches; /* key -> aemp__watch */
     aemp__map peers;   /* node handle (4 bytes) -> aemp__wend sentinel */
     aemp__map spawns;  /* "module:function" -> struct spawn_fn */
+    aemp__map aliases; /* reference -> local port id (alias.c) */
     uint64_t next_id;  /* last port id handed out */
     uint64_t next_ref; /* last reference number */
     uint64_t epoch;    /* bumped by every change of ports or names */
@@ -126,6 +127,16 @@ int aemp__proc_spawn_fn(aemp_node *n, const char *module, const char *function, 
 void aemp__proc_set_group_leader(aemp_node *n, aemp_port port);
 /* A new reference of this node. */
 void aemp__proc_ref(aemp_node *n, aemp_addr *out);
+
+/* Process aliases (alias.c): make ref (a reference of this node) an alias
+ * of local port `port`: messages sent to it, from another node (ALIAS_SEND)
+ * or with a local aemp_send, reach the port until the alias is removed;
+ * after that they are dropped. AEMP_EINVAL if ref is not this node's or the
+ * port is not there. */
+int aemp__alias_add(aemp_node *n, const aemp_addr *ref, uint64_t port);
+void aemp__alias_del(aemp_node *n, const aemp_addr *ref);
+/* The live port an alias (REF or ALIAS address) stands for, or NULL. */
+aemp__port *aemp__alias_port(aemp_node *n, const aemp_addr *alias);
 
 /* Test hook: the next port id handed out is id + 1. */
 void aemp__proc_set_next_id(aemp_node *n, uint64_t id);

@@ -783,9 +783,18 @@ static void on_send(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_m
 
 static void on_alias_send(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo)
 {
-    /* We make no aliases: any alias is unknown, and a message to an unknown
-     * alias is dropped, as in Erlang. */
-    AEMP_LOGD("alias send from %s to an unknown alias: dropped", c->peer);
+    /* {ALIAS_SEND, FromPid, Alias} + Msg: to the port while its alias is
+     * active (alias.c); to an unknown or removed alias it is dropped, as in
+     * Erlang. */
+    aemp_node *n = arg;
+    aemp_addr alias, from;
+    aemp__port *port = dec(n, &m->el[2], REF, &alias) ? NULL : aemp__alias_port(n, &alias);
+    if (!port) {
+        AEMP_LOGD("alias send from %s to an unknown alias: dropped", c->peer);
+        return;
+    }
+    bool has_from = dec(n, &m->el[1], PID, &from) == 0;
+    aemp__proc_deliver(n, port, &m->payload, has_from ? &from : NULL);
 }
 
 static void on_link(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo)

@@ -59,6 +59,10 @@ int aemp__mon_cancel_pending(aemp_node *n, const aemp_addr *ref);
 /* Run the kills deferred by aemp__proc_kill_later (from the loop). */
 void aemp__proc_run_kills(aemp_node *n);
 
+/* alias.c */
+void aemp__alias_init(aemp_node *n);
+void aemp__alias_free(aemp_node *n);
+
 /* spawn.c */
 void aemp__spawn_request(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo);
 /* Set up spawning (its reply handler, its event subscription); close: every

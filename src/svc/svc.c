@@ -13,6 +13,11 @@ int aemp__svc_init(aemp_node *n)
     return rc;
 }
 
+void aemp__svc_close(aemp_node *n)
+{
+    if (n->svc) aemp__call_close(n);
+}
+
 void aemp__svc_free(aemp_node *n)
 {
     if (!n->svc) return;

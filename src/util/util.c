@@ -142,6 +142,8 @@ const char *aemp_strerror(int err)
         return "term does not match";
     case AEMP_EBUSY:
         return "busy: send queue full or too many connections";
+    case AEMP_ENOCONN:
+        return "connection lost (noconnection)";
     case AEMP_EDIE:
         return "callback failed";
     default:
