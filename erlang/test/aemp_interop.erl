@@ -10,6 +10,9 @@
 -module(aemp_interop).
 
 -export([run/2, serve/0, seq_recv/2]).
+%% Called remotely (test calls): the same functions the calls test's C
+%% node exports, and a gen_server (init(gs)) for the C node to call.
+-export([kind/2, sleep_tell/3, hold_then/1, handle_call/3, handle_cast/2]).
 %% spawned by the C node in the spawn test; the supervisor of the
 %% supervise test
 -export([child/1, init/1]).
@@ -626,11 +629,174 @@ test(proc_lost, [CNode, U]) ->
     expect(true, c_call(CNode, alive, [Pa]), monitored_port_lives),
     expect(false, c_call(CNode, alive, [Pb]), linked_port_gone),
     still_alive(CNode, Pa, Wf, monitored_process_lives),
-    no_stray().
+    no_stray();
+%% Calls both ways with callnode.c: Erlang's rpc, erpc and gen_server calls
+%% into C (compared with the same calls on this node), and the C node's
+%% aemp_call, aemp_gen_call and aemp_cal into Erlang.
+test(calls, CNode) ->
+    connect(CNode),
+    Me = node(),
+    %% rpc:call, erpc:call, erpc:send_request of C functions: each result
+    %% kind as OTP gives it for the same function on an Erlang node (erpc
+    %% with a timeout spawns even on this node); stacks differ
+    Kinds = [{return, {v, 1}}, {throw, t}, {error, {badmatch, 2}}, {exit, gone}],
+    [begin
+         expect(strip(erpc_result(Me, K, V)), strip(erpc_result(CNode, K, V)), {erpc, K}),
+         expect(strip(rpc:call(Me, ?MODULE, kind, [K, V])),
+                strip(rpc:call(CNode, ?MODULE, kind, [K, V])), {rpc, K}),
+         ReqE = erpc:send_request(Me, ?MODULE, kind, [K, V]),
+         ReqC = erpc:send_request(CNode, ?MODULE, kind, [K, V]),
+         expect(strip(response(ReqE)), strip(response(ReqC)), {send_request, K})
+     end || {K, V} <- Kinds],
+    expect({ok, {v, 1}}, erpc_result(CNode, return, {v, 1}), erpc_return),
+    %% rpc:multicall and erpc:multicall over the C node and this one
+    expect({[mc, mc], []}, rpc:multicall([Me, CNode], ?MODULE, kind, [return, mc]), multicall),
+    {[BadE, BadC], []} = rpc:multicall([Me, CNode], ?MODULE, kind, [error, boom]),
+    expect(strip(BadE), strip(BadC), multicall_error),
+    Nowhere = list_to_atom("nosuch@" ++ tl(lists:dropwhile(fun(C) -> C =/= $@ end,
+                                                           atom_to_list(Me)))),
+    expect({[mc], [Nowhere]}, rpc:multicall([CNode, Nowhere], ?MODULE, kind, [return, mc]),
+           multicall_bad_node),
+    expect([{ok, emc}, {ok, emc}], erpc:multicall([Me, CNode], ?MODULE, kind, [return, emc]),
+           erpc_multicall),
+    %% erpc:cast runs the C function (it sends us a message)
+    CastRef = make_ref(),
+    expect(ok, erpc:cast(CNode, ?MODULE, tell, [self(), {cast_ran, CastRef}]), erpc_cast),
+    expect(ran, receive {cast_ran, CastRef} -> ran after ?REPLY_MS -> timeout end,
+           erpc_cast_ran),
+    %% the caller's timeout: the C function blocks its node past it; the
+    %% node serves the next call, and nothing late reaches the caller
+    expect({error, {erpc, timeout}},
+           try erpc:call(CNode, ?MODULE, sleep, [600], 100) catch C1:R1 -> {C1, R1} end,
+           erpc_timeout),
+    expect({badrpc, timeout}, rpc:call(CNode, ?MODULE, sleep, [600], 100), rpc_timeout),
+    expect(after_timeout, erpc:call(CNode, ?MODULE, kind, [return, after_timeout]),
+           served_after_timeout),
+    expect(ok, no_stray(), nothing_late_after_timeout),
+    %% gen_server:call of a C port (aemp_gen_reply): by name with the
+    %% default timeout, by pid without one, as send_request, with a plain
+    %% reference tag and with a [[alias|A]|_] tag
+    expect({ok, x}, gen_server:call({gsrv, CNode}, {echo, x}), gen_call_by_name),
+    GPid = gen_server:call({gsrv, CNode}, whoami),
+    expect({ok, y}, gen_server:call(GPid, {echo, y}, infinity), gen_call_by_pid),
+    GReq = gen_server:send_request({gsrv, CNode}, {echo, z}),
+    expect({reply, {ok, z}}, gen_server:wait_response(GReq, ?REPLY_MS), gen_send_request),
+    PlainTag = make_ref(),
+    GPid ! {'$gen_call', {self(), PlainTag}, {echo, w}},
+    expect({ok, w}, receive {PlainTag, W} -> W after ?REPLY_MS -> timeout end, plain_tag),
+    A = alias(),
+    ATag = [[alias | A] | x],
+    GPid ! {'$gen_call', {self(), ATag}, {echo, v}},
+    expect({ok, v}, receive {ATag, AV} -> AV after ?REPLY_MS -> timeout end, alias_list_tag),
+    unalias(A),
+    %% a C port that answers after the caller's timeout: the late reply is
+    %% dropped (the caller's alias is gone)
+    expect(timeout, try gen_server:call({gsrv, CNode}, hold, 100)
+                    catch exit:{timeout, _} -> timeout end, gen_call_timeout),
+    expect({ok, released}, gen_server:call({gsrv, CNode}, {release, late}), released),
+    expect(ok, no_stray(), late_gen_reply_dropped),
+    %% C into Erlang: aemp_call, each kind mapped as erpc maps it
+    expect({return, {v, 1}}, c_call(CNode, call, [Me, ?MODULE, kind, [return, {v, 1}], 5000]),
+           c_call_return),
+    expect({throw, t}, c_call(CNode, call, [Me, ?MODULE, kind, [throw, t], 0]), c_call_throw),
+    expect({error, {badmatch, 2}}, c_call(CNode, call, [Me, ?MODULE, kind, [error, {badmatch, 2}],
+                                                        0]), c_call_error),
+    expect({exit, gone}, c_call(CNode, call, [Me, ?MODULE, kind, [exit, gone], 0]), c_call_exit),
+    expect({error, undef}, c_call(CNode, call, [Me, no_such_module, f, [1], 0]), c_call_undef),
+    %% output of the called function goes to the C side (answered, dropped)
+    expect({return, ok}, c_call(CNode, call, [Me, io, format, ["printed~n"], 0]), c_call_io),
+    %% killed by an exit signal: {signal, Reason}
+    STag = c_start(CNode, call, [Me, ?MODULE, hold_then, [self()], 0]),
+    Held = receive {holding, HP} -> HP after ?REPLY_MS -> throw(not_holding) end,
+    exit(Held, die),
+    expect({exit, {signal, die}}, c_wait(STag), c_call_signal),
+    %% a timeout abandons the call: the process runs on to its end
+    TTag = c_start(CNode, call, [Me, ?MODULE, sleep_tell, [300, self(), slept], 50]),
+    expect(timeout, c_wait(TTag), c_call_timeout),
+    expect(slept, receive slept -> slept after ?REPLY_MS -> timeout end, abandoned_call_ran),
+    expect({return, sync}, c_call(CNode, call, [Me, ?MODULE, kind, [return, sync], 0]), sync),
+    expect(ok, no_stray(), c_call_answered_once),
+    expect({noconnection, noconnection}, c_call(CNode, call, [Nowhere, m, f, [], 0]),
+           c_call_nowhere),
+    %% aemp_gen_call of a gen_server (alias replies)
+    {ok, GS} = gen_server:start({local, aemp_gs}, ?MODULE, gs, []),
+    expect({return, {echoed, 1}}, c_call(CNode, gen_call, [{aemp_gs, Me}, {echo, 1}, 5000]),
+           c_gen_call_by_name),
+    expect({return, {echoed, 2}}, c_call(CNode, gen_call, [GS, {echo, 2}, 0]), c_gen_call_by_pid),
+    expect({exit, noproc}, c_call(CNode, gen_call, [{nobody, Me}, x, 0]), c_gen_call_noproc),
+    expect(timeout, c_call(CNode, gen_call, [GS, {sleep, 300}, 50]), c_gen_call_timeout),
+    expect({return, {echoed, 3}}, c_call(CNode, gen_call, [GS, {echo, 3}, 0]), c_gen_call_after),
+    expect(ok, no_stray(), c_gen_call_late_reply_dropped),
+    expect({exit, {shutdown, asked}}, c_call(CNode, gen_call, [GS, stop, 0]), c_gen_call_death),
+    %% aemp_cal: the reply pid appended; timeout; without one, death
+    Cal = spawn(fun cal_loop/0),
+    register(aemp_cal, Cal),
+    expect({return, {pong, 1}}, c_call(CNode, cal, [Cal, {ping, 1}, 5000]), c_cal_pid),
+    expect({return, {pong, 2}}, c_call(CNode, cal, [{aemp_cal, Me}, {ping, 2}, 0]), c_cal_name),
+    expect({return, hi}, c_call(CNode, cal, [Cal, hello, 0]), c_cal_not_a_tuple),
+    expect(timeout, c_call(CNode, cal, [Cal, {ignore, 1}, 50]), c_cal_timeout),
+    expect({exit, bye}, c_call(CNode, cal, [Cal, {die, bye}, 0]), c_cal_death),
+    expect({exit, noproc}, c_call(CNode, cal, [Cal, {ping, 3}, 0]), c_cal_noproc),
+    expect(ok, no_stray(), c_calls_answered_once),
+    ok.
+
+%% Remotely called functions, the same as callnode.c's exports.
+kind(return, V) -> V;
+kind(throw, V) -> throw(V);
+kind(error, V) -> error(V);
+kind(exit, V) -> exit(V).
+
+sleep_tell(Ms, Pid, Msg) ->
+    timer:sleep(Ms),
+    Pid ! Msg,
+    done.
+
+hold_then(Pid) ->
+    Pid ! {holding, self()},
+    receive never -> ok end.
+
+%% The gen_server the C node calls (its init/1 is with the supervisor's).
+handle_call({echo, X}, _From, S) -> {reply, {echoed, X}, S};
+handle_call({sleep, Ms}, _From, S) -> timer:sleep(Ms), {reply, slept, S};
+handle_call(stop, _From, S) -> {stop, {shutdown, asked}, S}.
+
+handle_cast(_, S) -> {noreply, S}.
+
+cal_loop() ->
+    receive
+        {ping, X, R} -> R ! {pong, X}, cal_loop();
+        {hello, R} -> R ! hi, cal_loop();
+        {die, Why, _} -> exit(Why);
+        _ -> cal_loop()
+    end.
 
 %% ------------------------------------------------------------------
 %% Helpers
 %% ------------------------------------------------------------------
+
+%% erpc:call of kind/2 on Node: {ok, Value} or {Class, Reason}.
+erpc_result(Node, K, V) ->
+    try {ok, erpc:call(Node, ?MODULE, kind, [K, V], ?REPLY_MS)} catch C:R -> {C, R} end.
+
+response(ReqId) ->
+    try {ok, erpc:receive_response(ReqId, ?REPLY_MS)} catch C:R -> {C, R} end.
+
+%% A result without the stack Erlang and C fill in differently.
+strip({error, {exception, R, Stack}}) when is_list(Stack) -> {error, {exception, R}};
+strip({badrpc, {'EXIT', {R, Stack}}}) when is_list(Stack) -> {badrpc, {'EXIT', R}};
+strip(X) -> X.
+
+%% A request to callnode's ctl port, answered later: c_wait(Tag).
+c_start(CNode, Op, Args) ->
+    Tag = make_ref(),
+    {ctl, CNode} ! list_to_tuple([Op, self(), Tag | Args]),
+    Tag.
+
+c_wait(Tag) ->
+    receive
+        {reply, Tag, Result} -> Result
+    after ?REPLY_MS -> throw({no_reply, Tag})
+    end.
 
 %% Register Name with the EPMD on Port (ALIVE2_REQ, version 6), as a node
 %% does; ok when EPMD accepts it. The registration ends with the socket.
@@ -1059,6 +1225,7 @@ supervise_test(CNode) ->
     ok.
 
 %% The supervisor of supervise_test.
+init(gs) -> {ok, none};
 init({sup, Specs}) ->
     {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, Specs}}.
 
