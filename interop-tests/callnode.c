@@ -78,8 +78,7 @@ static void answered(aemp_node *n, int status, const aemp_term *result, void *ar
     (void)n;
     struct pending *p = arg;
     aemp_term tag = aemp_buf_term(&p->tag);
-    static const char *const kinds[] = {"{return, ~t}", "{error, ~t}", "{throw, ~t}",
-                                        "{exit, ~t}"};
+    static const char *const kinds[] = {"{return, ~t}", "{error, ~t}", "{throw, ~t}", "{exit, ~t}"};
     if (status >= AEMP_RPC_RETURN && status <= AEMP_RPC_EXIT && result)
         tell(&p->from, &tag, kinds[status], result);
     else if (status == AEMP_ETIMEDOUT)
