@@ -25,17 +25,11 @@
  *   aemp_interop:sleep(Ms)      blocks the node Ms milliseconds, returns slept
  *   aemp_interop:tell(Pid, Msg) sends Msg to Pid, returns ok
  */
-#include "say.h"
+#include "node_main.h"
 
-#include "aemp.h"
-
-#include <signal.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static aemp_node *node;
-static uv_signal_t sigterm;
 static aemp_port ctl;
 static aemp_buf held; /* the From gsrv holds, empty for none */
 
@@ -251,29 +245,6 @@ static int fun_tell(aemp_node *n, const aemp_term *args, aemp_buf *result, void 
     return AEMP_RPC_RETURN;
 }
 
-static void on_ready(aemp_node *n, int status, void *arg)
-{
-    (void)arg;
-    if (status) {
-        say("FAIL registration: %s", aemp_strerror(status));
-        exit(1);
-    }
-    say("ready %s", aemp_node_name(n));
-}
-
-static void on_closed(void *arg)
-{
-    (void)arg;
-    uv_close((uv_handle_t *)&sigterm, NULL);
-}
-
-static void on_term(uv_signal_t *s, int signum)
-{
-    (void)signum;
-    uv_signal_stop(s);
-    aemp_node_close(node, on_closed, NULL);
-}
-
 int main(int argc, char **argv)
 {
     if (argc != 3) {
@@ -281,12 +252,8 @@ int main(int argc, char **argv)
         return 2;
     }
     uv_loop_t *loop = uv_default_loop();
-    aemp_node_config cfg = {0};
-    cfg.name = argv[1];
-    cfg.cookie = argv[2];
-    cfg.ready_cb = on_ready;
     aemp_port gsrv;
-    int rc = aemp_node_create(loop, &cfg, &node);
+    int rc = node_start(loop, argv[1], argv[2]);
     if (!rc) rc = aemp_port_open(node, ctl_cb, NULL, &ctl);
     if (!rc) rc = aemp_register(node, "ctl", ctl);
     if (!rc) rc = aemp_port_open(node, gsrv_cb, NULL, &gsrv);
@@ -298,9 +265,7 @@ int main(int argc, char **argv)
         say("FAIL start: %s", aemp_strerror(rc));
         return 1;
     }
-    uv_signal_init(loop, &sigterm);
-    uv_signal_start(&sigterm, on_term, SIGTERM);
-    uv_run(loop, UV_RUN_DEFAULT);
+    rc = node_run(loop);
     aemp_buf_free(&held);
-    return uv_loop_close(loop) == 0 ? 0 : 1;
+    return rc;
 }
