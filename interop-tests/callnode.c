@@ -85,18 +85,6 @@ static void answered(aemp_node *n, int status, const aemp_term *result, void *ar
     free(p);
 }
 
-/* A pid, or {Name, Node} as a name address. */
-static int target_of(aemp_cursor *c, aemp_addr *a)
-{
-    if (aemp_get_pid(c, a) == 0) return 0;
-    uint32_t arity;
-    char name[256], nd[256];
-    if (aemp_get_tuple(c, &arity) || arity != 2 || aemp_get_atom(c, name, sizeof name) ||
-        aemp_get_atom(c, nd, sizeof nd))
-        return AEMP_ENOMATCH;
-    return aemp_addr_name(a, nd, name);
-}
-
 static int start(const char *op, aemp_cursor *c, struct pending *p)
 {
     aemp_addr to;
@@ -109,7 +97,7 @@ static int start(const char *op, aemp_cursor *c, struct pending *p)
             return AEMP_EINVAL;
         return aemp_call(node, peer, m, f, &t, (unsigned)ms, answered, p);
     }
-    if (target_of(c, &to) || aemp_get_term(c, &t) || aemp_get_uint64(c, &ms)) return AEMP_EINVAL;
+    if (node_target(c, &to) || aemp_get_term(c, &t) || aemp_get_uint64(c, &ms)) return AEMP_EINVAL;
     if (strcmp(op, "gen_call") == 0) return aemp_gen_call(node, &to, &t, (unsigned)ms, answered, p);
     if (strcmp(op, "cal") == 0) return aemp_cal(node, &to, &t, (unsigned)ms, answered, p);
     return AEMP_EINVAL;

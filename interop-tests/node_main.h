@@ -1,6 +1,6 @@
 /*
  * node_main.h - the frame of the interop test programs that run one node
- * until SIGTERM (procnode.c, seqsend.c): node_start() creates the node
+ * until SIGTERM (procnode.c, seqsend.c, callnode.c): node_start() creates the node
  * (name, cookie); once it is registered with EPMD it prints "ready NAME"
  * (or "FAIL registration: ..." and exits 1) and calls node_ready_hook;
  * SIGTERM calls node_stop_hook, then closes the node, which ends
@@ -43,6 +43,19 @@ static void node_on_term(uv_signal_t *s, int signum)
     uv_signal_stop(s);
     if (node_stop_hook) node_stop_hook();
     aemp_node_close(node, node_on_closed, NULL);
+}
+
+/* Read a pid, or {Name, Node} as a name address, from a request (inline:
+ * not every program reads one). */
+static inline int node_target(aemp_cursor *c, aemp_addr *a)
+{
+    if (aemp_get_pid(c, a) == 0) return 0;
+    uint32_t arity;
+    char name[256], nd[256];
+    if (aemp_get_tuple(c, &arity) || arity != 2 || aemp_get_atom(c, name, sizeof name) ||
+        aemp_get_atom(c, nd, sizeof nd))
+        return AEMP_ENOMATCH;
+    return aemp_addr_name(a, nd, name);
 }
 
 /* Create the node: 0, or an error (the node is not there). */

@@ -74,18 +74,6 @@ static int port_of(aemp_cursor *c, aemp_port *p)
     return rc ? rc : aemp_port_of_addr(node, &a, p);
 }
 
-/* A pid, or {Name, Node} as a name address. */
-static int target_of(aemp_cursor *c, aemp_addr *a)
-{
-    if (aemp_get_pid(c, a) == 0) return 0;
-    uint32_t arity;
-    char name[256], nd[256];
-    if (aemp_get_tuple(c, &arity) || arity != 2 || aemp_get_atom(c, name, sizeof name) ||
-        aemp_get_atom(c, nd, sizeof nd))
-        return AEMP_ENOMATCH;
-    return aemp_addr_name(a, nd, name);
-}
-
 static const char *err_atom(int rc)
 {
     switch (rc) {
@@ -131,7 +119,7 @@ static void ctl_cb(aemp_node *n, aemp_port self, const aemp_term *msg, const aem
             if ((rc = open_forwarder(&from, &a)) == 0) rc = aemp_term_format(&r, "~p", &a);
         }
     } else if (strcmp(op, "monitor") == 0) {
-        if ((rc = port_of(&c, &p)) == 0 && (rc = target_of(&c, &b)) == 0 &&
+        if ((rc = port_of(&c, &p)) == 0 && (rc = node_target(&c, &b)) == 0 &&
             (rc = aemp_monitor(n, p, &b, &a)) == 0)
             rc = aemp_term_format(&r, "~p", &a);
     } else if (strcmp(op, "demonitor") == 0) {
