@@ -689,9 +689,12 @@ typedef void (*aemp_spawn_cb)(aemp_node *node, int err, const aemp_addr *pid,
                               const aemp_addr *monitor_ref, void *arg);
 
 /*
- * Spawn Module:Function(Args...) on node peer (another node: an Erlang node
- * runs the function in a new process, a C node the init function exported
- * under that name), as Erlang's spawn_request/5 does. args is the argument
+ * Spawn Module:Function(Args...) on node peer (an Erlang node runs the
+ * function in a new process, a C node the init function exported under
+ * that name), as Erlang's spawn_request/5 does. peer may be this node: the
+ * new port is made, linked and monitored and its init run before this call
+ * returns (a function not exported gives a port that dies with undef), and
+ * cb follows from the loop as for any node. args is the argument
  * list (a proper list term, copied). flags: AEMP_SPAWN_LINK links local port
  * `from` and the new process (when either dies abnormally the other dies
  * with that reason); AEMP_SPAWN_MONITOR makes `from` monitor it: its death
@@ -705,7 +708,7 @@ typedef void (*aemp_spawn_cb)(aemp_node *node, int err, const aemp_addr *pid,
  * caller and may be freed after that call. When the node is closed first,
  * cb is called with AEMP_ECLOSED inside aemp_node_close(). On an error
  * return cb is never called: AEMP_EINVAL (bad argument, peer not
- * `alive@host` or this node, args not a proper list), AEMP_ENOENT (from is
+ * `alive@host`, args not a proper list), AEMP_ENOENT (from is
  * not a live local port), AEMP_ENOTSUP (the connection to peer is up and
  * the peer cannot spawn), AEMP_ECLOSED (the node is closing), AEMP_EBUSY
  * (as aemp_send()), AEMP_ENOMEM.

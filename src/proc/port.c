@@ -219,7 +219,8 @@ void aemp__proc_idle(uv_idle_t *h)
     }
     aemp__mon_run_pending(n);
     aemp__proc_run_kills(n);
-    if (!p->deferred.len && !p->kills.len && !p->pending) uv_idle_stop(&p->deferred_idle);
+    bool local = aemp__spawn_run_local(n);
+    if (!p->deferred.len && !p->kills.len && !p->pending && !local) uv_idle_stop(&p->deferred_idle);
 }
 
 int aemp__proc_deliver_later(aemp_node *n, aemp__port *port, const aemp_term *msg,

@@ -41,8 +41,18 @@ struct pending {
     aemp_buf reason; /* from's exit reason, once it died */
 };
 
+/* A spawn on this node, done; its callback waits for the loop. */
+struct local_done {
+    struct local_done *next;
+    aemp_addr pid, ref;
+    bool monitor;
+    aemp_spawn_cb cb;
+    void *arg;
+};
+
 struct aemp__spawner {
-    aemp__map pending; /* request id -> struct pending */
+    aemp__map pending;                      /* request id -> struct pending */
+    struct local_done *local, **local_tail; /* spawns here, oldest first */
     size_t npending;
     uint64_t group_leader; /* the port given as group leader, 0: from */
     aemp__sub *sub;
@@ -432,6 +442,74 @@ static void finish(aemp_node *n, struct pending *p, int err, const aemp_addr *pi
     pending_free(p);
 }
 
+/*
+ * A spawn on this node: the new port is made, linked and monitored as asked
+ * and its init run now, as a spawn request from another node would be
+ * served; the requester's callback follows from the loop.
+ */
+static int spawn_here(aemp_node *n, aemp_port from, const char *module, const char *function,
+                      const aemp_term *args, unsigned flags, aemp_spawn_cb cb, void *arg)
+{
+    struct aemp__spawner *s = P(n)->spawner;
+    struct local_done *d = calloc(1, sizeof *d);
+    if (!d) return AEMP_ENOMEM;
+    struct spawn_fn *f = find_fn(n, module, function);
+    aemp_port self;
+    int rc = new_port(n, f, &self);
+    if (rc) {
+        free(d);
+        return rc;
+    }
+    aemp_addr requester;
+    aemp__addr_pid(&requester, n->name_h, n->creation, from.id);
+    aemp__addr_pid(&d->pid, n->name_h, n->creation, self.id);
+    d->monitor = (flags & AEMP_SPAWN_MONITOR) != 0;
+    if (d->monitor) aemp__proc_ref(n, &d->ref);
+    if (((flags & AEMP_SPAWN_LINK) && (rc = aemp__watch_link(n, &requester, &d->pid))) ||
+        (d->monitor && (rc = aemp__watch_monitor(n, &requester, &d->pid, &d->ref)))) {
+        aemp__proc_kill_atom(n, self.id, "normal");
+        free(d);
+        return rc;
+    }
+    d->cb = cb;
+    d->arg = arg;
+    *s->local_tail = d;
+    s->local_tail = &d->next;
+    uv_idle_start(&P(n)->deferred_idle, aemp__proc_idle);
+    if (!f)
+        kill_fmt(n, self.id, "{undef, [{~a, ~a, ~t, []}]}", module, function, args);
+    else if (f->fn) {
+        uint64_t outer = P(n)->self;
+        P(n)->self = self.id;
+        f->fn(n, self, args, f->arg);
+        P(n)->self = outer;
+    } else {
+        run_init(n, f, self, args);
+    }
+    return 0;
+}
+
+/* Tell the callbacks of spawns here (err 0), or of all of them (err). */
+static void local_finish(aemp_node *n, int err)
+{
+    struct aemp__spawner *s = P(n)->spawner;
+    struct local_done *d;
+    while ((d = s->local)) {
+        s->local = d->next;
+        if (!s->local) s->local_tail = &s->local;
+        if (d->cb) d->cb(n, err, err ? NULL : &d->pid, err || !d->monitor ? NULL : &d->ref, d->arg);
+        free(d);
+    }
+}
+
+bool aemp__spawn_run_local(aemp_node *n)
+{
+    struct aemp__spawner *s = P(n)->spawner;
+    if (!s || !s->local) return false;
+    local_finish(n, 0);
+    return s->local != NULL;
+}
+
 int aemp_spawn(aemp_node *n, aemp_port from, const char *peer, const char *module,
                const char *function, const aemp_term *args, unsigned flags, aemp_spawn_cb cb,
                void *arg)
@@ -448,7 +526,7 @@ int aemp_spawn(aemp_node *n, aemp_port from, const char *peer, const char *modul
     if (!aemp__proc_port(n, from.id)) return AEMP_ENOENT;
     uint32_t peer_h = aemp__intern(peer, strlen(peer));
     if (!peer_h) return AEMP_ETOOBIG;
-    if (peer_h == n->name_h) return AEMP_EINVAL;
+    if (peer_h == n->name_h) return spawn_here(n, from, module, function, args, flags, cb, arg);
     int err;
     aemp__conn *c = aemp__node_conn(n, peer_h, false, &err);
     if (c && aemp__conn_up(c) && !(c->flags & AEMP__DFLAG_SPAWN)) return AEMP_ENOTSUP;
@@ -649,6 +727,7 @@ int aemp__spawn_init(aemp_node *n)
     struct aemp__spawner *s = calloc(1, sizeof *s);
     if (!s) return AEMP_ENOMEM;
     aemp__map_init(&s->pending);
+    s->local_tail = &s->local;
     P(n)->spawner = s;
     aemp__node_on_ctl(n, AEMP__CTL_SPAWN_REPLY, on_spawn_reply, n);
     aemp__node_on_ctl(n, AEMP__CTL_SPAWN_REPLY_TT, on_spawn_reply, n);
@@ -657,7 +736,9 @@ int aemp__spawn_init(aemp_node *n)
 
 void aemp__spawn_close(aemp_node *n)
 {
-    if (P(n)->spawner) finish_all(n, 0, AEMP_ECLOSED);
+    if (!P(n)->spawner) return;
+    local_finish(n, AEMP_ECLOSED);
+    finish_all(n, 0, AEMP_ECLOSED);
 }
 
 static void free_pending(const char *key, void *val, void *arg)

@@ -69,6 +69,8 @@ void aemp__spawn_request(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__
  * spawn of ours still waiting for its reply fails with AEMP_ECLOSED; free. */
 int aemp__spawn_init(aemp_node *n);
 void aemp__spawn_close(aemp_node *n);
+/* From the loop: the callbacks of spawns on this node; true if more wait. */
+bool aemp__spawn_run_local(aemp_node *n);
 void aemp__spawn_free(aemp_node *n);
 
 #endif
