@@ -1,6 +1,7 @@
 /*
  * node_main.h - the frame of the interop test programs that run one node
- * until SIGTERM (procnode.c, seqsend.c, callnode.c): node_start() creates the node
+ * until SIGTERM (procnode.c, seqsend.c, callnode.c, portnode.c, spawnnode.c):
+ * node_start() creates the node
  * (name, cookie); once it is registered with EPMD it prints "ready NAME"
  * (or "FAIL registration: ..." and exits 1) and calls node_ready_hook;
  * SIGTERM calls node_stop_hook, then closes the node, which ends

@@ -26,17 +26,12 @@
  *   {alive, From, Pid}       -> true | false
  *   {ping, From}             -> pong
  */
-#include "say.h"
-
-#include "aemp.h"
+#include "node_main.h"
 
 #include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-
-static aemp_node *node;
-static uv_signal_t sigterm;
 
 static int reply_atom(aemp_node *n, const char *op, const aemp_addr *to, const char *atom)
 {
@@ -77,16 +72,15 @@ static int from_of(const aemp_msg *m, aemp_cursor *c, aemp_addr *from)
     return m->nargs >= 1 ? aemp_get_pid(c, from) : AEMP_ENOMATCH;
 }
 
-/* A pid, or {Name, Node}. */
-static int target_of(aemp_cursor *c, aemp_addr *a)
+/* A request {Op, From, Target}: the requester, the target as given (a
+ * term) and as an address. */
+static int from_target(const aemp_msg *m, aemp_addr *from, aemp_term *tt, aemp_addr *target)
 {
-    if (aemp_get_pid(c, a) == 0) return 0;
-    uint32_t arity;
-    char name[256], nd[256];
-    if (aemp_get_tuple(c, &arity) || arity != 2 || aemp_get_atom(c, name, sizeof name) ||
-        aemp_get_atom(c, nd, sizeof nd))
-        return AEMP_ENOMATCH;
-    return aemp_addr_name(a, nd, name);
+    aemp_cursor c;
+    int rc = from_of(m, &c, from);
+    if (rc || (rc = aemp_get_term(&c, tt))) return rc;
+    aemp_cursor tc = aemp_cursor_of(tt);
+    return node_target(&tc, target);
 }
 
 static int req_new(aemp_node *n, aemp_port self, const aemp_msg *m, void *arg)
@@ -125,13 +119,10 @@ static void mon_fired(aemp_node *n, const aemp_addr *target, const aemp_term *re
 
 static int req_mon(aemp_node *n, aemp_port self, const aemp_msg *m, void *arg)
 {
-    aemp_cursor c;
     aemp_addr from, target;
     aemp_term tt;
-    int rc = from_of(m, &c, &from);
-    if (rc || (rc = aemp_get_term(&c, &tt))) return rc;
-    aemp_cursor tc = aemp_cursor_of(&tt);
-    if ((rc = target_of(&tc, &target))) return rc;
+    int rc = from_target(m, &from, &tt, &target);
+    if (rc) return rc;
     struct mon_to *mt = calloc(1, sizeof *mt);
     if (!mt) return AEMP_ENOMEM;
     mt->to = from;
@@ -166,11 +157,11 @@ static int req_mon_name(aemp_node *n, aemp_port self, const aemp_msg *m, void *a
 
 static int req_mon_kill(aemp_node *n, aemp_port self, const aemp_msg *m, void *arg)
 {
-    aemp_cursor c;
     aemp_addr from, target, pid;
+    aemp_term tt;
     aemp_port p;
-    int rc = from_of(m, &c, &from);
-    if (rc || (rc = target_of(&c, &target))) return rc;
+    int rc = from_target(m, &from, &tt, &target);
+    if (rc) return rc;
     if ((rc = aemp_port_new(n, &p)) || (rc = aemp_mon_kill(n, &target, p, NULL)) ||
         (rc = aemp_port_addr(n, p, &pid)))
         return rc;
@@ -179,13 +170,10 @@ static int req_mon_kill(aemp_node *n, aemp_port self, const aemp_msg *m, void *a
 
 static int req_mon_send(aemp_node *n, aemp_port self, const aemp_msg *m, void *arg)
 {
-    aemp_cursor c;
     aemp_addr from, target;
     aemp_term tt;
-    int rc = from_of(m, &c, &from);
-    if (rc || (rc = aemp_get_term(&c, &tt))) return rc;
-    aemp_cursor tc = aemp_cursor_of(&tt);
-    if ((rc = target_of(&tc, &target))) return rc;
+    int rc = from_target(m, &from, &tt, &target);
+    if (rc) return rc;
     aemp_buf msg = AEMP_BUF_INIT;
     rc = aemp_term_format(&msg, "{peer_down, ~t}", &tt);
     if (!rc) {
@@ -284,26 +272,6 @@ static void on_nodes(aemp_node *n, const char *peer, int up, const char *reason,
     say("nodes %c%s", up ? '+' : '-', peer);
 }
 
-static void on_ready(aemp_node *n, int status, void *arg)
-{
-    if (status) {
-        say("FAIL registration: %s", aemp_strerror(status));
-        exit(1);
-    }
-    say("ready %s", aemp_node_name(n));
-}
-
-static void on_closed(void *arg)
-{
-    uv_close((uv_handle_t *)&sigterm, NULL);
-}
-
-static void on_term(uv_signal_t *s, int signum)
-{
-    uv_signal_stop(s);
-    aemp_node_close(node, on_closed, NULL);
-}
-
 int main(int argc, char **argv)
 {
     static const struct {
@@ -320,12 +288,8 @@ int main(int argc, char **argv)
         return 2;
     }
     uv_loop_t *loop = uv_default_loop();
-    aemp_node_config cfg = {0};
-    cfg.name = argv[1];
-    cfg.cookie = argv[2];
-    cfg.ready_cb = on_ready;
     aemp_port ctl;
-    int rc = aemp_node_create(loop, &cfg, &node);
+    int rc = node_start(loop, argv[1], argv[2]);
     if (!rc) rc = aemp_mon_nodes(node, on_nodes, NULL, NULL);
     if (!rc) rc = aemp_port_new(node, &ctl);
     for (size_t i = 0; !rc && i < sizeof reqs / sizeof reqs[0]; i++)
@@ -336,8 +300,5 @@ int main(int argc, char **argv)
         say("FAIL start: %s", aemp_strerror(rc));
         return 1;
     }
-    uv_signal_init(loop, &sigterm);
-    uv_signal_start(&sigterm, on_term, SIGTERM);
-    uv_run(loop, UV_RUN_DEFAULT);
-    return uv_loop_close(loop) == 0 ? 0 : 1;
+    return node_run(loop);
 }

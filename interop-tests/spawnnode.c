@@ -19,16 +19,13 @@
  *   {got, Fwd, M}) spawns M:F(A) on Node; From gets {reply, Tag,
  *   {ok, Fwd, Pid, Ref | none}} or {reply, Tag, {error, Name}}.
  */
-#include "say.h"
+#include "node_main.h"
 
 #include "aemp.h"
 
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-
-static aemp_node *node;
-static uv_signal_t sigterm;
 
 static void on_gone(aemp_node *n, aemp_port port, const aemp_term *reason, void *arg)
 {
@@ -180,32 +177,6 @@ static int on_spawn(aemp_node *n, aemp_port self, const aemp_msg *m, void *arg)
     return 0;
 }
 
-static void on_ready(aemp_node *n, int status, void *arg)
-{
-    (void)arg;
-
-    if (status) {
-        say("FAIL registration: %s", aemp_strerror(status));
-        exit(1);
-    }
-    say("ready %s", aemp_node_name(n));
-}
-
-static void on_closed(void *arg)
-{
-    (void)arg;
-
-    uv_close((uv_handle_t *)&sigterm, NULL);
-}
-
-static void on_term(uv_signal_t *s, int signum)
-{
-    (void)signum;
-
-    uv_signal_stop(s);
-    aemp_node_close(node, on_closed, NULL);
-}
-
 int main(int argc, char **argv)
 {
     if (argc != 3) {
@@ -213,12 +184,8 @@ int main(int argc, char **argv)
         return 2;
     }
     uv_loop_t *loop = uv_default_loop();
-    aemp_node_config cfg = {0};
-    cfg.name = argv[1];
-    cfg.cookie = argv[2];
-    cfg.ready_cb = on_ready;
     aemp_port ctl;
-    int rc = aemp_node_create(loop, &cfg, &node);
+    int rc = node_start(loop, argv[1], argv[2]);
     if (!rc) rc = aemp_export_init(node, "spawnnode", "echo", init_echo, NULL);
     if (!rc) rc = aemp_export_init(node, "spawnnode", "fail", init_fail, NULL);
     if (!rc) rc = aemp_port_new(node, &ctl);
@@ -228,8 +195,5 @@ int main(int argc, char **argv)
         say("FAIL start: %s", aemp_strerror(rc));
         return 1;
     }
-    uv_signal_init(loop, &sigterm);
-    uv_signal_start(&sigterm, on_term, SIGTERM);
-    uv_run(loop, UV_RUN_DEFAULT);
-    return uv_loop_close(loop) == 0 ? 0 : 1;
+    return node_run(loop);
 }
