@@ -182,6 +182,34 @@ int aemp_addr_equal(const aemp_addr *a, const aemp_addr *b);
 int aemp_term_format(aemp_buf *b, const char *fmt, ...);
 int aemp_term_vformat(aemp_buf *b, const char *fmt, va_list ap);
 
+/*
+ * Read a term written in Erlang syntax, text[0..len) (no NUL needed), and
+ * append its encoding to b: the bytes term_to_binary(T, [{minor_version,
+ * 2}]) gives for it (the default from OTP 26), without the version byte.
+ * Whitespace and %-comments go anywhere between tokens; one final `.` is
+ * allowed. It reads atoms (bare, 'quoted' with escapes, at most 255
+ * characters), integers of any size up to 131072 bits (-12, 16#ff, 1_000,
+ * $a), floats (1.5, -2.0e-3), strings ("abc" is a list of its characters,
+ * as Erlang reads them: UTF-8 text gives code points), binaries and
+ * bitstrings (<<"abc">>, <<1,2,3>>, <<1:3, -1:16/little, 2.5/float,
+ * "é"/utf8>>), tuples, lists proper and improper ([a | b]), maps
+ * (#{k => v}: keys in Erlang's term order, a later duplicate key wins),
+ * `fun M:F/A`, and pids and references written as port IDs
+ * (node#<id.serial.creation>, node#Ref<...>, see aemp_addr_format) or
+ * as aemp_term_print writes pids (#Pid<node.id.serial.creation>). Nesting
+ * deeper than 512 levels is refused. Maps with more than 32 keys, and maps
+ * whose keys are atoms on OTP 26 and later, are ordered differently by
+ * term_to_binary (Erlang decodes any order).
+ * Returns 0, AEMP_EINVAL (not a term: a syntax error, or a value Erlang
+ * refuses, such as a float beyond the range of a double or a segment
+ * type that does not fit its value), AEMP_ETOOBIG (a limit above, or
+ * binary segments making more than 16 bytes per byte of text plus 1 MiB)
+ * or AEMP_ENOMEM. On error b is unchanged and *err_pos (may be NULL) is
+ * the offset in text where the error was found. Reading a pid or reference
+ * interns its node name (aemp_addr_parse).
+ */
+int aemp_term_parse(aemp_buf *b, const char *text, size_t len, size_t *err_pos);
+
 /* Append an encoded term (a copy of t) to b. */
 int aemp_buf_put_term(aemp_buf *b, const aemp_term *t);
 

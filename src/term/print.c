@@ -62,6 +62,13 @@ static const char *const reserved_words[] = {
     "not",   "of",    "or",      "orelse", "receive", "rem",  "try", "when", "xor",
 };
 
+int aemp__term_reserved_word(const char *s, size_t n)
+{
+    for (size_t i = 0; i < sizeof reserved_words / sizeof reserved_words[0]; i++)
+        if (strlen(reserved_words[i]) == n && memcmp(reserved_words[i], s, n) == 0) return 1;
+    return 0;
+}
+
 static int atom_needs_quotes(const char *s, size_t n)
 {
     if (n == 0 || !(s[0] >= 'a' && s[0] <= 'z')) return 1;
@@ -71,9 +78,7 @@ static int atom_needs_quotes(const char *s, size_t n)
               c == '_' || c == '@'))
             return 1;
     }
-    for (size_t i = 0; i < sizeof reserved_words / sizeof reserved_words[0]; i++)
-        if (strlen(reserved_words[i]) == n && memcmp(reserved_words[i], s, n) == 0) return 1;
-    return 0;
+    return aemp__term_reserved_word(s, n);
 }
 
 /* One character of quoted text; returns nothing, escapes what Erlang would. */

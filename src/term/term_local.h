@@ -49,4 +49,8 @@ int aemp__term_atom_view(const char *p, size_t len, const char **s, size_t *n, i
  * AEMP_ETOOBIG if it does not fit in size bytes. */
 int aemp__term_atom_utf8(const char *s, size_t n, int latin1, char *out, size_t size);
 
+/* 1 if s[0..n) is a reserved word of Erlang (`end`, `fun`, `div`...): an
+ * atom that must be quoted. */
+int aemp__term_reserved_word(const char *s, size_t n);
+
 #endif /* AEMP_TERM_LOCAL_H */

@@ -1,10 +1,11 @@
 #!/usr/bin/env escript
-%% gen_corpus.escript [DIR] - writes the seed corpora of the fuzzers under
-%% DIR (default: the corpus/ directory next to this script), one directory
-%% per harness. Terms come from term_to_binary of real OTP (version byte
-%% stripped for fuzz_term; kept inside distribution packets, as on the wire).
-%% Re-running it rewrites the same files (pids, refs and funs of the running
-%% VM differ from run to run).
+%% gen_corpus.escript [DIR [HARNESS...]] - writes the seed corpora of the
+%% fuzzers under DIR (default: the corpus/ directory next to this script),
+%% one directory per harness (all of them, or those named). Terms come from
+%% term_to_binary of real OTP (version byte stripped for fuzz_term; kept
+%% inside distribution packets, as on the wire); fuzz_parse gets Erlang
+%% term texts. Re-running it rewrites the same files (pids, refs and funs of
+%% the running VM differ from run to run).
 -mode(compile).
 
 -define(NODE, <<"fuzz@localhost">>).
@@ -12,15 +13,16 @@
 -define(CREATION, 16#5eed0001).
 
 main(Args) ->
-    Dir = case Args of
-              [D] -> D;
-              [] -> filename:join(filename:dirname(escript:script_name()), "corpus")
-          end,
-    write(Dir, "fuzz_term", terms()),
-    write(Dir, "fuzz_dist_packet", packets()),
-    write(Dir, "fuzz_handshake_acceptor", acceptor()),
-    write(Dir, "fuzz_handshake_initiator", initiator()),
-    write(Dir, "fuzz_epmd", epmd()).
+    {Dir, Only} = case Args of
+                      [D | H] -> {D, H};
+                      [] -> {filename:join(filename:dirname(escript:script_name()), "corpus"), []}
+                  end,
+    All = [{"fuzz_term", fun terms/0}, {"fuzz_dist_packet", fun packets/0},
+           {"fuzz_handshake_acceptor", fun acceptor/0},
+           {"fuzz_handshake_initiator", fun initiator/0}, {"fuzz_epmd", fun epmd/0},
+           {"fuzz_parse", fun texts/0}],
+    [write(Dir, Name, Gen()) || {Name, Gen} <- All, Only =:= [] orelse lists:member(Name, Only)],
+    ok.
 
 write(Dir, Harness, Items) ->
     Sub = filename:join(Dir, Harness),
@@ -235,3 +237,32 @@ epmd() ->
      {"port2_resp_none", <<2, 119, 1>>},
      {"names_resp", <<3, 4369:32, "name peer at port 4711\nname x at port 1\n">>},
      {"names_find", <<4, "peer", 0, "name x at port 1\nname peer at port 04711\nname peer at port">>}].
+
+%% ------------------------------------------------------------------
+%% fuzz_parse: Erlang term texts, as ~tp writes them and as people do.
+
+texts() ->
+    Printed = [{"p_" ++ Name, unicode:characters_to_binary(io_lib:format("~tp", [T]))}
+               || {Name, T} <- [{"atoms", [a, 'B c', 'ŝ', '', 'end', true]},
+                                {"ints", [0, -1, 255, 256, 1 bsl 31, -(1 bsl 31) - 1, 1 bsl 64,
+                                          -(1 bsl 200)]},
+                                {"floats", [0.0, -0.0, 1.5, -2.5e-300, 1.0e300, 5.0e-324]},
+                                {"strings", ["", "abc", "ŝ\n\t\"'", [0, 255, 256]]},
+                                {"binaries", [<<>>, <<"abc">>, <<0, 255>>, <<1:3>>,
+                                              <<"ŝ"/utf8>>]},
+                                {"lists", [[], [a | b], [1, 2 | 3], [[]], "ab" ++ [c]]},
+                                {"tuples", {{}, {a}, list_to_tuple(lists:seq(1, 260))}},
+                                {"maps", [#{}, #{a => 1, b => #{c => [d]}, "k" => <<"v">>,
+                                                 {1, 2} => 3.0, 1 => 1.0, 1.0 => 1}]},
+                                {"funs", [fun lists:map/2, fun 'Elixir.Enum':map/2]}]],
+    Hand = [{"h_pid", <<"{c@host#<1.2.3>, 'c@h.x'#<0.1.2>, #Pid<c@host.4.5.6>}">>},
+            {"h_ref", <<"[c@h#Ref<1700000000.1.2.3>, c@h#Alias<7.1.2.3.4.5>]">>},
+            {"h_segments", <<"<<1:4, -1:12/little, 2.5/float, 1.5:16/float-little, "
+                             "\"\\x{e9}\"/utf8, $a/utf16, 16#1F600/utf32, <<1,2>>/binary, "
+                             "<<1:3>>/bits, (7):3/unit:2>>">>},
+            {"h_numbers", <<"[16#ff_ff, -2#1010, 36#zz, 1_000, $a, $\\n, $\\^a, "
+                            "- 5, +7, 1.0e-10, 0.1_5]">>},
+            {"h_escapes", <<"['\\x{3a9}\\101\\s', \"\\e\\d\\v\\b\\f\" \"glued\"]">>},
+            {"h_comments", <<"% a comment\n{ok, % another\n [1|2]}.\n">>},
+            {"h_splice", <<"[a|[b|[c|\"de\"]]]">>}],
+    Printed ++ Hand.
