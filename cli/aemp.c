@@ -1,9 +1,9 @@
 /*
- * aemp - command-line tool: run a node, ping a node, list EPMD names.
- * Uses the public API only.
+ * aemp - command-line tool: run a node, ping a node, send to and monitor
+ * ports, list EPMD names, make certificates, manage profiles. Uses the
+ * public API only.
  */
-#include "aemp.h"
-#include "profile.h"
+#include "cli.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -12,43 +12,42 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void usage(FILE *f)
+void aemp__cli_usage(FILE *f)
 {
     fprintf(f, "usage:\n"
-               "  aemp run NAME [--cookie C] [--port P]   run a node with an `echo` port\n"
-               "                                          and rpc functions aemp:echo, aemp:fail, "
+               "  aemp run NAME [--cookie C] [--port P]   run a node with an `echo` port,\n"
+               "                                          rpc functions aemp:echo, aemp:fail, "
                "aemp:send\n"
+               "                                          and the module aemp_demo\n"
                "  aemp ping NODE [--cookie C]             check that NODE answers\n"
+               "  aemp snd PORT TERM [--cookie C]         send TERM to PORT\n"
+               "  aemp mon PORT [--cookie C]              wait until PORT dies, print why\n"
                "  aemp names [HOST]                       list EPMD registrations\n"
                "  aemp gencert DIR [--name N] [HOST...]   make a CA and a node certificate\n"
                "  aemp profile NAME show | set KEY VALUE | unset KEY | delete | gensecret\n"
                "  aemp profile NAME gencert DIR [HOST...] manage node profiles\n"
                "  aemp version | --version                print the version\n"
-               "run and ping take --tls-cert FILE --tls-key FILE --tls-ca FILE for TLS\n"
-               "distribution (as erl -proto_dist inet_tls); run takes --ticktime S\n"
-               "(as net_ticktime, default 60) and --read-batch MS|off (read batching,\n"
-               "0 the default of 1 ms). run and ping take --profile P: the\n"
-               "settings of profile P win over the options; run needs no NAME when P\n"
-               "sets nodeid.\n"
-               "NAME and NODE are alive@host, or alive for alive@<short host name>.\n"
+               "run, ping, snd and mon take --tls-cert FILE --tls-key FILE --tls-ca FILE for\n"
+               "TLS distribution (as erl -proto_dist inet_tls) and --profile P: the settings\n"
+               "of profile P win over the options; run needs no NAME when P sets nodeid.\n"
+               "run takes --ticktime S (as net_ticktime, default 60) and --read-batch MS|off\n"
+               "(read batching, 0 the default of 1 ms).\n"
+               "NAME and NODE are alive@host, or alive for alive@<short host name>. PORT is\n"
+               "NODE#NAME (a registered name), NODE#<ID.SERIAL.CREATION> (a pid), or the\n"
+               "Erlang term {NAME, NODE}. TERM is an Erlang term: '{hello, [1, <<\"x\">>]}'.\n"
                "The cookie defaults to ~/.erlang.cookie; AEMP_LOG=debug|info|warn|error\n"
                "sets the log level, ERL_EPMD_PORT the EPMD port.\n"
-               "Exit status: 0 done, 1 failed (ping: pang), 2 usage error (what is wrong,\n"
-               "then this text, on stderr).\n");
+               "Exit status: 0 done, 1 failed (ping: pang; mon: the connection failed),\n"
+               "2 usage error (what is wrong, then this text, on stderr).\n");
 }
 
-struct opts {
-    const char *name;
-    const char *cookie;
-    unsigned port;
-    const char *tls_cert, *tls_key, *tls_ca;
-    unsigned ticktime;
-    int read_batch_ms; /* as aemp_node_config: 0 default, -1 off */
-    const char *profile;
-};
+static void usage(FILE *f)
+{
+    aemp__cli_usage(f);
+}
 
-/* What run and ping take alike: the cookie and the TLS files. */
-static void config_from_opts(const struct opts *o, aemp_node_config *cfg)
+/* What run and the client commands take alike: the cookie and the TLS files. */
+void aemp__cli_config(const struct aemp__cli_opts *o, aemp_node_config *cfg)
 {
     cfg->cookie = o->cookie;
     cfg->tls_cert = o->tls_cert;
@@ -56,7 +55,7 @@ static void config_from_opts(const struct opts *o, aemp_node_config *cfg)
     cfg->tls_ca = o->tls_ca;
 }
 
-/* The options of run and ping; each takes a value. */
+/* The options of run and the client commands; each takes a value. */
 static const struct {
     const char *name;
     bool run_only;
@@ -65,15 +64,16 @@ static const struct {
     {"--tls-ca", false}, {"--port", true},     {"--ticktime", true},  {"--read-batch", true},
 };
 
-/* Options and the NAME/NODE argument of run (run true) or ping. Returns 0,
- * or 2 after a usage error has been reported. */
-static int parse_opts(const char *cmd, bool run, int argc, char **argv, struct opts *o)
+/* Options start with "--": anything else (-5 too) is a positional argument. */
+int aemp__cli_parse_opts(const char *cmd, bool run, int maxargs, int argc, char **argv,
+                         struct aemp__cli_opts *o)
 {
     for (int i = 0; i < argc; i++) {
         const char *arg = argv[i];
-        if (arg[0] != '-') {
-            if (o->name) return aemp__cli_usage_error(usage, cmd, "unexpected argument '%s'", arg);
-            o->name = arg;
+        if (strncmp(arg, "--", 2) != 0) {
+            if (o->nargs == maxargs || o->nargs == (int)(sizeof o->args / sizeof *o->args))
+                return aemp__cli_usage_error(usage, cmd, "unexpected argument '%s'", arg);
+            o->args[o->nargs++] = arg;
             continue;
         }
         size_t k = 0;
@@ -126,6 +126,7 @@ static int parse_opts(const char *cmd, bool run, int argc, char **argv, struct o
 struct run_state {
     uv_loop_t *loop;
     aemp_node *node;
+    aemp_port echo;
     uv_signal_t sigint, sigterm;
     int status;
 };
@@ -199,6 +200,12 @@ static void on_ready(aemp_node *node, int status, void *arg)
         return;
     }
     printf("aemp: node %s ready\n", aemp_node_name(node));
+    /* its port ID, for mon, kil and aemp_demo:kill/2 (the creation is
+     * known once registered) */
+    aemp_addr echo;
+    char id[AEMP_MAXNODELEN + 64];
+    if (aemp_port_addr(node, st->echo, &echo) == 0 && aemp_addr_format(&echo, id, sizeof id) > 0)
+        printf("aemp: port echo is %s\n", id);
     fflush(stdout);
 }
 
@@ -231,15 +238,15 @@ static void on_signal(uv_signal_t *h, int signum)
 
 static int cmd_run(int argc, char **argv)
 {
-    struct opts o = {0};
-    int rc = parse_opts("run", true, argc, argv, &o);
+    struct aemp__cli_opts o = {0};
+    int rc = aemp__cli_parse_opts("run", true, 1, argc, argv, &o);
     if (rc) return rc;
-    if (!o.name && !o.profile) return aemp__cli_usage_error(usage, "run", "missing node NAME");
+    if (!o.nargs && !o.profile) return aemp__cli_usage_error(usage, "run", "missing node NAME");
     struct run_state st = {0};
     st.loop = uv_default_loop();
     aemp_node_config cfg = {0};
-    config_from_opts(&o, &cfg);
-    cfg.name = o.name;
+    aemp__cli_config(&o, &cfg);
+    cfg.name = o.nargs ? o.args[0] : NULL;
     cfg.listen_port = (uint16_t)o.port;
     cfg.net_ticktime = o.ticktime;
     cfg.read_batch_ms = o.read_batch_ms;
@@ -262,12 +269,12 @@ static int cmd_run(int argc, char **argv)
     }
     /* the node has copied its name and cookie and read the TLS files */
     aemp_profile_free(prof);
-    aemp_port echo;
-    if ((rc = aemp_port_open(st.node, echo_cb, &st, &echo)) ||
-        (rc = aemp_register(st.node, "echo", echo)) ||
+    if ((rc = aemp_port_open(st.node, echo_cb, &st, &st.echo)) ||
+        (rc = aemp_register(st.node, "echo", st.echo)) ||
         (rc = aemp_export(st.node, "aemp", "echo", rpc_echo, NULL)) ||
         (rc = aemp_export(st.node, "aemp", "fail", rpc_fail, NULL)) ||
-        (rc = aemp_export(st.node, "aemp", "send", rpc_send, NULL))) {
+        (rc = aemp_export(st.node, "aemp", "send", rpc_send, NULL)) ||
+        (rc = aemp__cli_demo_export(st.node))) {
         fprintf(stderr, "aemp: cannot create the echo port: %s\n", aemp_strerror(rc));
         return 1;
     }
@@ -279,114 +286,6 @@ static int cmd_run(int argc, char **argv)
     uv_run(st.loop, UV_RUN_DEFAULT);
     uv_loop_close(st.loop);
     return st.status;
-}
-
-/* ------------------------------------------------------------------ */
-/* ping                                                               */
-/* ------------------------------------------------------------------ */
-
-struct ping_state {
-    const char *target;
-    aemp_node *node;
-    int status; /* -1 pending */
-    uv_timer_t timer;
-};
-
-static void ping_finish(struct ping_state *st, int status)
-{
-    if (st->status != -1) return;
-    st->status = status;
-    uv_close((uv_handle_t *)&st->timer, NULL);
-    aemp_node_close(st->node, NULL, NULL);
-}
-
-static void ping_nodes(aemp_node *node, const char *peer, int up, const char *reason, void *arg)
-{
-    struct ping_state *st = arg;
-    if (up && strcmp(peer, st->target) == 0) {
-        printf("pong\n");
-        ping_finish(st, 0);
-    }
-}
-
-static void ping_fail(aemp_node *node, const char *peer, int err, const char *reason,
-                      size_t dropped, void *arg)
-{
-    struct ping_state *st = arg;
-    fprintf(stderr, "pang: %s: %s\n", peer, reason);
-    ping_finish(st, 1);
-}
-
-static void ping_timeout(uv_timer_t *t)
-{
-    struct ping_state *st = t->data;
-    fprintf(stderr, "pang: %s: no answer\n", st->target);
-    ping_finish(st, 1);
-}
-
-static int cmd_ping(int argc, char **argv)
-{
-    struct opts o = {0};
-    int rc = parse_opts("ping", false, argc, argv, &o);
-    if (rc) return rc;
-    if (!o.name) return aemp__cli_usage_error(usage, "ping", "missing NODE");
-    uv_loop_t *loop = uv_default_loop();
-    struct ping_state st = {0};
-    st.status = -1;
-    st.target = o.name;
-    char name[64];
-    snprintf(name, sizeof name, "aemp_ping_%ld", (long)uv_os_getpid());
-    /* A bare target name means the short host, as for `run`. */
-    char target[AEMP_MAXNODELEN + 1];
-    if (!strchr(o.name, '@')) {
-        char host[256];
-        size_t hl = sizeof host;
-        if (uv_os_gethostname(host, &hl) == 0) {
-            char *dot = strchr(host, '.');
-            if (dot) *dot = 0;
-            if ((size_t)snprintf(target, sizeof target, "%s@%s", o.name, host) >= sizeof target) {
-                fprintf(stderr, "pang: %s: node name too long\n", o.name);
-                return 1;
-            }
-            st.target = target;
-        }
-    }
-    const char *at = strchr(st.target, '@');
-    char myname[AEMP_MAXNODELEN + 80];
-    if ((size_t)snprintf(myname, sizeof myname, "%s%s", name, at ? at : "") >= sizeof myname) {
-        fprintf(stderr, "pang: %s: node name too long\n", st.target);
-        return 1;
-    }
-    aemp_node_config cfg = {0};
-    config_from_opts(&o, &cfg);
-    cfg.name = myname;
-    cfg.client_only = 1;
-    cfg.nodes_cb = ping_nodes;
-    cfg.nodes_arg = &st;
-    cfg.fail_cb = ping_fail;
-    cfg.fail_arg = &st;
-    aemp_profile *prof = NULL;
-    if (o.profile && aemp__cli_apply_profile(o.profile, &cfg, &prof)) return 1;
-    /* The profile's nodeid names the node it configures, not this pinger:
-     * borrowing it would clash with that node if it runs. */
-    cfg.name = myname;
-    rc = aemp_node_create(loop, &cfg, &st.node);
-    aemp_profile_free(prof);
-    if (rc) {
-        fprintf(stderr, "aemp: cannot start a node to ping from: %s\n", aemp_strerror(rc));
-        return 1;
-    }
-    uv_timer_init(loop, &st.timer);
-    st.timer.data = &st;
-    uv_timer_start(&st.timer, ping_timeout, 15000, 0);
-    rc = aemp_node_connect(st.node, st.target);
-    if (rc) {
-        fprintf(stderr, "pang: %s: %s\n", st.target, aemp_strerror(rc));
-        ping_finish(&st, 1);
-    }
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_loop_close(loop);
-    return st.status == 0 ? 0 : 1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -455,7 +354,9 @@ int main(int argc, char **argv)
     if (argc < 2) return aemp__cli_usage_error(usage, NULL, "missing command");
     const char *cmd = argv[1];
     if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2);
-    if (strcmp(cmd, "ping") == 0) return cmd_ping(argc - 2, argv + 2);
+    if (strcmp(cmd, "ping") == 0) return aemp__cli_ping(argc - 2, argv + 2);
+    if (strcmp(cmd, "snd") == 0) return aemp__cli_snd(argc - 2, argv + 2);
+    if (strcmp(cmd, "mon") == 0) return aemp__cli_mon(argc - 2, argv + 2);
     if (strcmp(cmd, "names") == 0) return cmd_names(argc - 2, argv + 2);
     if (strcmp(cmd, "gencert") == 0) return cmd_gencert(argc - 2, argv + 2);
     if (strcmp(cmd, "profile") == 0) return aemp__cli_profile(argc - 2, argv + 2);

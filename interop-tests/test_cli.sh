@@ -5,6 +5,12 @@
 # README.md ("A C node in a few lines") is examples/readme.c word for word,
 # compiles clean with -Wall -Wextra, and with its stdout redirected to a file
 # writes a message an erl node sends it into the file while it runs.
+# An erl node calls aemp_demo:echo/1, crash/1 and kill/2 of `aemp run`
+# (which prints its echo port's ID); `aemp snd` delivers terms written in
+# Erlang syntax to that erl node (PORT as NODE#NAME with a short node name,
+# as a pid's port ID, as {Name, Node}); `aemp mon` prints the reason a
+# process exits with, noproc for a missing name, and fails (status 1) when
+# the node cannot be reached or its connection is lost.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -58,6 +64,17 @@ usage_error "aemp profile: set takes KEY VALUE" profile p set k
 usage_error "aemp profile: show takes no arguments" profile p show x
 usage_error "aemp profile: gencert needs DIR" profile p gencert
 usage_error "aemp version: unexpected argument 'x'" version x
+usage_error "aemp snd: missing PORT" snd
+usage_error "aemp snd: missing TERM" snd a@b#x
+usage_error "aemp snd: unexpected argument 'z'" snd a@b#x y z
+usage_error "aemp snd: option --port is for aemp run only" snd a@b#x y --port 1
+usage_error "aemp snd: bad TERM '{a,,b}': not Erlang term syntax at column 4" snd a@b#x '{a,,b}'
+usage_error "aemp snd: bad TERM '\"ŝ': not Erlang term syntax at column 1" snd a@b#x '"ŝ'
+usage_error "aemp snd: bad PORT 'foo' (not NODE#NAME, a pid or {NAME, NODE})" snd foo x
+usage_error "aemp snd: bad PORT '#x' (no node name before '#')" snd '#x' x
+usage_error "aemp mon: missing PORT" mon
+usage_error "aemp mon: unexpected argument 'y'" mon a@b#x y
+usage_error "aemp mon: bad PORT 'a@b#<1.2>'" mon 'a@b#<1.2>'
 [[ ! -e $WORK/pki ]] || fail "a refused gencert made $WORK/pki"
 
 version=$(sed -n 's/^#define AEMP_VERSION "\(.*\)"$/\1/p' "$SRC_DIR/include/aemp.h")
@@ -97,4 +114,50 @@ start_bg e "${ERL_CMD[@]}"
 wait_line "$WORK/readme.out" '^got \{hello,.+\}$' 20
 ! not_running "${PIDS[readme]}" || fail "example_readme exited"
 log "example_readme wrote: $(cat "$WORK/readme.out")"
+
+# aemp_demo, aemp snd and aemp mon with an erl node (aemp_interop:run(cli)).
+start_aemp c
+echo_id=$(sed -n 's/^aemp: port echo is //p' "$WORK/c.out")
+[[ $echo_id == "c@$HOST#<"*">" ]] || fail "aemp run printed no port ID for echo: '$echo_id'"
+erl_cmd t "$COOKIE" -eval "aemp_interop:run(cli, ['c@$HOST', \"$echo_id\"])"
+start_bg t "${ERL_CMD[@]}"
+wait_line "$WORK/t.out" '^INBOX ' 30
+inbox=$(sed -n 's/^INBOX //p' "$WORK/t.out")
+
+# aemp_ok NAME ARGS...: `aemp ARGS... --cookie C` exits 0.
+aemp_ok() {
+    local name=$1
+    shift
+    run_fg "$name" 20 "$AEMP_BIN" "$@" --cookie "$COOKIE"
+    ((EXIT_STATUS == 0)) || fail "aemp $* exited with $EXIT_STATUS: $(cat "$WORK/$name.err")"
+}
+aemp_ok snd1 snd t#inbox '{hello, [1, 2 | 3], #{k => <<"v">>, 1 => 1.0},
+    1180591620717411303424, "str", -1.5, '"'Ω'"', <<1:3>>, "", <<>>}'
+aemp_ok snd2 snd "$inbox" "{to_pid, $inbox}"
+aemp_ok snd3 snd "{inbox, 't@$HOST'}" three
+run_fg snd4 20 "$AEMP_BIN" snd "nonode@$HOST#x" hi --cookie "$COOKIE"
+((EXIT_STATUS == 1)) || fail "aemp snd to a missing node exited with $EXIT_STATUS, expected 1"
+expect_line "$WORK/snd4.err" "^aemp snd: cannot reach nonode@$HOST: "
+
+wait_line "$WORK/t.out" '^VICTIM$' 20
+start_bg mon1 "$AEMP_BIN" mon "t@$HOST#victim" --cookie "$COOKIE"
+expect_exit mon1 20 0
+[[ $(cat "$WORK/mon1.out") == '{shutdown,{<<"bye">>,42}}' ]] ||
+    fail "aemp mon printed '$(cat "$WORK/mon1.out")', expected {shutdown,{<<\"bye\">>,42}}"
+aemp_ok mon2 mon "t@$HOST#nobody"
+[[ $(cat "$WORK/mon2.out") == noproc ]] || fail "aemp mon of a missing name printed" \
+    "'$(cat "$WORK/mon2.out")', expected noproc"
+run_fg mon3 20 "$AEMP_BIN" mon "nonode@$HOST#x" --cookie "$COOKIE"
+((EXIT_STATUS == 1)) || fail "aemp mon of a missing node exited with $EXIT_STATUS, expected 1"
+expect_line "$WORK/mon3.err" "^aemp mon: cannot reach nonode@$HOST: "
+
+# the erl node halts once idle is monitored: that monitor ends with it
+wait_line "$WORK/t.out" '^IDLE$' 20
+start_bg mon4 "$AEMP_BIN" mon t#idle --cookie "$COOKIE"
+expect_exit t 30 0
+cat "$WORK/t.out"
+expect_line "$WORK/t.out" '^PASS cli$'
+expect_peer_release "$WORK/t.out"
+expect_exit mon4 20 1
+expect_line "$WORK/mon4.err" "^aemp mon: t@$HOST: connection lost"
 pass

@@ -738,7 +738,51 @@ test(calls, CNode) ->
     expect({exit, bye}, c_call(CNode, cal, [Cal, {die, bye}, 0]), c_cal_death),
     expect({exit, noproc}, c_call(CNode, cal, [Cal, {ping, 3}, 0]), c_cal_noproc),
     expect(ok, no_stray(), c_calls_answered_once),
-    ok.
+    ok;
+%% The module aemp_demo of `aemp run` (EchoId: the port ID of its echo
+%% port), then the CLI against this node, step by step with the script:
+%% three messages from `aemp snd` (to the name inbox, to this process's pid
+%% written as a port ID, to {inbox, Node}), `aemp mon` of victim (which
+%% then exits with a reason the script checks), and last `aemp mon` of idle:
+%% this node then halts, which ends that monitor with the connection.
+test(cli, [CNode, EchoId]) ->
+    Terms = [0, -1, 1 bsl 70, 1.5, 'Ω', <<"b">>, <<1:3>>, "str", [a | b], {t, [1]},
+             #{k => [v], 2 => 1.0}, self(), make_ref(), fun lists:sum/1],
+    [expect(T, rpc:call(CNode, aemp_demo, echo, [T]), {demo_echo, T}) || T <- Terms],
+    expect(x, erpc:call(CNode, aemp_demo, echo, [x]), demo_echo_erpc),
+    expect({badrpc, {'EXIT', {undef, [{aemp_demo, echo, [1, 2], []}]}}},
+           rpc:call(CNode, aemp_demo, echo, [1, 2]), demo_echo_other_arity),
+    expect({badrpc, {'EXIT', {{oops, 1}, [{aemp_demo, crash, [{oops, 1}], []}]}}},
+           rpc:call(CNode, aemp_demo, crash, [{oops, 1}]), demo_crash),
+    expect(boom, try erpc:call(CNode, aemp_demo, crash, [boom])
+                 catch error:{exception, E, _} -> E end, demo_crash_erpc),
+    Echo = pid_of(EchoId),
+    {echo, CNode} ! {self(), before_kill},
+    expect(before_kill, receive M -> M after ?REPLY_MS -> timeout end, echo_alive),
+    Mon = erlang:monitor(process, Echo),
+    expect(ok, rpc:call(CNode, aemp_demo, kill, [Echo, {bye, <<"now">>}]), demo_kill),
+    expect({bye, <<"now">>}, down_reason(Mon), demo_killed),
+    expect(badarg, case rpc:call(CNode, aemp_demo, kill, [self(), x]) of
+                       {badrpc, {'EXIT', {R, _}}} -> R;
+                       Other -> Other
+                   end, demo_kill_not_a_port_there),
+    %% aemp snd
+    register(inbox, self()),
+    io:format("INBOX ~s~n", [port_id(self())]),
+    Sent = {hello, [1, 2 | 3], #{k => <<"v">>, 1 => 1.0}, 1 bsl 70, "str", -1.5, 'Ω',
+            <<1:3>>, [], <<>>},
+    [expect(Want, receive Got -> Got after ?REPLY_MS * 4 -> timeout end, {snd, N})
+     || {N, Want} <- [{1, Sent}, {2, {to_pid, self()}}, {3, three}]],
+    %% aemp mon
+    Victim = spawn(fun() -> receive {die, Why} -> exit(Why) end end),
+    register(victim, Victim),
+    io:format("VICTIM~n"),
+    wait_monitored(Victim),
+    Victim ! {die, {shutdown, {<<"bye">>, 42}}},
+    Idle = spawn(fun() -> receive never -> ok end end),
+    register(idle, Idle),
+    io:format("IDLE~n"),
+    wait_monitored(Idle).
 
 %% Remotely called functions, the same as callnode.c's exports.
 kind(return, V) -> V;
@@ -813,6 +857,24 @@ epmd_register(Port, Name) ->
         end,
     gen_tcp:close(S),
     R.
+
+%% The pid written as a port ID, node#<id.serial.creation> (as aemp_addr_format).
+pid_of(Id) ->
+    [Node, Rest] = string:split(Id, "#"),
+    {ok, [I, S, C], []} = io_lib:fread("<~d.~d.~d>", Rest),
+    N = list_to_binary(Node),
+    binary_to_term(<<131, 88, 119, (byte_size(N)), N/binary, I:32, S:32, C:32>>).
+
+port_id(Pid) ->
+    <<131, 88, 119, L, N:L/binary, I:32, S:32, C:32>> = term_to_binary(Pid, [{minor_version, 2}]),
+    io_lib:format("~s#<~b.~b.~b>", [N, I, S, C]).
+
+%% Until some process (here: of another node) monitors Pid.
+wait_monitored(Pid) ->
+    case erlang:process_info(Pid, monitored_by) of
+        {monitored_by, []} -> timer:sleep(10), wait_monitored(Pid);
+        {monitored_by, _} -> ok
+    end.
 
 nest(0) -> leaf;
 nest(N) -> [nest(N - 1)].
