@@ -486,7 +486,8 @@ static int cmp(const struct parser *p, const struct node *a, const struct node *
 
 static int key_cmp(const struct parser *p, size_t base, uint32_t x, uint32_t y)
 {
-    return cmp(p, &p->nodes[p->pend[base + 2 * (size_t)x]], &p->nodes[p->pend[base + 2 * (size_t)y]]);
+    return cmp(p, &p->nodes[p->pend[base + 2 * (size_t)x]],
+               &p->nodes[p->pend[base + 2 * (size_t)y]]);
 }
 
 /* The pairs pend[base..np) of a map: sorted by key (stable), and of equal
@@ -1294,12 +1295,11 @@ static int seg_spec(struct parser *p, struct seg *sp)
         int type;   /* or T_DEFAULT */
         int little; /* 1 little, 0 big, -1 native, 2 no endianness */
     } words[] = {
-        {"integer", T_INTEGER, 2},   {"float", T_FLOAT, 2}, {"binary", T_BINARY, 2},
-        {"bytes", T_BINARY, 2},      {"bitstring", T_BITSTRING, 2},
-        {"bits", T_BITSTRING, 2},    {"utf8", T_UTF8, 2},   {"utf16", T_UTF16, 2},
-        {"utf32", T_UTF32, 2},       {"signed", T_DEFAULT, 2},
-        {"unsigned", T_DEFAULT, 2},  {"big", T_DEFAULT, 0}, {"little", T_DEFAULT, 1},
-        {"native", T_DEFAULT, -1},
+        {"integer", T_INTEGER, 2}, {"float", T_FLOAT, 2},         {"binary", T_BINARY, 2},
+        {"bytes", T_BINARY, 2},    {"bitstring", T_BITSTRING, 2}, {"bits", T_BITSTRING, 2},
+        {"utf8", T_UTF8, 2},       {"utf16", T_UTF16, 2},         {"utf32", T_UTF32, 2},
+        {"signed", T_DEFAULT, 2},  {"unsigned", T_DEFAULT, 2},    {"big", T_DEFAULT, 0},
+        {"little", T_DEFAULT, 1},  {"native", T_DEFAULT, -1},
     };
     int rc;
     memset(sp, 0, sizeof *sp);
@@ -1335,7 +1335,8 @@ static int seg_spec(struct parser *p, struct seg *sp)
                 if (sp->type != T_DEFAULT) return fail(p, at, AEMP_EINVAL);
                 sp->type = words[k].type;
             }
-            if (words[k].little != 2) sp->little = words[k].little < 0 ? little_host() : words[k].little;
+            if (words[k].little != 2)
+                sp->little = words[k].little < 0 ? little_host() : words[k].little;
         }
         skip_ws(p);
         if (peek(p) != '-') return 0;
@@ -1636,7 +1637,7 @@ int aemp_term_parse(aemp_buf *b, const char *text, size_t len, size_t *err_pos)
         return AEMP_ENOMEM;
     }
     p->budget = (len > (SIZE_MAX - BUDGET_BASE) / BUDGET_PER_BYTE ? SIZE_MAX - BUDGET_BASE
-                                                                   : len * BUDGET_PER_BYTE) +
+                                                                  : len * BUDGET_PER_BYTE) +
                 BUDGET_BASE;
     rc = value(p, &root);
     if (!rc) {
