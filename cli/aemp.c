@@ -135,19 +135,7 @@ struct run_state {
 static void echo_cb(aemp_node *node, aemp_port self, const aemp_term *msg, const aemp_addr *from,
                     void *arg)
 {
-    aemp_cursor c = aemp_cursor_of(msg);
-    uint32_t arity;
-    aemp_addr to;
-    aemp_term body;
-    if (aemp_get_tuple(&c, &arity) == 0 && arity == 2 && aemp_get_pid(&c, &to) == 0 &&
-        aemp_get_term(&c, &body) == 0) {
-        int rc = aemp_send(node, self, &to, &body);
-        if (rc) fprintf(stderr, "aemp: echo reply failed: %s\n", aemp_strerror(rc));
-    } else {
-        char text[256];
-        aemp_term_print(msg, text, sizeof text);
-        fprintf(stderr, "aemp: echo ignored a message that is not {Pid, Msg}: %s\n", text);
-    }
+    aemp__cli_echo(node, self, msg);
 }
 
 /* aemp:echo(Args...) returns the argument list; aemp:fail(Reason) raises

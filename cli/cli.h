@@ -92,5 +92,8 @@ int aemp__cli_mon(int argc, char **argv);
 
 /* Export the aemp_demo module of `aemp run` on node (demo.c). */
 int aemp__cli_demo_export(aemp_node *node);
+/* The echo of the echo ports: msg {Pid, Msg} sends Msg to Pid from self;
+ * anything else is logged and ignored. Returns aemp_send's error. */
+int aemp__cli_echo(aemp_node *node, aemp_port self, const aemp_term *msg);
 
 #endif /* AEMP_CLI_H */

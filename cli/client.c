@@ -40,8 +40,8 @@ int aemp__cli_port(const char *cmd, const char *what, const char *in, aemp_addr 
         char node[AEMP_MAXNODELEN + 1], id[AEMP_MAXNODELEN + AEMP_MAXATOMLEN + 2];
         size_t nn = (size_t)(hash - in);
         if (nn == 0 || nn >= sizeof node)
-            return aemp__cli_usage_error(usage, cmd, "bad %s '%s' (no node name before '#')",
-                                         what, in);
+            return aemp__cli_usage_error(usage, cmd, "bad %s '%s' (no node name before '#')", what,
+                                         in);
         memcpy(node, in, nn);
         node[nn] = 0;
         if (aemp__cli_node_name(node, id, AEMP_MAXNODELEN + 1) ||
@@ -82,7 +82,7 @@ int aemp__cli_term(const char *cmd, const char *what, const char *in, aemp_buf *
     size_t col = 1;
     for (size_t i = 0; i < pos; i++)
         col += ((unsigned char)in[i] & 0xC0) != 0x80;
-    const char *why = rc == AEMP_ETOOBIG ? "too big or nested too deeply"
+    const char *why = rc == AEMP_ETOOBIG  ? "too big or nested too deeply"
                       : rc == AEMP_EINVAL ? "not Erlang term syntax"
                                           : aemp_strerror(rc);
     return aemp__cli_usage_error(usage, cmd, "bad %s '%s': %s at column %zu", what, in, why, col);
@@ -256,10 +256,8 @@ int aemp__cli_snd(int argc, char **argv)
         aemp_buf_free(&st.msg);
         return rc;
     }
-    struct aemp__cli_client c = {.cmd = "snd",
-                                 .fail_prefix = "aemp snd: cannot reach",
-                                 .on_up = snd_up,
-                                 .arg = &st};
+    struct aemp__cli_client c = {
+        .cmd = "snd", .fail_prefix = "aemp snd: cannot reach", .on_up = snd_up, .arg = &st};
     snprintf(c.peer, sizeof c.peer, "%s", aemp_addr_node_name(&st.to));
     rc = aemp__cli_client_run(&c, &o);
     aemp_buf_free(&st.msg);
@@ -275,8 +273,7 @@ struct mon_state {
     struct aemp__cli_client *c;
 };
 
-static void mon_fired(aemp_node *node, const aemp_addr *target, const aemp_term *reason,
-                      void *arg)
+static void mon_fired(aemp_node *node, const aemp_addr *target, const aemp_term *reason, void *arg)
 {
     struct mon_state *st = arg;
     char atom[16];

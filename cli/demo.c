@@ -5,12 +5,34 @@
  *   aemp_demo:crash(Reason)    fails with error:Reason
  *   aemp_demo:kill(Pid, Reason) kills the port Pid of this node with
  *                              Reason (aemp_kil) and returns ok
+ *   spawn(Node, aemp_demo, echo_port, [])
+ *                              a new port that answers {From, Msg} with Msg,
+ *                              as the registered port echo does
  * Called with another number of arguments they are undefined, as an
  * Erlang function of another arity: error undef. Uses the public API only.
  */
 #include "cli.h"
 
+#include <stdio.h>
 #include <string.h>
+
+int aemp__cli_echo(aemp_node *node, aemp_port self, const aemp_term *msg)
+{
+    aemp_cursor c = aemp_cursor_of(msg);
+    uint32_t arity;
+    aemp_addr to;
+    aemp_term body;
+    if (aemp_get_tuple(&c, &arity) == 0 && arity == 2 && aemp_get_pid(&c, &to) == 0 &&
+        aemp_get_term(&c, &body) == 0) {
+        int rc = aemp_send(node, self, &to, &body);
+        if (rc) fprintf(stderr, "aemp: echo reply failed: %s\n", aemp_strerror(rc));
+        return rc;
+    }
+    char text[256];
+    aemp_term_print(msg, text, sizeof text);
+    fprintf(stderr, "aemp: echo ignored a message that is not {Pid, Msg}: %s\n", text);
+    return 0;
+}
 
 /* The argument list, if it has n elements: 0 with args[] viewing them. */
 static int take_args(const aemp_term *list, uint32_t n, aemp_term *args)
@@ -62,12 +84,37 @@ static int demo_kill(aemp_node *node, const aemp_term *args, aemp_buf *result, v
     return AEMP_RPC_RETURN;
 }
 
+/* The default callback of an echo_port: an echo that never dies of a
+ * message it does not understand. */
+static int echo_port_msg(aemp_node *node, aemp_port self, const aemp_msg *m, void *arg)
+{
+    aemp__cli_echo(node, self, &m->term);
+    return 0;
+}
+
+static int echo_port_init(aemp_node *node, aemp_port self, const aemp_term *args, void *arg)
+{
+    aemp_term none;
+    if (take_args(args, 0, &none) == 0) return aemp_rcv(node, self, NULL, echo_port_msg, NULL);
+    /* as a process running an undefined function */
+    aemp_buf reason = AEMP_BUF_INIT;
+    aemp_addr me;
+    int rc = aemp_term_format(&reason, "{undef, [{aemp_demo, echo_port, ~t, []}]}", args);
+    if (rc == 0 && (rc = aemp_port_addr(node, self, &me)) == 0) {
+        aemp_term t = aemp_buf_term(&reason);
+        rc = aemp_kil(node, &me, &t);
+    }
+    aemp_buf_free(&reason);
+    return rc;
+}
+
 int aemp__cli_demo_export(aemp_node *node)
 {
     int rc;
     if ((rc = aemp_export(node, "aemp_demo", "echo", demo_echo, NULL)) ||
         (rc = aemp_export(node, "aemp_demo", "crash", demo_crash, NULL)) ||
-        (rc = aemp_export(node, "aemp_demo", "kill", demo_kill, NULL)))
+        (rc = aemp_export(node, "aemp_demo", "kill", demo_kill, NULL)) ||
+        (rc = aemp_export_init(node, "aemp_demo", "echo_port", echo_port_init, NULL)))
         return rc;
     return 0;
 }

@@ -740,7 +740,8 @@ test(calls, CNode) ->
     expect(ok, no_stray(), c_calls_answered_once),
     ok;
 %% The module aemp_demo of `aemp run` (EchoId: the port ID of its echo
-%% port), then the CLI against this node, step by step with the script:
+%% port; echo_port spawned from here), then the CLI against this node,
+%% step by step with the script:
 %% three messages from `aemp snd` (to the name inbox, to this process's pid
 %% written as a port ID, to {inbox, Node}), `aemp mon` of victim (which
 %% then exits with a reason the script checks), and last `aemp mon` of idle:
@@ -762,6 +763,15 @@ test(cli, [CNode, EchoId]) ->
     Mon = erlang:monitor(process, Echo),
     expect(ok, rpc:call(CNode, aemp_demo, kill, [Echo, {bye, <<"now">>}]), demo_kill),
     expect({bye, <<"now">>}, down_reason(Mon), demo_killed),
+    %% echo_port: a port spawned from here, echoing as echo does
+    P = spawn(CNode, aemp_demo, echo_port, []),
+    P ! {self(), via_port},
+    expect(via_port, receive M2 -> M2 after ?REPLY_MS -> timeout end, echo_port_echoes),
+    PMon = erlang:monitor(process, P),
+    expect(ok, rpc:call(CNode, aemp_demo, kill, [P, {done, 1}]), demo_kill_spawned),
+    expect({done, 1}, down_reason(PMon), echo_port_killed),
+    {_, PMon2} = spawn_monitor(CNode, aemp_demo, echo_port, [x]),
+    expect({undef, [{aemp_demo, echo_port, [x], []}]}, down_reason(PMon2), echo_port_arity),
     expect(badarg, case rpc:call(CNode, aemp_demo, kill, [self(), x]) of
                        {badrpc, {'EXIT', {R, _}}} -> R;
                        Other -> Other
