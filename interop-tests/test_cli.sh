@@ -5,10 +5,9 @@
 # README.md ("A C node in a few lines") is examples/readme.c word for word,
 # compiles clean with -Wall -Wextra, and with its stdout redirected to a file
 # writes a message an erl node sends it into the file while it runs.
-# An erl node calls aemp_demo:echo/1, crash/1 and kill/2 of `aemp run` and
-# spawns aemp_demo:echo_port/0 there
-# (which prints its echo port's ID); `aemp snd` delivers terms written in
-# Erlang syntax to that erl node (PORT as NODE#NAME with a short node name,
+# An erl node calls aemp_demo:echo/1, crash/1 and kill/2 of `aemp run`
+# (which prints its echo port's ID) and spawns aemp_demo:echo_port/0 there;
+# `aemp snd` delivers terms written in Erlang syntax to that erl node (PORT as NODE#NAME with a short node name,
 # as a pid's port ID, as {Name, Node}); `aemp mon` prints the reason a
 # process exits with, noproc for a missing name, and fails (status 1) when
 # the node cannot be reached or its connection is lost.
