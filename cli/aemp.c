@@ -22,23 +22,31 @@ void aemp__cli_usage(FILE *f)
                "  aemp ping NODE [--cookie C]             check that NODE answers\n"
                "  aemp snd PORT TERM [--cookie C]         send TERM to PORT\n"
                "  aemp mon PORT [--cookie C]              wait until PORT dies, print why\n"
+               "  aemp rpc NODE MOD FUN [ARGS] [--timeout S]\n"
+               "                                          call MOD:FUN(ARGS...), print the result\n"
+               "  aemp cal PORT TERM [--timeout S]        send TERM with a reply pid added,\n"
+               "                                          print the reply\n"
                "  aemp names [HOST]                       list EPMD registrations\n"
                "  aemp gencert DIR [--name N] [HOST...]   make a CA and a node certificate\n"
                "  aemp profile NAME show | set KEY VALUE | unset KEY | delete | gensecret\n"
                "  aemp profile NAME gencert DIR [HOST...] manage node profiles\n"
                "  aemp version | --version                print the version\n"
-               "run, ping, snd and mon take --tls-cert FILE --tls-key FILE --tls-ca FILE for\n"
-               "TLS distribution (as erl -proto_dist inet_tls) and --profile P: the settings\n"
-               "of profile P win over the options; run needs no NAME when P sets nodeid.\n"
-               "run takes --ticktime S (as net_ticktime, default 60) and --read-batch MS|off\n"
-               "(read batching, 0 the default of 1 ms).\n"
+               "run, ping, snd, mon, rpc and cal take --tls-cert FILE --tls-key FILE\n"
+               "--tls-ca FILE for TLS distribution (as erl -proto_dist inet_tls) and\n"
+               "--profile P: the settings of profile P win over the options; run needs no\n"
+               "NAME when P sets nodeid. run takes --ticktime S (as net_ticktime, default\n"
+               "60) and --read-batch MS|off (read batching, 0 the default of 1 ms); rpc and\n"
+               "cal take --timeout S (default none; cal then ends when PORT dies).\n"
                "NAME and NODE are alive@host, or alive for alive@<short host name>. PORT is\n"
                "NODE#NAME (a registered name), NODE#<ID.SERIAL.CREATION> (a pid), or the\n"
-               "Erlang term {NAME, NODE}. TERM is an Erlang term: '{hello, [1, <<\"x\">>]}'.\n"
+               "Erlang term {NAME, NODE}. TERM and ARGS are Erlang terms, ARGS a list\n"
+               "(default []): '{hello, [1, <<\"x\">>]}'.\n"
                "The cookie defaults to ~/.erlang.cookie; AEMP_LOG=debug|info|warn|error\n"
                "sets the log level, ERL_EPMD_PORT the EPMD port.\n"
-               "Exit status: 0 done, 1 failed (ping: pang; mon: the connection failed),\n"
-               "2 usage error (what is wrong, then this text, on stderr).\n");
+               "Exit status: 0 done, 1 failed (ping: pang; mon: the connection failed;\n"
+               "rpc, cal: what went wrong on stderr, first its kind: error, throw, exit,\n"
+               "badrpc, timeout, noconnection), 2 usage error (what is wrong, then this\n"
+               "text, on stderr).\n");
 }
 
 static void usage(FILE *f)
@@ -55,17 +63,32 @@ void aemp__cli_config(const struct aemp__cli_opts *o, aemp_node_config *cfg)
     cfg->tls_ca = o->tls_ca;
 }
 
-/* The options of run and the client commands; each takes a value. */
+/* The options of run and the client commands; each takes a value. `only`:
+ * the commands that take it (NULL: all of them), and how to say so. */
 static const struct {
     const char *name;
-    bool run_only;
+    const char *const *only;
+    const char *only_text;
 } options[] = {
-    {"--cookie", false}, {"--profile", false}, {"--tls-cert", false}, {"--tls-key", false},
-    {"--tls-ca", false}, {"--port", true},     {"--ticktime", true},  {"--read-batch", true},
+#define RUN ((const char *const[]){"run", NULL}), "aemp run only"
+#define CALLS ((const char *const[]){"rpc", "cal", NULL}), "aemp rpc and cal only"
+    {"--cookie", NULL, NULL},  {"--profile", NULL, NULL}, {"--tls-cert", NULL, NULL},
+    {"--tls-key", NULL, NULL}, {"--tls-ca", NULL, NULL},  {"--port", RUN},
+    {"--ticktime", RUN},       {"--read-batch", RUN},     {"--timeout", CALLS},
+#undef RUN
+#undef CALLS
 };
 
+static bool option_for(size_t k, const char *cmd)
+{
+    if (!options[k].only) return true;
+    for (const char *const *c = options[k].only; *c; c++)
+        if (strcmp(*c, cmd) == 0) return true;
+    return false;
+}
+
 /* Options start with "--": anything else (-5 too) is a positional argument. */
-int aemp__cli_parse_opts(const char *cmd, bool run, int maxargs, int argc, char **argv,
+int aemp__cli_parse_opts(const char *cmd, int maxargs, int argc, char **argv,
                          struct aemp__cli_opts *o)
 {
     for (int i = 0; i < argc; i++) {
@@ -81,8 +104,9 @@ int aemp__cli_parse_opts(const char *cmd, bool run, int maxargs, int argc, char 
             k++;
         if (k == sizeof options / sizeof *options)
             return aemp__cli_usage_error(usage, cmd, "unknown option '%s'", arg);
-        if (options[k].run_only && !run)
-            return aemp__cli_usage_error(usage, cmd, "option %s is for aemp run only", arg);
+        if (!option_for(k, cmd))
+            return aemp__cli_usage_error(usage, cmd, "option %s is for %s", arg,
+                                         options[k].only_text);
         if (i + 1 >= argc || !argv[i + 1][0])
             return aemp__cli_usage_error(usage, cmd, "option %s needs a value", arg);
         const char *v = argv[++i];
@@ -97,6 +121,13 @@ int aemp__cli_parse_opts(const char *cmd, bool run, int maxargs, int argc, char 
             o->tls_key = v;
         } else if (strcmp(arg, "--tls-ca") == 0) {
             o->tls_ca = v;
+        } else if (strcmp(arg, "--timeout") == 0) {
+            double t = strtod(v, &end);
+            if (*end || !isdigit((unsigned char)v[0]) || !(t > 0) || t > 86400)
+                return aemp__cli_usage_error(usage, cmd, "bad timeout '%s' (seconds, up to 86400)",
+                                             v);
+            o->timeout_ms = (unsigned)(t * 1000 + 0.5);
+            if (!o->timeout_ms) o->timeout_ms = 1;
         } else if (strcmp(arg, "--port") == 0) {
             unsigned long p = strtoul(v, &end, 10);
             if (*end || !isdigit((unsigned char)v[0]) || p > 65535)
@@ -227,7 +258,7 @@ static void on_signal(uv_signal_t *h, int signum)
 static int cmd_run(int argc, char **argv)
 {
     struct aemp__cli_opts o = {0};
-    int rc = aemp__cli_parse_opts("run", true, 1, argc, argv, &o);
+    int rc = aemp__cli_parse_opts("run", 1, argc, argv, &o);
     if (rc) return rc;
     if (!o.nargs && !o.profile) return aemp__cli_usage_error(usage, "run", "missing node NAME");
     struct run_state st = {0};
@@ -345,6 +376,8 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "ping") == 0) return aemp__cli_ping(argc - 2, argv + 2);
     if (strcmp(cmd, "snd") == 0) return aemp__cli_snd(argc - 2, argv + 2);
     if (strcmp(cmd, "mon") == 0) return aemp__cli_mon(argc - 2, argv + 2);
+    if (strcmp(cmd, "rpc") == 0) return aemp__cli_rpc(argc - 2, argv + 2);
+    if (strcmp(cmd, "cal") == 0) return aemp__cli_cal(argc - 2, argv + 2);
     if (strcmp(cmd, "names") == 0) return cmd_names(argc - 2, argv + 2);
     if (strcmp(cmd, "gencert") == 0) return cmd_gencert(argc - 2, argv + 2);
     if (strcmp(cmd, "profile") == 0) return aemp__cli_profile(argc - 2, argv + 2);

@@ -24,14 +24,15 @@ struct aemp__cli_opts {
     unsigned ticktime;
     int read_batch_ms; /* as aemp_node_config: 0 default, -1 off */
     const char *profile;
+    unsigned timeout_ms; /* rpc, cal: 0 no limit */
     const char *args[4];
     int nargs;
 };
 
-/* Options and up to maxargs positional arguments of cmd (run: the options
- * of `aemp run` are allowed). Returns 0, or 2 after a usage error has been
- * reported. */
-int aemp__cli_parse_opts(const char *cmd, bool run, int maxargs, int argc, char **argv,
+/* Options and up to maxargs positional arguments of cmd (each option only
+ * for the commands that take it). Returns 0, or 2 after a usage error has
+ * been reported. */
+int aemp__cli_parse_opts(const char *cmd, int maxargs, int argc, char **argv,
                          struct aemp__cli_opts *o);
 
 /* Set what the options give (cookie, TLS files) in cfg. */
@@ -85,10 +86,13 @@ int aemp__cli_client_run(struct aemp__cli_client *c, const struct aemp__cli_opts
  * closes after flushing what was sent. */
 void aemp__cli_client_finish(struct aemp__cli_client *c, int status);
 
-/* `aemp ping NODE`, `aemp snd PORT TERM`, `aemp mon PORT` (client.c). */
+/* `aemp ping NODE`, `aemp snd PORT TERM`, `aemp mon PORT`, `aemp rpc
+ * NODE MOD FUN [ARGS]`, `aemp cal PORT TERM` (client.c). */
 int aemp__cli_ping(int argc, char **argv);
 int aemp__cli_snd(int argc, char **argv);
 int aemp__cli_mon(int argc, char **argv);
+int aemp__cli_rpc(int argc, char **argv);
+int aemp__cli_cal(int argc, char **argv);
 
 /* Export the aemp_demo module of `aemp run` on node (demo.c). */
 int aemp__cli_demo_export(aemp_node *node);

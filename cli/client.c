@@ -213,7 +213,7 @@ static void ping_up(struct aemp__cli_client *c)
 int aemp__cli_ping(int argc, char **argv)
 {
     struct aemp__cli_opts o = {0};
-    int rc = aemp__cli_parse_opts("ping", false, 1, argc, argv, &o);
+    int rc = aemp__cli_parse_opts("ping", 1, argc, argv, &o);
     if (rc) return rc;
     if (!o.nargs) return aemp__cli_usage_error(usage, "ping", "missing NODE");
     struct aemp__cli_client c = {.cmd = "ping", .fail_prefix = "pang:", .on_up = ping_up};
@@ -247,7 +247,7 @@ int aemp__cli_snd(int argc, char **argv)
 {
     struct aemp__cli_opts o = {0};
     struct snd_state st = {.msg = AEMP_BUF_INIT};
-    int rc = aemp__cli_parse_opts("snd", false, 2, argc, argv, &o);
+    int rc = aemp__cli_parse_opts("snd", 2, argc, argv, &o);
     if (rc) return rc;
     if (o.nargs < 1) return aemp__cli_usage_error(usage, "snd", "missing PORT");
     if (o.nargs < 2) return aemp__cli_usage_error(usage, "snd", "missing TERM");
@@ -309,7 +309,7 @@ int aemp__cli_mon(int argc, char **argv)
 {
     struct aemp__cli_opts o = {0};
     struct mon_state st;
-    int rc = aemp__cli_parse_opts("mon", false, 1, argc, argv, &o);
+    int rc = aemp__cli_parse_opts("mon", 1, argc, argv, &o);
     if (rc) return rc;
     if (o.nargs < 1) return aemp__cli_usage_error(usage, "mon", "missing PORT");
     if ((rc = aemp__cli_port("mon", "PORT", o.args[0], &st.target))) return rc;
@@ -321,4 +321,145 @@ int aemp__cli_mon(int argc, char **argv)
     st.c = &c;
     snprintf(c.peer, sizeof c.peer, "%s", aemp_addr_node_name(&st.target));
     return aemp__cli_client_run(&c, &o);
+}
+
+/* ------------------------------------------------------------------ */
+/* rpc and cal                                                        */
+/* ------------------------------------------------------------------ */
+
+struct call_state {
+    const char *mod, *fun; /* rpc */
+    aemp_addr to;          /* cal */
+    aemp_buf term;         /* rpc: the arguments; cal: the message */
+    unsigned timeout_ms;
+    struct aemp__cli_client *c;
+};
+
+/* The answer: the value on stdout (status 0), or on stderr what went
+ * wrong, its kind first: error, throw, exit (as erpc raises them; cal:
+ * exit is the target's death), badrpc (rpc: no answer), timeout and
+ * noconnection (cal). */
+static void call_done(aemp_node *node, int status, const aemp_term *result, void *arg)
+{
+    static const char *const kinds[] = {"return", "error", "throw", "exit"};
+    struct call_state *st = arg;
+    struct aemp__cli_client *c = st->c;
+    bool rpc = strcmp(c->cmd, "rpc") == 0;
+    if (c->status != -1) return; /* the command ended first (node closing) */
+    if (status == AEMP_RPC_RETURN) {
+        aemp__cli_print_term(stdout, result);
+        fflush(stdout);
+        aemp__cli_client_finish(c, 0);
+        return;
+    }
+    if (status > 0 && status <= AEMP_RPC_EXIT && result) {
+        fprintf(stderr, "aemp %s: %s: ", c->cmd, kinds[status]);
+        aemp__cli_print_term(stderr, result);
+    } else if (status == AEMP_ETIMEDOUT) {
+        fprintf(stderr, "aemp %s: %stimeout (no answer within %u ms)\n", c->cmd,
+                rpc ? "badrpc: " : "", st->timeout_ms);
+    } else if (status == AEMP_ENOCONN) {
+        fprintf(stderr, "aemp %s: %snoconnection (the connection to %s was lost)\n", c->cmd,
+                rpc ? "badrpc: " : "", c->peer);
+    } else {
+        fprintf(stderr, "aemp %s: %s%s\n", c->cmd, rpc ? "badrpc: " : "", aemp_strerror(status));
+    }
+    aemp__cli_client_finish(c, 1);
+}
+
+static void call_down(struct aemp__cli_client *c, const char *reason)
+{
+    fprintf(stderr, "aemp %s: %snoconnection (the connection to %s was lost: %s)\n", c->cmd,
+            strcmp(c->cmd, "rpc") == 0 ? "badrpc: " : "", c->peer, reason);
+    aemp__cli_client_finish(c, 1);
+}
+
+static void call_up(struct aemp__cli_client *c)
+{
+    struct call_state *st = c->arg;
+    aemp_term t = aemp_buf_term(&st->term);
+    int rc = strcmp(c->cmd, "rpc") == 0
+                 ? aemp_call(c->node, c->peer, st->mod, st->fun, &t, st->timeout_ms, call_done, st)
+                 : aemp_cal(c->node, &st->to, &t, st->timeout_ms, call_done, st);
+    if (rc) {
+        fprintf(stderr, "aemp %s: cannot call: %s\n", c->cmd, aemp_strerror(rc));
+        aemp__cli_client_finish(c, 1);
+    }
+}
+
+static int call_run(struct call_state *st, const char *cmd, const struct aemp__cli_opts *o)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "aemp %s: cannot reach", cmd);
+    struct aemp__cli_client c = {
+        .cmd = cmd, .fail_prefix = prefix, .on_up = call_up, .on_down = call_down, .arg = st};
+    st->c = &c;
+    st->timeout_ms = o->timeout_ms;
+    if (strcmp(cmd, "rpc") == 0) {
+        if (aemp__cli_node_name(o->args[0], c.peer, sizeof c.peer)) {
+            fprintf(stderr, "aemp rpc: %s: node name too long\n", o->args[0]);
+            return 1;
+        }
+    } else {
+        snprintf(c.peer, sizeof c.peer, "%s", aemp_addr_node_name(&st->to));
+    }
+    return aemp__cli_client_run(&c, o);
+}
+
+/* A proper list: erpc applies the function to it. */
+static bool proper_list(const aemp_buf *b)
+{
+    aemp_term t = aemp_buf_term(b), skip;
+    aemp_cursor c = aemp_cursor_of(&t);
+    uint32_t n;
+    int type = aemp_get_type(&c);
+    if (type == 'j' || type == 'k') return true; /* [], or a list of small integers */
+    if (aemp_get_list(&c, &n)) return false;
+    for (uint32_t i = 0; i < n; i++)
+        if (aemp_get_term(&c, &skip)) return false;
+    return aemp_get_nil(&c) == 0;
+}
+
+int aemp__cli_rpc(int argc, char **argv)
+{
+    struct aemp__cli_opts o = {0};
+    struct call_state st = {.term = AEMP_BUF_INIT};
+    int rc = aemp__cli_parse_opts("rpc", 4, argc, argv, &o);
+    if (rc) return rc;
+    if (o.nargs < 3)
+        return aemp__cli_usage_error(usage, "rpc", "missing %s",
+                                     o.nargs == 0   ? "NODE"
+                                     : o.nargs == 1 ? "MOD"
+                                                    : "FUN");
+    st.mod = o.args[1];
+    st.fun = o.args[2];
+    if ((rc = aemp__cli_term("rpc", "ARGS", o.nargs == 4 ? o.args[3] : "[]", &st.term))) {
+        aemp_buf_free(&st.term);
+        return rc;
+    }
+    if (!proper_list(&st.term)) {
+        aemp_buf_free(&st.term);
+        return aemp__cli_usage_error(usage, "rpc", "bad ARGS '%s' (not a proper list)", o.args[3]);
+    }
+    rc = call_run(&st, "rpc", &o);
+    aemp_buf_free(&st.term);
+    return rc;
+}
+
+int aemp__cli_cal(int argc, char **argv)
+{
+    struct aemp__cli_opts o = {0};
+    struct call_state st = {.term = AEMP_BUF_INIT};
+    int rc = aemp__cli_parse_opts("cal", 2, argc, argv, &o);
+    if (rc) return rc;
+    if (o.nargs < 1) return aemp__cli_usage_error(usage, "cal", "missing PORT");
+    if (o.nargs < 2) return aemp__cli_usage_error(usage, "cal", "missing TERM");
+    if ((rc = aemp__cli_port("cal", "PORT", o.args[0], &st.to)) ||
+        (rc = aemp__cli_term("cal", "TERM", o.args[1], &st.term))) {
+        aemp_buf_free(&st.term);
+        return rc;
+    }
+    rc = call_run(&st, "cal", &o);
+    aemp_buf_free(&st.term);
+    return rc;
 }

@@ -7,7 +7,8 @@
  *                              Reason (aemp_kil) and returns ok
  *   spawn(Node, aemp_demo, echo_port, [])
  *                              a new port that answers {From, Msg} with Msg,
- *                              as the registered port echo does
+ *                              as the registered port echo does, and
+ *                              gen_server:call(Port, X) with X
  * Called with another number of arguments they are undefined, as an
  * Erlang function of another arity: error undef. Uses the public API only.
  */
@@ -92,14 +93,30 @@ static int echo_port_msg(aemp_node *node, aemp_port self, const aemp_msg *m, voi
     return 0;
 }
 
+/* gen_server:call(Port, X): X is the reply. */
+static int echo_port_call(aemp_node *node, aemp_port self, const aemp_msg *m, void *arg)
+{
+    aemp_cursor c = m->args;
+    aemp_term from, x;
+    int rc = AEMP_EINVAL;
+    if (m->nargs == 2 && aemp_get_term(&c, &from) == 0 && aemp_get_term(&c, &x) == 0)
+        rc = aemp_gen_reply(node, &from, &x);
+    if (rc) fprintf(stderr, "aemp: echo_port cannot answer a call: %s\n", aemp_strerror(rc));
+    return 0;
+}
+
 static int echo_port_init(aemp_node *node, aemp_port self, const aemp_term *args, void *arg)
 {
     aemp_term none;
-    if (take_args(args, 0, &none) == 0) return aemp_rcv(node, self, NULL, echo_port_msg, NULL);
+    int rc;
+    if (take_args(args, 0, &none) == 0) {
+        if ((rc = aemp_rcv(node, self, "$gen_call", echo_port_call, NULL))) return rc;
+        return aemp_rcv(node, self, NULL, echo_port_msg, NULL);
+    }
     /* as a process running an undefined function */
     aemp_buf reason = AEMP_BUF_INIT;
     aemp_addr me;
-    int rc = aemp_term_format(&reason, "{undef, [{aemp_demo, echo_port, ~t, []}]}", args);
+    rc = aemp_term_format(&reason, "{undef, [{aemp_demo, echo_port, ~t, []}]}", args);
     if (rc == 0 && (rc = aemp_port_addr(node, self, &me)) == 0) {
         aemp_term t = aemp_buf_term(&reason);
         rc = aemp_kil(node, &me, &t);

@@ -6,7 +6,11 @@
 # compiles clean with -Wall -Wextra, and with its stdout redirected to a file
 # writes a message an erl node sends it into the file while it runs.
 # An erl node calls aemp_demo:echo/1, crash/1 and kill/2 of `aemp run`
-# (which prints its echo port's ID) and spawns aemp_demo:echo_port/0 there;
+# (which prints its echo port's ID) and spawns aemp_demo:echo_port/0 there
+# (it echoes, and answers gen_server:call); `aemp rpc` prints results of
+# the erl node and of aemp_demo, and error, throw, exit, badrpc (timeout)
+# on stderr with status 1; `aemp cal` prints the reply of an erl process,
+# or its exit reason, noproc, a timeout;
 # `aemp snd` delivers terms written in Erlang syntax to that erl node (PORT as NODE#NAME with a short node name,
 # as a pid's port ID, as {Name, Node}); `aemp mon` prints the reason a
 # process exits with, noproc for a missing name, and fails (status 1) when
@@ -75,6 +79,17 @@ usage_error "aemp snd: bad PORT '#x' (no node name before '#')" snd '#x' x
 usage_error "aemp mon: missing PORT" mon
 usage_error "aemp mon: unexpected argument 'y'" mon a@b#x y
 usage_error "aemp mon: bad PORT 'a@b#<1.2>'" mon 'a@b#<1.2>'
+usage_error "aemp rpc: missing NODE" rpc
+usage_error "aemp rpc: missing MOD" rpc a@b
+usage_error "aemp rpc: missing FUN" rpc a@b m
+usage_error "aemp rpc: unexpected argument 'x'" rpc a@b m f [] x
+usage_error "aemp rpc: bad ARGS '[a|b]' (not a proper list)" rpc a@b m f '[a|b]'
+usage_error "aemp rpc: bad ARGS 'x' (not a proper list)" rpc a@b m f x
+usage_error "aemp rpc: bad ARGS '[1,': not Erlang term syntax at column 4" rpc a@b m f '[1,'
+usage_error "aemp rpc: bad timeout '0' (seconds, up to 86400)" rpc a@b m f --timeout 0
+usage_error "aemp cal: missing PORT" cal
+usage_error "aemp cal: missing TERM" cal a@b#x
+usage_error "aemp snd: option --timeout is for aemp rpc and cal only" snd a@b#x y --timeout 1
 [[ ! -e $WORK/pki ]] || fail "a refused gencert made $WORK/pki"
 
 version=$(sed -n 's/^#define AEMP_VERSION "\(.*\)"$/\1/p' "$SRC_DIR/include/aemp.h")
@@ -139,6 +154,41 @@ run_fg snd4 20 "$AEMP_BIN" snd "nonode@$HOST#x" hi --cookie "$COOKIE"
 ((EXIT_STATUS == 1)) || fail "aemp snd to a missing node exited with $EXIT_STATUS, expected 1"
 expect_line "$WORK/snd4.err" "^aemp snd: cannot reach nonode@$HOST: "
 
+# expect_out NAME TEXT: NAME's stdout is TEXT.
+expect_out() {
+    [[ $(cat "$WORK/$1.out") == "$2" ]] || fail "$1 printed '$(cat "$WORK/$1.out")', expected '$2'"
+}
+# call_fails NAME LINE ARGS...: `aemp ARGS... --cookie C` exits 1 with LINE
+# on stderr and nothing on stdout.
+call_fails() {
+    local name=$1 want=$2
+    shift 2
+    run_fg "$name" 20 "$AEMP_BIN" "$@" --cookie "$COOKIE"
+    ((EXIT_STATUS == 1)) || fail "aemp $* exited with $EXIT_STATUS, expected 1"
+    [[ $(cat "$WORK/$name.err") == "$want" ]] ||
+        fail "aemp $* said '$(cat "$WORK/$name.err")', expected '$want'"
+    [[ ! -s $WORK/$name.out ]] || fail "aemp $* wrote to stdout: $(cat "$WORK/$name.out")"
+}
+aemp_ok rpc1 rpc t erlang list_to_tuple '[[a, "b", <<1,2>>, 1.5, -16#1FFFFFFFFFFFFFFFF]]'
+expect_out rpc1 '{a,"b",<<1,2>>,1.5,-16#1FFFFFFFFFFFFFFFF}'
+aemp_ok rpc2 rpc t erlang node
+expect_out rpc2 "t@$HOST"
+aemp_ok rpc3 rpc c aemp_demo echo '[#{k => [v], 1 => {}}]'
+expect_out rpc3 '#{1 => {},k => [v]}'
+call_fails rpc4 "aemp rpc: error: boom" rpc t erlang error '[boom]'
+call_fails rpc5 "aemp rpc: throw: {x,1}" rpc t erlang throw '[{x, 1}]'
+call_fails rpc6 "aemp rpc: exit: bye" rpc t erlang exit '[bye]'
+call_fails rpc7 "aemp rpc: error: undef" rpc t no_such_module f
+call_fails rpc8 "aemp rpc: error: oops" rpc c aemp_demo crash '[oops]'
+call_fails rpc9 "aemp rpc: badrpc: timeout (no answer within 300 ms)" \
+    rpc t timer sleep '[20000]' --timeout 0.3
+aemp_ok cal1 cal t#calee '{ping, 1}'
+expect_out cal1 '{pong,1}'
+call_fails cal2 "aemp cal: exit: {shutdown,x}" cal t#dier '{die, {shutdown, x}}'
+call_fails cal3 "aemp cal: exit: noproc" cal t#nobody '{ping, 2}'
+call_fails cal4 "aemp cal: timeout (no answer within 300 ms)" cal t#calee '{ignore, 1}' \
+    --timeout 0.3
+
 wait_line "$WORK/t.out" '^VICTIM$' 20
 start_bg mon1 "$AEMP_BIN" mon "t@$HOST#victim" --cookie "$COOKIE"
 expect_exit mon1 20 0
@@ -160,4 +210,7 @@ expect_line "$WORK/t.out" '^PASS cli$'
 expect_peer_release "$WORK/t.out"
 expect_exit mon4 20 1
 expect_line "$WORK/mon4.err" "^aemp mon: t@$HOST: connection lost"
+# every command that ran ended cleanly, those that failed on purpose too
+! grep -El 'Sanitizer|runtime error:' "$WORK"/*.err >"$WORK/sanitized" ||
+    fail "sanitizer report from: $(tr '\n' ' ' <"$WORK/sanitized")"
 pass

@@ -741,7 +741,8 @@ test(calls, CNode) ->
     ok;
 %% The module aemp_demo of `aemp run` (EchoId: the port ID of its echo
 %% port; echo_port spawned from here), then the CLI against this node,
-%% step by step with the script:
+%% step by step with the script (aemp rpc and aemp cal need no step: cal's
+%% targets are calee and dier):
 %% three messages from `aemp snd` (to the name inbox, to this process's pid
 %% written as a port ID, to {inbox, Node}), `aemp mon` of victim (which
 %% then exits with a reason the script checks), and last `aemp mon` of idle:
@@ -767,6 +768,7 @@ test(cli, [CNode, EchoId]) ->
     P = spawn(CNode, aemp_demo, echo_port, []),
     P ! {self(), via_port},
     expect(via_port, receive M2 -> M2 after ?REPLY_MS -> timeout end, echo_port_echoes),
+    expect({x, [1]}, gen_server:call(P, {x, [1]}), echo_port_gen_call),
     PMon = erlang:monitor(process, P),
     expect(ok, rpc:call(CNode, aemp_demo, kill, [P, {done, 1}]), demo_kill_spawned),
     expect({done, 1}, down_reason(PMon), echo_port_killed),
@@ -776,6 +778,16 @@ test(cli, [CNode, EchoId]) ->
                        {badrpc, {'EXIT', {R, _}}} -> R;
                        Other -> Other
                    end, demo_kill_not_a_port_there),
+    %% for aemp cal: calee answers {ping, N, From} with {pong, N} and
+    %% ignores the rest; dier exits with the reason it is given
+    register(calee, spawn(fun Calee() ->
+                                  receive
+                                      {ping, N, From} -> From ! {pong, N};
+                                      _ -> ok
+                                  end,
+                                  Calee()
+                          end)),
+    register(dier, spawn(fun() -> receive {die, Why, _} -> exit(Why) end end)),
     %% aemp snd
     register(inbox, self()),
     io:format("INBOX ~s~n", [port_id(self())]),
