@@ -243,19 +243,27 @@ static void snd_up(struct aemp__cli_client *c)
     aemp__cli_client_finish(c, rc ? 1 : 0);
 }
 
+/* The options and arguments PORT TERM of snd and cal. Returns 0, or the
+ * exit status of a usage error (term then freed). */
+static int port_and_term(const char *cmd, int argc, char **argv, struct aemp__cli_opts *o,
+                         aemp_addr *to, aemp_buf *term)
+{
+    int rc = aemp__cli_parse_opts(cmd, 2, argc, argv, o);
+    if (rc) return rc;
+    if (o->nargs < 1) return aemp__cli_usage_error(usage, cmd, "missing PORT");
+    if (o->nargs < 2) return aemp__cli_usage_error(usage, cmd, "missing TERM");
+    if ((rc = aemp__cli_port(cmd, "PORT", o->args[0], to)) ||
+        (rc = aemp__cli_term(cmd, "TERM", o->args[1], term)))
+        aemp_buf_free(term);
+    return rc;
+}
+
 int aemp__cli_snd(int argc, char **argv)
 {
     struct aemp__cli_opts o = {0};
     struct snd_state st = {.msg = AEMP_BUF_INIT};
-    int rc = aemp__cli_parse_opts("snd", 2, argc, argv, &o);
+    int rc = port_and_term("snd", argc, argv, &o, &st.to, &st.msg);
     if (rc) return rc;
-    if (o.nargs < 1) return aemp__cli_usage_error(usage, "snd", "missing PORT");
-    if (o.nargs < 2) return aemp__cli_usage_error(usage, "snd", "missing TERM");
-    if ((rc = aemp__cli_port("snd", "PORT", o.args[0], &st.to)) ||
-        (rc = aemp__cli_term("snd", "TERM", o.args[1], &st.msg))) {
-        aemp_buf_free(&st.msg);
-        return rc;
-    }
     struct aemp__cli_client c = {
         .cmd = "snd", .fail_prefix = "aemp snd: cannot reach", .on_up = snd_up, .arg = &st};
     snprintf(c.peer, sizeof c.peer, "%s", aemp_addr_node_name(&st.to));
@@ -450,15 +458,8 @@ int aemp__cli_cal(int argc, char **argv)
 {
     struct aemp__cli_opts o = {0};
     struct call_state st = {.term = AEMP_BUF_INIT};
-    int rc = aemp__cli_parse_opts("cal", 2, argc, argv, &o);
+    int rc = port_and_term("cal", argc, argv, &o, &st.to, &st.term);
     if (rc) return rc;
-    if (o.nargs < 1) return aemp__cli_usage_error(usage, "cal", "missing PORT");
-    if (o.nargs < 2) return aemp__cli_usage_error(usage, "cal", "missing TERM");
-    if ((rc = aemp__cli_port("cal", "PORT", o.args[0], &st.to)) ||
-        (rc = aemp__cli_term("cal", "TERM", o.args[1], &st.term))) {
-        aemp_buf_free(&st.term);
-        return rc;
-    }
     rc = call_run(&st, "cal", &o);
     aemp_buf_free(&st.term);
     return rc;
