@@ -8,13 +8,15 @@
  * messages, bench_echo answers pings, bench_lat takes the one-way latency
  * of stamped messages, and bench_agent runs one measurement at a time when
  * the Erlang controller asks, sending to an Erlang or a C node, or between
- * two ports of this node (local dispatch). It uses only the public API in
+ * two ports of this node (local dispatch), or measures the memory and the
+ * rates of ports, monitors and links. It uses only the public API in
  * aemp.h, as an application would, and never reads an aemp_addr's or an
  * aemp_port's fields. The process exits when the controller sends
  * bench_stop.
  */
 #include "aemp.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,39 +29,86 @@
 /* Allocation count                                                  */
 /* ---------------------------------------------------------------- */
 
-/* The link wraps malloc, calloc and realloc (bench/CMakeLists.txt): every
- * call from this program, libaemp and libei (linked statically) lands here
- * and is counted for the thread that makes it, the loop's thread for
- * everything measured. Shared libraries (libuv, OpenSSL, libc's own
- * internals) are not counted. */
+/* The link wraps malloc, calloc, realloc and free (bench/CMakeLists.txt):
+ * every call from this program, libaemp and libei (linked statically)
+ * lands here and is counted for the thread that makes it, the loop's thread
+ * for everything measured. Shared libraries (libuv, OpenSSL, libc's own
+ * internals) are not counted. `live` is the malloc_usable_size of the
+ * blocks allocated and not yet freed: what was asked for, rounded up to
+ * malloc's granule (a free of a block allocated where nothing is counted
+ * would skew it, so only its changes across a measurement are used). */
 void *__real_malloc(size_t size);
 void *__real_calloc(size_t n, size_t size);
 void *__real_realloc(void *p, size_t size);
+void __real_free(void *p);
 
 static _Thread_local uint64_t allocs;
+static _Thread_local int64_t live;
 
 void *__wrap_malloc(size_t size)
 {
     allocs++;
-    return __real_malloc(size);
+    void *p = __real_malloc(size);
+    if (p) live += (int64_t)malloc_usable_size(p);
+    return p;
 }
 
 void *__wrap_calloc(size_t n, size_t size)
 {
     allocs++;
-    return __real_calloc(n, size);
+    void *p = __real_calloc(n, size);
+    if (p) live += (int64_t)malloc_usable_size(p);
+    return p;
 }
 
 void *__wrap_realloc(void *p, size_t size)
 {
     allocs++;
-    return __real_realloc(p, size);
+    size_t old = p ? malloc_usable_size(p) : 0;
+    void *q = __real_realloc(p, size);
+    if (q)
+        live += (int64_t)malloc_usable_size(q) - (int64_t)old;
+    else if (size == 0)
+        live -= (int64_t)old;
+    return q;
 }
 
-enum job_kind { JOB_NONE, JOB_BLAST, JOB_RTT, JOB_LOCAL };
+void __wrap_free(void *p)
+{
+    if (p) live -= (int64_t)malloc_usable_size(p);
+    __real_free(p);
+}
+
+enum job_kind { JOB_NONE, JOB_BLAST, JOB_RTT, JOB_LOCAL, JOB_PORTS };
 enum blast_phase { BLAST_WAIT_READY, BLAST_SENDING, BLAST_WAIT_DONE };
 
+/* The ports job's memory snapshots and timings, in the order taken. */
+enum snap {
+    S_BASE,    /* before opening the N ports */
+    S_OPEN,    /* the N ports open */
+    S_RMON0,   /* before the remote monitors (and any other monitor or link) */
+    S_RMON,    /* after them, the peer has them all */
+    S_MON0,    /* the remote watcher gone: before the N local monitors */
+    S_MON,     /* after them */
+    S_LINK0,   /* the watcher gone: before the N links */
+    S_LINK,    /* after them */
+    S_CLOSE0,  /* the linker gone: before closing the N ports */
+    S_CLOSED,  /* every port closed: before the create+kill churn */
+    S_CHURN,   /* after it */
+    S_TRIMMED, /* after malloc_trim(0) */
+    S_COUNT
+};
+enum timing { T_OPEN, T_MON, T_LINK, T_RMON, T_CLOSE, T_CHURN, T_COUNT };
+
+/* Memory in use: heap is what malloc has handed out (mallinfo2: chunks in
+ * use, their headers included, and mmapped blocks), usable the live
+ * counter above, rss the process's resident set. */
+struct mem {
+    uint64_t heap, usable, rss;
+};
+
 struct bench {
+    uv_loop_t *loop;
     aemp_node *node;
     aemp_port sink, echo, agent, lat_port;
     aemp_addr agent_addr;
@@ -78,6 +127,24 @@ struct bench {
     aemp_addr la_addr, lb_addr;
     int pingpong;
     uint64_t delivered, allocs0;
+
+    /* Ports: N ports, N monitors and N links of this node, NR monitors of
+     * a remote process; one phase per turn of the loop (ports_step). */
+    uv_idle_t ports_idle;
+    int ports_idle_init;
+    int pphase;
+    aemp_port *pv;             /* the N ports */
+    int pclosed;               /* they are closed */
+    aemp_port pw, pt, pl, prw; /* watcher, target, linker, remote watcher */
+    aemp_addr premote;         /* the remote process monitored */
+    aemp_addr *prefs;          /* the remote monitors */
+    uint64_t nr, rdone;        /* remote monitors: wanted, made */
+    aemp_port pwait;           /* the next phase waits until it is gone */
+    int ptimer;                /* the timing that ends when it is gone */
+    uint64_t pwait_seq;        /* the next phase waits for this pong */
+    uint64_t pt0, pallocs0;
+    struct mem snap[S_COUNT];
+    uint64_t ns[T_COUNT], nallocs[T_COUNT];
 
     /* Sink: serves one sender at a time, like the Erlang sink. */
     aemp_addr sink_from;
@@ -111,8 +178,11 @@ static void report_error(struct bench *b, const char *what, int err)
     aemp_sendf(b->node, b->agent, &b->ctl, "{bench_error, ~s}", text);
 }
 
+static void ports_end(struct bench *b);
+
 static void job_end(struct bench *b)
 {
+    if (b->job == JOB_PORTS) ports_end(b);
     b->job = JOB_NONE;
     b->target_node[0] = '\0';
     free(b->raw);
@@ -556,6 +626,311 @@ static void job_command(struct bench *b, int blast, uint32_t arity, aemp_cursor 
         rtt_start(b, n);
 }
 
+/* ---------------------------------------------------------------- */
+/* Agent: ports, monitors and links                                  */
+/* ---------------------------------------------------------------- */
+
+static uint64_t rss_bytes(void)
+{
+    unsigned long size, resident;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL) return 0;
+    int got = fscanf(f, "%lu %lu", &size, &resident);
+    fclose(f);
+    return got == 2 ? (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+static void snap(struct bench *b, enum snap at)
+{
+    struct mallinfo2 mi = mallinfo2();
+    b->snap[at].heap = mi.uordblks + mi.hblkhd;
+    b->snap[at].usable = (uint64_t)live;
+    b->snap[at].rss = rss_bytes();
+}
+
+static void idle_recv(aemp_node *node, aemp_port self, const aemp_term *msg, const aemp_addr *from,
+                      void *arg)
+{
+    (void)node;
+    (void)self;
+    (void)msg;
+    (void)from;
+    (void)arg;
+}
+
+/* Close what the job still has open (a job given up half-way). */
+static void ports_end(struct bench *b)
+{
+    if (b->ports_idle_init) uv_idle_stop(&b->ports_idle);
+    if (b->pv != NULL && !b->pclosed)
+        for (uint64_t i = 0; i < b->n; i++)
+            aemp_port_close(b->node, b->pv[i]);
+    aemp_port helpers[] = {b->pw, b->pt, b->pl, b->prw};
+    for (size_t i = 0; i < sizeof helpers / sizeof *helpers; i++)
+        if (helpers[i].id) aemp_port_close(b->node, helpers[i]);
+    b->pw.id = b->pt.id = b->pl.id = b->prw.id = 0;
+    free(b->pv);
+    b->pv = NULL;
+    free(b->prefs);
+    b->prefs = NULL;
+}
+
+static void timing_start(struct bench *b)
+{
+    b->pallocs0 = allocs;
+    b->pt0 = uv_hrtime();
+}
+
+static void timing_end(struct bench *b, int t)
+{
+    b->ns[t] = uv_hrtime() - b->pt0;
+    b->nallocs[t] = allocs - b->pallocs0;
+}
+
+/* The next phase runs once port is gone (now, or on a later turn if the
+ * library kills it from the loop); timing t, if not T_COUNT, ends then. */
+static void ports_wait_gone(struct bench *b, aemp_port port, int t)
+{
+    b->pwait = port;
+    b->ptimer = t;
+}
+
+/* The next phase runs once every signal sent to the remote process so far
+ * has reached it: a ping sent now comes back. */
+static int ports_sync(struct bench *b)
+{
+    b->pwait_seq = ++b->seq;
+    return aemp_sendf(b->node, b->agent, &b->premote, "{bench_ping, ~p, ~u, ~b}", &b->agent_addr,
+                      b->seq, "", (size_t)0);
+}
+
+static void ports_pong(struct bench *b, uint32_t arity, aemp_cursor *c)
+{
+    uint64_t seq;
+    if (arity == 3 && aemp_get_uint64(c, &seq) == 0 && seq == b->pwait_seq) b->pwait_seq = 0;
+}
+
+static void ports_done(struct bench *b)
+{
+    const struct mem *m = b->snap;
+#define M3(s) m[s].heap, m[s].usable, m[s].rss
+    int rc = aemp_sendf(
+        b->node, b->agent, &b->ctl,
+        "{bench_ports_done, #{n => ~u, nr => ~u, open => ~u, mon => ~u, link => ~u, rmon => ~u, "
+        "close => ~u, churn => ~u, open_allocs => ~u, close_allocs => ~u, churn_allocs => ~u}, "
+        "[{~u, ~u, ~u}, {~u, ~u, ~u}, {~u, ~u, ~u}, {~u, ~u, ~u}, "
+        "{~u, ~u, ~u}, {~u, ~u, ~u}, {~u, ~u, ~u}, {~u, ~u, ~u}, {~u, ~u, ~u}, {~u, ~u, ~u}, "
+        "{~u, ~u, ~u}, {~u, ~u, ~u}]}",
+        b->n, b->nr, b->ns[T_OPEN], b->ns[T_MON], b->ns[T_LINK], b->ns[T_RMON], b->ns[T_CLOSE],
+        b->ns[T_CHURN], b->nallocs[T_OPEN], b->nallocs[T_CLOSE], b->nallocs[T_CHURN], M3(S_BASE),
+        M3(S_OPEN), M3(S_RMON0), M3(S_RMON), M3(S_MON0), M3(S_MON), M3(S_LINK0), M3(S_LINK),
+        M3(S_CLOSE0), M3(S_CLOSED), M3(S_CHURN), M3(S_TRIMMED));
+#undef M3
+    if (rc != 0)
+        job_fail(b, "send the results", rc);
+    else
+        job_end(b);
+}
+
+/* Remote monitors are made REMOTE_BATCH a turn of the loop, as a program
+ * would over time: the connection's write buffers then hold one batch
+ * (about 100 KB), kept while the connection is busy; REMOTE_WARM monitors
+ * before the measured ones grow them first. */
+enum { REMOTE_BATCH = 1000, REMOTE_WARM = 2 * REMOTE_BATCH };
+
+/* One phase per turn of the loop, so that whatever the library does from
+ * the loop (deferred kills, writes) is done before the next one measures. */
+static void ports_step(uv_idle_t *h)
+{
+    struct bench *b = h->data;
+    aemp_addr a, ref;
+    int rc = 0;
+    if (b->job != JOB_PORTS) {
+        uv_idle_stop(h);
+        return;
+    }
+    if (b->pwait.id) {
+        if (aemp_port_addr(b->node, b->pwait, &a) != AEMP_ENOENT) return;
+        b->pwait.id = 0;
+        if (b->ptimer != T_COUNT) timing_end(b, b->ptimer);
+    }
+    if (b->pwait_seq) return;
+
+    switch (b->pphase++) {
+    case 0: /* N ports */
+        snap(b, S_BASE);
+        timing_start(b);
+        for (uint64_t i = 0; i < b->n && rc == 0; i++)
+            rc = aemp_port_open(b->node, idle_recv, b, &b->pv[i]);
+        timing_end(b, T_OPEN);
+        if (rc != 0) break;
+        snap(b, S_OPEN);
+        return;
+    case 1: /* warm-up: the connection to the remote node up and its
+             * buffers grown to a batch's size, by REMOTE_WARM monitors that
+             * are not counted */
+        for (uint64_t i = 0; i < REMOTE_BATCH && b->rdone < REMOTE_WARM && b->nr > 0 && rc == 0;
+             i++, b->rdone++)
+            rc = aemp_monitor(b->node, b->prw, &b->premote, &b->prefs[b->rdone]);
+        if (rc != 0) break;
+        if (b->nr > 0 && b->rdone < REMOTE_WARM)
+            b->pphase--;
+        else if (b->nr > 0)
+            rc = ports_sync(b);
+        break;
+    case 2: /* NR monitors of the remote process, REMOTE_BATCH a turn */
+        if (b->rdone == 0 || b->rdone == REMOTE_WARM) {
+            snap(b, S_RMON0);
+            timing_start(b);
+        }
+        for (uint64_t i = 0; i < REMOTE_BATCH && b->rdone < REMOTE_WARM + b->nr && rc == 0;
+             i++, b->rdone++)
+            rc = aemp_monitor(b->node, b->prw, &b->premote, &b->prefs[b->rdone]);
+        if (rc != 0) break;
+        if (b->nr > 0 && b->rdone < REMOTE_WARM + b->nr)
+            b->pphase--;
+        else if (b->nr > 0)
+            rc = ports_sync(b);
+        break;
+    case 3: /* the remote monitors cancelled, REMOTE_BATCH a turn */
+        if (b->rdone == REMOTE_WARM + b->nr) {
+            timing_end(b, T_RMON);
+            snap(b, S_RMON);
+        }
+        for (uint64_t i = 0; i < REMOTE_BATCH && b->rdone > 0 && rc == 0; i++)
+            rc = aemp_demonitor(b->node, &b->prefs[--b->rdone]);
+        if (rc != 0) break;
+        if (b->rdone > 0) {
+            b->pphase--;
+            break;
+        }
+        rc = aemp_port_close(b->node, b->prw);
+        ports_wait_gone(b, b->prw, T_COUNT);
+        b->prw.id = 0;
+        if (rc == 0 && b->nr > 0) rc = ports_sync(b);
+        break;
+    case 4: /* N monitors: the watcher pw monitors pt N times */
+        snap(b, S_MON0);
+        rc = aemp_port_addr(b->node, b->pt, &a);
+        timing_start(b);
+        for (uint64_t i = 0; i < b->n && rc == 0; i++)
+            rc = aemp_monitor(b->node, b->pw, &a, &ref);
+        timing_end(b, T_MON);
+        if (rc != 0) break;
+        snap(b, S_MON);
+        /* the watcher's death takes its monitors (no 'DOWN': pt lives) */
+        rc = aemp_port_close(b->node, b->pw);
+        ports_wait_gone(b, b->pw, T_COUNT);
+        b->pw.id = 0;
+        break;
+    case 5: /* N links: pl linked to each of the N ports */
+        snap(b, S_LINK0);
+        timing_start(b);
+        for (uint64_t i = 0; i < b->n && rc == 0; i++) {
+            rc = aemp_port_addr(b->node, b->pv[i], &a);
+            if (rc == 0) rc = aemp_link(b->node, b->pl, &a);
+        }
+        timing_end(b, T_LINK);
+        if (rc != 0) break;
+        snap(b, S_LINK);
+        /* a normal exit: the links go, the N ports live on */
+        rc = aemp_port_close(b->node, b->pl);
+        ports_wait_gone(b, b->pl, T_COUNT);
+        b->pl.id = 0;
+        break;
+    case 6: /* close the N ports */
+        snap(b, S_CLOSE0);
+        timing_start(b);
+        for (uint64_t i = 0; i < b->n && rc == 0; i++)
+            rc = aemp_port_close(b->node, b->pv[i]);
+        if (rc != 0) break;
+        ports_wait_gone(b, b->pv[b->n - 1], T_CLOSE);
+        break;
+    case 7: /* create+kill, one port at a time, N times */
+        snap(b, S_CLOSED);
+        b->pclosed = 1;
+        {
+            aemp_port p = {0};
+            timing_start(b);
+            for (uint64_t i = 0; i < b->n && rc == 0; i++) {
+                rc = aemp_port_open(b->node, idle_recv, b, &p);
+                if (rc == 0) rc = aemp_port_close(b->node, p);
+            }
+            if (rc != 0) break;
+            ports_wait_gone(b, p, T_CHURN);
+        }
+        break;
+    default:
+        snap(b, S_CHURN);
+        malloc_trim(0);
+        snap(b, S_TRIMMED);
+        ports_done(b);
+        return;
+    }
+    if (rc != 0) job_fail(b, "ports", rc);
+}
+
+/* `{bench_ports, Ctl, N, NR, Remote}`: open N ports; one port monitors
+ * Remote (`{Name, Node}`, or `none` when NR is 0) NR times; one port
+ * monitors another N times; one port links to each of the N; the N ports
+ * are closed; N ports are opened and closed one at a time. Memory is
+ * taken between the phases. The monitors and links share one table that
+ * never shrinks: in this order (NR <= N) each phase's growth over S_RMON0
+ * counts the table sized for it. Replies `{bench_ports_done, #{Timings},
+ * [{Heap, Usable, Rss}]}` (enum snap and enum timing above). */
+static void ports_command(struct bench *b, uint32_t arity, aemp_cursor *c)
+{
+    aemp_addr ctl;
+    uint64_t n, nr;
+    char none[8];
+    if (aemp_get_pid(c, &ctl) != 0) return;
+    if (b->job != JOB_NONE) job_end(b);
+    b->ctl = ctl;
+    if (arity != 5 || aemp_get_uint64(c, &n) != 0 || n == 0 || aemp_get_uint64(c, &nr) != 0 ||
+        (nr > 0 ? get_target(c, &b->premote, b->target_node, sizeof b->target_node) != 0
+                : aemp_get_atom(c, none, sizeof none) != 0)) {
+        report_error(b, "bad command", AEMP_EBADTERM);
+        return;
+    }
+    if (!b->ports_idle_init) {
+        uv_idle_init(b->loop, &b->ports_idle);
+        b->ports_idle.data = b;
+        b->ports_idle_init = 1;
+    }
+    /* Everything the job needs besides the ports is made before the first
+     * snapshot. */
+    b->pv = calloc(n, sizeof *b->pv);
+    b->prefs = calloc(nr > 0 ? REMOTE_WARM + nr : 1, sizeof *b->prefs);
+    if (b->pv == NULL || b->prefs == NULL) {
+        free(b->pv);
+        free(b->prefs);
+        b->pv = NULL;
+        b->prefs = NULL;
+        report_error(b, "allocate the job's arrays", AEMP_ENOMEM);
+        return;
+    }
+    b->job = JOB_PORTS;
+    b->n = n;
+    b->nr = nr;
+    b->rdone = 0;
+    b->pphase = 0;
+    b->pclosed = 0;
+    b->pwait.id = 0;
+    b->pwait_seq = 0;
+    memset(b->snap, 0, sizeof b->snap);
+    memset(b->ns, 0, sizeof b->ns);
+    memset(b->nallocs, 0, sizeof b->nallocs);
+    int rc = aemp_port_open(b->node, idle_recv, b, &b->pw);
+    if (rc == 0) rc = aemp_port_open(b->node, idle_recv, b, &b->pt);
+    if (rc == 0) rc = aemp_port_open(b->node, idle_recv, b, &b->pl);
+    if (rc == 0) rc = aemp_port_open(b->node, idle_recv, b, &b->prw);
+    if (rc != 0) {
+        job_fail(b, "open the ports", rc);
+        return;
+    }
+    uv_idle_start(&b->ports_idle, ports_step);
+}
+
 static void closed_cb(void *arg)
 {
     struct bench *b = arg;
@@ -576,11 +951,17 @@ static void agent_recv(aemp_node *node, aemp_port self, const aemp_term *msg, co
         aemp_cursor a = aemp_cursor_of(msg);
         if (aemp_get_atom(&a, tag, sizeof tag) == 0 && strcmp(tag, "bench_stop") == 0) {
             job_end(b);
+            if (b->ports_idle_init) {
+                uv_close((uv_handle_t *)&b->ports_idle, NULL);
+                b->ports_idle_init = 0;
+            }
             aemp_node_close(node, closed_cb, b);
         }
         return;
     }
-    if (strcmp(tag, "bench_pong") == 0)
+    if (strcmp(tag, "bench_pong") == 0 && b->job == JOB_PORTS)
+        ports_pong(b, arity, &c);
+    else if (strcmp(tag, "bench_pong") == 0)
         rtt_pong(b, arity, &c);
     else if (strcmp(tag, "bench_ready") == 0 || strcmp(tag, "bench_ack") == 0 ||
              strcmp(tag, "bench_done") == 0)
@@ -591,6 +972,8 @@ static void agent_recv(aemp_node *node, aemp_port self, const aemp_term *msg, co
         job_command(b, 0, arity, &c);
     else if (strcmp(tag, "bench_local") == 0)
         local_command(b, arity, &c);
+    else if (strcmp(tag, "bench_ports") == 0)
+        ports_command(b, arity, &c);
     else if (strcmp(tag, "bench_hello") == 0 && arity == 2 && aemp_get_pid(&c, &ctl) == 0)
         aemp_sendf(node, self, &ctl, "{bench_hello_ok, ~a, ~u}", aemp_node_name(node),
                    (uint64_t)getpid());
@@ -675,6 +1058,7 @@ int main(int argc, char **argv)
 
     static struct bench b;
     uv_loop_t *loop = uv_default_loop();
+    b.loop = loop;
     aemp_node_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.name = name;

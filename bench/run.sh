@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # bench/run.sh - measure aemp throughput, round trips, local dispatch,
-# monitors and read-batching latency beside references measured in the same
-# run: Erlang->Erlang, a plain erl_interface C node, and a raw TCP
-# ping-pong. See docs/benchmarks.md.
+# monitors, read-batching latency, and the memory and rates of ports beside
+# references measured in the same run: Erlang->Erlang, a plain
+# erl_interface C node, and a raw TCP ping-pong. See docs/benchmarks.md.
 #
 # Usage: bench/run.sh [--quick] [--erl-only] [--sizes LIST] [--read-batch MS]
-#                     [--monitors N] [--monitor-deadline S] [--build-dir DIR]
+#                     [--monitors N] [--monitor-deadline S] [--ports N]
+#                     [--ports-only] [--build-dir DIR]
 #   --quick       fewer messages, one round (under 40 s)
 #   --erl-only    measure only the Erlang->Erlang baseline (no C build)
 #   --sizes LIST  payload sizes in bytes, comma-separated, from 16,100,1024,65536
@@ -14,6 +15,9 @@
 #   --monitors N  monitor N times, and N/10 times (default 1000000; --quick
 #                 10000; 0 skips the monitor measurement)
 #   --monitor-deadline S  seconds per monitor measurement (default 30; --quick 10)
+#   --ports N     ports and processes: N of each, N monitors and links, N
+#                 create+kill (default 1000000; --quick 200000; 0 skips)
+#   --ports-only  only the ports and processes section (nodes e1, e2, c1)
 #   --build-dir   CMake build directory (default: build-bench in the repo)
 #
 # Everything runs inside a private network namespace (own loopback, own
@@ -31,6 +35,8 @@ sizes=16,100,1024,65536
 read_batch=0
 monitors=
 mon_deadline=
+ports=
+only=all
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) mode=quick ;;
@@ -55,9 +61,14 @@ while [ $# -gt 0 ]; do
         mon_deadline=$2
         shift
         ;;
+    --ports)
+        ports=$2
+        shift
+        ;;
+    --ports-only) only=ports ;;
     --inner) inner=1 ;;
     -h | --help)
-        sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -118,14 +129,23 @@ if [ "$inner" = 0 ]; then
         mon_deadline=30
         [ "$mode" = quick ] && mon_deadline=10
     fi
-    case "$monitors,$mon_deadline" in
-    *[!0-9,]* | ,* | *,)
-        echo "run.sh: --monitors and --monitor-deadline take whole numbers" >&2
+    if [ -z "$ports" ]; then
+        ports=1000000
+        [ "$mode" = quick ] && ports=200000
+    fi
+    case "$monitors,$mon_deadline,$ports" in
+    *[!0-9,]* | ,* | *,,* | *,)
+        echo "run.sh: --monitors, --monitor-deadline and --ports take whole numbers" >&2
         exit 2
         ;;
     esac
+    if [ "$ports" -gt 100000000 ]; then
+        echo "run.sh: --ports: at most 100000000" >&2
+        exit 2
+    fi
     args=(--inner --build-dir "$build_dir" --sizes "$sizes" --read-batch "$read_batch"
-        --monitors "$monitors" --monitor-deadline "$mon_deadline")
+        --monitors "$monitors" --monitor-deadline "$mon_deadline" --ports "$ports")
+    [ "$only" = ports ] && args+=(--ports-only)
     [ "$mode" = quick ] && args+=(--quick)
     [ "$erl_only" = 1 ] && args+=(--erl-only)
     exec unshare --net --pid --fork --kill-child --mount-proc "$0" "${args[@]}"
@@ -167,8 +187,10 @@ for _ in $(seq 100); do
     sleep 0.05
 done
 
+# The agents may hold N idle processes at once (--ports): room for them.
+max_procs=$((ports + 262144))
 erl_agent() {
-    erl "$name_flag" "$1@$host" -setcookie "$cookie" -noshell -noinput \
+    erl "$name_flag" "$1@$host" -setcookie "$cookie" -noshell -noinput +P "$max_procs" \
         -pa "$erl_dir" -s aemp_bench agent >"$work/$1.log" 2>&1 &
     pids+=($!)
 }
@@ -184,7 +206,13 @@ if [ "$erl_only" = 0 ]; then
     # Each in a subshell: the controller may kill c3 (a missed monitor
     # deadline), and the subshell, not this script, then says "Killed" (in
     # the node's log). The namespace ends every process with this script.
-    for n in c1 c2 c3; do
+    cs=(c1 c2 c3)
+    eis=(ei1 ei2)
+    if [ "$only" = ports ]; then
+        cs=(c1)
+        eis=()
+    fi
+    for n in "${cs[@]}"; do
         rb=$read_batch
         [ "$n" = c3 ] && rb=-1
         (
@@ -194,12 +222,18 @@ if [ "$erl_only" = 0 ]; then
         pids+=($!)
         c_pids+=("$n:$!")
     done
-    for n in ei1 ei2; do
+    for n in "${eis[@]}"; do
         "$ei_bench" --name "$n@$host" --cookie "$cookie" >"$work/$n.log" 2>&1 &
         pids+=($!)
         c_pids+=("$n:$!")
     done
-    c_nodes=(c1="c1@$host" c2="c2@$host" c3="c3@$host" ei1="ei1@$host" ei2="ei2@$host")
+    c_nodes=()
+    for n in c1 c2 c3 ei1 ei2; do
+        case " ${cs[*]} ${eis[*]} " in
+        *" $n "*) c_nodes+=("$n=$n@$host") ;;
+        *) c_nodes+=("$n=none") ;;
+        esac
+    done
     pp=$pingpong
 fi
 
@@ -208,7 +242,7 @@ erl "$name_flag" "ctl@$host" -hidden -setcookie "$cookie" -noshell -noinput \
     +S 1 +sbwt none -pa "$erl_dir" \
     -run aemp_bench main mode="$mode" e1="e1@$host" e2="e2@$host" "${c_nodes[@]}" \
     pingpong="$pp" monitors="$monitors" mondeadline="$mon_deadline" readbatch="$read_batch" \
-    work="$work" sizes="$sizes" || status=$?
+    work="$work" sizes="$sizes" ports="$ports" only="$only" || status=$?
 
 # The controller told every node to stop: give the C nodes a moment to
 # close cleanly, and say so if one crashed or did not stop.

@@ -25,6 +25,11 @@
 %%     {bench_latency, Ctl, {Name, Node}, Size, Rate, Ms}
 %%                                                  -> {bench_latency_done, Count, P50, P99, Max}
 %%         (these two: Erlang agents only)
+%%     {bench_ports, Ctl, N, NR, {Name, Node} | none}
+%%                              -> {bench_ports_done, #{Timings}, [{Heap, Usable, Rss}]}
+%%         (aemp nodes: memory and rates of ports, monitors and links)
+%%     {bench_procs, Ctl, N, NR, {Name, Node} | none} -> {bench_procs_done, #{Figures}}
+%%         (Erlang agents: the same of processes)
 %%     failures                                     -> {bench_error, Text}
 %%     bench_stop                                   -> the node halts
 %%
@@ -135,6 +140,8 @@ agent_loop() ->
             run_job(Ctl, fun() -> monitors(Target, N, Ms) end);
         {bench_latency, Ctl, Target, Size, Rate, Ms} ->
             run_job(Ctl, fun() -> latency(Target, Size, Rate, Ms) end);
+        {bench_procs, Ctl, N, NR, Target} ->
+            run_job(Ctl, fun() -> procs(N, NR, Target) end);
         bench_stop ->
             erlang:halt(0);
         _ ->
@@ -299,6 +306,175 @@ mon_sync({_, Node} = Target, Seq, End) ->
     after max(0, End - erlang:monotonic_time(millisecond)) -> exit(deadline)
     end.
 
+%% Processes, monitors and links of this node, as the aemp node measures
+%% its ports (bench_ports): N idle processes spawned (the memory of a
+%% process), N monitors of one process by another, NR monitors of Target
+%% (a process on another node) by one process, N links of one process to
+%% the N idle ones, the N killed, then N processes spawned that exit at
+%% once. One scheduler is online for the whole job (the C node runs on one
+%% thread). Memory: erlang:memory(processes) for processes (as the pids are
+%% kept in an ETS table, outside it), erlang:memory(total) for monitors and
+%% links (wherever the VM keeps them), each taken when every signal sent
+%% has been handled.
+procs(N, NR, Target) ->
+    Old = erlang:system_flag(schedulers_online, 1),
+    try procs_run(N, NR, Target)
+    after erlang:system_flag(schedulers_online, Old)
+    end.
+
+procs_run(N, NR, Target) ->
+    Tab = ets:new(bench_procs, [set, protected]),
+    try procs_run(N, NR, Target, Tab)
+    after ets:delete(Tab)
+    end.
+
+procs_run(N, NR, Target, Tab) ->
+    %% the connection to the remote node is up before anything is measured
+    NR > 0 andalso sync(Target),
+    settle(),
+    Proc0 = erlang:memory(processes),
+    T0 = erlang:monotonic_time(nanosecond),
+    spawn_idle(Tab, N),
+    Spawn = erlang:monotonic_time(nanosecond) - T0,
+    Proc1 = erlang:memory(processes),
+    {memory, One} = process_info(ets:first(Tab), memory),
+    %% N monitors of one process by another
+    Peer = spawn(fun idle/0),
+    Mon = mem_delta(fun() -> helper(fun() -> monitor_n(Peer, N), sync(Peer) end) end),
+    %% NR monitors of a process on another node
+    RMon = case NR of
+               0 -> #{};
+               _ -> mem_delta(fun() -> helper(fun() -> monitor_n(Target, NR), sync(Target) end) end)
+           end,
+    %% N links of one process to the N idle ones
+    Link = mem_delta(fun() -> helper(fun() -> link_all(Tab, ets:first(Tab)) end) end),
+    %% the N killed, once each has taken its link down (the linker ended
+    %% normally)
+    Self = self(),
+    ets:foldl(fun({P}, _) -> P ! {ping, Self} end, ok, Tab),
+    pongs(N),
+    Count0 = erlang:system_info(process_count) - N - 1,
+    TK = erlang:monotonic_time(nanosecond),
+    ets:foldl(fun({P}, _) -> exit(P, kill) end, ok, Tab),
+    exit(Peer, kill),
+    wait_count(Count0),
+    Kill = erlang:monotonic_time(nanosecond) - TK,
+    ets:delete_all_objects(Tab),
+    settle(),
+    Proc2 = erlang:memory(processes),
+    %% spawn and exit, N times
+    TC = erlang:monotonic_time(nanosecond),
+    churn(N),
+    wait_count(Count0),
+    Churn = erlang:monotonic_time(nanosecond) - TC,
+    settle(),
+    Proc3 = erlang:memory(processes),
+    {bench_procs_done,
+     #{n => N, nr => NR, spawn => Spawn, kill => Kill, churn => Churn,
+       proc => (Proc1 - Proc0) / N, proc_info => One, mon => per(Mon, N), rmon => per(RMon, NR),
+       link => per(Link, N), mon_ns => maps:get(ns, Mon), rmon_ns => maps:get(ns, RMon, 0),
+       link_ns => maps:get(ns, Link), after_kill => Proc2 - Proc0, after_churn => Proc3 - Proc2}}.
+
+per(#{bytes := B}, N) when N > 0 -> B / N;
+per(_, _) -> undefined.
+
+idle() ->
+    receive
+        {ping, From} -> From ! pong, idle();
+        stop -> ok
+    end.
+
+spawn_idle(_Tab, 0) ->
+    ok;
+spawn_idle(Tab, I) ->
+    ets:insert(Tab, {spawn(fun idle/0)}),
+    spawn_idle(Tab, I - 1).
+
+%% Fun runs in a new process that then waits; returns when Fun has
+%% returned, with the time it took, and the process, to end later.
+helper(Fun) ->
+    Self = self(),
+    P = spawn(fun() ->
+                      T0 = erlang:monotonic_time(nanosecond),
+                      Fun(),
+                      Ns = erlang:monotonic_time(nanosecond) - T0,
+                      erlang:garbage_collect(),
+                      Self ! {helper_done, self(), Ns},
+                      receive stop -> ok end
+              end),
+    receive {helper_done, P, Ns} -> {P, Ns}
+    after ?ACK_TIMEOUT * 5 -> exit(helper_timeout)
+    end.
+
+%% The memory Make's helper adds (erlang:memory(total)), then the helper
+%% ends normally and is waited for.
+mem_delta(Make) ->
+    settle(),
+    M0 = erlang:memory(total),
+    {P, Ns} = Make(),
+    M1 = erlang:memory(total),
+    Ref = erlang:monitor(process, P),
+    P ! stop,
+    receive {'DOWN', Ref, process, P, _} -> ok end,
+    settle(),
+    #{bytes => M1 - M0, ns => Ns}.
+
+monitor_n(_Target, 0) ->
+    ok;
+monitor_n(Target, I) ->
+    erlang:monitor(process, Target),
+    monitor_n(Target, I - 1).
+
+%% The target has handled every signal this process sent it.
+sync({_, _} = Target) ->
+    Target ! {bench_ping, self(), sync, <<>>},
+    receive {bench_pong, sync, _} -> ok
+    after ?ACK_TIMEOUT -> exit(sync_timeout)
+    end;
+sync(P) ->
+    P ! {ping, self()},
+    receive pong -> ok
+    after ?ACK_TIMEOUT -> exit(sync_timeout)
+    end.
+
+link_all(_Tab, '$end_of_table') ->
+    ok;
+link_all(Tab, P) ->
+    link(P),
+    link_all(Tab, ets:next(Tab, P)).
+
+churn(0) ->
+    ok;
+churn(I) ->
+    spawn(fun() -> ok end),
+    churn(I - 1).
+
+pongs(0) ->
+    ok;
+pongs(I) ->
+    receive pong -> pongs(I - 1)
+    after ?ACK_TIMEOUT -> exit(pong_timeout)
+    end.
+
+%% Until no more processes are left than Count (all that the job started
+%% have exited).
+wait_count(Count) ->
+    wait_count(Count, erlang:monotonic_time(millisecond) + ?ACK_TIMEOUT).
+
+wait_count(Count, End) ->
+    case erlang:system_info(process_count) =< Count of
+        true ->
+            ok;
+        false ->
+            erlang:monotonic_time(millisecond) > End andalso exit(processes_left),
+            erlang:yield(),
+            wait_count(Count, End)
+    end.
+
+%% Let the VM free what exited processes held before memory is read.
+settle() ->
+    timer:sleep(50).
+
 %% A stream of Rate messages per second for Ms milliseconds to a bench_lat
 %% receiver, each a binary of Size bytes stamped with os:system_time at the
 %% moment it is sent, each sent alone at its time: the sender spins on the
@@ -347,7 +523,7 @@ percentile(Sorted, P) ->
 
 -define(SIZES, [16, 100, 1024, 65536]).
 -define(KEYS, [mode, e1, e2, c1, c2, c3, ei1, ei2, pingpong, monitors, mondeadline,
-               readbatch, work, sizes]).
+               readbatch, work, sizes, ports, only]).
 
 %% main(["key=value", ...]): mode (full or quick); e1, e2 (Erlang agents);
 %% c1, c2 (aemp nodes, their read batching as run.sh was told), c3 (an aemp
@@ -356,7 +532,9 @@ percentile(Sorted, P) ->
 %% or none; monitors: the larger monitor count (0: skip); mondeadline:
 %% seconds per monitor measurement; readbatch: c1's read_batch_ms as given
 %% to run.sh; work: a directory to leave notes in for run.sh; sizes:
-%% comma-separated payload sizes, each one of 16, 100, 1024, 65536.
+%% comma-separated payload sizes, each one of 16, 100, 1024, 65536; ports:
+%% the count of ports and processes (0: skip); only: all, or ports (only
+%% the ports and processes section).
 main(Args) ->
     Code = try
                Opts = parse_args(Args),
@@ -384,13 +562,15 @@ parse_args(Args) ->
       mondeadline => Int(mondeadline, 30),
       readbatch => Int(readbatch, 0),
       work => maps:get(work, Kv, "none"),
+      ports => Int(ports, 1000000),
+      only => list_to_atom(maps:get(only, Kv, "all")),
       sizes => case maps:get(sizes, Kv, "") of
                    "" -> ?SIZES;
                    S -> [list_to_integer(X) || X <- string:lexemes(S, ",")]
                end}.
 
 run(#{mode := Mode, e1 := E1, e2 := E2, c1 := C1, c2 := C2, c3 := C3, ei1 := EI1,
-      ei2 := EI2, sizes := Sizes} = Opts) ->
+      ei2 := EI2, sizes := Sizes, only := Only} = Opts) ->
     Agents = [A || A <- [E1, E2, C1, C2, C3, EI1, EI2], A =/= none],
     Start = erlang:monotonic_time(millisecond),
     header(Mode),
@@ -411,18 +591,27 @@ run(#{mode := Mode, e1 := E1, e2 := E2, c1 := C1, c2 := C2, c3 := C3, ei1 := EI1
     %% that writes in large batches (as an Erlang node blasting on a busy
     %% machine may), ends read batching on a connection for good, and the
     %% warm-up and throughput runs below do both.
-    Lat = measure_latency(Env),
-    print_latency(Env, Lat),
-    warm_up(Active, Reach),
-    Results = [{Size, measure_size(Env, Size, Active)} || Size <- Sizes],
-    print_results(Env, Sizes, Results),
-    Pinned = measure_pinned(Env, Active),
-    print_pinned(Env, Pinned),
-    Local = measure_local(Env),
-    print_local(Env, Local),
-    Mons = measure_monitors(Env),
-    print_monitors(Env, Mons),
-    print_targets(Env, Results, Pinned, Mons),
+    {Results, Pinned, Mons} =
+        case Only of
+            ports ->
+                {[], skipped, []};
+            all ->
+                Lat = measure_latency(Env),
+                print_latency(Env, Lat),
+                warm_up(Active, Reach),
+                Rs = [{Size, measure_size(Env, Size, Active)} || Size <- Sizes],
+                print_results(Env, Sizes, Rs),
+                Pin = measure_pinned(Env, Active),
+                print_pinned(Env, Pin),
+                Local = measure_local(Env),
+                print_local(Env, Local),
+                Ms = measure_monitors(Env),
+                print_monitors(Env, Ms),
+                {Rs, Pin, Ms}
+        end,
+    Ports = measure_ports(Env),
+    print_ports(Env, Ports),
+    print_targets(Env, Results, Pinned, Mons, Ports),
     io:format("load average at end: ~s; measuring took ~b s~n",
               [load_average(), (erlang:monotonic_time(millisecond) - Start) div 1000]),
     Killed = [N || {_, N, _, killed} <- Mons],
@@ -598,7 +787,7 @@ failure_text(timeout) -> <<"timed out">>;
 failure_text(Other) -> iolist_to_binary(io_lib:format("~p", [Other])).
 
 -define(DONE_TAGS, [bench_blast_done, bench_rtt_done, bench_local_done, bench_monitors_done,
-                    bench_latency_done, bench_error]).
+                    bench_latency_done, bench_ports_done, bench_procs_done, bench_error]).
 
 command(Agent, Make, Timeout) ->
     flush(),
@@ -730,6 +919,167 @@ mon_run(From, To, N, Secs) ->
         {bench_monitors_done, MonNs, DemonNs} -> #{mon => MonNs, demon => DemonNs};
         Other -> #{error => failure_text(Other)}
     end.
+
+%% Ports and processes: memory per port, monitor and link, and the rate of
+%% create+kill, on c1 (bench_ports) and on e1 (bench_procs), N each; the
+%% remote monitors (N/10) watch e2's bench_echo.
+measure_ports(#{ports := 0}) ->
+    skipped;
+measure_ports(#{ports := N, e1 := E1, e2 := E2, c1 := C1, reach := Reach}) ->
+    {NR, Remote} = case Reach(E2) of
+                       true -> {max(1, N div 10), {bench_echo, E2}};
+                       false -> {0, none}
+                   end,
+    C = case Reach(C1) of
+            false -> #{error => <<"not measured">>};
+            true -> ports_c(C1, N, NR, Remote)
+        end,
+    Erl = case Reach(E1) of
+              false -> #{error => <<"not measured">>};
+              true -> procs_erl(E1, N, NR, Remote)
+          end,
+    #{n => N, nr => NR, c => C, erl => Erl}.
+
+%% The C node's snapshots, in the order of enum snap in aemp_bench.c.
+-define(SNAPS, [base, open, rmon0, rmon, mon0, mon, link0, link, close0, closed, churn,
+                trimmed]).
+
+ports_c(Node, N, NR, Remote) ->
+    case command(Node, fun(Ctl) -> {bench_ports, Ctl, N, NR, Remote} end, 600000) of
+        {bench_ports_done, T, Snaps} when length(Snaps) =:= length(?SNAPS) ->
+            S = maps:from_list(lists:zip(?SNAPS, Snaps)),
+            Heap = fun(K) -> element(1, maps:get(K, S)) end,
+            Usable = fun(K) -> element(2, maps:get(K, S)) end,
+            Rss = fun(K) -> element(3, maps:get(K, S)) end,
+            %% {heap, usable} bytes per object from snapshot A to B
+            Per = fun(_, _, 0) -> undefined;
+                     (A, B, K) -> {(Heap(B) - Heap(A)) / K, (Usable(B) - Usable(A)) / K}
+                  end,
+            #{n => N, nr => NR,
+              port => Per(base, open, N),
+              %% the monitors and links share one table that never shrinks:
+              %% each counts from before the first of them (rmon0), so that
+              %% the table sized for it is in its figure
+              rmon => Per(rmon0, rmon, NR), mon => Per(rmon0, mon, N), link => Per(rmon0, link, N),
+              open => maps:get(open, T), close => maps:get(close, T),
+              churn => maps:get(churn, T), mon_ns => maps:get(mon, T),
+              open_allocs => maps:get(open_allocs, T) / N,
+              close_allocs => maps:get(close_allocs, T) / N,
+              churn_allocs => maps:get(churn_allocs, T) / N,
+              link_ns => maps:get(link, T), rmon_ns => maps:get(rmon, T),
+              retained => Heap(closed) - Heap(base),
+              churn_heap => Heap(churn) - Heap(closed),
+              churn_usable => Usable(churn) - Usable(closed),
+              rss_closed => Rss(closed), rss_churn => Rss(churn), rss_trimmed => Rss(trimmed),
+              rss_peak => lists:max([R || {_, _, R} <- Snaps])};
+        Other ->
+            #{error => failure_text(Other)}
+    end.
+
+procs_erl(Node, N, NR, Remote) ->
+    case command(Node, fun(Ctl) -> {bench_procs, Ctl, N, NR, Remote} end, 600000) of
+        {bench_procs_done, M} -> M;
+        Other -> #{error => failure_text(Other)}
+    end.
+
+print_ports(_Env, skipped) ->
+    io:format("Ports and processes: skipped (--ports 0)~n~n");
+print_ports(#{c1 := C1, e1 := E1}, #{n := N, nr := NR, c := C, erl := E}) ->
+    io:format("Ports and processes: N = ~s on ~s (C, one thread) and on ~s (Erlang, one~n"
+              "  scheduler online); remote monitors: ~s, of e2's bench_echo~n"
+              "  (bytes per object, tables included: c: growth of malloc's bytes in use~n"
+              "   (mallinfo2: chunks with their headers, mmapped blocks), malloc'd: growth~n"
+              "   of the malloc_usable_size of live blocks; erl: growth of~n"
+              "   erlang:memory(processes) for a process, of erlang:memory(total) for a~n"
+              "   monitor or link; xR = erl / c, above 1 is smaller)~n",
+              [group(N), short_or_none(C1), short_or_none(E1), group(NR)]),
+    Row = fun(Label, CK, EK, Extra) ->
+                  io:format("  ~-16s c ~s  erl ~s~s  ~s~n",
+                            [Label, c_bytes(C, CK), erl_bytes(E, EK), Extra(E),
+                             bytes_ratio(maps:get(CK, C, undefined), maps:get(EK, E, undefined))])
+          end,
+    NoExtra = fun(_) -> "" end,
+    Row("idle port", port, proc,
+        fun(#{proc_info := PI}) -> io_lib:format(" (process_info ~b)", [PI]);
+           (_) -> ""
+        end),
+    Row("monitor, local", mon, mon, NoExtra),
+    NR > 0 andalso Row("monitor, remote", rmon, rmon, NoExtra),
+    Row("link, local", link, link, NoExtra),
+    io:format("  (per second; allocs: malloc+calloc+realloc calls per object of the C node;~n"
+              "   xR = c / erl, above 1 is faster)~n"),
+    RateRow = fun(Label, CK, EK, Text) ->
+                      Allocs = case maps:get(list_to_atom(atom_to_list(CK) ++ "_allocs"), C,
+                                             undefined) of
+                                   undefined -> "";
+                                   A -> io_lib:format(" ~5s allocs", [fmt2(A)])
+                               end,
+                      io:format("  ~-13s c ~s~s  erl ~s  ~s  ~s~n",
+                                [Label, rate_of(C, CK, N), Allocs, rate_of(E, EK, N),
+                                 rate_ratio(C, CK, E, EK), Text])
+              end,
+    RateRow("create+kill", churn, churn,
+            "(c: aemp_port_open + aemp_port_close, one port at a time;\n"
+            "                erl: spawn(fun() -> ok end), until all have exited)"),
+    RateRow("open N", open, spawn, "(erl: spawn N idle processes)"),
+    RateRow("close N", close, kill, "(erl: exit(P, kill) each, until all have exited)"),
+    RateRow("monitor", mon_ns, mon_ns, "(local: one watcher, one target)"),
+    RateRow("link", link_ns, link_ns, "(one port or process linked to the N)"),
+    case C of
+        #{retained := Ret, churn_heap := CH, rss_peak := Peak, rss_closed := RC,
+          rss_churn := RCh, rss_trimmed := RT} ->
+            io:format("  c after: the N closed ~s MB in use more than before them (the tables~n"
+                      "    keep their size); N create+kill then ~s MB; RSS peak ~s MB, ~s MB~n"
+                      "    closed, ~s MB after create+kill, ~s MB after malloc_trim(0)~n",
+                      [mb(Ret), mb(CH), mb(Peak), mb(RC), mb(RCh), mb(RT)]);
+        _ ->
+            ok
+    end,
+    case E of
+        #{after_kill := AK, after_churn := AC} ->
+            io:format("  erl after: the N killed ~s MB in memory(processes) more than before~n"
+                      "    them; N spawn+exit then ~s MB~n", [mb(AK), mb(AC)]);
+        _ ->
+            ok
+    end,
+    io:format("~n").
+
+short_or_none(none) -> "none";
+short_or_none(Node) -> short(Node).
+
+c_bytes(#{error := Err}, _) -> io_lib:format("~-30s", [["FAILED: ", Err]]);
+c_bytes(C, K) ->
+    case maps:get(K, C) of
+        {H, U} -> io_lib:format("~9s B (malloc'd ~9s)", [fmt1(H), fmt1(U)]);
+        undefined -> io_lib:format("~30s", ["n/a"])
+    end.
+
+erl_bytes(#{error := Err}, _) -> io_lib:format("FAILED: ~s", [Err]);
+erl_bytes(E, K) ->
+    case maps:get(K, E) of
+        undefined -> "n/a";
+        B -> io_lib:format("~9s B", [fmt1(B)])
+    end.
+
+bytes_ratio({H, _}, B) when is_number(B), H > 0 -> io_lib:format("x~.2f", [B / H]);
+bytes_ratio(_, _) -> "".
+
+rate_of(#{error := _}, _, _) -> io_lib:format("~13s", ["-"]);
+rate_of(M, K, N) ->
+    case maps:get(K, M, 0) of
+        Ns when Ns > 0 -> io_lib:format("~11s/s", [group(N * 1.0e9 / Ns)]);
+        _ -> io_lib:format("~13s", ["n/a"])
+    end.
+
+rate_ratio(C, CK, E, EK) ->
+    case {maps:get(CK, C, 0), maps:get(EK, E, 0)} of
+        {CNs, ENs} when is_number(CNs), is_number(ENs), CNs > 0, ENs > 0 ->
+            io_lib:format("x~.2f", [ENs / CNs]);
+        _ ->
+            ""
+    end.
+
+mb(B) -> io_lib:format("~.1f", [B / 1.0e6]).
 
 %% Tell run.sh first, so that it does not report the kill as a crash.
 kill_node(#{ospids := OsPids, work := Work}, Node) ->
@@ -972,7 +1322,7 @@ lat_line(#{p50 := P50, p99 := P99, max := Max, count := C}) ->
 lat_line(M) ->
     io_lib:format("FAILED: ~s", [maps:get(error, M, <<"?">>)]).
 
-print_targets(Env, Results, Pinned, Mons) ->
+print_targets(Env, Results, Pinned, Mons, Ports) ->
     io:format("Targets (informational):~n"),
     case lists:keyfind(100, 1, Results) of
         {100, Row} ->
@@ -1003,6 +1353,16 @@ print_targets(Env, Results, Pinned, Mons) ->
     case mon_scale("c", Mons) of
         none -> ok;
         T -> io:format("  ~-36s x~.1f  (10 is linear)~n", ["c monitors: time 10x count", T])
+    end,
+    case Ports of
+        #{c := #{port := {PortB, _}, mon := {MonB, _}, churn := ChurnNs, n := N}} ->
+            io:format("  ~-36s ~s B  ~s~n", ["idle port <= 128 B", fmt1(PortB), met(PortB =< 128)]),
+            io:format("  ~-36s ~s B  ~s~n", ["local monitor <= 64 B", fmt1(MonB), met(MonB =< 64)]),
+            Rate = N * 1.0e9 / max(1, ChurnNs),
+            io:format("  ~-36s ~s/s  ~s~n", ["port create+kill >= 5,000,000/s", group(Rate),
+                                            met(Rate >= 5.0e6)]);
+        _ ->
+            ok
     end,
     case maps:get(c1, Env) of
         none -> io:format("  (C directions not measured: --erl-only)~n");
