@@ -793,7 +793,7 @@ static void ports_step(uv_idle_t *h)
             rc = ports_sync(b);
         break;
     case 3: /* the remote monitors cancelled, REMOTE_BATCH a turn */
-        if (b->rdone == REMOTE_WARM + b->nr) {
+        if (b->rdone == (b->nr > 0 ? REMOTE_WARM + b->nr : 0)) {
             timing_end(b, T_RMON);
             snap(b, S_RMON);
         }
