@@ -695,6 +695,16 @@ static void ports_wait_gone(struct bench *b, aemp_port port, int t)
     b->ptimer = t;
 }
 
+/* Close one of the job's helper ports; the next phase runs once it is
+ * gone. */
+static int ports_close(struct bench *b, aemp_port *port)
+{
+    int rc = aemp_port_close(b->node, *port);
+    ports_wait_gone(b, *port, T_COUNT);
+    port->id = 0;
+    return rc;
+}
+
 /* The next phase runs once every signal sent to the remote process so far
  * has reached it: a ping sent now comes back. */
 static int ports_sync(struct bench *b)
@@ -804,9 +814,7 @@ static void ports_step(uv_idle_t *h)
             b->pphase--;
             break;
         }
-        rc = aemp_port_close(b->node, b->prw);
-        ports_wait_gone(b, b->prw, T_COUNT);
-        b->prw.id = 0;
+        rc = ports_close(b, &b->prw);
         if (rc == 0 && b->nr > 0) rc = ports_sync(b);
         break;
     case 4: /* N monitors: the watcher pw monitors pt N times */
@@ -819,9 +827,7 @@ static void ports_step(uv_idle_t *h)
         if (rc != 0) break;
         snap(b, S_MON);
         /* the watcher's death takes its monitors (no 'DOWN': pt lives) */
-        rc = aemp_port_close(b->node, b->pw);
-        ports_wait_gone(b, b->pw, T_COUNT);
-        b->pw.id = 0;
+        rc = ports_close(b, &b->pw);
         break;
     case 5: /* N links: pl linked to each of the N ports */
         snap(b, S_LINK0);
@@ -834,9 +840,7 @@ static void ports_step(uv_idle_t *h)
         if (rc != 0) break;
         snap(b, S_LINK);
         /* a normal exit: the links go, the N ports live on */
-        rc = aemp_port_close(b->node, b->pl);
-        ports_wait_gone(b, b->pl, T_COUNT);
-        b->pl.id = 0;
+        rc = ports_close(b, &b->pl);
         break;
     case 6: /* close the N ports */
         snap(b, S_CLOSE0);
