@@ -317,6 +317,9 @@ mon_sync({_, Node} = Target, Seq, End) ->
 %% links (wherever the VM keeps them), each taken when every signal sent
 %% has been handled.
 procs(N, NR, Target) ->
+    %% N pongs pile up in this process's queue while it pings: off its heap,
+    %% or every garbage collection meanwhile copies them all (quadratic)
+    process_flag(message_queue_data, off_heap),
     Old = erlang:system_flag(schedulers_online, 1),
     try procs_run(N, NR, Target)
     after erlang:system_flag(schedulers_online, Old)
