@@ -84,7 +84,8 @@ enum blast_phase { BLAST_WAIT_READY, BLAST_SENDING, BLAST_WAIT_DONE };
 
 /* The ports job's memory snapshots and timings, in the order taken. */
 enum snap {
-    S_BASE,    /* before opening the N ports */
+    S_FRESH,   /* before the first create+kill churn, in a table never grown */
+    S_BASE,    /* after it: before opening the N ports */
     S_OPEN,    /* the N ports open */
     S_RMON0,   /* before the remote monitors (and any other monitor or link) */
     S_RMON,    /* after them, the peer has them all */
@@ -98,7 +99,7 @@ enum snap {
     S_TRIMMED, /* after malloc_trim(0) */
     S_COUNT
 };
-enum timing { T_OPEN, T_MON, T_LINK, T_RMON, T_CLOSE, T_CHURN, T_COUNT };
+enum timing { T_FRESH, T_OPEN, T_MON, T_LINK, T_RMON, T_CLOSE, T_CHURN, T_COUNT };
 
 /* Memory in use: heap is what malloc has handed out (mallinfo2: chunks in
  * use, their headers included, and mmapped blocks), usable the live
@@ -726,15 +727,17 @@ static void ports_done(struct bench *b)
 #define M3(s) m[s].heap, m[s].usable, m[s].rss
     int rc = aemp_sendf(
         b->node, b->agent, &b->ctl,
-        "{bench_ports_done, #{n => ~u, nr => ~u, open => ~u, mon => ~u, link => ~u, rmon => ~u, "
-        "close => ~u, churn => ~u, open_allocs => ~u, close_allocs => ~u, churn_allocs => ~u}, "
-        "[{~u, ~u, ~u}, {~u, ~u, ~u}, {~u, ~u, ~u}, {~u, ~u, ~u}, "
+        "{bench_ports_done, #{n => ~u, nr => ~u, fresh => ~u, open => ~u, mon => ~u, link => ~u, "
+        "rmon => ~u, close => ~u, churn => ~u, fresh_allocs => ~u, open_allocs => ~u, "
+        "close_allocs => ~u, churn_allocs => ~u}, "
+        "[{~u, ~u, ~u}, {~u, ~u, ~u}, {~u, ~u, ~u}, {~u, ~u, ~u}, {~u, ~u, ~u}, "
         "{~u, ~u, ~u}, {~u, ~u, ~u}, {~u, ~u, ~u}, {~u, ~u, ~u}, {~u, ~u, ~u}, {~u, ~u, ~u}, "
         "{~u, ~u, ~u}, {~u, ~u, ~u}]}",
-        b->n, b->nr, b->ns[T_OPEN], b->ns[T_MON], b->ns[T_LINK], b->ns[T_RMON], b->ns[T_CLOSE],
-        b->ns[T_CHURN], b->nallocs[T_OPEN], b->nallocs[T_CLOSE], b->nallocs[T_CHURN], M3(S_BASE),
-        M3(S_OPEN), M3(S_RMON0), M3(S_RMON), M3(S_MON0), M3(S_MON), M3(S_LINK0), M3(S_LINK),
-        M3(S_CLOSE0), M3(S_CLOSED), M3(S_CHURN), M3(S_TRIMMED));
+        b->n, b->nr, b->ns[T_FRESH], b->ns[T_OPEN], b->ns[T_MON], b->ns[T_LINK], b->ns[T_RMON],
+        b->ns[T_CLOSE], b->ns[T_CHURN], b->nallocs[T_FRESH], b->nallocs[T_OPEN],
+        b->nallocs[T_CLOSE], b->nallocs[T_CHURN], M3(S_FRESH), M3(S_BASE), M3(S_OPEN), M3(S_RMON0),
+        M3(S_RMON), M3(S_MON0), M3(S_MON), M3(S_LINK0), M3(S_LINK), M3(S_CLOSE0), M3(S_CLOSED),
+        M3(S_CHURN), M3(S_TRIMMED));
 #undef M3
     if (rc != 0)
         job_fail(b, "send the results", rc);
@@ -747,6 +750,21 @@ static void ports_done(struct bench *b)
  * (about 100 KB), kept while the connection is busy; REMOTE_WARM monitors
  * before the measured ones grow them first. */
 enum { REMOTE_BATCH = 1000, REMOTE_WARM = 2 * REMOTE_BATCH };
+
+/* N times aemp_port_open and aemp_port_close of one port; timing t ends
+ * when the last is gone. */
+static int ports_churn(struct bench *b, int t)
+{
+    aemp_port p = {0};
+    int rc = 0;
+    timing_start(b);
+    for (uint64_t i = 0; i < b->n && rc == 0; i++) {
+        rc = aemp_port_open(b->node, idle_recv, b, &p);
+        if (rc == 0) rc = aemp_port_close(b->node, p);
+    }
+    if (rc == 0) ports_wait_gone(b, p, t);
+    return rc;
+}
 
 /* One phase per turn of the loop, so that whatever the library does from
  * the loop (deferred kills, writes) is done before the next one measures. */
@@ -767,7 +785,11 @@ static void ports_step(uv_idle_t *h)
     if (b->pwait_seq) return;
 
     switch (b->pphase++) {
-    case 0: /* N ports */
+    case 0: /* create+kill, one port at a time, N times, in a fresh table */
+        snap(b, S_FRESH);
+        rc = ports_churn(b, T_FRESH);
+        break;
+    case 1: /* N ports */
         snap(b, S_BASE);
         timing_start(b);
         for (uint64_t i = 0; i < b->n && rc == 0; i++)
@@ -776,7 +798,7 @@ static void ports_step(uv_idle_t *h)
         if (rc != 0) break;
         snap(b, S_OPEN);
         return;
-    case 1: /* warm-up: the connection to the remote node up and its
+    case 2: /* warm-up: the connection to the remote node up and its
              * buffers grown to a batch's size, by REMOTE_WARM monitors that
              * are not counted */
         for (uint64_t i = 0; i < REMOTE_BATCH && b->rdone < REMOTE_WARM && b->nr > 0 && rc == 0;
@@ -788,7 +810,7 @@ static void ports_step(uv_idle_t *h)
         else if (b->nr > 0)
             rc = ports_sync(b);
         break;
-    case 2: /* NR monitors of the remote process, REMOTE_BATCH a turn */
+    case 3: /* NR monitors of the remote process, REMOTE_BATCH a turn */
         if (b->rdone == 0 || b->rdone == REMOTE_WARM) {
             snap(b, S_RMON0);
             timing_start(b);
@@ -802,7 +824,7 @@ static void ports_step(uv_idle_t *h)
         else if (b->nr > 0)
             rc = ports_sync(b);
         break;
-    case 3: /* the remote monitors cancelled, REMOTE_BATCH a turn */
+    case 4: /* the remote monitors cancelled, REMOTE_BATCH a turn */
         if (b->rdone == (b->nr > 0 ? REMOTE_WARM + b->nr : 0)) {
             timing_end(b, T_RMON);
             snap(b, S_RMON);
@@ -817,7 +839,7 @@ static void ports_step(uv_idle_t *h)
         rc = ports_close(b, &b->prw);
         if (rc == 0 && b->nr > 0) rc = ports_sync(b);
         break;
-    case 4: /* N monitors: the watcher pw monitors pt N times */
+    case 5: /* N monitors: the watcher pw monitors pt N times */
         snap(b, S_MON0);
         rc = aemp_port_addr(b->node, b->pt, &a);
         timing_start(b);
@@ -829,7 +851,7 @@ static void ports_step(uv_idle_t *h)
         /* the watcher's death takes its monitors (no 'DOWN': pt lives) */
         rc = ports_close(b, &b->pw);
         break;
-    case 5: /* N links: pl linked to each of the N ports */
+    case 6: /* N links: pl linked to each of the N ports */
         snap(b, S_LINK0);
         timing_start(b);
         for (uint64_t i = 0; i < b->n && rc == 0; i++) {
@@ -842,7 +864,7 @@ static void ports_step(uv_idle_t *h)
         /* a normal exit: the links go, the N ports live on */
         rc = ports_close(b, &b->pl);
         break;
-    case 6: /* close the N ports */
+    case 7: /* close the N ports */
         snap(b, S_CLOSE0);
         timing_start(b);
         for (uint64_t i = 0; i < b->n && rc == 0; i++)
@@ -850,19 +872,10 @@ static void ports_step(uv_idle_t *h)
         if (rc != 0) break;
         ports_wait_gone(b, b->pv[b->n - 1], T_CLOSE);
         break;
-    case 7: /* create+kill, one port at a time, N times */
+    case 8: /* create+kill again, the table grown by the N */
         snap(b, S_CLOSED);
         b->pclosed = 1;
-        {
-            aemp_port p = {0};
-            timing_start(b);
-            for (uint64_t i = 0; i < b->n && rc == 0; i++) {
-                rc = aemp_port_open(b->node, idle_recv, b, &p);
-                if (rc == 0) rc = aemp_port_close(b->node, p);
-            }
-            if (rc != 0) break;
-            ports_wait_gone(b, p, T_CHURN);
-        }
+        rc = ports_churn(b, T_CHURN);
         break;
     default:
         snap(b, S_CHURN);
@@ -874,10 +887,11 @@ static void ports_step(uv_idle_t *h)
     if (rc != 0) job_fail(b, "ports", rc);
 }
 
-/* `{bench_ports, Ctl, N, NR, Remote}`: open N ports; one port monitors
- * Remote (`{Name, Node}`, or `none` when NR is 0) NR times; one port
- * monitors another N times; one port links to each of the N; the N ports
- * are closed; N ports are opened and closed one at a time. Memory is
+/* `{bench_ports, Ctl, N, NR, Remote}`: N ports are opened and closed one
+ * at a time; N ports are opened; one port monitors Remote (`{Name, Node}`,
+ * or `none` when NR is 0) NR times; one port monitors another N times; one
+ * port links to each of the N; the N ports are closed; N ports are opened
+ * and closed one at a time again, in the tables the N have grown. Memory is
  * taken between the phases. The monitors and links share one table that
  * never shrinks: in this order (NR <= N) each phase's growth over S_RMON0
  * counts the table sized for it. Replies `{bench_ports_done, #{Timings},
