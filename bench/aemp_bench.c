@@ -745,11 +745,24 @@ static void ports_done(struct bench *b)
         job_end(b);
 }
 
-/* Remote monitors are made REMOTE_BATCH a turn of the loop, as a program
- * would over time: the connection's write buffers then hold one batch
- * (about 100 KB), kept while the connection is busy; REMOTE_WARM monitors
- * before the measured ones grow them first. */
+/* Remote monitors are made (and cancelled) REMOTE_BATCH at a time, the
+ * next batch once the peer has handled the last (a ping answered): the
+ * connection's write buffers then hold one batch (about 100 KB) whatever
+ * the peer's speed; REMOTE_WARM monitors before the measured ones grow
+ * them first. */
 enum { REMOTE_BATCH = 1000, REMOTE_WARM = 2 * REMOTE_BATCH };
+
+/* Make remote monitors up to `upto` in all (or cancel them down to it),
+ * REMOTE_BATCH at most, then sync. */
+static int ports_remote_batch(struct bench *b, uint64_t upto)
+{
+    int rc = 0;
+    for (uint64_t i = 0; i < REMOTE_BATCH && b->rdone < upto && rc == 0; i++, b->rdone++)
+        rc = aemp_monitor(b->node, b->prw, &b->premote, &b->prefs[b->rdone]);
+    for (uint64_t i = 0; i < REMOTE_BATCH && b->rdone > upto && rc == 0; i++)
+        rc = aemp_demonitor(b->node, &b->prefs[--b->rdone]);
+    return rc ? rc : ports_sync(b);
+}
 
 /* N times aemp_port_open and aemp_port_close of one port; timing t ends
  * when the last is gone. */
@@ -801,43 +814,30 @@ static void ports_step(uv_idle_t *h)
     case 2: /* warm-up: the connection to the remote node up and its
              * buffers grown to a batch's size, by REMOTE_WARM monitors that
              * are not counted */
-        for (uint64_t i = 0; i < REMOTE_BATCH && b->rdone < REMOTE_WARM && b->nr > 0 && rc == 0;
-             i++, b->rdone++)
-            rc = aemp_monitor(b->node, b->prw, &b->premote, &b->prefs[b->rdone]);
-        if (rc != 0) break;
-        if (b->nr > 0 && b->rdone < REMOTE_WARM)
-            b->pphase--;
-        else if (b->nr > 0)
-            rc = ports_sync(b);
+        if (b->nr == 0) break;
+        rc = ports_remote_batch(b, REMOTE_WARM);
+        if (rc == 0 && b->rdone < REMOTE_WARM) b->pphase--;
         break;
-    case 3: /* NR monitors of the remote process, REMOTE_BATCH a turn */
+    case 3: /* NR monitors of the remote process */
         if (b->rdone == 0 || b->rdone == REMOTE_WARM) {
             snap(b, S_RMON0);
             timing_start(b);
         }
-        for (uint64_t i = 0; i < REMOTE_BATCH && b->rdone < REMOTE_WARM + b->nr && rc == 0;
-             i++, b->rdone++)
-            rc = aemp_monitor(b->node, b->prw, &b->premote, &b->prefs[b->rdone]);
-        if (rc != 0) break;
-        if (b->nr > 0 && b->rdone < REMOTE_WARM + b->nr)
-            b->pphase--;
-        else if (b->nr > 0)
-            rc = ports_sync(b);
+        if (b->nr == 0) break;
+        rc = ports_remote_batch(b, REMOTE_WARM + b->nr);
+        if (rc == 0 && b->rdone < REMOTE_WARM + b->nr) b->pphase--;
         break;
-    case 4: /* the remote monitors cancelled, REMOTE_BATCH a turn */
+    case 4: /* the remote monitors cancelled */
         if (b->rdone == (b->nr > 0 ? REMOTE_WARM + b->nr : 0)) {
             timing_end(b, T_RMON);
             snap(b, S_RMON);
         }
-        for (uint64_t i = 0; i < REMOTE_BATCH && b->rdone > 0 && rc == 0; i++)
-            rc = aemp_demonitor(b->node, &b->prefs[--b->rdone]);
-        if (rc != 0) break;
         if (b->rdone > 0) {
-            b->pphase--;
+            rc = ports_remote_batch(b, 0);
+            b->pphase--; /* then the watcher is closed */
             break;
         }
         rc = ports_close(b, &b->prw);
-        if (rc == 0 && b->nr > 0) rc = ports_sync(b);
         break;
     case 5: /* N monitors: the watcher pw monitors pt N times */
         snap(b, S_MON0);
