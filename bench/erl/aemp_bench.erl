@@ -975,7 +975,6 @@ ports_c(Node, N, NR, Remote) ->
               link_ns => maps:get(link, T), rmon_ns => maps:get(rmon, T),
               retained => Heap(closed) - Heap(base),
               churn_heap => Heap(churn) - Heap(closed),
-              churn_usable => Usable(churn) - Usable(closed),
               rss_closed => Rss(closed), rss_churn => Rss(churn), rss_trimmed => Rss(trimmed),
               rss_peak => lists:max([R || {_, _, R} <- Snaps])};
         Other ->
