@@ -1054,6 +1054,7 @@ print_ports(#{c1 := C1, e1 := E1}, #{n := N, nr := NR, c := C, erl := E}) ->
 short_or_none(none) -> "none";
 short_or_none(Node) -> short(Node).
 
+c_bytes(#{error := <<"not measured">>}, _) -> io_lib:format("~-30s", ["not measured"]);
 c_bytes(#{error := Err}, _) -> io_lib:format("~-30s", [["FAILED: ", Err]]);
 c_bytes(C, K) ->
     case maps:get(K, C) of
@@ -1061,6 +1062,7 @@ c_bytes(C, K) ->
         undefined -> io_lib:format("~30s", ["n/a"])
     end.
 
+erl_bytes(#{error := <<"not measured">>}, _) -> "not measured";
 erl_bytes(#{error := Err}, _) -> io_lib:format("FAILED: ~s", [Err]);
 erl_bytes(E, K) ->
     case maps:get(K, E) of
