@@ -1035,7 +1035,7 @@ print_ports(#{c1 := C1, e1 := E1}, #{n := N, nr := NR, c := C, erl := E}) ->
         #{retained := Ret, churn_heap := CH, fresh_heap := FH, rss_peak := Peak,
           rss_closed := RC, rss_churn := RCh, rss_trimmed := RT} ->
             io:format("  c after: N create+kill ~s MB in use more than before them; the N closed~n"
-                      "    ~s MB (the tables keep their size); N create+kill again ~s MB;~n"
+                      "    ~s MB (tables that keep their size); N create+kill again ~s MB;~n"
                       "    RSS: peak ~s MB, ~s MB closed, ~s MB after create+kill,~n"
                       "    ~s MB after malloc_trim(0)~n",
                       [mb(FH), mb(Ret), mb(CH), mb(Peak), mb(RC), mb(RCh), mb(RT)]);
