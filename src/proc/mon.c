@@ -66,7 +66,7 @@ static struct act *act_take(aemp_node *n, const aemp_addr *ref)
     return aemp__map_del(&P(n)->acts, k, act_key(k, ref));
 }
 
-void aemp__mon_drop(aemp_node *n, const aemp_addr *ref)
+static void mon_drop(aemp_node *n, const aemp_addr *ref)
 {
     struct act *a = act_take(n, ref);
     if (a) act_free(a);
@@ -130,8 +130,8 @@ static void run(aemp_node *n, struct act *a, const aemp_addr *target, const aemp
     }
 }
 
-bool aemp__mon_fire(aemp_node *n, const aemp_addr *ref, const aemp_addr *target,
-                    const aemp_term *reason, bool later)
+static bool mon_fire(aemp_node *n, const aemp_addr *ref, const aemp_addr *target,
+                     const aemp_term *reason, bool later)
 {
     struct act *a = act_take(n, ref);
     if (!a) return false;
@@ -184,7 +184,7 @@ static int add(aemp_node *n, const aemp_addr *target, aemp_port watcher, struct 
         pd->target = *target;
         pd->next = p->pending;
         p->pending = pd;
-        uv_idle_start(&p->deferred_idle, aemp__proc_idle);
+        aemp__proc_wake(n);
     } else {
         if ((rc = aemp_monitor(n, watcher, target, &r))) goto fail;
         if ((rc = aemp__map_put(&p->acts, k, act_key(k, &r), a))) {
@@ -275,13 +275,13 @@ int aemp_mon_guard(aemp_node *n, aemp_port port, const aemp_addr *refs, size_t c
     return add(n, &target, watcher, a, NULL);
 }
 
-int aemp__mon_cancel_pending(aemp_node *n, const aemp_addr *ref)
+static int mon_cancel(aemp_node *n, const aemp_addr *ref)
 {
     for (struct aemp__pending **pp = &P(n)->pending; *pp; pp = &(*pp)->next) {
         if (!aemp_addr_equal(&(*pp)->ref, ref)) continue;
         struct aemp__pending *pd = *pp;
         *pp = pd->next;
-        aemp__mon_drop(n, ref);
+        mon_drop(n, ref);
         free(pd);
         return 0;
     }
@@ -449,6 +449,14 @@ static void close_timer(const char *key, void *val, void *arg)
     aemp__node_hold(t->n);
     t->held = true;
     timer_end(t);
+}
+
+void aemp__mon_init(aemp_node *n)
+{
+    struct aemp__proc *p = P(n);
+    p->mon_fire = mon_fire;
+    p->mon_drop = mon_drop;
+    p->mon_cancel = mon_cancel;
 }
 
 void aemp__mon_close(aemp_node *n)

@@ -1,7 +1,9 @@
 /*
- * proc.c - the process layer's life (set-up, close, free) and the public
- * calls that end a port. port.c below holds the table and delivery,
- * watch.c the links, monitors and exits built on it; this file uses both.
+ * proc.c - the process layer's life (set-up, close, free), its turn of the
+ * loop, and the public calls that end a port. The files below, bottom up:
+ * port.c (the table), alias.c, rcv.c (delivery, AEMP dispatch), watch.c
+ * (links, monitors, exits), mon.c (AEMP's mon, kil, timers; watch.c calls
+ * it back through the hooks it installs), spawn.c.
  */
 #include "watch.h"
 
@@ -19,12 +21,6 @@ int aemp_port_close(aemp_node *n, aemp_port port)
     if (p && p->system) return AEMP_EINVAL; /* a service of the node's own */
     if (p) aemp__proc_kill_atom(n, port.id, "normal");
     return 0;
-}
-
-void aemp__proc_protect(aemp_node *n, aemp_port port)
-{
-    aemp__port *p = aemp__proc_port(n, port.id);
-    if (p) p->system = true;
 }
 
 int aemp_port_kill(aemp_node *n, aemp_port port, const aemp_term *reason)
@@ -53,6 +49,19 @@ static void free_spawn(const char *key, void *val, void *arg)
     free(val);
 }
 
+/* The process layer's turn of the loop: deferred deliveries, the mons of
+ * absent ports, deferred kills, the callbacks of spawns on this node. */
+static void on_idle(uv_idle_t *h)
+{
+    aemp_node *n = h->data;
+    struct aemp__proc *p = P(n);
+    bool more = aemp__proc_run_deferred(n);
+    aemp__mon_run_pending(n);
+    aemp__proc_run_kills(n);
+    more = aemp__spawn_run_local(n) || more;
+    if (!more && !p->deferred.len && !p->kills.len && !p->pending) uv_idle_stop(&p->deferred_idle);
+}
+
 int aemp__proc_init(aemp_node *n)
 {
     struct aemp__proc *p = calloc(1, sizeof *p);
@@ -67,7 +76,9 @@ int aemp__proc_init(aemp_node *n)
     aemp__map_init(&p->timers);
     uv_idle_init(n->loop, &p->deferred_idle);
     p->deferred_idle.data = n;
+    p->idle_fn = on_idle;
     n->proc = p;
+    aemp__mon_init(n);
     aemp__alias_init(n);
     int rc = aemp__watch_init(n);
     if (!rc) rc = aemp__spawn_init(n);

@@ -80,6 +80,7 @@ struct aemp__proc {
     size_t deferred_pos;
     int depth;
     uv_idle_t deferred_idle;
+    uv_idle_cb idle_fn; /* the layer's turn of the loop (proc.c) */
     /* exits waiting to be carried out (link chains, without recursion) */
     aemp_buf exits;
     aemp_buf exit_reason; /* the reason of the exit being carried out */
@@ -89,7 +90,12 @@ struct aemp__proc {
     aemp__sub *sub;
     /* the actions of monitors made with aemp_mon*: ref key -> struct */
     aemp__map acts;
-    uint64_t mon_port;             /* the watcher of aemp_mon's monitors, 0 until made */
+    uint64_t mon_port; /* the watcher of aemp_mon's monitors, 0 until made */
+    /* mon.c's part when a monitor goes (watch.c calls up through these) */
+    bool (*mon_fire)(aemp_node *n, const aemp_addr *ref, const aemp_addr *target,
+                     const aemp_term *reason, bool later);
+    void (*mon_drop)(aemp_node *n, const aemp_addr *ref);
+    int (*mon_cancel)(aemp_node *n, const aemp_addr *ref);
     struct aemp__pending *pending; /* mons of absent ports, to fire */
     aemp__map timers;              /* id -> struct */
     uint64_t next_timer;
@@ -111,6 +117,8 @@ aemp__port *aemp__proc_port(aemp_node *n, uint64_t id);
 int aemp__proc_open(aemp_node *n, aemp_recv_cb cb, void *arg, aemp_port *out);
 /* Open a port as aemp_port_new(): AEMP dispatch, no callback yet. */
 int aemp__proc_new(aemp_node *n, aemp_port *out);
+/* Start the layer's turn of the loop (deferred work waits). */
+void aemp__proc_wake(aemp_node *n);
 /* Kill local port id with reason on the next turn of the loop (kil). */
 void aemp__proc_kill_later(aemp_node *n, uint64_t id, const aemp_term *reason);
 /* Make a port a service of the node: the API cannot close, kill or

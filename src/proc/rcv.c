@@ -1,13 +1,19 @@
 /*
- * rcv.c - the AEMP side of a port: callbacks per tag and a default one,
- * dispatch of a message to them, $SELF, peval and psub, a callback's error
- * ending its port with {die, Text}, and the port's gone callback.
+ * rcv.c - delivery (local, deferred past a depth, or handed to the node for
+ * remote destinations: aemp_send) and the AEMP side of a port: callbacks
+ * per tag and a default one, dispatch of a message to them, $SELF, peval
+ * and psub, a callback's error ending its port with {die, Text}, and the
+ * port's gone callback when it is freed. Calls port.c and alias.c below.
  */
 #include "watch.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+/* Nested local sends deeper than this are deferred to the loop, so a port
+ * that sends to itself from its callback does not exhaust the stack. */
+#define MAX_DEPTH 50
 
 /* Longest tag in bytes (an atom's 255 characters, as rcv matches atoms). */
 #define TAG_MAX 255
@@ -305,4 +311,139 @@ void aemp__rcv_free(aemp_node *n, aemp__port *port)
     free(e->tags);
     aemp_buf_free(&e->reason);
     free(e);
+}
+
+void aemp__port_free(aemp_node *n, aemp__port *port)
+{
+    if (port->ext) aemp__rcv_free(n, port);
+    free(port);
+}
+
+/* ------------------------------------------------------------------ */
+/* delivery                                                           */
+/* ------------------------------------------------------------------ */
+
+static void call_port(aemp_node *n, aemp__port *port, const aemp_term *msg, const aemp_addr *from)
+{
+    struct aemp__proc *p = P(n);
+    /* a closing node runs no callback (aemp_node_close), a kil'd port
+     * none either */
+    if (n->closing || port->dying) return;
+    if (!port->cb && port->silent) return;
+    aemp_port self = {port->id};
+    uint64_t outer = p->self;
+    port->in_cb++;
+    p->depth++;
+    p->self = port->id;
+    if (port->cb && !port->ext)
+        port->cb(n, self, msg, from, port->arg);
+    else
+        aemp__rcv_dispatch(n, port, msg, from);
+    p->self = outer;
+    p->depth--;
+    port->in_cb--;
+    if (port->dead && port->in_cb == 0) aemp__port_free(n, port);
+}
+
+/* Deferred record: u32 length, u64 to, u8 has_from, from, message. */
+#define DEFER_HEAD (4 + 8 + 1 + sizeof(aemp_addr))
+
+static int defer(aemp_node *n, uint64_t id, const aemp_term *msg, const aemp_addr *from)
+{
+    struct aemp__proc *p = P(n);
+    size_t total = DEFER_HEAD + msg->len;
+    if (total > UINT32_MAX) return AEMP_ETOOBIG;
+    int rc = aemp__buf_reserve(&p->deferred, total);
+    if (rc) return rc;
+    char *d = p->deferred.data + p->deferred.len;
+    aemp_addr none;
+    memset(&none, 0, sizeof none);
+    aemp__put_u32(d, (uint32_t)total);
+    memcpy(d + 4, &id, 8);
+    d[12] = from != NULL;
+    memcpy(d + 13, from ? from : &none, sizeof none);
+    memcpy(d + DEFER_HEAD, msg->data, msg->len);
+    p->deferred.len += total;
+    aemp__proc_wake(n);
+    return 0;
+}
+
+bool aemp__proc_run_deferred(aemp_node *n)
+{
+    struct aemp__proc *p = P(n);
+    /* Only what was queued before this turn: new deferrals wait a turn. */
+    size_t end = p->deferred.len;
+    aemp_buf copy = AEMP_BUF_INIT;
+    while (p->deferred_pos < end) {
+        const char *r = p->deferred.data + p->deferred_pos;
+        uint32_t len = aemp__get_u32(r);
+        uint64_t to;
+        aemp_addr from;
+        memcpy(&to, r + 4, 8);
+        bool has_from = r[12] != 0;
+        memcpy(&from, r + 13, sizeof from);
+        p->deferred_pos += len;
+        aemp__port *port = aemp__proc_port(n, to);
+        if (!port) continue;
+        /* The record may move if the callback defers more: copy the view. */
+        copy.len = 0;
+        if (aemp__buf_append(&copy, r + DEFER_HEAD, len - DEFER_HEAD)) continue;
+        aemp_term msg = aemp_buf_term(&copy);
+        call_port(n, port, &msg, has_from ? &from : NULL);
+    }
+    aemp_buf_free(&copy);
+    if (p->deferred_pos >= p->deferred.len) {
+        p->deferred.len = 0;
+        p->deferred_pos = 0;
+    }
+    return p->deferred.len != 0;
+}
+
+int aemp__proc_deliver_later(aemp_node *n, aemp__port *port, const aemp_term *msg,
+                             const aemp_addr *from)
+{
+    return defer(n, port->id, msg, from);
+}
+
+int aemp__proc_deliver(aemp_node *n, aemp__port *port, const aemp_term *msg, const aemp_addr *from)
+{
+    struct aemp__proc *p = P(n);
+    /* Keep order: once anything is deferred, later sends queue behind it. */
+    if (p->depth >= MAX_DEPTH || p->deferred.len > p->deferred_pos)
+        return defer(n, port->id, msg, from);
+    call_port(n, port, msg, from);
+    return 0;
+}
+
+int aemp_send(aemp_node *n, aemp_port from, const aemp_addr *to, const aemp_term *msg)
+{
+    if (!n || !to || !msg || !msg->data || !msg->len) return AEMP_EINVAL;
+    if (n->closing) return AEMP_ECLOSED;
+    if (to->kind < AEMP_ADDR_PID || to->kind > AEMP_ADDR_ALIAS || !to->node) return AEMP_EINVAL;
+    aemp_addr fa;
+    if (from.id) aemp__addr_pid(&fa, n->name_h, n->creation, from.id);
+    if (to->node == n->name_h) {
+        /* Sending to a port that is gone (or a pid of an earlier
+         * incarnation, or a reference that is no active alias) drops the
+         * message. */
+        aemp__port *port =
+            to->kind >= AEMP_ADDR_REF ? aemp__alias_port(n, to) : aemp__proc_resolve(n, to);
+        return port ? aemp__proc_deliver(n, port, msg, from.id ? &fa : NULL) : 0;
+    }
+    return aemp__node_send(n, from.id ? &fa : NULL, to, msg);
+}
+
+int aemp_sendf(aemp_node *n, aemp_port from, const aemp_addr *to, const char *fmt, ...)
+{
+    aemp_buf b = AEMP_BUF_INIT;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = aemp_term_vformat(&b, fmt, ap);
+    va_end(ap);
+    if (!rc) {
+        aemp_term t = aemp_buf_term(&b);
+        rc = aemp_send(n, from, to, &t);
+    }
+    aemp_buf_free(&b);
+    return rc;
 }

@@ -475,7 +475,7 @@ static int spawn_here(aemp_node *n, aemp_port from, const char *module, const ch
     d->arg = arg;
     *s->local_tail = d;
     s->local_tail = &d->next;
-    uv_idle_start(&P(n)->deferred_idle, aemp__proc_idle);
+    aemp__proc_wake(n);
     if (!f)
         kill_fmt(n, self.id, "{undef, [{~a, ~a, ~t, []}]}", module, function, args);
     else if (f->fn) {

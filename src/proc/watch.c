@@ -295,25 +295,6 @@ static void queue_exit(aemp_node *n, uint64_t id, const aemp_term *reason)
     p->exits.len += total;
 }
 
-void aemp__proc_kill_later(aemp_node *n, uint64_t id, const aemp_term *reason)
-{
-    struct aemp__proc *p = P(n);
-    aemp__port *port = aemp__proc_port(n, id);
-    if (!port || port->dying) return;
-    size_t total = 12 + reason->len;
-    if (total > UINT32_MAX || aemp__buf_reserve(&p->kills, total)) {
-        AEMP_LOGE("out of memory: port %llu is not killed", (unsigned long long)id);
-        return;
-    }
-    port->dying = 1;
-    char *d = p->kills.data + p->kills.len;
-    aemp__put_u32(d, (uint32_t)total);
-    memcpy(d + 4, &id, 8);
-    memcpy(d + 12, reason->data, reason->len);
-    p->kills.len += total;
-    uv_idle_start(&p->deferred_idle, aemp__proc_idle);
-}
-
 void aemp__proc_run_kills(aemp_node *n)
 {
     struct aemp__proc *p = P(n);
@@ -366,7 +347,7 @@ static void signal_exit(aemp_node *n, uint64_t to, bool link, const aemp_term *r
 static void deliver_down_as(aemp_node *n, const aemp__watch *w, const aemp_term *reason, bool later)
 {
     /* a monitor of aemp_mon*: its action instead of a message */
-    if (P(n)->acts.count && aemp__mon_fire(n, &w->ref, &w->end[1], reason, later)) return;
+    if (P(n)->acts.count && P(n)->mon_fire(n, &w->ref, &w->end[1], reason, later)) return;
     aemp__port *port = aemp__proc_port(n, w->port[0]);
     if (!port) return;
     aemp_buf b = AEMP_BUF_INIT;
@@ -403,7 +384,7 @@ static void fire(aemp_node *n, aemp__watch *w, int i, const aemp_addr *self,
             else
                 send_monitor_exit(n, w, reason);
         } else {
-            if (P(n)->acts.count) aemp__mon_drop(n, &w->ref);
+            if (P(n)->acts.count) P(n)->mon_drop(n, &w->ref);
             if (w->port[1]) return;
             /* the watcher is gone: the remote target forgets the monitor */
             aemp__conn *c = conn_of(n, &w->end[1]);
@@ -626,8 +607,8 @@ int aemp_demonitor(aemp_node *n, const aemp_addr *ref)
 {
     if (!n || !ref || ref->kind != AEMP_ADDR_REF) return AEMP_EINVAL;
     aemp__watch *w = find_monitor(n, ref);
-    if (!w || !w->port[0]) return aemp__mon_cancel_pending(n, ref);
-    if (P(n)->acts.count) aemp__mon_drop(n, ref);
+    if (!w || !w->port[0]) return P(n)->mon_cancel(n, ref);
+    if (P(n)->acts.count) P(n)->mon_drop(n, ref);
     if (!w->port[1]) {
         aemp__conn *c = conn_of(n, &w->end[1]);
         aemp_buf ctl = AEMP_BUF_INIT;

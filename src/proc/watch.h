@@ -12,8 +12,8 @@ void aemp__port_free(aemp_node *n, aemp__port *port);
 void aemp__port_unlist(aemp_node *n, aemp__port *port);
 /* Deliver msg to a local port (synchronously unless recursion is deep). */
 int aemp__proc_deliver(aemp_node *n, aemp__port *port, const aemp_term *msg, const aemp_addr *from);
-/* The loop's turn of the process layer: deferred deliveries and kills. */
-void aemp__proc_idle(uv_idle_t *h);
+/* From the loop: deferred deliveries; true if more wait (rcv.c). */
+bool aemp__proc_run_deferred(aemp_node *n);
 /* The same, from the loop (never inside the caller's call). */
 int aemp__proc_deliver_later(aemp_node *n, aemp__port *port, const aemp_term *msg,
                              const aemp_addr *from);
@@ -44,18 +44,11 @@ void aemp__rcv_exit(aemp__port *port, const aemp_term *reason);
 void aemp__rcv_free(aemp_node *n, aemp__port *port);
 
 /* mon.c */
+void aemp__mon_init(aemp_node *n);
 void aemp__mon_close(aemp_node *n);
 void aemp__mon_free(aemp_node *n);
 /* From the loop: mons of absent ports fire with noproc. */
 void aemp__mon_run_pending(aemp_node *n);
-/* A monitor made by aemp_mon* fired: run its action instead of a 'DOWN'
- * message. Returns false if ref is not one of those. later: from the loop. */
-bool aemp__mon_fire(aemp_node *n, const aemp_addr *ref, const aemp_addr *target,
-                    const aemp_term *reason, bool later);
-/* The monitor ref is gone without firing (its watcher died, demonitor). */
-void aemp__mon_drop(aemp_node *n, const aemp_addr *ref);
-/* Cancel a monitor whose firing waits for the loop: 0, or AEMP_ENOENT. */
-int aemp__mon_cancel_pending(aemp_node *n, const aemp_addr *ref);
 /* Run the kills deferred by aemp__proc_kill_later (from the loop). */
 void aemp__proc_run_kills(aemp_node *n);
 
