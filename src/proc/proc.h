@@ -31,6 +31,7 @@ enum aemp__watch_kind { AEMP__W_LINK = 1, AEMP__W_MONITOR = 2 };
  * or a link's two ends), so that every operation on it takes constant time.
  */
 struct aemp__watch {
+    aemp__watch *hnext; /* the next record in its bucket of the table */
     uint8_t kind;
     aemp_addr end[2];
     aemp_addr ref;      /* monitors */
@@ -63,7 +64,11 @@ struct aemp__proc {
     aemp_node *node;
     aemp__idmap ports; /* id -> aemp__port */
     aemp__map names;   /* name handle (4 bytes) -> aemp__port */
-    aemp__map watches; /* key -> aemp__watch */
+    struct {
+        aemp__watch **b; /* buckets: chains through hnext */
+        size_t mask;     /* buckets - 1, or 0 when there are none */
+        size_t count;
+    } wtab;            /* every link and monitor, by its ref (monitors) or ends (links) */
     aemp__map peers;   /* node handle (4 bytes) -> aemp__wend sentinel */
     aemp__map spawns;  /* "module:function" -> struct spawn_fn */
     aemp__map aliases; /* reference -> local port id (alias.c) */

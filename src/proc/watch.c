@@ -3,8 +3,9 @@
  * local-remote, remote-local), exit signals and their translations, port
  * death, references, and the control messages about them.
  *
- * Every record is found in constant time: by key in one map (a monitor by
- * its reference, a link by its two ends), and from each end through a list
+ * Every record is found in constant time: in one hash table chained
+ * through the records (a monitor by its reference, a link by its two
+ * ends), and from each end through a list
  * (a local port's, or the remote node's), so that a port's death, a node's
  * loss and a demonitor each cost what they touch, never a search.
  *
@@ -48,34 +49,80 @@ static void wend_remove(aemp__wend *e)
     e->next = e->prev = NULL;
 }
 
-/* Keys: 'M' + ref, or 'L' + the two ends in a fixed order. */
-#define KEY_MAX (1 + 2 * sizeof(aemp_addr))
-
-static size_t monitor_key(char *k, const aemp_addr *ref)
+/* The table of records: chained through the records themselves (no entry
+ * of its own per record), keyed by a monitor's reference or a link's two
+ * ends (in either order), at most one record per bucket on average. */
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
 {
-    k[0] = 'M';
-    memcpy(k + 1, ref, sizeof *ref);
-    return 1 + sizeof *ref;
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 1099511628211ULL;
+    return h;
 }
 
-static size_t link_key(char *k, const aemp_addr *a, const aemp_addr *b)
+static uint64_t monitor_hash(const aemp_addr *ref)
+{
+    return fnv(1469598103934665603ULL ^ 'M', ref, sizeof *ref);
+}
+
+static uint64_t link_hash(const aemp_addr *a, const aemp_addr *b)
 {
     if (memcmp(a, b, sizeof *a) > 0) {
         const aemp_addr *t = a;
         a = b;
         b = t;
     }
-    k[0] = 'L';
-    memcpy(k + 1, a, sizeof *a);
-    memcpy(k + 1 + sizeof *a, b, sizeof *b);
-    return KEY_MAX;
+    return fnv(fnv(1469598103934665603ULL ^ 'L', a, sizeof *a), b, sizeof *b);
 }
 
-static size_t watch_key(char *k, const aemp__watch *w)
+static uint64_t watch_hash(const aemp__watch *w)
 {
-    return w->kind == AEMP__W_MONITOR ? monitor_key(k, &w->ref)
-                                      : link_key(k, &w->end[0], &w->end[1]);
+    return w->kind == AEMP__W_MONITOR ? monitor_hash(&w->ref) : link_hash(&w->end[0], &w->end[1]);
 }
+
+static bool same(const aemp_addr *a, const aemp_addr *b)
+{
+    return memcmp(a, b, sizeof *a) == 0;
+}
+
+static aemp__watch **bucket(struct aemp__proc *p, uint64_t h)
+{
+    return p->wtab.b ? &p->wtab.b[h & p->wtab.mask] : NULL;
+}
+
+static int wtab_grow(struct aemp__proc *p)
+{
+    size_t nb = p->wtab.b ? 2 * (p->wtab.mask + 1) : 64;
+    aemp__watch **b = calloc(nb, sizeof *b);
+    if (!b) return AEMP_ENOMEM;
+    for (size_t i = 0; p->wtab.b && i <= p->wtab.mask; i++) {
+        for (aemp__watch *w = p->wtab.b[i], *next; w; w = next) {
+            next = w->hnext;
+            aemp__watch **head = &b[watch_hash(w) & (nb - 1)];
+            w->hnext = *head;
+            *head = w;
+        }
+    }
+    free(p->wtab.b);
+    p->wtab.b = b;
+    p->wtab.mask = nb - 1;
+    return 0;
+}
+
+static void wtab_unlink(struct aemp__proc *p, aemp__watch *w)
+{
+    aemp__watch **pw = bucket(p, watch_hash(w));
+    for (; pw && *pw; pw = &(*pw)->hnext) {
+        if (*pw == w) {
+            *pw = w->hnext;
+            p->wtab.count--;
+            return;
+        }
+    }
+}
+
+static aemp__watch *find_monitor(aemp_node *n, const aemp_addr *ref);
+static aemp__watch *find_link(aemp_node *n, const aemp_addr *a, const aemp_addr *b);
 
 /* The list of the remote node peer_h, made on demand. */
 static aemp__wend *peer_list(aemp_node *n, uint32_t peer_h, bool make)
@@ -118,16 +165,20 @@ static int watch_add(aemp_node *n, int kind, const aemp_addr *a, const aemp_addr
             return AEMP_ENOMEM;
         }
     }
-    char key[KEY_MAX];
-    size_t klen = watch_key(key, w);
-    if (aemp__map_get(&P(n)->watches, key, klen)) {
+    struct aemp__proc *p = P(n);
+    if (kind == AEMP__W_MONITOR ? find_monitor(n, &w->ref) != NULL
+                                : find_link(n, &w->end[0], &w->end[1]) != NULL) {
         free(w); /* the same link twice is one link; a reference is unique */
         return 0;
     }
-    if (aemp__map_put(&P(n)->watches, key, klen, w)) {
+    if ((!p->wtab.b || p->wtab.count > p->wtab.mask) && wtab_grow(p)) {
         free(w);
         return AEMP_ENOMEM;
     }
+    aemp__watch **head = bucket(p, watch_hash(w));
+    w->hnext = *head;
+    *head = w;
+    p->wtab.count++;
     wend_insert(list[0], &w->node[0]);
     wend_insert(list[1], &w->node[1]);
     return 0;
@@ -135,9 +186,7 @@ static int watch_add(aemp_node *n, int kind, const aemp_addr *a, const aemp_addr
 
 static void watch_del(aemp_node *n, aemp__watch *w)
 {
-    char key[KEY_MAX];
-    size_t klen = watch_key(key, w);
-    if (aemp__map_get(&P(n)->watches, key, klen) == w) aemp__map_del(&P(n)->watches, key, klen);
+    wtab_unlink(P(n), w);
     wend_remove(&w->node[0]);
     wend_remove(&w->node[1]);
     free(w);
@@ -145,15 +194,20 @@ static void watch_del(aemp_node *n, aemp__watch *w)
 
 static aemp__watch *find_monitor(aemp_node *n, const aemp_addr *ref)
 {
-    char key[KEY_MAX];
-    return aemp__map_get(&P(n)->watches, key, monitor_key(key, ref));
+    aemp__watch **head = bucket(P(n), monitor_hash(ref));
+    for (aemp__watch *w = head ? *head : NULL; w; w = w->hnext)
+        if (w->kind == AEMP__W_MONITOR && same(&w->ref, ref)) return w;
+    return NULL;
 }
 
 static aemp__watch *find_link(aemp_node *n, const aemp_addr *a, const aemp_addr *b)
 {
-    char key[KEY_MAX];
-    aemp__watch *w = aemp__map_get(&P(n)->watches, key, link_key(key, a, b));
-    return w && w->kind == AEMP__W_LINK ? w : NULL;
+    aemp__watch **head = bucket(P(n), link_hash(a, b));
+    for (aemp__watch *w = head ? *head : NULL; w; w = w->hnext)
+        if (w->kind == AEMP__W_LINK && ((same(&w->end[0], a) && same(&w->end[1], b)) ||
+                                        (same(&w->end[0], b) && same(&w->end[1], a))))
+            return w;
+    return NULL;
 }
 
 /* A link this end is taking back (UNLINK_ID sent, not yet acknowledged): it
@@ -947,8 +1001,16 @@ static void free_watch(const char *key, void *val, void *arg)
 
 void aemp__watch_free(aemp_node *n)
 {
-    aemp__map_each(&P(n)->watches, free_watch, NULL);
-    aemp__map_free(&P(n)->watches);
+    struct aemp__proc *p = P(n);
+    for (size_t i = 0; p->wtab.b && i <= p->wtab.mask; i++) {
+        for (aemp__watch *w = p->wtab.b[i], *next; w; w = next) {
+            next = w->hnext;
+            free(w);
+        }
+    }
+    free(p->wtab.b);
+    p->wtab.b = NULL;
+    p->wtab.count = 0;
     aemp__map_each(&P(n)->peers, free_watch, NULL);
     aemp__map_free(&P(n)->peers);
 }
