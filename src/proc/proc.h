@@ -16,9 +16,11 @@ typedef struct aemp__watch aemp__watch;
 
 /* A record's place in the list of one of its ends (a local port's, or the
  * remote node's). */
+/* A record's place in the list of one of its ends. The low bit of prev
+ * says which end (node[0] or node[1]) it is, so the record is found from
+ * it without a pointer back (watch.c). */
 typedef struct aemp__wend {
     struct aemp__wend *prev, *next;
-    aemp__watch *w;
 } aemp__wend;
 
 enum aemp__watch_kind { AEMP__W_LINK = 1, AEMP__W_MONITOR = 2 };

@@ -28,6 +28,32 @@ static struct aemp__proc *P(aemp_node *n)
 /* lists and keys                                                     */
 /* ------------------------------------------------------------------ */
 
+/* Which end of its record a list element is: the low bit of its prev
+ * (a list's own sentinel has 0). */
+#define WEND_END ((uintptr_t)1)
+
+static uintptr_t wend_end(const aemp__wend *e)
+{
+    return (uintptr_t)e->prev & WEND_END;
+}
+
+static aemp__wend *wend_prev(const aemp__wend *e)
+{
+    return (aemp__wend *)((uintptr_t)e->prev & ~WEND_END);
+}
+
+static void wend_set_prev(aemp__wend *e, aemp__wend *prev)
+{
+    e->prev = (aemp__wend *)((uintptr_t)prev | wend_end(e));
+}
+
+/* The record an element belongs to, and which of its ends (0 or 1). */
+static aemp__watch *wend_watch(aemp__wend *e, int *end)
+{
+    *end = (int)wend_end(e);
+    return (aemp__watch *)((char *)(e - *end) - offsetof(aemp__watch, node));
+}
+
 static void wend_init(aemp__wend *s)
 {
     s->next = s->prev = s;
@@ -36,17 +62,18 @@ static void wend_init(aemp__wend *s)
 static void wend_insert(aemp__wend *list, aemp__wend *e)
 {
     e->next = list->next;
-    e->prev = list;
-    list->next->prev = e;
+    wend_set_prev(e, list);
+    wend_set_prev(list->next, e);
     list->next = e;
 }
 
 static void wend_remove(aemp__wend *e)
 {
     if (!e->next) return;
-    e->prev->next = e->next;
-    e->next->prev = e->prev;
-    e->next = e->prev = NULL;
+    wend_prev(e)->next = e->next;
+    wend_set_prev(e->next, wend_prev(e));
+    e->next = NULL;
+    e->prev = (aemp__wend *)wend_end(e);
 }
 
 /* The table of records: chained through the records themselves (no entry
@@ -132,7 +159,6 @@ static aemp__wend *peer_list(aemp_node *n, uint32_t peer_h, bool make)
     s = malloc(sizeof *s);
     if (!s) return NULL;
     wend_init(s);
-    s->w = NULL;
     if (aemp__map_put(&P(n)->peers, &peer_h, sizeof peer_h, s)) {
         free(s);
         return NULL;
@@ -153,7 +179,7 @@ static int watch_add(aemp_node *n, int kind, const aemp_addr *a, const aemp_addr
     aemp__wend *list[2];
     for (int i = 0; i < 2; i++) {
         w->port[i] = port[i];
-        w->node[i].w = w;
+        w->node[i].prev = (aemp__wend *)(uintptr_t)i; /* which end, not in a list */
         if (port[i]) {
             aemp__port *p = aemp__proc_port(n, port[i]);
             list[i] = p ? &p->watches : NULL;
@@ -460,8 +486,11 @@ static void fire(aemp_node *n, aemp__watch *w, int i, const aemp_addr *self,
 /* Does anything watch port: a link, or a monitor of it? */
 static bool watched(aemp__port *port)
 {
-    for (aemp__wend *e = port->watches.next; e != &port->watches; e = e->next)
-        if ((e->w->kind == AEMP__W_LINK && !unlinking(e->w)) || e == &e->w->node[1]) return true;
+    for (aemp__wend *e = port->watches.next; e != &port->watches; e = e->next) {
+        int end;
+        aemp__watch *x = wend_watch(e, &end);
+        if ((x->kind == AEMP__W_LINK && !unlinking(x)) || end == 1) return true;
+    }
     return false;
 }
 
@@ -483,8 +512,8 @@ static void kill_now(aemp_node *n, uint64_t id, const aemp_term *reason)
     aemp__addr_pid(&self, n->name_h, n->creation, id);
     while (port->watches.next != &port->watches) {
         aemp__wend *e = port->watches.next;
-        aemp__watch *w = e->w;
-        int i = e == &w->node[0] ? 0 : 1;
+        int i;
+        aemp__watch *w = wend_watch(e, &i);
         /* out of every list first: what fire() does cannot meet it again */
         aemp__watch copy = *w;
         watch_del(n, w);
@@ -593,9 +622,9 @@ static void on_event(aemp_node *n, const aemp__event_info *ev, void *arg)
     aemp_term reason = aemp_buf_term(&b);
     while (list->next != list) {
         aemp__wend *e = list->next;
-        aemp__watch *w = e->w;
+        int remote;
+        aemp__watch *w = wend_watch(e, &remote);
         aemp__watch copy = *w;
-        int remote = e == &w->node[0] ? 0 : 1;
         watch_del(n, w);
         if (copy.kind == AEMP__W_MONITOR) {
             if (remote == 1 && copy.port[0]) deliver_down(n, &copy, &reason);
