@@ -100,6 +100,17 @@ int aemp__random(void *p, size_t n);
  * or AEMP_EBADTERM.
  */
 int aemp__term_validate(const char *buf, size_t len, size_t *used);
+/* Is t exactly one well-formed term (data set, nothing after it)? What the
+ * public calls that take a term (a message, a reason) check it with. */
+bool aemp__term_whole(const aemp_term *t);
+/*
+ * View the atom at p (any of the four atom tags) within len bytes: *s and *n
+ * give its text, *latin1 is 1 for ATOM_EXT / SMALL_ATOM_EXT (bytes are
+ * latin-1, not UTF-8), *total is the encoded size. AEMP_ENOMATCH if p does
+ * not hold a complete atom.
+ */
+int aemp__term_atom_view(const char *p, size_t len, const char **s, size_t *n, int *latin1,
+                         size_t *total);
 /* The same with another depth limit. */
 int aemp__term_validate_depth(const char *buf, size_t len, size_t *used, unsigned max_depth);
 /* The same, for a term that follows a distribution header: ATOM_CACHE_REF

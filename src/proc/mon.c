@@ -234,9 +234,8 @@ int aemp_mon_kill(aemp_node *n, const aemp_addr *target, aemp_port local, aemp_a
 int aemp_mon_send(aemp_node *n, const aemp_addr *target, const aemp_addr *to, const aemp_term *msg,
                   aemp_addr *ref)
 {
-    size_t used;
-    if (!n || !to || !msg || !msg->data || aemp__term_validate(msg->data, msg->len, &used) ||
-        used != msg->len || to->kind < AEMP_ADDR_PID || to->kind > AEMP_ADDR_ALIAS)
+    if (!n || !to || !aemp__term_whole(msg) || to->kind < AEMP_ADDR_PID ||
+        to->kind > AEMP_ADDR_ALIAS)
         return AEMP_EINVAL;
     /* the watcher: the destination when it is a local port, so that the
      * monitor goes with it; else the node's monitor port */
@@ -325,12 +324,9 @@ int aemp_kil(aemp_node *n, const aemp_addr *port, const aemp_term *reason)
 {
     static const char normal[] = {AEMP__EXT_SMALL_ATOM_UTF8, 6, 'n', 'o', 'r', 'm', 'a', 'l'};
     aemp_term r = {normal, sizeof normal};
-    size_t used;
     if (!n || !port) return AEMP_EINVAL;
     if (reason) {
-        if (!reason->data || aemp__term_validate(reason->data, reason->len, &used) ||
-            used != reason->len)
-            return AEMP_EINVAL;
+        if (!aemp__term_whole(reason)) return AEMP_EINVAL;
         r = *reason;
     }
     if (n->closing) return AEMP_ECLOSED;
@@ -403,9 +399,8 @@ static int timer_add(aemp_node *n, uint64_t ms, struct timer *t, uint64_t *id)
 int aemp_after_send(aemp_node *n, uint64_t ms, const aemp_addr *to, const aemp_term *msg,
                     uint64_t *id)
 {
-    size_t used;
-    if (!n || !to || !msg || !msg->data || aemp__term_validate(msg->data, msg->len, &used) ||
-        used != msg->len || to->kind < AEMP_ADDR_PID || to->kind > AEMP_ADDR_ALIAS)
+    if (!n || !to || !aemp__term_whole(msg) || to->kind < AEMP_ADDR_PID ||
+        to->kind > AEMP_ADDR_ALIAS)
         return AEMP_EINVAL;
     if (n->closing) return AEMP_ECLOSED;
     struct timer *t = calloc(1, sizeof *t);

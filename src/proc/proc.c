@@ -25,10 +25,7 @@ int aemp_port_close(aemp_node *n, aemp_port port)
 
 int aemp_port_kill(aemp_node *n, aemp_port port, const aemp_term *reason)
 {
-    size_t used;
-    if (!n || !reason || !reason->data || aemp__term_validate(reason->data, reason->len, &used) ||
-        used != reason->len)
-        return AEMP_EINVAL;
+    if (!n || !aemp__term_whole(reason)) return AEMP_EINVAL;
     aemp__port *p = aemp__proc_port(n, port.id);
     if (p && p->system) return AEMP_EINVAL;
     if (p) aemp__proc_kill(n, port.id, reason);

@@ -188,33 +188,19 @@ int aemp_psub_call(const aemp_psub *s)
 /* The name at c (an atom or a binary): its bytes, advancing c. */
 static bool read_tag(aemp_cursor *c, const char **text, size_t *len)
 {
-    const uint8_t *d = (const uint8_t *)c->data + c->pos;
-    size_t left = c->len - c->pos, head, n;
-    if (left < 2) return false;
-    switch (d[0]) {
-    case AEMP__EXT_SMALL_ATOM_UTF8:
-    case AEMP__EXT_SMALL_ATOM_LATIN1:
-        head = 2;
-        n = d[1];
-        break;
-    case AEMP__EXT_ATOM_UTF8:
-    case AEMP__EXT_ATOM_LATIN1:
-        if (left < 3) return false;
-        head = 3;
-        n = aemp__get_u16((const char *)d + 1);
-        break;
-    case AEMP__EXT_BINARY:
-        if (left < 5) return false;
-        head = 5;
-        n = aemp__get_u32((const char *)d + 1);
-        break;
-    default:
-        return false;
+    const char *d = c->data + c->pos;
+    size_t left = c->len - c->pos, total;
+    int latin1;
+    if (aemp__term_atom_view(d, left, text, len, &latin1, &total) == 0) {
+        c->pos += total;
+        return true;
     }
-    if (n > left - head) return false;
-    *text = (const char *)d + head;
+    if (left < 5 || (uint8_t)d[0] != AEMP__EXT_BINARY) return false;
+    size_t n = aemp__get_u32(d + 1);
+    if (n > left - 5) return false;
+    *text = d + 5;
     *len = n;
-    c->pos += head + n;
+    c->pos += 5 + n;
     return true;
 }
 

@@ -768,10 +768,7 @@ int aemp_unlink(aemp_node *n, aemp_port port, const aemp_addr *other)
 
 int aemp_exit(aemp_node *n, aemp_port from, const aemp_addr *to, const aemp_term *reason)
 {
-    size_t used;
-    if (!n || !to || to->kind != AEMP_ADDR_PID || !reason || !reason->data ||
-        aemp__term_validate(reason->data, reason->len, &used) || used != reason->len)
-        return AEMP_EINVAL;
+    if (!n || !to || to->kind != AEMP_ADDR_PID || !aemp__term_whole(reason)) return AEMP_EINVAL;
     if (n->closing) return AEMP_ECLOSED;
     aemp_addr self;
     aemp__addr_pid(&self, n->name_h, n->creation, from.id);

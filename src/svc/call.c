@@ -348,13 +348,6 @@ static void on_msg(aemp_node *n, aemp_port self, const aemp_term *msg, const aem
 /* the public calls                                                   */
 /* ------------------------------------------------------------------ */
 
-static bool valid_term(const aemp_term *t)
-{
-    size_t used;
-    return t && t->data && t->len && aemp__term_validate(t->data, t->len, &used) == 0 &&
-           used == t->len;
-}
-
 static bool is_list(const aemp_term *t)
 {
     uint8_t tag = (uint8_t)t->data[0];
@@ -369,7 +362,7 @@ static bool is_process(const aemp_addr *a)
 int aemp_call(aemp_node *n, const char *peer, const char *module, const char *function,
               const aemp_term *args, unsigned timeout_ms, aemp_call_cb cb, void *arg)
 {
-    if (!n || !peer || !module || !function || !cb || !valid_term(args) || !is_list(args) ||
+    if (!n || !peer || !module || !function || !cb || !aemp__term_whole(args) || !is_list(args) ||
         strlen(module) > AEMP_MAXATOMLEN || strlen(function) > AEMP_MAXATOMLEN ||
         !aemp__node_name_valid(peer) || strcmp(peer, n->name) == 0)
         return AEMP_EINVAL;
@@ -402,7 +395,7 @@ static int alias_tag(aemp_buf *b, const aemp_addr *ref)
 int aemp_gen_call(aemp_node *n, const aemp_addr *server, const aemp_term *request,
                   unsigned timeout_ms, aemp_call_cb cb, void *arg)
 {
-    if (!n || !is_process(server) || !valid_term(request) || !cb) return AEMP_EINVAL;
+    if (!n || !is_process(server) || !aemp__term_whole(request) || !cb) return AEMP_EINVAL;
     call *k;
     int rc = call_new(n, CALL_GEN, cb, arg, &k);
     if (rc) return rc;
@@ -442,7 +435,7 @@ static bool tag_alias(const aemp_term *tag, aemp_addr *alias)
 
 int aemp_gen_reply(aemp_node *n, const aemp_term *from, const aemp_term *reply)
 {
-    if (!n || !valid_term(from) || !valid_term(reply)) return AEMP_EINVAL;
+    if (!n || !aemp__term_whole(from) || !aemp__term_whole(reply)) return AEMP_EINVAL;
     aemp_cursor c = aemp_cursor_of(from);
     uint32_t arity;
     aemp_addr to;
@@ -485,7 +478,7 @@ static int append_pid(aemp_buf *b, const aemp_term *msg, const aemp_addr *pid)
 int aemp_cal(aemp_node *n, const aemp_addr *to, const aemp_term *msg, unsigned timeout_ms,
              aemp_call_cb cb, void *arg)
 {
-    if (!n || !is_process(to) || !valid_term(msg) || !cb) return AEMP_EINVAL;
+    if (!n || !is_process(to) || !aemp__term_whole(msg) || !cb) return AEMP_EINVAL;
     call *k;
     int rc = call_new(n, CALL_CAL, cb, arg, &k);
     if (rc) return rc;

@@ -36,15 +36,6 @@ int aemp__term_old_float(const char *text31, double *out);
  */
 int aemp__term_fmt_double(char *out, size_t size, double d);
 
-/*
- * View the atom at p (any of the four atom tags) within len bytes: *s and *n
- * give its text, *latin1 is 1 for ATOM_EXT / SMALL_ATOM_EXT (bytes are
- * latin-1, not UTF-8), *total is the encoded size. AEMP_ENOMATCH if p does
- * not hold a complete atom.
- */
-int aemp__term_atom_view(const char *p, size_t len, const char **s, size_t *n, int *latin1,
-                         size_t *total);
-
 /* Copy an atom's text as UTF-8 (latin-1 converted) into out (NUL-terminated).
  * AEMP_ETOOBIG if it does not fit in size bytes. */
 int aemp__term_atom_utf8(const char *s, size_t n, int latin1, char *out, size_t size);

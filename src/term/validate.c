@@ -298,6 +298,13 @@ int aemp__term_validate(const char *buf, size_t len, size_t *used)
     return aemp__term_validate_refs(buf, len, used, 0, NULL, AEMP__TERM_MAX_DEPTH);
 }
 
+bool aemp__term_whole(const aemp_term *t)
+{
+    size_t used;
+    return t && t->data && t->len && aemp__term_validate(t->data, t->len, &used) == 0 &&
+           used == t->len;
+}
+
 int aemp__term_validate_depth(const char *buf, size_t len, size_t *used, unsigned max_depth)
 {
     return aemp__term_validate_refs(buf, len, used, 0, NULL, max_depth);
