@@ -795,14 +795,7 @@ failure_text(Other) -> iolist_to_binary(io_lib:format("~p", [Other])).
 command(Agent, Make, Timeout) ->
     flush(),
     {bench_agent, Agent} ! Make(self()),
-    receive
-        R when is_tuple(R), tuple_size(R) >= 2 ->
-            case lists:member(element(1, R), ?DONE_TAGS) of
-                true -> R;
-                false -> command_wait(Timeout)
-            end
-    after Timeout -> timeout
-    end.
+    command_wait(Timeout).
 
 command_wait(Timeout) ->
     receive
