@@ -58,7 +58,6 @@ int aemp__proc_open(aemp_node *n, aemp_recv_cb cb, void *arg, aemp_port *out)
     port->cb = cb;
     port->arg = arg;
     port->silent = cb == NULL;
-    port->watches.next = port->watches.prev = &port->watches;
     if (aemp__idmap_put(&p->ports, port->id, port)) {
         free(port);
         return AEMP_ENOMEM;

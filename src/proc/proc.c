@@ -66,7 +66,6 @@ int aemp__proc_init(aemp_node *n)
     p->node = n;
     aemp__idmap_init(&p->ports);
     aemp__map_init(&p->names);
-    aemp__map_init(&p->peers);
     aemp__map_init(&p->spawns);
     aemp__map_init(&p->acts);
     aemp__map_init(&p->timers);

@@ -12,34 +12,9 @@
 #include "../node/node.h"
 #include "../util/idmap.h"
 
-typedef struct aemp__watch aemp__watch;
-
-/* A record's place in the list of one of its ends (a local port's, or the
- * remote node's). */
-/* A record's place in the list of one of its ends. The low bit of prev
- * says which end (node[0] or node[1]) it is, so the record is found from
- * it without a pointer back (watch.c). */
-typedef struct aemp__wend {
-    struct aemp__wend *prev, *next;
-} aemp__wend;
-
-enum aemp__watch_kind { AEMP__W_LINK = 1, AEMP__W_MONITOR = 2 };
-
-/*
- * A link or a monitor. A link joins end[0] and end[1] (pids). A monitor:
- * end[0] watches end[1] (a pid or a registered name, as given) under ref.
- * Each end is a local port or a process on another node; the record is in
- * that port's or that node's list, and in the map by key (a monitor's ref,
- * or a link's two ends), so that every operation on it takes constant time.
- */
-struct aemp__watch {
-    aemp__watch *hnext; /* the next record in its bucket of the table */
-    uint8_t kind;
-    aemp_addr end[2];
-    aemp_addr ref;      /* monitors */
-    uint64_t port[2];   /* the local port of each end, or 0 */
-    aemp__wend node[2]; /* node[i]: in the list of end i */
-};
+/* Links and monitors (watch.c): records of 48 bytes in slabs, found by
+ * 32-bit index. */
+struct aemp__wstore;
 
 /* What few ports have: AEMP callbacks (rcv), a gone callback. */
 typedef struct aemp__pext aemp__pext;
@@ -48,9 +23,9 @@ typedef struct aemp__port {
     uint64_t id;
     aemp_recv_cb cb; /* a raw callback (aemp_port_open), or NULL */
     void *arg;
-    aemp__pext *ext;    /* rcv table and gone callback, or NULL */
-    aemp__wend watches; /* sentinel of the records this port is an end of */
-    uint32_t regname;   /* interned, 0: none */
+    aemp__pext *ext;  /* rcv table and gone callback, or NULL */
+    uint32_t watches; /* first record this port is an end of (watch.c), 0: none */
+    uint32_t regname; /* interned, 0: none */
     uint16_t in_cb;
     uint8_t dead : 1;
     uint8_t dying : 1;  /* kil'd: dies on the next turn, runs no callback */
@@ -64,20 +39,15 @@ typedef void (*aemp__spawn_fn)(aemp_node *n, aemp_port self, const aemp_term *ar
 
 struct aemp__proc {
     aemp_node *node;
-    aemp__idmap ports; /* id -> aemp__port */
-    aemp__map names;   /* name handle (4 bytes) -> aemp__port */
-    struct {
-        aemp__watch **b; /* buckets: chains through hnext */
-        size_t mask;     /* buckets - 1, or 0 when there are none */
-        size_t count;
-    } wtab;            /* every link and monitor, by its ref (monitors) or ends (links) */
-    aemp__map peers;   /* node handle (4 bytes) -> aemp__wend sentinel */
-    aemp__map spawns;  /* "module:function" -> struct spawn_fn */
-    aemp__map aliases; /* reference -> local port id (alias.c) */
-    uint64_t next_id;  /* last port id handed out */
-    uint64_t next_ref; /* last reference number */
-    uint64_t epoch;    /* bumped by every change of ports or names */
-    uint64_t self;     /* the port whose callback runs, 0 for none */
+    aemp__idmap ports;       /* id -> aemp__port */
+    aemp__map names;         /* name handle (4 bytes) -> aemp__port */
+    struct aemp__wstore *ws; /* every link and monitor (watch.c) */
+    aemp__map spawns;        /* "module:function" -> struct spawn_fn */
+    aemp__map aliases;       /* reference -> local port id (alias.c) */
+    uint64_t next_id;        /* last port id handed out */
+    uint64_t next_ref;       /* last reference number */
+    uint64_t epoch;          /* bumped by every change of ports or names */
+    uint64_t self;           /* the port whose callback runs, 0 for none */
     /* the last port looked up by id */
     uint64_t last_id;
     aemp__port *last_port;
@@ -152,6 +122,9 @@ int aemp__alias_add(aemp_node *n, const aemp_addr *ref, uint64_t port);
 void aemp__alias_del(aemp_node *n, const aemp_addr *ref);
 /* The live port an alias (REF or ALIAS address) stands for, or NULL. */
 aemp__port *aemp__alias_port(aemp_node *n, const aemp_addr *alias);
+
+/* Links and monitors recorded (tests). */
+size_t aemp__watch_count(aemp_node *n);
 
 /* Test hook: the next port id handed out is id + 1. */
 void aemp__proc_set_next_id(aemp_node *n, uint64_t id);

@@ -3,11 +3,14 @@
  * local-remote, remote-local), exit signals and their translations, port
  * death, references, and the control messages about them.
  *
- * Every record is found in constant time: in one hash table chained
- * through the records (a monitor by its reference, a link by its two
- * ends), and from each end through a list
- * (a local port's, or the remote node's), so that a port's death, a node's
- * loss and a demonitor each cost what they touch, never a search.
+ * A record is 48 bytes in a slab, named by a 32-bit index: the ends are
+ * local port ids (a remote process or a registered name is an address kept
+ * beside the record), a monitor's reference is our own reference's number
+ * (another node's reference is kept beside it). Every record is found in
+ * constant time: in one hash table chained through the records (a monitor
+ * by its reference, a link by its two ends), and from each end through a
+ * list (a local port's, or the remote node's), so that a port's death, a
+ * node's loss and a demonitor each cost what they touch, never a search.
  *
  * Exits are carried out one at a time from a queue: a port dying kills the
  * ports linked to it, and a chain of links of any length is walked without
@@ -25,86 +28,150 @@ static struct aemp__proc *P(aemp_node *n)
 }
 
 /* ------------------------------------------------------------------ */
-/* lists and keys                                                     */
+/* records                                                            */
 /* ------------------------------------------------------------------ */
 
-/* Which end of its record a list element is: the low bit of its prev
- * (a list's own sentinel has 0). */
-#define WEND_END ((uintptr_t)1)
+enum { W_LINK = 1, W_MONITOR = 2 };
 
-static uintptr_t wend_end(const aemp__wend *e)
+/* flags: end i is an address beside the record (EXT), and that address is
+ * a registered name of a local port (LOC: the list is that port's); the
+ * reference is another node's (REFX). */
+#define F_EXT(i) (1u << (i))
+#define F_LOC(i) (4u << (i))
+#define F_REFX 16u
+
+/* A list of the records with an end on one remote node. */
+typedef struct wlist {
+    uint32_t head;
+} wlist;
+
+/* An end that is not a local pid: its address, and the list it is in. */
+typedef struct wext {
+    aemp_addr addr;
+    union {
+        uint64_t port; /* F_LOC: the local port registered under the name */
+        wlist *list;   /* else: the list of the address's node */
+    } u;
+} wext;
+
+/*
+ * A link joins end[0] and end[1] (pids). A monitor: end[0] watches end[1]
+ * (a pid or a registered name, as given) under ref. The record is in the
+ * list of each end: elements are (index << 1 | end), 0 ends a list.
+ */
+typedef struct wrec {
+    uint32_t hnext; /* the next record in its bucket (or on the free list) */
+    uint8_t kind;   /* W_LINK, W_MONITOR; 0: free */
+    uint8_t flags;
+    uint16_t spare;
+    uint64_t ref;    /* monitor: our reference's number, or (F_REFX) an aemp_addr *;
+                        link: the id of our unlink while it is out, else 0 */
+    uint64_t end[2]; /* a local port id, or (F_EXT) a wext * */
+    uint32_t prev[2], next[2];
+} wrec;
+
+_Static_assert(sizeof(wrec) == 48, "a link or monitor record is 48 bytes");
+
+#define CHUNK_BITS 10
+#define CHUNK (1u << CHUNK_BITS)
+#define MAX_RECORDS (UINT32_C(1) << 31) /* an element holds index << 1 */
+
+struct aemp__wstore {
+    wrec **chunks; /* slabs of CHUNK records; index 0 is never used */
+    uint32_t nchunks, cap;
+    uint32_t fresh;    /* the next index never handed out */
+    uint32_t free;     /* free records, chained through hnext */
+    uint32_t *b;       /* buckets: chains through hnext */
+    uint32_t mask;     /* buckets - 1 */
+    uint32_t count;    /* records in use */
+    aemp__map peers;   /* node handle (4 bytes) -> wlist */
+    aemp__port *dying; /* the port being killed: out of the table, its list still read */
+};
+
+/* What fire() acts on: a record as addresses, taken out of every table. */
+typedef struct wview {
+    uint8_t kind;
+    bool unlinking;
+    aemp_addr end[2];
+    aemp_addr ref;    /* monitors */
+    uint64_t port[2]; /* the local port of each end, or 0 */
+} wview;
+
+static struct aemp__wstore *S(aemp_node *n)
 {
-    return (uintptr_t)e->prev & WEND_END;
+    return P(n)->ws;
 }
 
-static aemp__wend *wend_prev(const aemp__wend *e)
+static wrec *R(const struct aemp__wstore *s, uint32_t i)
 {
-    return (aemp__wend *)((uintptr_t)e->prev & ~WEND_END);
+    return &s->chunks[i >> CHUNK_BITS][i & (CHUNK - 1)];
 }
 
-static void wend_set_prev(aemp__wend *e, aemp__wend *prev)
+static uint32_t rec_alloc(struct aemp__wstore *s)
 {
-    e->prev = (aemp__wend *)((uintptr_t)prev | wend_end(e));
+    if (s->free) {
+        uint32_t i = s->free;
+        s->free = R(s, i)->hnext;
+        return i;
+    }
+    if (s->fresh >= MAX_RECORDS) return 0;
+    if ((s->fresh >> CHUNK_BITS) >= s->nchunks) {
+        if (s->nchunks == s->cap) {
+            uint32_t cap = s->cap ? 2 * s->cap : 8;
+            wrec **c = realloc(s->chunks, cap * sizeof *c);
+            if (!c) return 0;
+            s->chunks = c;
+            s->cap = cap;
+        }
+        wrec *chunk = malloc(CHUNK * sizeof *chunk);
+        if (!chunk) return 0;
+        s->chunks[s->nchunks++] = chunk;
+    }
+    return s->fresh++;
 }
 
-/* The record an element belongs to, and which of its ends (0 or 1). */
-static aemp__watch *wend_watch(aemp__wend *e, int *end)
+static void rec_release(struct aemp__wstore *s, uint32_t i)
 {
-    *end = (int)wend_end(e);
-    return (aemp__watch *)((char *)(e - *end) - offsetof(aemp__watch, node));
+    wrec *w = R(s, i);
+    w->kind = 0;
+    w->hnext = s->free;
+    s->free = i;
 }
 
-static void wend_init(aemp__wend *s)
+/* No record left: give back all slabs but the first. */
+static void store_shrink(struct aemp__wstore *s)
 {
-    s->next = s->prev = s;
+    if (s->count || s->nchunks <= 1) return;
+    for (uint32_t c = 1; c < s->nchunks; c++)
+        free(s->chunks[c]);
+    s->nchunks = 1;
+    s->fresh = 1;
+    s->free = 0;
+    free(s->b);
+    s->b = NULL;
+    s->mask = 0;
 }
 
-static void wend_insert(aemp__wend *list, aemp__wend *e)
+/* ------------------------------------------------------------------ */
+/* keys                                                               */
+/* ------------------------------------------------------------------ */
+
+static uint64_t mix(uint64_t x)
 {
-    e->next = list->next;
-    wend_set_prev(e, list);
-    wend_set_prev(list->next, e);
-    list->next = e;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    return x ^ (x >> 33);
 }
 
-static void wend_remove(aemp__wend *e)
-{
-    if (!e->next) return;
-    wend_prev(e)->next = e->next;
-    wend_set_prev(e->next, wend_prev(e));
-    e->next = NULL;
-    e->prev = (aemp__wend *)wend_end(e);
-}
-
-/* The table of records: chained through the records themselves (no entry
- * of its own per record), keyed by a monitor's reference or a link's two
- * ends (in either order), at most one record per bucket on average. */
-static uint64_t fnv(uint64_t h, const void *p, size_t n)
+static uint64_t fnv(const void *p, size_t n)
 {
     const uint8_t *b = p;
+    uint64_t h = 1469598103934665603ULL;
     for (size_t i = 0; i < n; i++)
         h = (h ^ b[i]) * 1099511628211ULL;
     return h;
-}
-
-static uint64_t monitor_hash(const aemp_addr *ref)
-{
-    return fnv(1469598103934665603ULL ^ 'M', ref, sizeof *ref);
-}
-
-static uint64_t link_hash(const aemp_addr *a, const aemp_addr *b)
-{
-    if (memcmp(a, b, sizeof *a) > 0) {
-        const aemp_addr *t = a;
-        a = b;
-        b = t;
-    }
-    return fnv(fnv(1469598103934665603ULL ^ 'L', a, sizeof *a), b, sizeof *b);
-}
-
-static uint64_t watch_hash(const aemp__watch *w)
-{
-    return w->kind == AEMP__W_MONITOR ? monitor_hash(&w->ref) : link_hash(&w->end[0], &w->end[1]);
 }
 
 static bool same(const aemp_addr *a, const aemp_addr *b)
@@ -112,169 +179,11 @@ static bool same(const aemp_addr *a, const aemp_addr *b)
     return memcmp(a, b, sizeof *a) == 0;
 }
 
-static aemp__watch **bucket(struct aemp__proc *p, uint64_t h)
+/* Our references: three words as Erlang's own, the first holding 18 bits,
+ * made from one number unique in this incarnation (the creation tells
+ * incarnations apart). */
+static void ref_of_number(aemp_node *n, uint64_t r, aemp_addr *out)
 {
-    return p->wtab.b ? &p->wtab.b[h & p->wtab.mask] : NULL;
-}
-
-static int wtab_grow(struct aemp__proc *p)
-{
-    size_t nb = p->wtab.b ? 2 * (p->wtab.mask + 1) : 64;
-    aemp__watch **b = calloc(nb, sizeof *b);
-    if (!b) return AEMP_ENOMEM;
-    for (size_t i = 0; p->wtab.b && i <= p->wtab.mask; i++) {
-        for (aemp__watch *w = p->wtab.b[i], *next; w; w = next) {
-            next = w->hnext;
-            aemp__watch **head = &b[watch_hash(w) & (nb - 1)];
-            w->hnext = *head;
-            *head = w;
-        }
-    }
-    free(p->wtab.b);
-    p->wtab.b = b;
-    p->wtab.mask = nb - 1;
-    return 0;
-}
-
-static void wtab_unlink(struct aemp__proc *p, aemp__watch *w)
-{
-    aemp__watch **pw = bucket(p, watch_hash(w));
-    for (; pw && *pw; pw = &(*pw)->hnext) {
-        if (*pw == w) {
-            *pw = w->hnext;
-            p->wtab.count--;
-            return;
-        }
-    }
-}
-
-static aemp__watch *find_monitor(aemp_node *n, const aemp_addr *ref);
-static aemp__watch *find_link(aemp_node *n, const aemp_addr *a, const aemp_addr *b);
-
-/* The list of the remote node peer_h, made on demand. */
-static aemp__wend *peer_list(aemp_node *n, uint32_t peer_h, bool make)
-{
-    aemp__wend *s = aemp__map_get(&P(n)->peers, &peer_h, sizeof peer_h);
-    if (s || !make) return s;
-    s = malloc(sizeof *s);
-    if (!s) return NULL;
-    wend_init(s);
-    if (aemp__map_put(&P(n)->peers, &peer_h, sizeof peer_h, s)) {
-        free(s);
-        return NULL;
-    }
-    return s;
-}
-
-/* A new record with ends a and b (port[i]: the local port of end i, or 0). */
-static int watch_add(aemp_node *n, int kind, const aemp_addr *a, const aemp_addr *b,
-                     const aemp_addr *ref, const uint64_t port[2])
-{
-    aemp__watch *w = calloc(1, sizeof *w);
-    if (!w) return AEMP_ENOMEM;
-    w->kind = (uint8_t)kind;
-    w->end[0] = *a;
-    w->end[1] = *b;
-    if (ref) w->ref = *ref;
-    aemp__wend *list[2];
-    for (int i = 0; i < 2; i++) {
-        w->port[i] = port[i];
-        w->node[i].prev = (aemp__wend *)(uintptr_t)i; /* which end, not in a list */
-        if (port[i]) {
-            aemp__port *p = aemp__proc_port(n, port[i]);
-            list[i] = p ? &p->watches : NULL;
-        } else {
-            list[i] = peer_list(n, w->end[i].node, true);
-        }
-        if (!list[i]) {
-            free(w);
-            return AEMP_ENOMEM;
-        }
-    }
-    struct aemp__proc *p = P(n);
-    if (kind == AEMP__W_MONITOR ? find_monitor(n, &w->ref) != NULL
-                                : find_link(n, &w->end[0], &w->end[1]) != NULL) {
-        free(w); /* the same link twice is one link; a reference is unique */
-        return 0;
-    }
-    if ((!p->wtab.b || p->wtab.count > p->wtab.mask) && wtab_grow(p)) {
-        free(w);
-        return AEMP_ENOMEM;
-    }
-    aemp__watch **head = bucket(p, watch_hash(w));
-    w->hnext = *head;
-    *head = w;
-    p->wtab.count++;
-    wend_insert(list[0], &w->node[0]);
-    wend_insert(list[1], &w->node[1]);
-    return 0;
-}
-
-static void watch_del(aemp_node *n, aemp__watch *w)
-{
-    wtab_unlink(P(n), w);
-    wend_remove(&w->node[0]);
-    wend_remove(&w->node[1]);
-    free(w);
-}
-
-static aemp__watch *find_monitor(aemp_node *n, const aemp_addr *ref)
-{
-    aemp__watch **head = bucket(P(n), monitor_hash(ref));
-    for (aemp__watch *w = head ? *head : NULL; w; w = w->hnext)
-        if (w->kind == AEMP__W_MONITOR && same(&w->ref, ref)) return w;
-    return NULL;
-}
-
-static aemp__watch *find_link(aemp_node *n, const aemp_addr *a, const aemp_addr *b)
-{
-    aemp__watch **head = bucket(P(n), link_hash(a, b));
-    for (aemp__watch *w = head ? *head : NULL; w; w = w->hnext)
-        if (w->kind == AEMP__W_LINK && ((same(&w->end[0], a) && same(&w->end[1], b)) ||
-                                        (same(&w->end[0], b) && same(&w->end[1], a))))
-            return w;
-    return NULL;
-}
-
-/* A link this end is taking back (UNLINK_ID sent, not yet acknowledged): it
- * keeps the unlink's reference in ref, and counts as no link (exits over it
- * are ignored, none are sent), as OTP's link protocol has it. */
-static bool unlinking(const aemp__watch *w)
-{
-    return w->kind == AEMP__W_LINK && w->ref.kind == AEMP_ADDR_REF;
-}
-
-/* The Id of an UNLINK_ID: a number unique on this node. */
-static uint64_t unlink_id(const aemp_addr *ref)
-{
-    return (uint64_t)ref->w[1] << 18 | ref->w[0];
-}
-
-/* The local port id of a, or 0. */
-static uint64_t local_id(aemp_node *n, const aemp_addr *a)
-{
-    aemp__port *p = aemp__proc_resolve(n, a);
-    return p ? p->id : 0;
-}
-
-int aemp__watch_link(aemp_node *n, const aemp_addr *a, const aemp_addr *b)
-{
-    uint64_t port[2] = {local_id(n, a), local_id(n, b)};
-    return watch_add(n, AEMP__W_LINK, a, b, NULL, port);
-}
-
-int aemp__watch_monitor(aemp_node *n, const aemp_addr *watcher, const aemp_addr *target,
-                        const aemp_addr *ref)
-{
-    uint64_t port[2] = {local_id(n, watcher), local_id(n, target)};
-    return watch_add(n, AEMP__W_MONITOR, watcher, target, ref, port);
-}
-
-void aemp__proc_ref(aemp_node *n, aemp_addr *out)
-{
-    /* Three words as Erlang's own: the first holds 18 bits. Unique in this
-     * incarnation (the creation tells incarnations apart). */
-    uint64_t r = ++P(n)->next_ref;
     memset(out, 0, sizeof *out);
     out->kind = AEMP_ADDR_REF;
     out->nwords = 3;
@@ -283,6 +192,350 @@ void aemp__proc_ref(aemp_node *n, aemp_addr *out)
     out->w[0] = (uint32_t)(r & 0x3ffff);
     out->w[1] = (uint32_t)(r >> 18);
     out->w[2] = (uint32_t)(r >> 50);
+}
+
+/* The number of one of our references, or 0 if ref is not one. */
+static uint64_t ref_number(aemp_node *n, const aemp_addr *ref)
+{
+    if (ref->kind != AEMP_ADDR_REF || ref->node != n->name_h || ref->creation != n->creation ||
+        ref->nwords != 3)
+        return 0;
+    uint64_t r = ref->w[0] | (uint64_t)ref->w[1] << 18 | (uint64_t)ref->w[2] << 50;
+    aemp_addr back;
+    ref_of_number(n, r, &back);
+    return same(&back, ref) ? r : 0;
+}
+
+void aemp__proc_ref(aemp_node *n, aemp_addr *out)
+{
+    ref_of_number(n, ++P(n)->next_ref, out);
+}
+
+/* The id of a, if it is a pid of this node (whether or not its port
+ * lives), else 0. */
+static uint64_t pid_id(aemp_node *n, const aemp_addr *a)
+{
+    if (a->kind != AEMP_ADDR_PID || a->node != n->name_h || a->creation != n->creation) return 0;
+    return aemp__addr_pid_id(a);
+}
+
+/* An end as the table keys it: a local id, or a hash of its address. */
+static uint64_t end_key(aemp_node *n, const aemp_addr *a)
+{
+    uint64_t id = pid_id(n, a);
+    return id ? mix(id) : fnv(a, sizeof *a);
+}
+
+static uint64_t rec_end_key(const wrec *w, int i)
+{
+    return (w->flags & F_EXT(i))
+               ? fnv(&((const wext *)(uintptr_t)w->end[i])->addr, sizeof(aemp_addr))
+               : mix(w->end[i]);
+}
+
+static uint64_t link_hash(uint64_t a, uint64_t b)
+{
+    return mix((a < b ? a : b) * 31 + (a < b ? b : a) + 'L');
+}
+
+static uint64_t monitor_hash(uint64_t number, const aemp_addr *foreign)
+{
+    return foreign ? fnv(foreign, sizeof *foreign) : mix(number ^ 0x4d4f4e);
+}
+
+static uint64_t rec_hash(const wrec *w)
+{
+    if (w->kind == W_LINK) return link_hash(rec_end_key(w, 0), rec_end_key(w, 1));
+    return (w->flags & F_REFX) ? monitor_hash(0, (const aemp_addr *)(uintptr_t)w->ref)
+                               : monitor_hash(w->ref, NULL);
+}
+
+/* Is end i of w the address a? */
+static bool end_is(aemp_node *n, const wrec *w, int i, const aemp_addr *a)
+{
+    if (w->flags & F_EXT(i)) return same(&((const wext *)(uintptr_t)w->end[i])->addr, a);
+    uint64_t id = pid_id(n, a);
+    return id && id == w->end[i];
+}
+
+static void end_addr(aemp_node *n, const wrec *w, int i, aemp_addr *out)
+{
+    if (w->flags & F_EXT(i))
+        *out = ((const wext *)(uintptr_t)w->end[i])->addr;
+    else
+        aemp__addr_pid(out, n->name_h, n->creation, w->end[i]);
+}
+
+static uint32_t end_node(aemp_node *n, const wrec *w, int i)
+{
+    return (w->flags & F_EXT(i)) ? ((const wext *)(uintptr_t)w->end[i])->addr.node : n->name_h;
+}
+
+/* The local port of end i, or 0. */
+static uint64_t end_port(const wrec *w, int i)
+{
+    if (!(w->flags & F_EXT(i))) return w->end[i];
+    return (w->flags & F_LOC(i)) ? ((const wext *)(uintptr_t)w->end[i])->u.port : 0;
+}
+
+/* A link this end is taking back (UNLINK_ID sent, not yet acknowledged):
+ * it keeps the unlink's id, and counts as no link (exits over it are
+ * ignored, none are sent), as OTP's link protocol has it. */
+static bool unlinking(const wrec *w)
+{
+    return w->kind == W_LINK && w->ref != 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* the table                                                          */
+/* ------------------------------------------------------------------ */
+
+static int table_grow(struct aemp__wstore *s)
+{
+    uint32_t nb = s->b ? 2 * (s->mask + 1) : 64;
+    uint32_t *b = calloc(nb, sizeof *b);
+    if (!b) return AEMP_ENOMEM;
+    for (uint32_t i = 1; s->b && i < s->fresh; i++) {
+        wrec *w = R(s, i);
+        if (!w->kind) continue;
+        uint32_t *head = &b[rec_hash(w) & (nb - 1)];
+        w->hnext = *head;
+        *head = i;
+    }
+    free(s->b);
+    s->b = b;
+    s->mask = nb - 1;
+    return 0;
+}
+
+static void table_unlink(struct aemp__wstore *s, uint32_t i)
+{
+    wrec *w = R(s, i);
+    for (uint32_t *pi = &s->b[rec_hash(w) & s->mask]; *pi; pi = &R(s, *pi)->hnext) {
+        if (*pi == i) {
+            *pi = w->hnext;
+            return;
+        }
+    }
+}
+
+/* The index of the monitor with reference ref, or 0. */
+static uint32_t find_monitor(aemp_node *n, const aemp_addr *ref)
+{
+    struct aemp__wstore *s = S(n);
+    if (!s->b) return 0;
+    uint64_t num = ref_number(n, ref);
+    uint64_t h = num ? monitor_hash(num, NULL) : monitor_hash(0, ref);
+    for (uint32_t i = s->b[h & s->mask]; i; i = R(s, i)->hnext) {
+        wrec *w = R(s, i);
+        if (w->kind != W_MONITOR) continue;
+        if (num ? !(w->flags & F_REFX) && w->ref == num
+                : (w->flags & F_REFX) && same((const aemp_addr *)(uintptr_t)w->ref, ref))
+            return i;
+    }
+    return 0;
+}
+
+/* The index of the link between a and b, or 0. */
+static uint32_t find_link(aemp_node *n, const aemp_addr *a, const aemp_addr *b)
+{
+    struct aemp__wstore *s = S(n);
+    if (!s->b) return 0;
+    uint64_t h = link_hash(end_key(n, a), end_key(n, b));
+    for (uint32_t i = s->b[h & s->mask]; i; i = R(s, i)->hnext) {
+        wrec *w = R(s, i);
+        if (w->kind == W_LINK && ((end_is(n, w, 0, a) && end_is(n, w, 1, b)) ||
+                                  (end_is(n, w, 0, b) && end_is(n, w, 1, a))))
+            return i;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* lists                                                              */
+/* ------------------------------------------------------------------ */
+
+static aemp__port *port_of(aemp_node *n, uint64_t id)
+{
+    aemp__port *p = aemp__proc_port(n, id);
+    if (!p && S(n)->dying && S(n)->dying->id == id) p = S(n)->dying;
+    return p;
+}
+
+/* Where the list of end i of w starts. */
+static uint32_t *list_head(aemp_node *n, const wrec *w, int i)
+{
+    if ((w->flags & F_EXT(i)) && !(w->flags & F_LOC(i)))
+        return &((wext *)(uintptr_t)w->end[i])->u.list->head;
+    aemp__port *p = port_of(n, end_port(w, i));
+    return p ? &p->watches : NULL;
+}
+
+static uint32_t *prev_of(struct aemp__wstore *s, uint32_t e)
+{
+    return &R(s, e >> 1)->prev[e & 1];
+}
+
+static uint32_t *next_of(struct aemp__wstore *s, uint32_t e)
+{
+    return &R(s, e >> 1)->next[e & 1];
+}
+
+static void list_insert(struct aemp__wstore *s, uint32_t *head, uint32_t e)
+{
+    *prev_of(s, e) = 0;
+    *next_of(s, e) = *head;
+    if (*head) *prev_of(s, *head) = e;
+    *head = e;
+}
+
+static void list_remove(aemp_node *n, uint32_t e)
+{
+    struct aemp__wstore *s = S(n);
+    uint32_t prev = *prev_of(s, e), next = *next_of(s, e);
+    if (prev) {
+        *next_of(s, prev) = next;
+    } else {
+        uint32_t *head = list_head(n, R(s, e >> 1), (int)(e & 1));
+        if (head && *head == e) *head = next;
+    }
+    if (next) *prev_of(s, next) = prev;
+}
+
+/* The list of the remote node peer_h, made on demand. */
+static wlist *peer_list(aemp_node *n, uint32_t peer_h, bool make)
+{
+    wlist *l = aemp__map_get(&S(n)->peers, &peer_h, sizeof peer_h);
+    if (l || !make) return l;
+    l = calloc(1, sizeof *l);
+    if (!l) return NULL;
+    if (aemp__map_put(&S(n)->peers, &peer_h, sizeof peer_h, l)) {
+        free(l);
+        return NULL;
+    }
+    return l;
+}
+
+/* ------------------------------------------------------------------ */
+/* adding and taking                                                  */
+/* ------------------------------------------------------------------ */
+
+static void free_ext(wrec *w)
+{
+    for (int i = 0; i < 2; i++)
+        if (w->flags & F_EXT(i)) free((void *)(uintptr_t)w->end[i]);
+    if (w->kind == W_MONITOR && (w->flags & F_REFX)) free((void *)(uintptr_t)w->ref);
+}
+
+/* End i of a new record: a local id, or an address beside it. */
+static int set_end(aemp_node *n, wrec *w, int i, const aemp_addr *a)
+{
+    uint64_t id = pid_id(n, a);
+    if (id) {
+        if (!aemp__proc_port(n, id)) return AEMP_ENOENT;
+        w->end[i] = id;
+        return 0;
+    }
+    wext *x = malloc(sizeof *x);
+    if (!x) return AEMP_ENOMEM;
+    x->addr = *a;
+    aemp__port *p = a->node == n->name_h ? aemp__proc_resolve(n, a) : NULL;
+    if (p) {
+        x->u.port = p->id;
+        w->flags |= F_LOC(i);
+    } else if (!(x->u.list = peer_list(n, a->node, true))) {
+        free(x);
+        return AEMP_ENOMEM;
+    }
+    w->flags |= F_EXT(i);
+    w->end[i] = (uint64_t)(uintptr_t)x;
+    return 0;
+}
+
+/* A new record of kind with ends a and b (and ref, for a monitor). */
+static int watch_add(aemp_node *n, int kind, const aemp_addr *a, const aemp_addr *b,
+                     const aemp_addr *ref)
+{
+    struct aemp__wstore *s = S(n);
+    if (kind == W_MONITOR ? find_monitor(n, ref) : find_link(n, a, b))
+        return 0; /* the same link twice is one link; a reference is unique */
+    if ((!s->b || s->count > s->mask) && table_grow(s)) return AEMP_ENOMEM;
+    wrec tmp;
+    memset(&tmp, 0, sizeof tmp);
+    tmp.kind = (uint8_t)kind;
+    int rc = set_end(n, &tmp, 0, a);
+    if (!rc) rc = set_end(n, &tmp, 1, b);
+    if (!rc && kind == W_MONITOR) {
+        if (!(tmp.ref = ref_number(n, ref))) {
+            aemp_addr *r = malloc(sizeof *r);
+            if (r) {
+                *r = *ref;
+                tmp.ref = (uint64_t)(uintptr_t)r;
+                tmp.flags |= F_REFX;
+            } else {
+                rc = AEMP_ENOMEM;
+            }
+        }
+    }
+    uint32_t i = rc ? 0 : rec_alloc(s);
+    if (!i) {
+        free_ext(&tmp);
+        return rc ? rc : AEMP_ENOMEM;
+    }
+    wrec *w = R(s, i);
+    *w = tmp;
+    uint32_t *head = &s->b[rec_hash(w) & s->mask];
+    w->hnext = *head;
+    *head = i;
+    s->count++;
+    for (int e = 0; e < 2; e++)
+        list_insert(s, list_head(n, w, e), i << 1 | (uint32_t)e);
+    return 0;
+}
+
+/* Take record i out of the table and its lists, and free it; *v (may be
+ * NULL) gets it as addresses first. */
+static void watch_take(aemp_node *n, uint32_t i, wview *v)
+{
+    struct aemp__wstore *s = S(n);
+    wrec *w = R(s, i);
+    if (v) {
+        v->kind = w->kind;
+        v->unlinking = unlinking(w);
+        for (int e = 0; e < 2; e++) {
+            end_addr(n, w, e, &v->end[e]);
+            v->port[e] = end_port(w, e);
+        }
+        if (w->kind != W_MONITOR)
+            memset(&v->ref, 0, sizeof v->ref);
+        else if (w->flags & F_REFX)
+            v->ref = *(const aemp_addr *)(uintptr_t)w->ref;
+        else
+            ref_of_number(n, w->ref, &v->ref);
+    }
+    table_unlink(s, i);
+    list_remove(n, i << 1);
+    list_remove(n, i << 1 | 1);
+    free_ext(w);
+    rec_release(s, i);
+    s->count--;
+    store_shrink(s);
+}
+
+static void watch_del(aemp_node *n, uint32_t i)
+{
+    watch_take(n, i, NULL);
+}
+
+int aemp__watch_link(aemp_node *n, const aemp_addr *a, const aemp_addr *b)
+{
+    return watch_add(n, W_LINK, a, b, NULL);
+}
+
+int aemp__watch_monitor(aemp_node *n, const aemp_addr *watcher, const aemp_addr *target,
+                        const aemp_addr *ref)
+{
+    return watch_add(n, W_MONITOR, watcher, target, ref);
 }
 
 /* ------------------------------------------------------------------ */
@@ -328,7 +581,7 @@ void aemp__watch_send_exit(aemp_node *n, const aemp_addr *from, const aemp_addr 
 }
 
 /* A monitored local process died: tell the remote watcher. */
-static void send_monitor_exit(aemp_node *n, const aemp__watch *w, const aemp_term *reason)
+static void send_monitor_exit(aemp_node *n, const wview *w, const aemp_term *reason)
 {
     aemp__conn *c = conn_of(n, &w->end[0]);
     if (!c) return;
@@ -424,7 +677,7 @@ static void signal_exit(aemp_node *n, uint64_t to, bool link, const aemp_term *r
 
 /* {'DOWN', Ref, process, Target, Reason} to a local watcher; Target is the
  * pid, or {Name, Node} for a monitor of a name. */
-static void deliver_down_as(aemp_node *n, const aemp__watch *w, const aemp_term *reason, bool later)
+static void deliver_down_as(aemp_node *n, const wview *w, const aemp_term *reason, bool later)
 {
     /* a monitor of aemp_mon*: its action instead of a message */
     if (P(n)->acts.count && P(n)->mon_fire(n, &w->ref, &w->end[1], reason, later)) return;
@@ -447,17 +700,17 @@ static void deliver_down_as(aemp_node *n, const aemp__watch *w, const aemp_term 
     aemp_buf_free(&b);
 }
 
-static void deliver_down(aemp_node *n, const aemp__watch *w, const aemp_term *reason)
+static void deliver_down(aemp_node *n, const wview *w, const aemp_term *reason)
 {
     deliver_down_as(n, w, reason, false);
 }
 
 /* Port `self` (end i of w) is gone with reason: act on the other end. */
-static void fire(aemp_node *n, aemp__watch *w, int i, const aemp_addr *self,
+static void fire(aemp_node *n, const wview *w, int i, const aemp_addr *self,
                  const aemp_term *reason)
 {
     int o = 1 - i;
-    if (w->kind == AEMP__W_MONITOR) {
+    if (w->kind == W_MONITOR) {
         if (i == 1) {
             if (w->port[0])
                 deliver_down(n, w, reason);
@@ -476,7 +729,7 @@ static void fire(aemp_node *n, aemp__watch *w, int i, const aemp_addr *self,
         }
         return;
     }
-    if (unlinking(w)) return;
+    if (w->unlinking) return;
     if (w->port[o])
         signal_exit(n, w->port[o], true, reason);
     else
@@ -484,12 +737,12 @@ static void fire(aemp_node *n, aemp__watch *w, int i, const aemp_addr *self,
 }
 
 /* Does anything watch port: a link, or a monitor of it? */
-static bool watched(aemp__port *port)
+static bool watched(aemp_node *n, aemp__port *port)
 {
-    for (aemp__wend *e = port->watches.next; e != &port->watches; e = e->next) {
-        int end;
-        aemp__watch *x = wend_watch(e, &end);
-        if ((x->kind == AEMP__W_LINK && !unlinking(x)) || end == 1) return true;
+    struct aemp__wstore *s = S(n);
+    for (uint32_t e = port->watches; e; e = *next_of(s, e)) {
+        wrec *x = R(s, e >> 1);
+        if ((x->kind == W_LINK && !unlinking(x)) || (e & 1)) return true;
     }
     return false;
 }
@@ -501,7 +754,7 @@ static void kill_now(aemp_node *n, uint64_t id, const aemp_term *reason)
     aemp__port_unlist(n, port);
     aemp__rcv_exit(port, reason);
     bool quiet = aemp__is_atom(reason, "normal") || aemp__is_atom(reason, "shutdown");
-    if (!quiet && !port->system && !watched(port)) {
+    if (!quiet && !port->system && !watched(n, port)) {
         /* an abnormal death nobody hears of: say so */
         char why[200];
         aemp_term_print(reason, why, sizeof why);
@@ -510,15 +763,17 @@ static void kill_now(aemp_node *n, uint64_t id, const aemp_term *reason)
     }
     aemp_addr self;
     aemp__addr_pid(&self, n->name_h, n->creation, id);
-    while (port->watches.next != &port->watches) {
-        aemp__wend *e = port->watches.next;
-        int i;
-        aemp__watch *w = wend_watch(e, &i);
+    /* out of the table, the port's list is still walked: its records are
+     * found through S(n)->dying */
+    S(n)->dying = port;
+    while (port->watches) {
+        uint32_t e = port->watches;
         /* out of every list first: what fire() does cannot meet it again */
-        aemp__watch copy = *w;
-        watch_del(n, w);
-        fire(n, &copy, i, &self, reason);
+        wview v;
+        watch_take(n, e >> 1, &v);
+        fire(n, &v, (int)(e & 1), &self, reason);
     }
+    S(n)->dying = NULL;
     if (!quiet && aemp_log_get_level() >= AEMP_LOG_INFO) {
         char why[200];
         aemp_term_print(reason, why, sizeof why);
@@ -612,24 +867,24 @@ static void on_event(aemp_node *n, const aemp__event_info *ev, void *arg)
 {
     /* a node lost, or never reached: what was asked of it is answered */
     if (ev->kind != AEMP__EV_NODE_DOWN && ev->kind != AEMP__EV_NODE_UNREACHABLE) return;
-    aemp__wend *list = peer_list(n, ev->peer_h, false);
+    wlist *list = peer_list(n, ev->peer_h, false);
     if (!list) return;
     /* Detach the node's records first: what the callbacks below do (a new
-     * monitor of that node, say) starts a list of its own. */
-    aemp__map_del(&P(n)->peers, &ev->peer_h, sizeof ev->peer_h);
+     * monitor of that node, say) starts a list of its own; the records of
+     * this one still find it through their ends. */
+    aemp__map_del(&S(n)->peers, &ev->peer_h, sizeof ev->peer_h);
     aemp_buf b = AEMP_BUF_INIT;
     term_of_atom(&b, "noconnection");
     aemp_term reason = aemp_buf_term(&b);
-    while (list->next != list) {
-        aemp__wend *e = list->next;
-        int remote;
-        aemp__watch *w = wend_watch(e, &remote);
-        aemp__watch copy = *w;
-        watch_del(n, w);
-        if (copy.kind == AEMP__W_MONITOR) {
-            if (remote == 1 && copy.port[0]) deliver_down(n, &copy, &reason);
-        } else if (copy.port[1 - remote] && !unlinking(&copy)) {
-            signal_exit(n, copy.port[1 - remote], true, &reason);
+    while (list->head) {
+        uint32_t e = list->head;
+        int remote = (int)(e & 1);
+        wview v;
+        watch_take(n, e >> 1, &v);
+        if (v.kind == W_MONITOR) {
+            if (remote == 1 && v.port[0]) deliver_down(n, &v, &reason);
+        } else if (v.port[1 - remote] && !v.unlinking) {
+            signal_exit(n, v.port[1 - remote], true, &reason);
         }
     }
     free(list);
@@ -655,7 +910,7 @@ int aemp_monitor(aemp_node *n, aemp_port watcher, const aemp_addr *target, aemp_
     if (target->node == n->name_h) {
         if (!aemp__proc_resolve(n, target)) {
             /* a monitor of a port that is not there fires at once */
-            aemp__watch tmp;
+            wview tmp;
             memset(&tmp, 0, sizeof tmp);
             tmp.end[0] = w;
             tmp.end[1] = *target;
@@ -676,10 +931,8 @@ int aemp_monitor(aemp_node *n, aemp_port watcher, const aemp_addr *target, aemp_
         rc = aemp__ctl_enc(&ctl, AEMP__CTL_MONITOR_P, "aaa", &w, target, &r);
         if (!rc) rc = aemp__watch_monitor(n, &w, target, &r);
         if (!rc) rc = aemp__node_ctl(n, target->node, &ctl, NULL);
-        if (rc) {
-            aemp__watch *x = find_monitor(n, &r);
-            if (x) watch_del(n, x);
-        }
+        uint32_t x;
+        if (rc && (x = find_monitor(n, &r))) watch_del(n, x);
         aemp_buf_free(&ctl);
     }
     if (!rc) *ref = r;
@@ -689,18 +942,19 @@ int aemp_monitor(aemp_node *n, aemp_port watcher, const aemp_addr *target, aemp_
 int aemp_demonitor(aemp_node *n, const aemp_addr *ref)
 {
     if (!n || !ref || ref->kind != AEMP_ADDR_REF) return AEMP_EINVAL;
-    aemp__watch *w = find_monitor(n, ref);
-    if (!w || !w->port[0]) return P(n)->mon_cancel(n, ref);
+    uint32_t i = find_monitor(n, ref);
+    if (!i || !end_port(R(S(n), i), 0)) return P(n)->mon_cancel(n, ref);
     if (P(n)->acts.count) P(n)->mon_drop(n, ref);
-    if (!w->port[1]) {
-        aemp__conn *c = conn_of(n, &w->end[1]);
+    wview w;
+    watch_take(n, i, &w);
+    if (!w.port[1]) {
+        aemp__conn *c = conn_of(n, &w.end[1]);
         aemp_buf ctl = AEMP_BUF_INIT;
         if (c &&
-            aemp__ctl_enc(&ctl, AEMP__CTL_DEMONITOR_P, "aaa", &w->end[0], &w->end[1], &w->ref) == 0)
+            aemp__ctl_enc(&ctl, AEMP__CTL_DEMONITOR_P, "aaa", &w.end[0], &w.end[1], &w.ref) == 0)
             aemp__conn_ctl(c, &ctl, NULL);
         aemp_buf_free(&ctl);
     }
-    watch_del(n, w);
     return 0;
 }
 
@@ -716,19 +970,17 @@ int aemp_link(aemp_node *n, aemp_port port, const aemp_addr *other)
         if (aemp_addr_equal(&self, other)) return 0;
         return aemp__watch_link(n, &self, other);
     }
-    aemp__watch *old = find_link(n, &self, other);
-    if (old && !unlinking(old)) return 0;
+    uint32_t old = find_link(n, &self, other);
+    if (old && !unlinking(R(S(n), old))) return 0;
     aemp_buf ctl = AEMP_BUF_INIT;
     int rc = aemp__ctl_enc(&ctl, AEMP__CTL_LINK, "aa", &self, other);
     if (old) /* linked again while unlinking: the unlink's answer is ignored */
-        memset(&old->ref, 0, sizeof old->ref);
+        R(S(n), old)->ref = 0;
     else if (!rc)
         rc = aemp__watch_link(n, &self, other);
     if (!rc) rc = aemp__node_ctl(n, other->node, &ctl, NULL);
-    if (rc) {
-        aemp__watch *w = find_link(n, &self, other);
-        if (w) watch_del(n, w);
-    }
+    uint32_t w;
+    if (rc && (w = find_link(n, &self, other))) watch_del(n, w);
     aemp_buf_free(&ctl);
     return rc;
 }
@@ -738,8 +990,8 @@ int aemp_unlink(aemp_node *n, aemp_port port, const aemp_addr *other)
     if (!n || !other || other->kind != AEMP_ADDR_PID) return AEMP_EINVAL;
     aemp_addr self;
     aemp__addr_pid(&self, n->name_h, n->creation, port.id);
-    aemp__watch *w = find_link(n, &self, other);
-    if (!w || unlinking(w)) return 0;
+    uint32_t w = find_link(n, &self, other);
+    if (!w || unlinking(R(S(n), w))) return 0;
     aemp__conn *c = other->node == n->name_h ? NULL : conn_of(n, other);
     if (!c) {
         watch_del(n, w);
@@ -751,17 +1003,16 @@ int aemp_unlink(aemp_node *n, aemp_port port, const aemp_addr *other)
      * up yet the flags are unknown, and OTP 26+ drops a connection that
      * sends the old UNLINK (every OTP since 23 has UNLINK_ID). */
     if (!aemp__conn_up(c) || (c->flags & AEMP__DFLAG_UNLINK_ID)) {
-        aemp_addr id;
-        aemp__proc_ref(n, &id); /* a unique number for the unlink */
-        rc = aemp__ctl_enc(&ctl, AEMP__CTL_UNLINK_ID, "iaa", unlink_id(&id), &self, other);
+        uint64_t id = ++P(n)->next_ref; /* a unique number for the unlink */
+        rc = aemp__ctl_enc(&ctl, AEMP__CTL_UNLINK_ID, "iaa", id, &self, other);
         if (!rc) rc = aemp__conn_ctl(c, &ctl, NULL);
         /* the record stays, inactive, until the peer acknowledges */
-        if (!rc) w->ref = id;
+        if (!rc) R(S(n), w)->ref = id;
     } else {
         rc = aemp__ctl_enc(&ctl, AEMP__CTL_UNLINK, "aa", &self, other);
         if (!rc) rc = aemp__conn_ctl(c, &ctl, NULL);
     }
-    if (!unlinking(w)) watch_del(n, w);
+    if (!unlinking(R(S(n), w))) watch_del(n, w);
     aemp_buf_free(&ctl);
     return rc;
 }
@@ -883,9 +1134,9 @@ static void on_unlink(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl
     int f = m->tag == AEMP__CTL_UNLINK ? 1 : 2;
     aemp_addr from, to;
     if (dec(n, &m->el[f], PID, &from) || dec(n, &m->el[f + 1], PID, &to)) return;
-    aemp__watch *w = find_link(n, &from, &to);
+    uint32_t w = find_link(n, &from, &to);
     /* while our own unlink is out, the link stays as it is (inactive) */
-    if (w && !unlinking(w)) watch_del(n, w);
+    if (w && !unlinking(R(S(n), w))) watch_del(n, w);
     if (m->tag == AEMP__CTL_UNLINK_ID) {
         aemp_buf ctl = AEMP_BUF_INIT;
         if (aemp__ctl_enc(&ctl, AEMP__CTL_UNLINK_ID_ACK, "taa", &m->el[1], &to, &from) == 0)
@@ -903,8 +1154,8 @@ static void on_unlink_ack(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp_
     uint64_t id;
     if (aemp_get_uint64(&cu, &id) || dec(n, &m->el[2], PID, &from) || dec(n, &m->el[3], PID, &to))
         return;
-    aemp__watch *w = find_link(n, &from, &to);
-    if (w && unlinking(w) && unlink_id(&w->ref) == id) watch_del(n, w);
+    uint32_t w = find_link(n, &from, &to);
+    if (w && unlinking(R(S(n), w)) && R(S(n), w)->ref == id) watch_del(n, w);
 }
 
 static void on_exit_signal(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo)
@@ -926,9 +1177,9 @@ static void on_exit_signal(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp
     if (!port) return;
     if (link) {
         /* a link exit for a link that is not there (any more) is ignored */
-        aemp__watch *w = find_link(n, &from, &to);
+        uint32_t w = find_link(n, &from, &to);
         if (!w) return;
-        bool active = !unlinking(w);
+        bool active = !unlinking(R(S(n), w));
         watch_del(n, w);
         if (!active) return;
     }
@@ -964,9 +1215,9 @@ static void on_demonitor(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__
     aemp_node *n = arg;
     aemp_addr ref;
     if (dec(n, &m->el[3], REF, &ref)) return;
-    aemp__watch *w = find_monitor(n, &ref);
+    uint32_t w = find_monitor(n, &ref);
     /* only the watcher may take its monitor back */
-    if (w && !w->port[0] && w->end[0].node == c->peer_h) watch_del(n, w);
+    if (w && !end_port(R(S(n), w), 0) && end_node(n, R(S(n), w), 0) == c->peer_h) watch_del(n, w);
 }
 
 static void on_monitor_exit(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo)
@@ -975,11 +1226,11 @@ static void on_monitor_exit(void *arg, aemp__conn *c, const aemp__ctl_in *m, aem
     aemp_node *n = arg;
     aemp_addr ref;
     if (dec(n, &m->el[3], REF, &ref)) return;
-    aemp__watch *w = find_monitor(n, &ref);
-    if (!w || !w->port[0] || w->end[1].node != c->peer_h) return;
-    aemp__watch copy = *w;
-    watch_del(n, w);
-    deliver_down(n, &copy, m->has_payload ? &m->payload : &m->el[4]);
+    uint32_t w = find_monitor(n, &ref);
+    if (!w || !end_port(R(S(n), w), 0) || end_node(n, R(S(n), w), 1) != c->peer_h) return;
+    wview v;
+    watch_take(n, w, &v);
+    deliver_down(n, &v, m->has_payload ? &m->payload : &m->el[4]);
 }
 
 int aemp__watch_init(aemp_node *n)
@@ -1015,28 +1266,38 @@ int aemp__watch_init(aemp_node *n)
         {AEMP__CTL_SPAWN_REQUEST, aemp__spawn_request},
         {AEMP__CTL_SPAWN_REQUEST_TT, aemp__spawn_request},
     };
+    struct aemp__wstore *s = calloc(1, sizeof *s);
+    if (!s) return AEMP_ENOMEM;
+    s->fresh = 1;
+    aemp__map_init(&s->peers);
+    P(n)->ws = s;
     for (size_t i = 0; i < sizeof handlers / sizeof *handlers; i++)
         aemp__node_on_ctl(n, handlers[i].tag, handlers[i].fn, n);
     return aemp__node_subscribe(n, on_event, NULL, &P(n)->sub);
 }
 
-static void free_watch(const char *key, void *val, void *arg)
+size_t aemp__watch_count(aemp_node *n)
+{
+    return S(n) ? S(n)->count : 0;
+}
+
+static void free_list(const char *key, void *val, void *arg)
 {
     free(val);
 }
 
 void aemp__watch_free(aemp_node *n)
 {
-    struct aemp__proc *p = P(n);
-    for (size_t i = 0; p->wtab.b && i <= p->wtab.mask; i++) {
-        for (aemp__watch *w = p->wtab.b[i], *next; w; w = next) {
-            next = w->hnext;
-            free(w);
-        }
-    }
-    free(p->wtab.b);
-    p->wtab.b = NULL;
-    p->wtab.count = 0;
-    aemp__map_each(&P(n)->peers, free_watch, NULL);
-    aemp__map_free(&P(n)->peers);
+    struct aemp__wstore *s = S(n);
+    if (!s) return;
+    for (uint32_t i = 1; i < s->fresh; i++)
+        if (R(s, i)->kind) free_ext(R(s, i));
+    for (uint32_t c = 0; c < s->nchunks; c++)
+        free(s->chunks[c]);
+    free(s->chunks);
+    free(s->b);
+    aemp__map_each(&s->peers, free_list, NULL);
+    aemp__map_free(&s->peers);
+    free(s);
+    P(n)->ws = NULL;
 }

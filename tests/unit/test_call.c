@@ -306,7 +306,7 @@ Test(call, gen_call_between_c_ports)
     aemp_term_print(&ft, from, sizeof from);
     cr_assert(strstr(from, ",[alias|#Ref<") != NULL, "%s", from);
     cr_assert_eq(a.node->proc->aliases.count, 0);
-    cr_assert_eq(a.node->proc->wtab.count, 0);
+    cr_assert_eq(aemp__watch_count(a.node), 0);
     aemp_buf_free(&q);
     aemp_buf_free(&rs.from);
     aemp_buf_free(&ls.from);
@@ -534,7 +534,7 @@ Test(call, erpc_between_c_nodes)
     cr_assert_eq(aemp_call(a.node, "nohost", "m", "f", &at, 0, answer_cb, &ans[0]), AEMP_EINVAL);
     /* nothing is left of the calls: ports, monitors, requests */
     cr_assert_eq(a.node->proc->ports.count, ports);
-    cr_assert_eq(a.node->proc->wtab.count, 0);
+    cr_assert_eq(aemp__watch_count(a.node), 0);
     aemp_buf_free(&args);
     stop_two(&a, &b);
 }
@@ -562,7 +562,7 @@ Test(call, erpc_timeout_and_noconnection)
     START(aemp_call(a.node, "b@127.0.0.1", "m", "f", &at, 5000, answer_cb, &next));
     expect_answer(&next, AEMP_RPC_RETURN, "ok");
     cr_assert_eq(ans.calls, 1);
-    cr_assert_eq(a.node->proc->wtab.count, 0);
+    cr_assert_eq(aemp__watch_count(a.node), 0);
     START(aemp_call(a.node, "nosuch@127.0.0.1", "m", "f", &at, 0, answer_cb, &far));
     cr_assert(wait_int(&far.calls, 1, 15000), "no answer from an unreachable node");
     expect_answer(&far, AEMP_ENOCONN, "noconnection");
@@ -619,7 +619,7 @@ Test(call, erpc_refused_signal_and_lost_connection)
     aemp__node_on_ctl(b.node, AEMP__CTL_SPAWN_REQUEST, refuse_spawn, NULL);
     START(aemp_call(a.node, "b@127.0.0.1", "m", "f", &at, 0, answer_cb, &ans[2]));
     expect_answer(&ans[2], AEMP_RPC_ERROR, "{erpc,notsup}");
-    cr_assert_eq(a.node->proc->wtab.count, 0);
+    cr_assert_eq(aemp__watch_count(a.node), 0);
     aemp_buf_free(&args);
     aemp_buf_free(&r);
     stop_two(&a, &b);

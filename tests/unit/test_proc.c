@@ -161,7 +161,7 @@ Test(proc, unreachable_node_and_deferred_noproc)
     for (int i = 0; i < 500 && alive(a.node, lp); i++)
         uv_run(&loop, UV_RUN_ONCE);
     cr_assert(!alive(a.node, lp), "the link to an unreachable node did not break");
-    cr_assert_eq(a.node->proc->wtab.count, 0);
+    cr_assert_eq(aemp__watch_count(a.node), 0);
     /* noproc from the loop */
     aemp_addr gone;
     cr_assert_eq(aemp_port_addr(a.node, lp, &gone), AEMP_ENOENT);
@@ -293,7 +293,7 @@ Test(proc, long_link_chain)
     cr_assert_eq(aemp_port_kill(a.node, p[0], &rt), 0);
     for (int i = 0; i < N; i++)
         cr_assert(!alive(a.node, p[i]), "port %d survived", i);
-    cr_assert_eq(a.node->proc->wtab.count, 0);
+    cr_assert_eq(aemp__watch_count(a.node), 0);
     aemp_buf_free(&r);
     stop_node(&a);
 }
@@ -325,7 +325,7 @@ Test(proc, remote_links_and_monitors)
     cr_assert_eq(aemp_port_addr(b.node, pp, &ppa), 0);
     cr_assert_eq(aemp_sendf(a.node, awp, &ppa, "{sync}"), 0);
     cr_assert(wait_int(&probe.count, 1, 5000));
-    cr_assert_eq(b.node->proc->wtab.count, 2);
+    cr_assert_eq(aemp__watch_count(b.node), 2);
     aemp_buf r = AEMP_BUF_INIT;
     term_of(&r, "{gone, far}");
     aemp_term rt = aemp_buf_term(&r);
@@ -347,13 +347,13 @@ Test(proc, remote_links_and_monitors)
     cr_assert_eq(aemp_monitor(b.node, bwp, &awa, &ref), 0);
     cr_assert_eq(aemp_sendf(b.node, bwp, &awa, "{sync}"), 0);
     cr_assert(wait_int(&aw.count, 2, 5000));
-    cr_assert_eq(a.node->proc->wtab.count, 1);
+    cr_assert_eq(aemp__watch_count(a.node), 1);
     stop_node(&a);
     cr_assert(wait_int(&bw.count, 1, 5000));
     /* a closing node's ports die with shutdown, or the link to it breaks */
     cr_assert(strstr(bw.last, ",shutdown}") || strstr(bw.last, ",noconnection}"), "%s", bw.last);
     cr_assert(run_until(&b.downs, 5000));
-    cr_assert_eq(b.node->proc->wtab.count, 0);
+    cr_assert_eq(aemp__watch_count(b.node), 0);
     aemp_buf_free(&r);
     stop_node(&b);
 }
@@ -383,15 +383,15 @@ Test(proc, many_remote_monitors)
     }
     cr_assert_eq(aemp_sendf(a.node, wp, &ppa, "{sync}"), 0);
     cr_assert(wait_int(&probe.count, 1, 60000));
-    cr_assert_eq(b.node->proc->wtab.count, N);
+    cr_assert_eq(aemp__watch_count(b.node), N);
     for (int i = 0; i < N; i++) {
         cr_assert_eq(aemp_demonitor(a.node, &refs[i]), 0);
         if (i % 1000 == 999) uv_run(&loop, UV_RUN_NOWAIT);
     }
-    cr_assert_eq(a.node->proc->wtab.count, 0);
+    cr_assert_eq(aemp__watch_count(a.node), 0);
     cr_assert_eq(aemp_sendf(a.node, wp, &ppa, "{sync}"), 0);
     cr_assert(wait_int(&probe.count, 2, 60000));
-    cr_assert_eq(b.node->proc->wtab.count, 0);
+    cr_assert_eq(aemp__watch_count(b.node), 0);
     cr_assert_eq(w.count, 0, "no 'DOWN' after a demonitor: %s", w.last);
     free(refs);
     stop_node(&a);
@@ -552,8 +552,8 @@ Test(proc, simultaneous_unlinks_agree)
     cr_assert(wait_int(&pb_in.count, 1, 5000));
     cr_assert_eq(aemp_sendf(b.node, qb, &qaa, "{sync}"), 0);
     cr_assert(wait_int(&pa_in.count, 1, 5000));
-    cr_assert_eq(a.node->proc->wtab.count, 1);
-    cr_assert_eq(b.node->proc->wtab.count, 1);
+    cr_assert_eq(aemp__watch_count(a.node), 1);
+    cr_assert_eq(aemp__watch_count(b.node), 1);
     /* both unlink before either hears of the other; b links again */
     cr_assert_eq(aemp_unlink(a.node, pa, &pba), 0);
     cr_assert_eq(aemp_unlink(b.node, pb, &paa), 0);
@@ -565,8 +565,8 @@ Test(proc, simultaneous_unlinks_agree)
         cr_assert_eq(aemp_sendf(b.node, qb, &qaa, "{sync}"), 0);
         cr_assert(wait_int(&pa_in.count, i, 5000));
     }
-    cr_assert_eq(a.node->proc->wtab.count, 0, "a still holds a link");
-    cr_assert_eq(b.node->proc->wtab.count, 0, "b still holds a link");
+    cr_assert_eq(aemp__watch_count(a.node), 0, "a still holds a link");
+    cr_assert_eq(aemp__watch_count(b.node), 0, "b still holds a link");
     /* a links again: the link holds, b's port dies and takes a's along */
     cr_assert_eq(aemp_link(a.node, pa, &pba), 0);
     cr_assert_eq(aemp_sendf(a.node, qa, &qba, "{sync}"), 0);
