@@ -389,6 +389,31 @@ typedef struct aemp_node_config {
     const char *tls_ca;
     /* Nonzero: do not verify peer certificates (for tests only). */
     int tls_no_verify;
+
+    /* ---- seeds (issue 10, part "seeds"; docs/guide.md "Seeds") ---- */
+    /* Nodes to stay connected to, as AnyEvent::MP's seeds: a NULL-terminated
+     * list of `alive@host` names (NULL: none), at most 1024; copied by
+     * aemp_node_create (more, or a malformed name: AEMP_EINVAL, logged). A
+     * seed that is this node is ignored. The node connects to each at once
+     * and, after a failure or a lost connection, again after a randomised,
+     * exponentially growing wait (see seed_min_ms), never with more than one
+     * attempt per seed at a time, until it closes. Failures are logged once
+     * (warn), then summed up every 60 s while the seed stays unreachable. */
+    const char *const *seeds;
+    /* The backoff, in milliseconds, each at most 3600000: the interval
+     * starts at seed_min_ms (0 means 500) and doubles after each failure up
+     * to seed_max_ms (0 means 30000; below seed_min_ms: seed_min_ms); each
+     * wait is drawn at random between half and all of it. A connection
+     * that comes up resets it. */
+    unsigned seed_min_ms;
+    unsigned seed_max_ms;
+    /* Meshing: when a seed's connection comes up, and then every
+     * mesh_interval_ms while it stays up (0 means 30000, at most 3600000;
+     * negative: never), the node asks the seed for the nodes it is
+     * connected to (erlang:nodes([visible, hidden]), through aemp_call)
+     * and connects once to each it is not connected to yet (at most 256
+     * names of one answer). */
+    int mesh_interval_ms;
 } aemp_node_config;
 
 /*

@@ -234,8 +234,11 @@ void aemp__conn_close(aemp__conn *c, int err, const char *reason)
         AEMP_LOGI("connection to %s closed: %s", c->peer, reason);
         d->ops->down(d->ops_arg, c, err, reason);
     } else {
-        if (c->initiator && !c->silent)
+        if (c->initiator && !c->silent && !c->quiet)
             AEMP_LOGW("cannot connect to %s: %s%s", c->peer, reason,
+                      dropped ? " (queued messages dropped)" : "");
+        else if (c->initiator && !c->silent)
+            AEMP_LOGD("cannot connect to %s: %s%s", c->peer, reason,
                       dropped ? " (queued messages dropped)" : "");
         d->ops->fail(d->ops_arg, c, err, reason, dropped);
     }

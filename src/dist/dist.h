@@ -134,6 +134,7 @@ struct aemp__conn {
     bool gai_busy; /* getaddrinfo request outstanding */
     bool shutdown; /* closing after flushing (node close) */
     bool silent;   /* superseded: its failure is no news (ops->fail knows) */
+    bool quiet;    /* started by the seeds service, which logs its failure */
     uint8_t slot;  /* the pool it counts in: enum aemp__slot */
     uint32_t addr; /* incoming: the peer's IPv4 address (network order) */
     /* kept for the layer above (its connection table) */

@@ -15,12 +15,15 @@ int aemp__svc_init(aemp_node *n)
 
 void aemp__svc_close(aemp_node *n)
 {
-    if (n->svc) aemp__call_close(n);
+    if (!n->svc) return;
+    aemp__seeds_close(n);
+    aemp__call_close(n);
 }
 
 void aemp__svc_free(aemp_node *n)
 {
     if (!n->svc) return;
+    aemp__seeds_free(n);
     aemp__rpc_free(n);
     free(n->svc);
     n->svc = NULL;

@@ -12,12 +12,14 @@
 #include "../proc/proc.h"
 
 struct aemp__call;
+struct aemp__seeds;
 
 struct aemp__svc {
     aemp_port net_kernel;
-    aemp_port io;             /* group leader of the processes we spawn */
-    aemp__map exports;        /* "module:function" -> exported C function */
-    struct aemp__call *calls; /* calls into other nodes whose callback has not run */
+    aemp_port io;              /* group leader of the processes we spawn */
+    aemp__map exports;         /* "module:function" -> exported C function */
+    struct aemp__call *calls;  /* calls into other nodes whose callback has not run */
+    struct aemp__seeds *seeds; /* seeds and meshing (seeds.c); NULL: no seeds */
 };
 
 /* Start every service on n. */
@@ -33,5 +35,24 @@ int aemp__io_start(aemp_node *n);
 void aemp__rpc_free(aemp_node *n);
 /* Answer every call still waiting with AEMP_ECLOSED (call.c). */
 void aemp__call_close(aemp_node *n);
+
+/* Seeds and meshing (seeds.c): export erlang:nodes/0,1 and start keeping
+ * the connections to cfg's seeds. AEMP_EINVAL (logged) for a bad setting. */
+int aemp__seeds_start(aemp_node *n, const aemp_node_config *cfg);
+/* The node closes: close the seeds' timers (each holds the node). */
+void aemp__seeds_close(aemp_node *n);
+void aemp__seeds_free(aemp_node *n);
+
+/* Randomised exponential backoff: each wait is drawn between half (rounded
+ * up) and all of the current interval, which starts at min_ms and doubles
+ * after each wait up to max_ms; a success resets it to min_ms. */
+typedef struct aemp__backoff {
+    unsigned min_ms, max_ms, cur_ms;
+} aemp__backoff;
+/* min_ms 0 counts as 1, max_ms below min_ms as min_ms. */
+void aemp__backoff_init(aemp__backoff *b, unsigned min_ms, unsigned max_ms);
+/* The next wait, from the random number rnd; the interval then grows. */
+unsigned aemp__backoff_next(aemp__backoff *b, uint32_t rnd);
+void aemp__backoff_reset(aemp__backoff *b);
 
 #endif
