@@ -122,6 +122,33 @@ static void on_signal(uv_signal_t *h, int signum)
     aemp_node_close(n, on_closed, st);
 }
 
+/* --seeds: the names in text (separated by commas or blanks) as a
+ * NULL-terminated list in *out, its storage in *store; 0, or -1 when out of
+ * memory. */
+static int split_seeds(const char *text, const char ***out, char **store)
+{
+    size_t len = strlen(text), count = 0;
+    char *s = malloc(len + 1);
+    const char **list = calloc(len / 2 + 2, sizeof *list);
+    if (!s || !list) {
+        free(s);
+        free(list);
+        return -1;
+    }
+    memcpy(s, text, len + 1);
+    for (char *p = s; *p;) {
+        while (*p == ',' || *p == ' ' || *p == '\t')
+            *p++ = 0;
+        if (!*p) break;
+        list[count++] = p;
+        while (*p && *p != ',' && *p != ' ' && *p != '\t')
+            p++;
+    }
+    *out = list;
+    *store = s;
+    return 0;
+}
+
 static int cmd_run(int argc, char **argv)
 {
     struct aemp__cli_opts o = {0};
@@ -139,14 +166,30 @@ static int cmd_run(int argc, char **argv)
     cfg.ready_cb = on_ready;
     cfg.ready_arg = &st;
     cfg.nodes_cb = on_nodes;
+    const char **seeds = NULL;
+    char *seed_text = NULL;
+    if (o.seeds && split_seeds(o.seeds, &seeds, &seed_text)) {
+        fprintf(stderr, "aemp: out of memory\n");
+        return 1;
+    }
+    cfg.seeds = seeds;
     aemp_profile *prof = NULL;
-    if (o.profile && aemp__cli_apply_profile(o.profile, &cfg, &prof)) return 1;
+    if (o.profile && aemp__cli_apply_profile(o.profile, &cfg, &prof)) {
+        free(seeds);
+        free(seed_text);
+        return 1;
+    }
     if (!cfg.name) {
+        free(seeds);
+        free(seed_text);
         aemp_profile_free(prof);
         return aemp__cli_usage_error(usage, "run", "missing node NAME (profile %s sets no nodeid)",
                                      o.profile);
     }
     rc = aemp_node_create(st.loop, &cfg, &st.node);
+    /* the node has copied the seeds */
+    free(seeds);
+    free(seed_text);
     if (rc) {
         fprintf(stderr, "aemp: cannot start node %s: %s\n", cfg.name, aemp_strerror(rc));
         aemp_profile_free(prof);

@@ -25,6 +25,7 @@ struct aemp__cli_opts {
     int read_batch_ms; /* as aemp_node_config: 0 default, -1 off */
     const char *profile;
     unsigned timeout_ms; /* rpc, cal: 0 no limit */
+    const char *seeds;   /* run: --seeds, node names separated by commas or blanks */
     const char *args[4];
     int nargs;
 };

@@ -34,8 +34,10 @@ void aemp__cli_usage(FILE *f)
                "--tls-ca FILE for TLS distribution (as erl -proto_dist inet_tls) and\n"
                "--profile P: the settings of profile P win over the options; run needs no\n"
                "NAME when P sets nodeid. run takes --ticktime S (as net_ticktime, default\n"
-               "60) and --read-batch MS|off (read batching, 0 the default of 1 ms); rpc and\n"
-               "cal take --timeout S (default none; cal then ends when PORT dies).\n"
+               "60), --read-batch MS|off (read batching, 0 the default of 1 ms) and\n"
+               "--seeds NODE,NODE... (nodes to stay connected to, meshing with the nodes\n"
+               "they know); rpc and cal take --timeout S (default none; cal then ends when\n"
+               "PORT dies).\n"
                "NAME and NODE are alive@host, or alive for alive@<short host name>. PORT is\n"
                "NODE#NAME (a registered name), NODE#<ID.SERIAL.CREATION> (a pid), or the\n"
                "Erlang term {NAME, NODE}. TERM and ARGS are Erlang terms, ARGS a list\n"
@@ -74,6 +76,7 @@ static const struct {
     {"--cookie", NULL, NULL},  {"--profile", NULL, NULL}, {"--tls-cert", NULL, NULL},
     {"--tls-key", NULL, NULL}, {"--tls-ca", NULL, NULL},  {"--port", RUN},
     {"--ticktime", RUN},       {"--read-batch", RUN},     {"--timeout", CALLS},
+    {"--seeds", RUN},
 #undef RUN
 #undef CALLS
 };
@@ -120,6 +123,8 @@ int aemp__cli_parse_opts(const char *cmd, int maxargs, int argc, char **argv,
             o->tls_key = v;
         } else if (strcmp(arg, "--tls-ca") == 0) {
             o->tls_ca = v;
+        } else if (strcmp(arg, "--seeds") == 0) {
+            o->seeds = v; /* checked by aemp_node_create */
         } else if (strcmp(arg, "--timeout") == 0) {
             double t = strtod(v, &end);
             if (*end || !isdigit((unsigned char)v[0]) || !(t > 0) || t > 86400)

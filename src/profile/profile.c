@@ -20,6 +20,8 @@
  * more than a clear error. */
 #define MAX_DEPTH 16
 #define MAX_NAME_LEN 128
+/* The most seeds a node takes (aemp_node_config.seeds). */
+#define MAX_SEEDS 1024
 
 enum key_id {
     K_PARENT,
@@ -38,6 +40,11 @@ enum key_id {
     K_TLS_CA,
     K_TLS_VERIFY,
     K_MAX_TERM_DEPTH,
+    /* seeds (issue 10, part "seeds") */
+    K_SEEDS,
+    K_SEED_MIN,
+    K_SEED_MAX,
+    K_MESH_INTERVAL,
     K_COUNT
 };
 
@@ -49,6 +56,7 @@ enum value_kind {
     V_MS_OFF,  /* decimal in [min, max] (0: the default), or off */
     V_PATH,    /* absolute file name */
     V_BOOL,    /* yes or no */
+    V_NODES,   /* node names alive@host, separated by commas or blanks */
 };
 
 /* Every key a profile may hold, in the order `show` lists them. */
@@ -80,10 +88,19 @@ static const struct key_def {
     [K_TLS_CA] = {"tls_ca", V_PATH, 1, PATH_MAX - 1},
     [K_TLS_VERIFY] = {"tls_verify", V_BOOL, 0, 0},
     [K_MAX_TERM_DEPTH] = {"max_term_depth", V_NUMBER, 1, 1000000},
+    /* at most MAX_SEEDS names, as aemp_node_config.seeds */
+    [K_SEEDS] = {"seeds", V_NODES, 1, MAX_SEEDS},
+    [K_SEED_MIN] = {"seed_min_ms", V_NUMBER, 1, 3600000},
+    [K_SEED_MAX] = {"seed_max_ms", V_NUMBER, 1, 3600000},
+    /* off: no meshing (mesh_interval_ms < 0) */
+    [K_MESH_INTERVAL] = {"mesh_interval_ms", V_MS_OFF, 1, 3600000},
 };
 
 struct aemp_profile {
     char *val[K_COUNT];
+    /* seeds: the names of val[K_SEEDS], each in seed_text, NULL-terminated */
+    char *seed_text;
+    const char **seeds;
 };
 
 enum line_kind { L_OTHER, L_SECTION, L_KEY };
@@ -168,6 +185,37 @@ static bool parse_number(const char *s, uint64_t min, uint64_t max, uint64_t *ou
     return true;
 }
 
+static bool is_sep(char c)
+{
+    return c == ',' || is_blank(c);
+}
+
+/* Each name of a list of node names in turn (fn may be NULL): how many, or
+ * -1 when one is not alive@host (both parts non-empty, printable, at most
+ * AEMP_MAXNODELEN bytes). */
+static long each_node(const char *v, void (*fn)(const char *s, size_t n, void *arg), void *arg)
+{
+    long count = 0;
+    for (;;) {
+        while (is_sep(*v))
+            v++;
+        if (!*v) return count;
+        const char *s = v, *at = NULL;
+        for (; *v && !is_sep(*v); v++) {
+            unsigned char c = (unsigned char)*v;
+            if (c < 0x21 || c == 0x7f) return -1;
+            if (c == '@') {
+                if (at) return -1;
+                at = v;
+            }
+        }
+        size_t n = (size_t)(v - s);
+        if (!at || at == s || at == v - 1 || n > AEMP_MAXNODELEN) return -1;
+        if (fn) fn(s, n, arg);
+        count++;
+    }
+}
+
 /* Check value for key k; on failure describe the rule in why. */
 static bool check_value(int k, const char *v, char *why, size_t size)
 {
@@ -202,6 +250,14 @@ static bool check_value(int k, const char *v, char *why, size_t size)
         if (strcmp(v, "yes") == 0 || strcmp(v, "no") == 0) return true;
         snprintf(why, size, "yes or no");
         return false;
+    case V_NODES: {
+        long count = each_node(v, NULL, NULL);
+        if (count >= (long)d->min && count <= (long)d->max) return true;
+        snprintf(why, size,
+                 "%" PRIu64 " to %" PRIu64 " node names alive@host separated by commas or blanks",
+                 d->min, d->max);
+        return false;
+    }
     }
     return false;
 }
@@ -669,9 +725,40 @@ static int resolve(const struct pfile *f, const char *name, aemp_profile *p)
 /* Public calls                                                       */
 /* ------------------------------------------------------------------ */
 
+struct seed_split {
+    aemp_profile *p;
+    size_t at, i;
+};
+
+static void put_seed(const char *s, size_t n, void *arg)
+{
+    struct seed_split *sp = arg;
+    memcpy(sp->p->seed_text + sp->at, s, n);
+    sp->p->seed_text[sp->at + n] = 0;
+    sp->p->seeds[sp->i++] = sp->p->seed_text + sp->at;
+    sp->at += n + 1;
+}
+
+/* The list aemp_profile_apply gives as aemp_node_config.seeds. */
+static int split_seeds(aemp_profile *p)
+{
+    const char *v = p->val[K_SEEDS];
+    if (!v) return 0;
+    long count = each_node(v, NULL, NULL);
+    if (count < 0) return AEMP_EINVAL; /* checked when read */
+    p->seed_text = malloc(strlen(v) + 1);
+    p->seeds = calloc((size_t)count + 1, sizeof *p->seeds);
+    if (!p->seed_text || !p->seeds) return AEMP_ENOMEM;
+    struct seed_split sp = {p, 0, 0};
+    each_node(v, put_seed, &sp);
+    return 0;
+}
+
 void aemp_profile_free(aemp_profile *p)
 {
     if (!p) return;
+    free(p->seed_text);
+    free(p->seeds);
     for (int i = 0; i < K_COUNT; i++) {
         /* the secret should not linger in freed memory */
         if (i == K_SECRET && p->val[i]) memset(p->val[i], 0, strlen(p->val[i]));
@@ -701,6 +788,7 @@ int aemp_profile_load(const char *file, const char *name, aemp_profile **out)
     if (rc) goto fail;
     rc = resolve(f, name, p);
     if (rc == AEMP_ENOENT) AEMP_LOGI("no profile [%s] in %s", name, f->path);
+    if (!rc) rc = split_seeds(p);
     if (rc) goto fail;
     pf_free(f);
     free(f);
@@ -781,6 +869,18 @@ int aemp_profile_apply(const aemp_profile *p, aemp_node_config *cfg)
             break;
         case K_TLS_VERIFY:
             cfg->tls_no_verify = strcmp(p->val[k], "no") == 0;
+            break;
+        case K_SEEDS:
+            cfg->seeds = p->seeds;
+            break;
+        case K_SEED_MIN:
+            cfg->seed_min_ms = (unsigned)num_value(p, k);
+            break;
+        case K_SEED_MAX:
+            cfg->seed_max_ms = (unsigned)num_value(p, k);
+            break;
+        case K_MESH_INTERVAL:
+            cfg->mesh_interval_ms = strcmp(p->val[k], "off") == 0 ? -1 : (int)num_value(p, k);
             break;
         }
     }

@@ -149,8 +149,8 @@ static void on_nodes_answer(aemp_node *n, int status, const aemp_term *result, v
         return;
     }
     if (count > MAX_MESH_NAMES)
-        AEMP_LOGI("mesh: seed %s knows %u nodes: only the first %d are considered", sd->name,
-                  count, MAX_MESH_NAMES);
+        AEMP_LOGI("mesh: seed %s knows %u nodes: only the first %d are considered", sd->name, count,
+                  MAX_MESH_NAMES);
     char peer[AEMP_MAXATOMLEN + 1];
     for (uint32_t i = 0; i < count && i < MAX_MESH_NAMES; i++) {
         if (aemp_get_atom(&c, peer, sizeof peer)) {
@@ -369,8 +369,9 @@ static int nodes_fn(aemp_node *n, const aemp_term *args, aemp_buf *result, void 
     free(names);
     /* LIST_EXT: its tag, the count, the items, then NIL_EXT */
     if (!o.err && o.count) {
-        unsigned char head[5] = {108, (unsigned char)(o.count >> 24), (unsigned char)(o.count >> 16),
-                                 (unsigned char)(o.count >> 8), (unsigned char)o.count};
+        unsigned char head[5] = {108, (unsigned char)(o.count >> 24),
+                                 (unsigned char)(o.count >> 16), (unsigned char)(o.count >> 8),
+                                 (unsigned char)o.count};
         o.err = aemp__buf_append(result, head, sizeof head);
         if (!o.err) o.err = aemp__buf_append(result, items.data, items.len);
     }

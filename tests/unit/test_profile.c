@@ -154,11 +154,13 @@ Test(profile, key_list)
     size_t n = 0;
     while (aemp_profile_key(n))
         n++;
-    cr_assert_eq(n, 16);
+    cr_assert_eq(n, 20);
     cr_assert_str_eq(aemp_profile_key(0), "parent");
     cr_assert_str_eq(aemp_profile_key(10), "read_batch_ms");
     cr_assert_str_eq(aemp_profile_key(14), "tls_verify");
     cr_assert_str_eq(aemp_profile_key(15), "max_term_depth");
+    cr_assert_str_eq(aemp_profile_key(16), "seeds");
+    cr_assert_str_eq(aemp_profile_key(19), "mesh_interval_ms");
 }
 
 Test(profile, missing_file_or_profile)
@@ -571,6 +573,45 @@ Test(profile, max_term_depth)
     cr_assert_eq(cfg.max_term_depth, 20000);
     aemp_profile_free(p);
     cr_assert_eq(load_rc("[a]\nmax_term_depth = 0\n"), AEMP_EINVAL);
+}
+
+Test(profile, seeds)
+{
+    write_file(file,
+               "[a]\nseeds = x@h1, y@h2\ty@h3,,z@localhost\nseed_min_ms = 100\n"
+               "seed_max_ms = 2000\nmesh_interval_ms = off\n[b]\nparent = a\n"
+               "seeds = only@one\nmesh_interval_ms = 250\n",
+               0600);
+    aemp_profile *p = NULL;
+    aemp_node_config cfg = {0};
+    cr_assert_eq(aemp_profile_load(file, "a", &p), 0, "%s", logged);
+    cr_assert_eq(aemp_profile_apply(p, &cfg), 0);
+    cr_assert_not_null(cfg.seeds);
+    const char *want[] = {"x@h1", "y@h2", "y@h3", "z@localhost"};
+    for (int i = 0; i < 4; i++)
+        cr_assert_str_eq(cfg.seeds[i], want[i]);
+    cr_assert_null(cfg.seeds[4]);
+    cr_assert_eq(cfg.seed_min_ms, 100);
+    cr_assert_eq(cfg.seed_max_ms, 2000);
+    cr_assert_eq(cfg.mesh_interval_ms, -1, "mesh_interval_ms = off: no meshing");
+    cr_assert_str_eq(aemp_profile_get(p, "seeds"), "x@h1, y@h2\ty@h3,,z@localhost");
+    aemp_profile_free(p);
+    cr_assert_eq(aemp_profile_load(file, "b", &p), 0, "%s", logged);
+    cr_assert_eq(aemp_profile_apply(p, &cfg), 0);
+    cr_assert_str_eq(cfg.seeds[0], "only@one");
+    cr_assert_null(cfg.seeds[1]);
+    cr_assert_eq(cfg.seed_min_ms, 100, "inherited");
+    cr_assert_eq(cfg.mesh_interval_ms, 250);
+    aemp_profile_free(p);
+    cr_assert_eq(load_rc("[a]\nseeds = nohost\n"), AEMP_EINVAL);
+    cr_assert_eq(load_rc("[a]\nseeds = a@b@c\n"), AEMP_EINVAL);
+    cr_assert_eq(load_rc("[a]\nseeds = @h\n"), AEMP_EINVAL);
+    cr_assert_eq(load_rc("[a]\nseeds = ,,\n"), AEMP_EINVAL);
+    cr_assert_eq(load_rc("[a]\nseed_min_ms = 0\n"), AEMP_EINVAL);
+    cr_assert_eq(load_rc("[a]\nmesh_interval_ms = 3600001\n"), AEMP_EINVAL);
+    write_file(file, "[a]\n", 0600);
+    cr_assert_eq(aemp_profile_set(file, "a", "seeds", "bad"), AEMP_EINVAL);
+    cr_assert_eq(aemp_profile_set(file, "a", "seeds", "n1@h n2@h"), 0);
 }
 
 Test(profile, read_batch_off)
