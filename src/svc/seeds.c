@@ -125,7 +125,7 @@ static int mesh_connect(aemp_node *n, const char *seed, const char *peer)
         return err == AEMP_EBUSY ? err : 0;
     }
     c->quiet = true;
-    AEMP_LOGI("mesh: connecting to %s (known to seed %s)", peer, seed);
+    AEMP_LOGD("mesh: connecting to %s (known to seed %s)", peer, seed);
     return 0;
 }
 
@@ -256,6 +256,7 @@ static void on_timer(uv_timer_t *t)
         attempt(sd);
         return;
     }
+    if (!sd->s->mesh_ms) return;
     mesh_query(sd);
     arm(sd, (unsigned)sd->s->mesh_ms);
 }
