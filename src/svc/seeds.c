@@ -77,6 +77,7 @@ struct seed {
     aemp__backoff bo;
     bool up;           /* its connection is up */
     bool calling;      /* a mesh query waits for its answer */
+    bool mesh_told;    /* a bad answer was logged at info since it came up */
     unsigned fails;    /* failed attempts since it was last up */
     unsigned fails_lo; /* of them, before the last summary line */
     uint64_t summary_at;
@@ -129,6 +130,18 @@ static int mesh_connect(aemp_node *n, const char *seed, const char *peer)
     return 0;
 }
 
+/* What is wrong with a seed's answers: at info once while it is up, then
+ * at debug (the question comes back every mesh_interval_ms). */
+#define MESH_LOG(sd, ...)                                                                          \
+    do {                                                                                           \
+        if ((sd)->mesh_told) {                                                                     \
+            AEMP_LOGD(__VA_ARGS__);                                                                \
+        } else {                                                                                   \
+            (sd)->mesh_told = true;                                                                \
+            AEMP_LOGI(__VA_ARGS__);                                                                \
+        }                                                                                          \
+    } while (0)
+
 static void on_nodes_answer(aemp_node *n, int status, const aemp_term *result, void *arg)
 {
     struct seed *sd = arg;
@@ -137,20 +150,20 @@ static void on_nodes_answer(aemp_node *n, int status, const aemp_term *result, v
     if (status != AEMP_RPC_RETURN) {
         char text[256] = "";
         if (status >= 0 && result) aemp_term_print(result, text, sizeof text);
-        AEMP_LOGI("mesh: seed %s did not tell its nodes: %s %s", sd->name,
-                  status < 0 ? aemp_strerror(status) : "error", text);
+        MESH_LOG(sd, "mesh: seed %s did not tell its nodes: %s %s", sd->name,
+                 status < 0 ? aemp_strerror(status) : "error", text);
         return;
     }
     aemp_cursor c = aemp_cursor_of(result);
     uint32_t count;
     if (aemp_get_list(&c, &count)) {
         if (aemp_get_nil(&c) == 0) return; /* [] */
-        AEMP_LOGI("mesh: seed %s answered erlang:nodes/1 with no list", sd->name);
+        MESH_LOG(sd, "mesh: seed %s answered erlang:nodes/1 with no list", sd->name);
         return;
     }
     if (count > MAX_MESH_NAMES)
-        AEMP_LOGI("mesh: seed %s knows %u nodes: only the first %d are considered", sd->name, count,
-                  MAX_MESH_NAMES);
+        MESH_LOG(sd, "mesh: seed %s knows %u nodes: only the first %d are considered", sd->name,
+                 count, MAX_MESH_NAMES);
     char peer[AEMP_MAXATOMLEN + 1];
     for (uint32_t i = 0; i < count && i < MAX_MESH_NAMES; i++) {
         if (aemp_get_atom(&c, peer, sizeof peer)) {
@@ -192,6 +205,7 @@ static void seed_up(struct seed *sd)
     else
         AEMP_LOGI("seed %s connected", sd->name);
     sd->fails = sd->fails_lo = 0;
+    sd->mesh_told = false;
     aemp__backoff_reset(&sd->bo);
     uv_timer_stop(&sd->timer);
     mesh_query(sd);
