@@ -222,6 +222,7 @@ static void seed_failed(struct seed *sd, const char *reason)
     if (sd->fails == 1) {
         AEMP_LOGW("seed %s: cannot connect: %s; retrying with backoff (%u ms to %u ms)", sd->name,
                   sd->reason, sd->bo.min_ms, sd->bo.max_ms);
+        sd->fails_lo = 1;
         sd->summary_at = now + SUMMARY_MS;
     } else if (now >= sd->summary_at) {
         AEMP_LOGW("seed %s: still unreachable: %u more failed attempts (%u in all), the last: %s",
