@@ -113,6 +113,43 @@ Test(seeds, settings_refused)
 }
 
 /* ------------------------------------------------------------------ */
+/* logging                                                            */
+/* ------------------------------------------------------------------ */
+
+static int warn_seed_lines, warn_conn_lines;
+
+static void count_log(int level, const char *msg, void *arg)
+{
+    if (level > AEMP_LOG_WARN) return;
+    if (strstr(msg, "seed nobody@localhost: cannot connect")) warn_seed_lines++;
+    if (strstr(msg, "cannot connect to nobody@localhost")) warn_conn_lines++;
+}
+
+Test(seeds, failures_logged_once)
+{
+    struct node_ctx a;
+    const char *seeds[] = {"nobody@localhost", NULL};
+    aemp_node_config cfg = {0};
+    cfg.name = "sl@localhost";
+    cfg.cookie = "c";
+    cfg.seeds = seeds;
+    cfg.seed_min_ms = 10;
+    cfg.seed_max_ms = 40;
+    aemp_log_set_level(AEMP_LOG_WARN);
+    aemp_log_set_callback(count_log, NULL);
+    start_node_cfg(&a, cfg);
+    /* the seed never comes: attempt after attempt fails */
+    int ok = wait_int(&a.fails, 4, 10000);
+    aemp_log_set_callback(NULL, NULL);
+    aemp_log_set_level(AEMP_LOG_ERROR);
+    cr_assert(ok, "only %d failed attempts", a.fails);
+    cr_assert_eq(a.last_fail_err, AEMP_ENONODE, "err %d", a.last_fail_err);
+    cr_assert_eq(warn_seed_lines, 1, "%d warnings for the seed", warn_seed_lines);
+    cr_assert_eq(warn_conn_lines, 0, "%d per-attempt warnings", warn_conn_lines);
+    stop_node(&a);
+}
+
+/* ------------------------------------------------------------------ */
 /* seeds and meshing                                                  */
 /* ------------------------------------------------------------------ */
 
