@@ -87,6 +87,8 @@ int aemp__random(void *p, size_t n);
  * improper list tails all count). ei recurses; this keeps it safe. A node's
  * limit for received messages is its max_term_depth. */
 #define AEMP__TERM_MAX_DEPTH 10000
+/* The most seeds a node takes (aemp_node_config.seeds, profile key seeds). */
+#define AEMP__MAX_SEEDS 1024
 /* Deepest term aemp_term_print() and aemp_term_format() walk into. */
 #define AEMP__PRINT_MAX_DEPTH 512
 

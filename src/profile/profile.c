@@ -20,8 +20,6 @@
  * more than a clear error. */
 #define MAX_DEPTH 16
 #define MAX_NAME_LEN 128
-/* The most seeds a node takes (aemp_node_config.seeds). */
-#define MAX_SEEDS 1024
 
 enum key_id {
     K_PARENT,
@@ -88,8 +86,8 @@ static const struct key_def {
     [K_TLS_CA] = {"tls_ca", V_PATH, 1, PATH_MAX - 1},
     [K_TLS_VERIFY] = {"tls_verify", V_BOOL, 0, 0},
     [K_MAX_TERM_DEPTH] = {"max_term_depth", V_NUMBER, 1, 1000000},
-    /* at most MAX_SEEDS names, as aemp_node_config.seeds */
-    [K_SEEDS] = {"seeds", V_NODES, 1, MAX_SEEDS},
+    /* at most AEMP__MAX_SEEDS names, as aemp_node_config.seeds */
+    [K_SEEDS] = {"seeds", V_NODES, 1, AEMP__MAX_SEEDS},
     [K_SEED_MIN] = {"seed_min_ms", V_NUMBER, 1, 3600000},
     [K_SEED_MAX] = {"seed_max_ms", V_NUMBER, 1, 3600000},
     /* off: no meshing (mesh_interval_ms < 0) */

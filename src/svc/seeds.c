@@ -30,7 +30,6 @@
 #define DEFAULT_SEED_MAX_MS 30000
 #define DEFAULT_MESH_INTERVAL_MS 30000
 #define MAX_INTERVAL_MS 3600000
-#define MAX_SEEDS 1024
 /* Names of one seed's answer considered for meshing. */
 #define MAX_MESH_NAMES 256
 /* A seed's answer to erlang:nodes/1 must come within this. */
@@ -422,8 +421,8 @@ int aemp__seeds_start(aemp_node *n, const aemp_node_config *cfg)
     size_t count = 0;
     if (cfg->seeds)
         while (cfg->seeds[count])
-            if (++count > MAX_SEEDS) {
-                AEMP_LOGE("more than %d seeds", MAX_SEEDS);
+            if (++count > AEMP__MAX_SEEDS) {
+                AEMP_LOGE("more than %d seeds", AEMP__MAX_SEEDS);
                 return AEMP_EINVAL;
             }
     if ((rc = check_ms("seed_min_ms", cfg->seed_min_ms)) ||
