@@ -116,6 +116,19 @@ Test(seeds, settings_refused)
 /* logging                                                            */
 /* ------------------------------------------------------------------ */
 
+/* A node's config with seeds and a fast backoff. */
+static aemp_node_config seeded(const char *name, const char *const *seeds, unsigned min_ms,
+                               unsigned max_ms)
+{
+    aemp_node_config cfg = {0};
+    cfg.name = name;
+    cfg.cookie = "c";
+    cfg.seeds = seeds;
+    cfg.seed_min_ms = min_ms;
+    cfg.seed_max_ms = max_ms;
+    return cfg;
+}
+
 static int warn_seed_lines, warn_conn_lines;
 
 static void count_log(int level, const char *msg, void *arg)
@@ -129,12 +142,7 @@ Test(seeds, failures_logged_once)
 {
     struct node_ctx a;
     const char *seeds[] = {"nobody@localhost", NULL};
-    aemp_node_config cfg = {0};
-    cfg.name = "sl@localhost";
-    cfg.cookie = "c";
-    cfg.seeds = seeds;
-    cfg.seed_min_ms = 10;
-    cfg.seed_max_ms = 40;
+    aemp_node_config cfg = seeded("sl@localhost", seeds, 10, 40);
     aemp_log_set_level(AEMP_LOG_WARN);
     aemp_log_set_callback(count_log, NULL);
     start_node_cfg(&a, cfg);
@@ -195,12 +203,7 @@ Test(seeds, seed_later_lost_back_and_mesh)
     /* a: seeds b (not running yet) and itself; fast backoff and meshing */
     struct node_ctx a, b, d;
     const char *seeds[] = {"sb@localhost", "sa@localhost", NULL};
-    aemp_node_config cfg = {0};
-    cfg.name = "sa@localhost";
-    cfg.cookie = "c";
-    cfg.seeds = seeds;
-    cfg.seed_min_ms = 20;
-    cfg.seed_max_ms = 100;
+    aemp_node_config cfg = seeded("sa@localhost", seeds, 20, 100);
     cfg.mesh_interval_ms = 100;
     start_node_cfg(&a, cfg);
     /* b starts later: a connects to it */
