@@ -304,6 +304,8 @@ test(flood_ok, CNode) ->
 %% The process layer against interop-tests/procnode.c: links, monitors,
 %% kills and exit signals in both directions, with OTP's translations.
 test(spawn, CNode) -> spawn_test(CNode);
+%% the Erlang side of the database alone (aemp_db_interop)
+test(db_erlang, Nodes) -> aemp_db_interop:run(Nodes);
 test(supervise, CNode) -> supervise_test(CNode);
 test(ports, Arg) -> ports_test(Arg);
 test(ports_after, Arg) -> ports_after_test(Arg);

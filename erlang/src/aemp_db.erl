@@ -1,0 +1,358 @@
+%% aemp_db: the replication server of the aemp database, registered as
+%% aemp_db on every node running the aemp application (C nodes run their
+%% own, a service port of the same name). It speaks the aemp_db protocol,
+%% version 1 (docs/database.md): the shape of OTP 29's data_publisher.
+%%
+%% State: this node's share (the entries it set), every peer's share, the
+%% view (per family and subkey the winning entry: greatest {Stamp, Owner}),
+%% the Lamport clock, db_mon subscribers and the pids of db_reg entries.
+%% Use it through the module aemp; the calls below are its internals.
+%%
+%% Anything a peer sends is checked before it is used: a message of
+%% another shape is logged (logger, depth-limited) and dropped, never a
+%% crash, so a hostile node cannot make this node lose its share.
+-module(aemp_db).
+-behaviour(gen_server).
+
+-export([start_link/0, entry/2]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
+
+-define(SERVER, aemp_db).
+-define(VSN, 1).
+%% how deep a logged unexpected message is printed
+-define(LOG_DEPTH, 12).
+
+-record(st, {
+    clock = 0 :: non_neg_integer(),
+    local = #{} :: share(),
+    %% peer server pid => {monitor ref, its share}
+    peers = #{} :: #{pid() => {reference(), share()}},
+    %% family => subkey => {Stamp, OwnerNode, Value}: the winners
+    view = #{} :: #{binary() => #{binary() => {non_neg_integer(), node(), term()}}},
+    %% family => #{monitor ref => subscriber}; ref => family
+    subs = #{} :: #{binary() => #{reference() => pid()}},
+    subrefs = #{} :: #{reference() => binary()},
+    %% db_reg: monitor ref => {pid, [{family, subkey}]}; pid => ref
+    regs = #{} :: #{reference() => {pid(), [{binary(), binary()}]}},
+    regpids = #{} :: #{pid() => reference()}
+}).
+
+-type share() :: #{binary() => #{binary() => {non_neg_integer(), term()}}}.
+
+start_link() ->
+    gen_server:start_link({local, ?SERVER}, ?MODULE, [], []).
+
+%% Where a value comes from (for tests and debugging): {Visible, Own},
+%% Visible the winning entry {Stamp, OwnerNode, Value} or none, Own this
+%% node's entry {Stamp, Value} or none.
+-spec entry(aemp:family(), aemp:subkey()) -> {tuple() | none, tuple() | none}.
+entry(Family, Subkey) when is_atom(Family) ->
+    entry(atom_to_binary(Family, utf8), Subkey);
+entry(Family, Subkey) when is_binary(Family), is_binary(Subkey) ->
+    gen_server:call(?SERVER, {entry, Family, Subkey}, infinity);
+entry(_, _) ->
+    error(badarg).
+
+init([]) ->
+    %% Every connected node, hidden ones too: a C node that connected
+    %% before this server started discovers it only on its next connection.
+    ok = net_kernel:monitor_nodes(true, [{node_type, all}]),
+    _ = [discover(Node) || Node <- nodes(connected)],
+    {ok, #st{}}.
+
+%% ------------------------------------------------------------------
+%% Local calls (from the module aemp, which checked the arguments; they
+%% are checked again since anyone may call)
+%% ------------------------------------------------------------------
+
+handle_call({set, F, S, V}, _From, St) when is_binary(F), is_binary(S) ->
+    {reply, ok, local_set(F, S, V, St)};
+handle_call({del, F, Subkeys}, _From, St) when is_binary(F), is_list(Subkeys) ->
+    case lists:all(fun erlang:is_binary/1, Subkeys) of
+        true -> {reply, ok, local_del(F, Subkeys, St)};
+        false -> {reply, {error, badarg}, St}
+    end;
+handle_call({reg, F, S, Pid, V}, _From, St)
+  when is_binary(F), is_binary(S), is_pid(Pid), node(Pid) =:= node() ->
+    {reply, ok, reg(F, S, Pid, V, local_set(F, S, V, St))};
+handle_call({family, F}, _From, #st{view = View} = St) when is_binary(F) ->
+    Family = maps:get(F, View, #{}),
+    {reply, {ok, maps:map(fun(_, {_, _, V}) -> V end, Family)}, St};
+handle_call({entry, F, S}, _From, #st{view = View, local = Local} = St)
+  when is_binary(F), is_binary(S) ->
+    {reply, {maps:get(S, maps:get(F, View, #{}), none), maps:get(S, maps:get(F, Local, #{}), none)},
+     St};
+handle_call({mon, F, Pid}, _From, St) when is_binary(F), is_pid(Pid), node(Pid) =:= node() ->
+    Ref = erlang:monitor(process, Pid),
+    Pid ! {aemp_db_mon, Ref, F, family_values(F, St), #{}, []},
+    Subs = maps:get(F, St#st.subs, #{}),
+    {reply, {ok, Ref},
+     St#st{subs = (St#st.subs)#{F => Subs#{Ref => Pid}},
+           subrefs = (St#st.subrefs)#{Ref => F}}};
+handle_call({demon, Ref}, _From, St) when is_reference(Ref) ->
+    {reply, ok, unsubscribe(Ref, St)};
+handle_call(Request, From, St) ->
+    logger:warning("aemp_db: unexpected call ~0P from ~0P, answered {error, badarg}",
+                   [Request, ?LOG_DEPTH, From, ?LOG_DEPTH]),
+    {reply, {error, badarg}, St}.
+
+%% ------------------------------------------------------------------
+%% The protocol
+%% ------------------------------------------------------------------
+
+handle_cast({local_data, _, _, _} = Msg, St) ->
+    handle_info(Msg, St);
+handle_cast(Msg, St) ->
+    {noreply, drop({'$gen_cast', Msg}, St)}.
+
+handle_info({discover, Peer, _Vsn}, St) when is_pid(Peer), Peer =/= self() ->
+    send(Peer, {'$gen_cast', {local_data, self(), ?VSN, St#st.local}}),
+    case St#st.peers of
+        #{Peer := _} ->
+            {noreply, St};
+        Peers ->
+            Ref = erlang:monitor(process, Peer),
+            send(Peer, {discover, self(), ?VSN}),
+            {noreply, St#st{peers = Peers#{Peer => {Ref, #{}}}}}
+    end;
+handle_info({local_data, Peer, _Vsn, Share} = Msg, St) when is_pid(Peer), Peer =/= self() ->
+    case share_stamp(Share) of
+        error ->
+            {noreply, drop(Msg, St)};
+        {ok, Max} ->
+            {Ref, Old} =
+                case St#st.peers of
+                    #{Peer := {R, O}} -> {R, O};
+                    _ -> {erlang:monitor(process, Peer), #{}}
+                end,
+            St1 = St#st{clock = max(St#st.clock, Max),
+                        peers = (St#st.peers)#{Peer => {Ref, Share}}},
+            Families = lists:usort(maps:keys(Old) ++ maps:keys(Share)),
+            {noreply,
+             lists:foldl(fun(F, A) ->
+                                 Keys = maps:keys(maps:get(F, Old, #{})) ++
+                                     maps:keys(maps:get(F, Share, #{})),
+                                 refresh(F, lists:usort(Keys), A)
+                         end, St1, Families)}
+    end;
+handle_info({update, Peer, Ops} = Msg, St) when is_pid(Peer) ->
+    case St#st.peers of
+        #{Peer := {Ref, Share}} ->
+            case ops_stamp(Ops, 0) of
+                error ->
+                    {noreply, drop(Msg, St)};
+                {ok, Max} ->
+                    Share1 = lists:foldl(fun apply_op/2, Share, Ops),
+                    St1 = St#st{clock = max(St#st.clock, Max),
+                                peers = (St#st.peers)#{Peer => {Ref, Share1}}},
+                    {noreply, refresh_ops(Ops, St1)}
+            end;
+        _ ->
+            %% raced the peer's 'DOWN', or not a peer at all
+            {noreply, St}
+    end;
+handle_info({'DOWN', Ref, process, Pid, _Reason} = Msg, St) ->
+    case St#st.peers of
+        #{Pid := {Ref, Share}} ->
+            St1 = St#st{peers = maps:remove(Pid, St#st.peers)},
+            {noreply, maps:fold(fun(F, Entries, A) -> refresh(F, maps:keys(Entries), A) end,
+                                St1, Share)};
+        _ ->
+            case {St#st.subrefs, St#st.regs} of
+                {#{Ref := _}, _} ->
+                    {noreply, unsubscribe(Ref, St)};
+                {_, #{Ref := {Pid, Entries}}} ->
+                    St1 = St#st{regs = maps:remove(Ref, St#st.regs),
+                                regpids = maps:remove(Pid, St#st.regpids)},
+                    {noreply, lists:foldl(fun({F, S}, A) -> local_del(F, [S], A) end,
+                                          St1, Entries)};
+                _ ->
+                    {noreply, drop(Msg, St)}
+            end
+    end;
+handle_info({nodeup, Node, _Info}, St) ->
+    discover(Node),
+    {noreply, St};
+handle_info({nodedown, _Node, _Info}, St) ->
+    %% the peer monitors say which shares go
+    {noreply, St};
+handle_info(Msg, St) ->
+    {noreply, drop(Msg, St)}.
+
+drop(Msg, St) ->
+    logger:warning("aemp_db: dropped unexpected message ~0P", [Msg, ?LOG_DEPTH]),
+    St.
+
+discover(Node) ->
+    send({?SERVER, Node}, {discover, self(), ?VSN}).
+
+%% As data_publisher does: never set up a connection by sending, and never
+%% fail on a peer that is gone.
+send(Dest, Msg) ->
+    try erlang:send(Dest, Msg, [noconnect]) of
+        _ -> ok
+    catch
+        error:_ -> ok
+    end.
+
+%% ------------------------------------------------------------------
+%% This node's share
+%% ------------------------------------------------------------------
+
+local_set(F, S, V, #st{clock = C, local = Local} = St) ->
+    Stamp = C + 1,
+    Local1 = Local#{F => (maps:get(F, Local, #{}))#{S => {Stamp, V}}},
+    broadcast([{set, F, S, Stamp, V}], St),
+    refresh(F, [S], St#st{clock = Stamp, local = Local1}).
+
+local_del(F, Subkeys, #st{local = Local} = St) ->
+    Entries = maps:get(F, Local, #{}),
+    case [S || S <- Subkeys, maps:is_key(S, Entries)] of
+        [] ->
+            St;
+        Gone ->
+            Entries1 = maps:without(Gone, Entries),
+            Local1 = case map_size(Entries1) of
+                         0 -> maps:remove(F, Local);
+                         _ -> Local#{F => Entries1}
+                     end,
+            broadcast([{del, F, S} || S <- Gone], St),
+            refresh(F, Gone, St#st{local = Local1})
+    end.
+
+broadcast(Ops, #st{peers = Peers}) ->
+    Msg = {update, self(), Ops},
+    maps:foreach(fun(Peer, _) -> send(Peer, Msg) end, Peers).
+
+%% Remember Pid's entry so that it goes when Pid dies.
+reg(F, S, Pid, _V, #st{regs = Regs, regpids = RegPids} = St) ->
+    case RegPids of
+        #{Pid := Ref} ->
+            {Pid, Entries} = maps:get(Ref, Regs),
+            St#st{regs = Regs#{Ref => {Pid, lists:usort([{F, S} | Entries])}}};
+        _ ->
+            Ref = erlang:monitor(process, Pid),
+            St#st{regs = Regs#{Ref => {Pid, [{F, S}]}}, regpids = RegPids#{Pid => Ref}}
+    end.
+
+%% ------------------------------------------------------------------
+%% Peers' shares
+%% ------------------------------------------------------------------
+
+%% {ok, greatest stamp} of a well-formed share, or error.
+share_stamp(Share) when is_map(Share) ->
+    try
+        {ok, maps:fold(fun(F, Entries, Max) when is_binary(F), is_map(Entries) ->
+                               maps:fold(fun(S, {Stamp, _}, M) when is_binary(S), is_integer(Stamp),
+                                                                    Stamp >= 0 ->
+                                                 max(Stamp, M)
+                                         end, Max, Entries)
+                       end, 0, Share)}
+    catch
+        error:_ -> error
+    end;
+share_stamp(_) ->
+    error.
+
+%% {ok, greatest stamp} of a well-formed op list, or error.
+ops_stamp([], Max) ->
+    {ok, Max};
+ops_stamp([{set, F, S, Stamp, _} | Ops], Max)
+  when is_binary(F), is_binary(S), is_integer(Stamp), Stamp >= 0 ->
+    ops_stamp(Ops, max(Stamp, Max));
+ops_stamp([{del, F, S} | Ops], Max) when is_binary(F), is_binary(S) ->
+    ops_stamp(Ops, Max);
+ops_stamp(_, _) ->
+    error.
+
+apply_op({set, F, S, Stamp, V}, Share) ->
+    Share#{F => (maps:get(F, Share, #{}))#{S => {Stamp, V}}};
+apply_op({del, F, S}, Share) ->
+    case Share of
+        #{F := Entries} ->
+            case maps:remove(S, Entries) of
+                E when map_size(E) =:= 0 -> maps:remove(F, Share);
+                E -> Share#{F => E}
+            end;
+        _ ->
+            Share
+    end.
+
+%% Refresh the subkeys the ops touched, a family at a time, in the order
+%% the families first appear.
+refresh_ops(Ops, St) ->
+    ByFamily = lists:foldl(fun(Op, Acc) ->
+                                   {F, S} = case Op of
+                                                {set, F0, S0, _, _} -> {F0, S0};
+                                                {del, F0, S0} -> {F0, S0}
+                                            end,
+                                   Acc#{F => [S | maps:get(F, Acc, [])]}
+                           end, #{}, Ops),
+    maps:fold(fun(F, Subkeys, A) -> refresh(F, lists:usort(Subkeys), A) end, St, ByFamily).
+
+%% ------------------------------------------------------------------
+%% The view: per subkey the entry with the greatest {Stamp, OwnerNode}
+%% among every share holding it. Recomputed for the subkeys a change
+%% touched; subscribers of the family hear what became visible.
+%% ------------------------------------------------------------------
+
+refresh(F, Subkeys, #st{view = View} = St) ->
+    Old = maps:get(F, View, #{}),
+    Shares = maps:fold(fun(P, {_, #{F := Entries}}, Acc) -> [{node(P), Entries} | Acc];
+                          (_, _, Acc) -> Acc
+                       end, [{node(), maps:get(F, St#st.local, #{})}], St#st.peers),
+    {New, Added, Changed, Deleted} =
+        lists:foldl(fun(S, {Fam, Ad, Ch, De}) ->
+                            case {winner(S, Shares, none), Old} of
+                                {none, #{S := _}} ->
+                                    {maps:remove(S, Fam), Ad, Ch, [S | De]};
+                                {none, _} ->
+                                    {Fam, Ad, Ch, De};
+                                {{_, _, V} = W, #{S := {_, _, V}}} ->
+                                    {Fam#{S => W}, Ad, Ch, De};
+                                {{_, _, V} = W, #{S := _}} ->
+                                    {Fam#{S => W}, Ad, Ch#{S => V}, De};
+                                {{_, _, V} = W, _} ->
+                                    {Fam#{S => W}, Ad#{S => V}, Ch, De}
+                            end
+                    end, {Old, #{}, #{}, []}, Subkeys),
+    View1 = case map_size(New) of
+                0 -> maps:remove(F, View);
+                _ -> View#{F => New}
+            end,
+    case map_size(Added) + map_size(Changed) + length(Deleted) of
+        0 ->
+            ok;
+        _ ->
+            maps:foreach(fun(Ref, Pid) ->
+                                 Pid ! {aemp_db_mon, Ref, F, Added, Changed, lists:reverse(Deleted)}
+                         end, maps:get(F, St#st.subs, #{}))
+    end,
+    St#st{view = View1}.
+
+winner(_S, [], Best) ->
+    Best;
+winner(S, [{Node, Entries} | Shares], Best) ->
+    case Entries of
+        #{S := {Stamp, V}} when Best =:= none; {Stamp, Node} > {element(1, Best), element(2, Best)} ->
+            winner(S, Shares, {Stamp, Node, V});
+        _ ->
+            winner(S, Shares, Best)
+    end.
+
+family_values(F, #st{view = View}) ->
+    maps:map(fun(_, {_, _, V}) -> V end, maps:get(F, View, #{})).
+
+unsubscribe(Ref, #st{subs = Subs, subrefs = SubRefs} = St) ->
+    case maps:take(Ref, SubRefs) of
+        {F, SubRefs1} ->
+            erlang:demonitor(Ref, [flush]),
+            Fs = maps:remove(Ref, maps:get(F, Subs, #{})),
+            Subs1 = case map_size(Fs) of
+                        0 -> maps:remove(F, Subs);
+                        _ -> Subs#{F => Fs}
+                    end,
+            St#st{subs = Subs1, subrefs = SubRefs1};
+        error ->
+            St
+    end.

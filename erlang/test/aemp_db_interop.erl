@@ -1,0 +1,236 @@
+%% -*- coding: utf-8 -*-
+%% The Erlang-only database checks of interop-tests/test_db_erlang.sh, run
+%% on the test node t as aemp_interop:run(db_erlang, [A, B, C]): A and B
+%% are idle Erlang nodes, C a node the script starts when this prints
+%% `START C` (the application already running there). Every node runs the
+%% aemp application; this module drives them by rpc. Each step waits for
+%% its condition with a deadline, never a fixed sleep.
+-module(aemp_db_interop).
+
+-export([run/1, set_many/2]).
+
+-define(DEADLINE_MS, 15000).
+-define(BIG, 10000).
+
+run([A, B, C]) ->
+    {ok, _} = application:ensure_all_started(aemp),
+    [expect(pong, net_adm:ping(N), {ping, N}) || N <- [A, B]],
+    [expect({ok, [aemp]}, rpc:call(N, application, ensure_all_started, [aemp]), {start, N})
+     || N <- [A, B]],
+    Servers = [{N, rpc:call(N, erlang, whereis, [aemp_db])} || N <- [A, node()]],
+    convergence([node(), A, B]),
+    conflict(A, B),
+    monitors(A),
+    hostile(A),
+    reg(A),
+    killed(A, B),
+    big(A, C),
+    %% no server was restarted by anything above
+    expect(Servers, [{N, rpc:call(N, erlang, whereis, [aemp_db])} || N <- [A, node()]],
+           same_servers),
+    ok.
+
+%% Sets on several nodes converge to the same family everywhere; a
+%% deletion too. Each node's last op is the set of its own key, so once
+%% every node sees every such key it got every update before it (one
+%% sender's messages arrive in order) and all Lamport clocks are equal.
+convergence(Nodes) ->
+    [begin
+         ok = rpc:call(N, aemp, db_set, [conv, <<"gone">>, N]),
+         ok = rpc:call(N, aemp, db_del, [<<"conv">>, [<<"gone">>, <<"never set">>]]),
+         ok = rpc:call(N, aemp, db_set, [<<"conv">>, atom_to_binary(N, utf8), {at, N}])
+     end || N <- Nodes],
+    Want = maps:from_list([{atom_to_binary(N, utf8), {at, N}} || N <- Nodes]),
+    wait(convergence, fun() -> [rpc:call(N, aemp, db_family, [conv]) || N <- Nodes] end,
+         [Want || _ <- Nodes]),
+    expect(lists:sort(maps:keys(Want)), lists:sort(aemp:db_keys(<<"conv">>)), db_keys),
+    expect(lists:sort(maps:values(Want)), lists:sort(aemp:db_values(conv)), db_values),
+    log("sets on ~p nodes converged", [length(Nodes)]).
+
+%% Truly concurrent sets of one subkey on A and B: both servers are
+%% suspended while the set requests queue, so each stamps its set before
+%% it can see the other's. They get the same stamp (equal clocks), and the
+%% rule {Stamp, OwnerNode} makes the greater node name the winner on every
+%% node. A later set (here, on this node) wins over both; deleting it
+%% shows the next one.
+conflict(A, B) ->
+    Nodes = [node(), A, B],
+    [ok = rpc:call(N, sys, suspend, [aemp_db]) || N <- [A, B]],
+    [begin
+         rpc:call(N, erlang, spawn, [aemp, db_set, [cf, <<"x">>, {from, N}]]),
+         wait({queued, N}, fun() ->
+                                   {messages, Ms} =
+                                       rpc:call(N, erlang, process_info,
+                                                [rpc:call(N, erlang, whereis, [aemp_db]),
+                                                 messages]),
+                                   lists:any(fun({'$gen_call', _, {set, <<"cf">>, _, _}}) -> true;
+                                                (_) -> false
+                                             end, Ms)
+                           end, true)
+     end || N <- [A, B]],
+    [ok = rpc:call(N, sys, resume, [aemp_db]) || N <- [A, B]],
+    {_, {Sa, _}} = wait_own(A, cf, <<"x">>),
+    {_, {Sb, _}} = wait_own(B, cf, <<"x">>),
+    expect(Sa, Sb, concurrent_stamps_equal),
+    Winner = max({Sa, A, {from, A}}, {Sb, B, {from, B}}),
+    expect(max(A, B), element(2, Winner), greater_node_wins),
+    wait(conflict_converged, fun() -> [visible(N, cf, <<"x">>) || N <- Nodes] end,
+         [Winner || _ <- Nodes]),
+    log("concurrent sets: stamp ~p on both, ~p wins everywhere", [Sa, element(2, Winner)]),
+    ok = aemp:db_set(cf, <<"x">>, later),
+    wait(later_set_wins, fun() -> [value(N, cf, <<"x">>) || N <- Nodes] end,
+         [later || _ <- Nodes]),
+    ok = aemp:db_del(cf, <<"x">>),
+    wait(next_after_delete, fun() -> [value(N, cf, <<"x">>) || N <- Nodes] end,
+         [element(3, Winner) || _ <- Nodes]).
+
+%% db_mon here: the whole family at once, then added, changed and deleted
+%% as A changes it; nothing after db_demon; a dead subscriber is dropped.
+monitors(A) ->
+    Ref = aemp:db_mon(mon),
+    expect({<<"mon">>, #{}, #{}, []}, mon_msg(Ref), initial_empty),
+    ok = rpc:call(A, aemp, db_set, [mon, <<"k">>, 1]),
+    expect({<<"mon">>, #{<<"k">> => 1}, #{}, []}, mon_msg(Ref), added),
+    ok = rpc:call(A, aemp, db_set, [mon, <<"k">>, 2]),
+    expect({<<"mon">>, #{}, #{<<"k">> => 2}, []}, mon_msg(Ref), changed),
+    ok = rpc:call(A, aemp, db_set, [mon, <<"j">>, 0]),
+    expect({<<"mon">>, #{<<"j">> => 0}, #{}, []}, mon_msg(Ref), added_j),
+    ok = rpc:call(A, aemp, db_del, [mon, [<<"k">>, <<"j">>]]),
+    {<<"mon">>, NoneAdded, NoneChanged, Deleted} = mon_msg(Ref),
+    expect({#{}, #{}, [<<"j">>, <<"k">>]}, {NoneAdded, NoneChanged, lists:sort(Deleted)}, deleted),
+    %% a second watcher gets the current family at once
+    ok = rpc:call(A, aemp, db_set, [mon, <<"k">>, 3]),
+    expect({<<"mon">>, #{<<"k">> => 3}, #{}, []}, mon_msg(Ref), added_again),
+    Ref2 = aemp:db_mon(<<"mon">>),
+    expect({<<"mon">>, #{<<"k">> => 3}, #{}, []}, mon_msg(Ref2), initial_whole),
+    ok = aemp:db_demon(Ref),
+    ok = aemp:db_demon(Ref2),
+    ok = rpc:call(A, aemp, db_set, [mon, <<"k">>, 4]),
+    wait(set_after_demon, fun() -> aemp:db_family(mon) end, #{<<"k">> => 4}),
+    expect(none, receive {aemp_db_mon, _, _, _, _, _} = M -> M after 0 -> none end,
+           nothing_after_demon),
+    %% a subscriber that dies is forgotten (the server monitors it)
+    Server = whereis(aemp_db),
+    Self = self(),
+    Sub = spawn(fun() -> aemp:db_mon(mon), Self ! {subscribed, self()},
+                         receive die -> ok end end),
+    receive {subscribed, Sub} -> ok end,
+    expect(true, lists:member({process, Sub}, monitors_of(Server)), subscriber_monitored),
+    Sub ! die,
+    wait(dead_subscriber_dropped,
+         fun() -> lists:member({process, Sub}, monitors_of(Server)) end, false),
+    log("db_mon: initial view, added, changed, deleted; demon; dead subscriber dropped", []).
+
+%% Messages of other shapes to A's server are logged and dropped: it stays
+%% the same process and keeps serving.
+hostile(A) ->
+    Server = rpc:call(A, erlang, whereis, [aemp_db]),
+    [Server ! M || M <- [junk, {discover, self()}, {discover, not_a_pid, 1},
+                         {local_data, self(), 1, not_a_map},
+                         {local_data, self(), 1, #{<<"f">> => #{<<"s">> => {-1, x}}}},
+                         {'$gen_cast', {local_data, self(), 1, #{1 => 2}}},
+                         {update, self(), [{set, <<"f">>, <<"s">>, 1, x}]},
+                         {update, Server, bad},
+                         {'$gen_cast', junk}, {'DOWN', make_ref(), process, self(), x}]],
+    expect({error, badarg}, gen_server:call(Server, junk), unknown_call),
+    expect({error, badarg}, gen_server:call(Server, {set, 1, 2, 3}), bad_set),
+    expect(badarg, try rpc:call(A, aemp, db_set, [1, <<"s">>, v]) of
+                       {badrpc, {'EXIT', {badarg, _}}} -> badarg;
+                       Other -> Other
+                   catch error:E -> E end, api_badarg),
+    expect(Server, rpc:call(A, erlang, whereis, [aemp_db]), same_server),
+    expect(#{<<"k">> => 4}, rpc:call(A, aemp, db_family, [mon]), still_serving),
+    log("hostile messages dropped, server kept", []).
+
+%% db_reg on A: the entry port_id(P) => Value and the pg membership reach
+%% this node, and both vanish when P dies.
+reg(A) ->
+    P = spawn(A, timer, sleep, [infinity]),
+    ok = rpc:call(A, aemp, db_reg, [regf, P, worker]),
+    ok = rpc:call(A, aemp, db_reg, [<<"regf">>, P, worker]),
+    Id = aemp:port_id(P),
+    expect(Id, rpc:call(A, aemp, port_id, [P]), port_id_same_everywhere),
+    {match, _} = re:run(Id, <<"^\\Q", (atom_to_binary(A, utf8))/binary, "\\E#<[0-9]+\\.[0-9]+\\.[0-9]+>$">>),
+    wait(reg_entry, fun() -> aemp:db_family(regf) end, #{Id => worker}),
+    wait(reg_member, fun() -> pg:get_members(aemp, regf) end, [P, P]),
+    exit(P, kill),
+    wait(reg_entry_gone, fun() -> aemp:db_family(regf) end, #{}),
+    wait(reg_member_gone, fun() -> pg:get_members(aemp, regf) end, []),
+    log("db_reg ~s: entry and pg membership seen, both gone with the pid", [Id]).
+
+%% Kill B's OS process: its entries vanish on every other node, and where
+%% B held the winning entry the next one shows.
+killed(A, B) ->
+    OsPid = rpc:call(B, os, getpid, []),
+    BKey = atom_to_binary(B, utf8),
+    expect({at, B}, maps:get(BKey, aemp:db_family(conv)), b_entry_before),
+    erlang:monitor_node(B, true),
+    _ = os:cmd("kill -KILL " ++ OsPid),
+    receive {nodedown, B} -> ok after ?DEADLINE_MS -> throw({no_nodedown, B}) end,
+    [wait({b_entries_gone, N}, fun() -> maps:is_key(BKey, rpc:call(N, aemp, db_family, [conv])) end,
+          false) || N <- [node(), A]],
+    wait(next_winner_after_kill, fun() -> [value(N, cf, <<"x">>) || N <- [node(), A]] end,
+         [{from, A}, {from, A}]),
+    log("killed ~s (os pid ~s): its entries vanished", [B, OsPid]).
+
+%% A 10,000-key family set on A reaches C, a node started after it.
+big(A, C) ->
+    ok = rpc:call(A, ?MODULE, set_many, [big, ?BIG]),
+    io:format("START ~s~n", [C]),
+    wait({started, C}, fun() -> net_adm:ping(C) end, pong),
+    %% its -eval starts the application after the node is up
+    wait({app_started, C}, fun() -> is_pid(rpc:call(C, erlang, whereis, [aemp_db])) end, true),
+    expect(true, rpc:call(C, net_kernel, connect_node, [A]), {connect, C, A}),
+    wait(big_synced, fun() -> map_size(rpc:call(C, aemp, db_family, [big])) end, ?BIG),
+    expect(maps:from_list([{integer_to_binary(I), I} || I <- lists:seq(1, ?BIG)]),
+           rpc:call(C, aemp, db_family, [big]), big_values),
+    log("~p-key family synced to the new node ~s", [?BIG, C]).
+
+set_many(F, N) ->
+    lists:foreach(fun(I) -> ok = aemp:db_set(F, integer_to_binary(I), I) end, lists:seq(1, N)).
+
+%% ------------------------------------------------------------------
+
+mon_msg(Ref) ->
+    receive
+        {aemp_db_mon, Ref, F, Added, Changed, Deleted} -> {F, Added, Changed, Deleted}
+    after ?DEADLINE_MS -> no_db_mon_message
+    end.
+
+monitors_of(Pid) ->
+    {monitors, M} = erlang:process_info(Pid, monitors),
+    M.
+
+visible(N, F, S) ->
+    element(1, rpc:call(N, aemp_db, entry, [F, S])).
+
+value(N, F, S) ->
+    case visible(N, F, S) of
+        {_, _, V} -> V;
+        Other -> Other
+    end.
+
+wait_own(N, F, S) ->
+    wait({own_entry, N}, fun() -> element(2, rpc:call(N, aemp_db, entry, [F, S])) =/= none end,
+         true),
+    rpc:call(N, aemp_db, entry, [F, S]).
+
+%% Poll Fun until it returns Want; fail with the last result at the deadline.
+wait(What, Fun, Want) ->
+    wait(What, Fun, Want, erlang:monotonic_time(millisecond) + ?DEADLINE_MS).
+
+wait(What, Fun, Want, Deadline) ->
+    case Fun() of
+        Want -> ok;
+        Got ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> throw({timeout, What, expected, Want, got, Got});
+                false -> timer:sleep(20), wait(What, Fun, Want, Deadline)
+            end
+    end.
+
+expect(Want, Want, _What) -> ok;
+expect(Want, Got, What) -> throw({What, expected, Want, got, Got}).
+
+log(Format, Args) ->
+    io:format("ok: " ++ Format ++ "~n", Args).

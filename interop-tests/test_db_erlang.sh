@@ -1,0 +1,45 @@
+# shellcheck shell=bash source-path=SCRIPTDIR
+# db_erlang: the Erlang application's database alone (erlang/src/aemp.erl,
+# aemp_db.erl) on Erlang nodes t, a, b and c, all running the application
+# aemp (aemp_interop:run(db_erlang, ...) -> aemp_db_interop on t): sets
+# converge on every node; concurrent sets of one subkey on a and b end with
+# the same, predicted winner everywhere; db_mon messages; hostile messages
+# to aemp_db are dropped; a db_reg entry and its pg membership go with
+# their pid; a killed node's entries vanish; a 10,000-key family reaches c,
+# started after it was set. Then the Elixir example examples/db.exs joins
+# the cluster from Elixir.
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+
+begin_test
+: "${AEMP_EXAMPLES:?AEMP_EXAMPLES must name the examples folder}"
+begin_epmd_holder
+start_erl a
+start_erl b
+erl_cmd t "$COOKIE" -eval "aemp_interop:run(db_erlang, ['a@$HOST', 'b@$HOST', 'c@$HOST'])"
+start_bg t "${ERL_CMD[@]}"
+# c starts once the big family is set, with the application running
+wait_line "$WORK/t.out" "^(START c@$HOST|FAIL )" 40
+expect_line "$WORK/t.out" "^START c@$HOST$"
+start_erl c "$COOKIE" -eval 'application:ensure_all_started(aemp)'
+wait_exit t 40
+cat "$WORK/t.out"
+((EXIT_STATUS == 0)) || fail "the Erlang checks exited with status $EXIT_STATUS"
+expect_line "$WORK/t.out" '^PASS db_erlang$'
+expect_peer_release "$WORK/t.out"
+grep -q 'aemp_db: dropped unexpected message' "$WORK/a.out" "$WORK/a.err" ||
+    fail "node a did not log the hostile messages it dropped"
+
+# the Elixir example, with a and c; the script is copied where an OTP
+# chroot sees it
+cp "$AEMP_EXAMPLES/db.exs" "$WORK/db.exs"
+run_fg ex 40 elixir --sname ex --cookie "$COOKIE" --erl "-start_epmd false" -pa "$AEMP_EBIN" \
+    "$WORK/db.exs" "a@$HOST"
+cat "$WORK/ex.out" "$WORK/ex.err"
+((EXIT_STATUS == 0)) || fail "elixir exited with $EXIT_STATUS"
+expect_line "$WORK/ex.out" "^a@$HOST set \"a@$HOST\" => "
+expect_line "$WORK/ex.out" "^a@$HOST sees %\\{.*\"ex@$HOST\" => "
+expect_line "$WORK/ex.out" '^gone with its process: .*'
+expect_peer_release "$WORK/ex.out" ELIXIR
+pass
