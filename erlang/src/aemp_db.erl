@@ -19,6 +19,8 @@
 
 -define(SERVER, aemp_db).
 -define(VSN, 1).
+%% Stamps are 64-bit on C nodes: a greater one is malformed.
+-define(MAX_STAMP, 18446744073709551615).
 %% how deep a logged unexpected message is printed
 -define(LOG_DEPTH, 12).
 
@@ -65,6 +67,10 @@ init([]) ->
 %% are checked again since anyone may call)
 %% ------------------------------------------------------------------
 
+%% gen_server would crash answering a call whose From is not {Pid, Tag}
+handle_call(Request, From, St) when not is_tuple(From); tuple_size(From) =/= 2;
+                                    not is_pid(element(1, From)) ->
+    {noreply, drop({'$gen_call', From, Request}, St)};
 handle_call({set, F, S, V}, _From, St) when is_binary(F), is_binary(S) ->
     {reply, ok, local_set(F, S, V, St)};
 handle_call({del, F, Subkeys}, _From, St) when is_binary(F), is_list(Subkeys) ->
@@ -244,7 +250,7 @@ share_stamp(Share) when is_map(Share) ->
     try
         {ok, maps:fold(fun(F, Entries, Max) when is_binary(F), is_map(Entries) ->
                                maps:fold(fun(S, {Stamp, _}, M) when is_binary(S), is_integer(Stamp),
-                                                                    Stamp >= 0 ->
+                                                                    Stamp >= 0, Stamp =< ?MAX_STAMP ->
                                                  max(Stamp, M)
                                          end, Max, Entries)
                        end, 0, Share)}
@@ -258,7 +264,7 @@ share_stamp(_) ->
 ops_stamp([], Max) ->
     {ok, Max};
 ops_stamp([{set, F, S, Stamp, _} | Ops], Max)
-  when is_binary(F), is_binary(S), is_integer(Stamp), Stamp >= 0 ->
+  when is_binary(F), is_binary(S), is_integer(Stamp), Stamp >= 0, Stamp =< ?MAX_STAMP ->
     ops_stamp(Ops, max(Stamp, Max));
 ops_stamp([{del, F, S} | Ops], Max) when is_binary(F), is_binary(S) ->
     ops_stamp(Ops, Max);

@@ -128,10 +128,12 @@ hostile(A) ->
     [Server ! M || M <- [junk, {discover, self()}, {discover, not_a_pid, 1},
                          {local_data, self(), 1, not_a_map},
                          {local_data, self(), 1, #{<<"f">> => #{<<"s">> => {-1, x}}}},
+                         {local_data, self(), 1, #{<<"f">> => #{<<"s">> => {1 bsl 64, x}}}},
                          {'$gen_cast', {local_data, self(), 1, #{1 => 2}}},
                          {update, self(), [{set, <<"f">>, <<"s">>, 1, x}]},
                          {update, Server, bad},
-                         {'$gen_cast', junk}, {'DOWN', make_ref(), process, self(), x}]],
+                         {'$gen_cast', junk}, {'$gen_call', junk, junk}, {'$gen_call', {1, 2}, x},
+                         {'DOWN', make_ref(), process, self(), x}]],
     expect({error, badarg}, gen_server:call(Server, junk), unknown_call),
     expect({error, badarg}, gen_server:call(Server, {set, 1, 2, 3}), bad_set),
     expect(badarg, try rpc:call(A, aemp, db_set, [1, <<"s">>, v]) of
