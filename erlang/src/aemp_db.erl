@@ -133,13 +133,10 @@ handle_info({local_data, Peer, _Vsn, Share} = Msg, St) when is_pid(Peer), Peer =
                 end,
             St1 = St#st{clock = max(St#st.clock, Max),
                         peers = (St#st.peers)#{Peer => {Ref, Share}}},
-            Families = lists:usort(maps:keys(Old) ++ maps:keys(Share)),
-            {noreply,
-             lists:foldl(fun(F, A) ->
-                                 Keys = maps:keys(maps:get(F, Old, #{})) ++
-                                     maps:keys(maps:get(F, Share, #{})),
-                                 refresh(F, lists:usort(Keys), A)
-                         end, St1, Families)}
+            %% every subkey of either share, each once
+            Touched = maps:merge_with(fun(_, O, N) -> maps:merge(O, N) end, Old, Share),
+            {noreply, maps:fold(fun(F, Entries, A) -> refresh(F, maps:keys(Entries), A) end,
+                                St1, Touched)}
     end;
 handle_info({update, Peer, Ops} = Msg, St) when is_pid(Peer) ->
     case St#st.peers of
@@ -307,34 +304,53 @@ refresh(F, Subkeys, #st{view = View} = St) ->
     Shares = maps:fold(fun(P, {_, #{F := Entries}}, Acc) -> [{node(P), Entries} | Acc];
                           (_, _, Acc) -> Acc
                        end, [{node(), maps:get(F, St#st.local, #{})}], St#st.peers),
-    {New, Added, Changed, Deleted} =
-        lists:foldl(fun(S, {Fam, Ad, Ch, De}) ->
-                            case {winner(S, Shares, none), Old} of
-                                {none, #{S := _}} ->
-                                    {maps:remove(S, Fam), Ad, Ch, [S | De]};
-                                {none, _} ->
-                                    {Fam, Ad, Ch, De};
-                                {{_, _, V} = W, #{S := {_, _, V}}} ->
-                                    {Fam#{S => W}, Ad, Ch, De};
-                                {{_, _, V} = W, #{S := _}} ->
-                                    {Fam#{S => W}, Ad, Ch#{S => V}, De};
-                                {{_, _, V} = W, _} ->
-                                    {Fam#{S => W}, Ad#{S => V}, Ch, De}
-                            end
-                    end, {Old, #{}, #{}, []}, Subkeys),
+    Subs = maps:get(F, St#st.subs, #{}),
+    {New, Added, Changed, Deleted} = diff(Subkeys, Old, Shares, map_size(Subs) > 0),
     View1 = case map_size(New) of
                 0 -> maps:remove(F, View);
                 _ -> View#{F => New}
             end,
-    case map_size(Added) + map_size(Changed) + length(Deleted) of
-        0 ->
+    case Deleted of
+        _ when map_size(Subs) =:= 0 ->
+            ok;
+        [] when map_size(Added) =:= 0, map_size(Changed) =:= 0 ->
             ok;
         _ ->
-            maps:foreach(fun(Ref, Pid) ->
-                                 Pid ! {aemp_db_mon, Ref, F, Added, Changed, lists:reverse(Deleted)}
-                         end, maps:get(F, St#st.subs, #{}))
+            maps:foreach(fun(Ref, Pid) -> Pid ! {aemp_db_mon, Ref, F, Added, Changed, Deleted} end,
+                         Subs)
     end,
     St#st{view = View1}.
+
+%% The family's new view and what became visible: {New, Added, Changed,
+%% Deleted} (Added and Changed left empty when nobody watches).
+diff(Subkeys, Old, Shares, Watched) ->
+    case [Share || {_, Entries} = Share <- Shares, map_size(Entries) > 0] of
+        [{Node, Entries}] when map_size(Old) =:= 0, map_size(Entries) =:= length(Subkeys) ->
+            %% a family only one share holds, new here (a peer's share
+            %% arriving): its entries are the winners
+            {maps:map(fun(_, {Stamp, V}) -> {Stamp, Node, V} end, Entries),
+             case Watched of
+                 true -> maps:map(fun(_, {_, V}) -> V end, Entries);
+                 false -> #{}
+             end, #{}, []};
+        _ ->
+            %% lists, made into maps once at the end (faster than a put
+            %% per subkey)
+            {Puts, Added, Changed, Deleted} =
+                lists:foldl(
+                  fun(S, {Pu, Ad, Ch, De} = Acc) ->
+                          case {winner(S, Shares, none), Old} of
+                              {none, #{S := _}} -> {Pu, Ad, Ch, [S | De]};
+                              {none, _} -> Acc;
+                              {W, #{S := W}} -> Acc;
+                              {{_, _, V} = W, #{S := {_, _, V}}} -> {[{S, W} | Pu], Ad, Ch, De};
+                              {{_, _, V} = W, #{S := _}} -> {[{S, W} | Pu], Ad, [{S, V} | Ch], De};
+                              {{_, _, V} = W, _} -> {[{S, W} | Pu], [{S, V} | Ad], Ch, De}
+                          end
+                  end, {[], [], [], []}, Subkeys),
+            {maps:merge(maps:without(Deleted, Old), maps:from_list(Puts)),
+             maps:from_list(Added), maps:from_list(Changed), Deleted}
+    end.
 
 winner(_S, [], Best) ->
     Best;
