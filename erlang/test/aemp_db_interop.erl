@@ -4,7 +4,10 @@
 %% are idle Erlang nodes, C a node the script starts when this prints
 %% `START C` (the application already running there). Every node runs the
 %% aemp application; this module drives them by rpc. Each step waits for
-%% its condition with a deadline, never a fixed sleep.
+%% its condition with a deadline, never a fixed sleep. Every node runs
+%% with `-kernel connect_all false`, so that connections are only the ones
+%% made here (global meshes nodes otherwise, which would heal a partition
+%% behind the test's back).
 -module(aemp_db_interop).
 
 -export([run/1, set_many/2]).
@@ -15,6 +18,7 @@
 run([A, B, C]) ->
     {ok, _} = application:ensure_all_started(aemp),
     [expect(pong, net_adm:ping(N), {ping, N}) || N <- [A, B]],
+    expect(true, rpc:call(A, net_kernel, connect_node, [B]), {connect, A, B}),
     [expect({ok, [aemp]}, rpc:call(N, application, ensure_all_started, [aemp]), {start, N})
      || N <- [A, B]],
     Servers = [{N, rpc:call(N, erlang, whereis, [aemp_db])} || N <- [A, node()]],
@@ -23,6 +27,7 @@ run([A, B, C]) ->
     monitors(A),
     hostile(A),
     reg(A),
+    partition(A, B),
     killed(A, B),
     big(A, C),
     %% no server was restarted by anything above
@@ -159,6 +164,28 @@ reg(A) ->
     wait(reg_entry_gone, fun() -> aemp:db_family(regf) end, #{}),
     wait(reg_member_gone, fun() -> pg:get_members(aemp, regf) end, []),
     log("db_reg ~s: entry and pg membership seen, both gone with the pid", [Id]).
+
+%% Cut A from B (this node stays connected to both): each loses the
+%% other's entries, sets made while apart stay apart, and once A and B
+%% connect again every node has every entry.
+partition(A, B) ->
+    [AKey, BKey] = [atom_to_binary(N, utf8) || N <- [A, B]],
+    expect(true, rpc:call(A, erlang, disconnect_node, [B]), {disconnect, A, B}),
+    wait(a_lost_b, fun() -> maps:is_key(BKey, rpc:call(A, aemp, db_family, [conv])) end, false),
+    wait(b_lost_a, fun() -> maps:is_key(AKey, rpc:call(B, aemp, db_family, [conv])) end, false),
+    expect(true, maps:is_key(AKey, aemp:db_family(conv)) andalso maps:is_key(BKey, aemp:db_family(conv)),
+           t_keeps_both),
+    [ok = rpc:call(N, aemp, db_set, [part, atom_to_binary(N, utf8), apart]) || N <- [A, B]],
+    Both = #{AKey => apart, BKey => apart},
+    wait(t_sees_both_sides, fun() -> aemp:db_family(part) end, Both),
+    expect(#{AKey => apart}, rpc:call(A, aemp, db_family, [part]), a_alone),
+    expect(#{BKey => apart}, rpc:call(B, aemp, db_family, [part]), b_alone),
+    expect(true, rpc:call(A, net_kernel, connect_node, [B]), {reconnect, A, B}),
+    Conv = aemp:db_family(conv),
+    wait(healed, fun() -> [{rpc:call(N, aemp, db_family, [part]), rpc:call(N, aemp, db_family, [conv])}
+                           || N <- [node(), A, B]] end,
+         [{Both, Conv} || _ <- [node(), A, B]]),
+    log("partition of ~s and ~s: entries dropped while apart, all back after the heal", [A, B]).
 
 %% Kill B's OS process: its entries vanish on every other node, and where
 %% B held the winning entry the next one shows.
