@@ -30,6 +30,7 @@ run([A, B, C]) ->
     partition(A, B),
     killed(A, B),
     big(A, C),
+    data_publisher(A, C),
     %% no server was restarted by anything above
     expect(Servers, [{N, rpc:call(N, erlang, whereis, [aemp_db])} || N <- [A, node()]],
            same_servers),
@@ -214,6 +215,41 @@ big(A, C) ->
     expect(maps:from_list([{integer_to_binary(I), I} || I <- lists:seq(1, ?BIG)]),
            rpc:call(C, aemp, db_family, [big]), big_values),
     log("~p-key family synced to the new node ~s", [?BIG, C]).
+
+%% On OTP 29+, C swaps the application's server for a data_publisher
+%% running the same protocol (aemp_db_dp): it gets every share from the
+%% gen_servers of A and this node, they get its sets, a later set wins
+%% across both, and its share goes when it stops. Earlier releases have no
+%% data_publisher: the step says so and checks nothing.
+data_publisher(A, C) ->
+    case rpc:call(C, code, ensure_loaded, [data_publisher]) of
+        {module, data_publisher} ->
+            ok = rpc:call(C, application, stop, [aemp]),
+            {ok, Dp} = rpc:call(C, data_publisher, start, [aemp_db, aemp_db_dp, #{}]),
+            Conv = aemp:db_family(conv),
+            wait(dp_synced, fun() -> {rpc:call(C, aemp_db_dp, family, [<<"conv">>]),
+                                      map_size(rpc:call(C, aemp_db_dp, family, [<<"big">>]))} end,
+                 {Conv, ?BIG}),
+            {aemp_db, C} ! {set, <<"dp">>, <<"k">>, from_dp},
+            {aemp_db, C} ! {set, <<"dp">>, <<"only_dp">>, from_dp},
+            FromDp = #{<<"k">> => from_dp, <<"only_dp">> => from_dp},
+            wait(dp_sets_seen, fun() -> [rpc:call(N, aemp, db_family, [dp]) || N <- [node(), A]] end,
+                 [FromDp, FromDp]),
+            ok = aemp:db_set(dp, <<"k">>, from_t),
+            Later = FromDp#{<<"k">> => from_t},
+            wait(later_set_wins_on_dp,
+                 fun() -> [rpc:call(C, aemp_db_dp, family, [<<"dp">>]) |
+                           [rpc:call(N, aemp, db_family, [dp]) || N <- [node(), A]]] end,
+                 [Later, Later, Later]),
+            expect(ok, rpc:call(C, gen_server, stop, [Dp]), dp_stopped),
+            wait(dp_share_gone, fun() -> [rpc:call(N, aemp, db_family, [dp]) || N <- [node(), A]] end,
+                 [#{<<"k">> => from_t}, #{<<"k">> => from_t}]),
+            log("OTP ~s data_publisher with aemp_db_dp and the application's servers converge",
+                [rpc:call(C, erlang, system_info, [otp_release])]);
+        _ ->
+            log("OTP ~s has no data_publisher (OTP 29+): no check of it here",
+                [rpc:call(C, erlang, system_info, [otp_release])])
+    end.
 
 set_many(F, N) ->
     lists:foreach(fun(I) -> ok = aemp:db_set(F, integer_to_binary(I), I) end, lists:seq(1, N)).
