@@ -231,6 +231,23 @@ erl_test() {
     expect_peer_release "$WORK/$name.out"
 }
 
+# run_example_exs SCRIPT ARG...: run examples/SCRIPT with elixir as node
+# ex (the Erlang application in AEMP_EBIN on its path) to its end; fails
+# unless it exits 0 and, with AEMP_OTP set, ran on that release. Its
+# output is in $WORK/ex.out. The script is copied where an OTP chroot
+# sees it.
+run_example_exs() {
+    local script=$1
+    shift
+    : "${AEMP_EXAMPLES:?AEMP_EXAMPLES must name the examples folder}"
+    cp "$AEMP_EXAMPLES/$script" "$WORK/$script"
+    run_fg ex 40 elixir --sname ex --cookie "$COOKIE" --erl "-start_epmd false" -pa "$AEMP_EBIN" \
+        "$WORK/$script" "$@"
+    cat "$WORK/ex.out" "$WORK/ex.err"
+    ((EXIT_STATUS == 0)) || fail "elixir $script exited with $EXIT_STATUS"
+    expect_peer_release "$WORK/ex.out" ELIXIR
+}
+
 # expect_peer_release FILE [ELIXIR]: with AEMP_OTP set, the Erlang (or
 # Elixir) node that wrote FILE said it runs that OTP release.
 expect_peer_release() {

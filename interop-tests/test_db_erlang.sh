@@ -14,7 +14,6 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 begin_test
-: "${AEMP_EXAMPLES:?AEMP_EXAMPLES must name the examples folder}"
 begin_epmd_holder
 # no node connects to others on its own (global's mesh): the checks cut and
 # heal connections themselves
@@ -34,15 +33,9 @@ expect_peer_release "$WORK/t.out"
 grep -q 'aemp_db: dropped unexpected message' "$WORK/a.out" "$WORK/a.err" ||
     fail "node a did not log the hostile messages it dropped"
 
-# the Elixir example, with a and c; the script is copied where an OTP
-# chroot sees it
-cp "$AEMP_EXAMPLES/db.exs" "$WORK/db.exs"
-run_fg ex 40 elixir --sname ex --cookie "$COOKIE" --erl "-start_epmd false" -pa "$AEMP_EBIN" \
-    "$WORK/db.exs" "a@$HOST"
-cat "$WORK/ex.out" "$WORK/ex.err"
-((EXIT_STATUS == 0)) || fail "elixir exited with $EXIT_STATUS"
+# the Elixir example, with a
+run_example_exs db.exs "a@$HOST"
 expect_line "$WORK/ex.out" "^a@$HOST set \"a@$HOST\" => "
 expect_line "$WORK/ex.out" "^a@$HOST sees %\\{.*\"ex@$HOST\" => "
 expect_line "$WORK/ex.out" '^gone with its process: .*'
-expect_peer_release "$WORK/ex.out" ELIXIR
 pass

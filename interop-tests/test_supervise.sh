@@ -20,15 +20,10 @@ wait_line "$WORK/w.out" '^worker [0-9]+ stopped: shutdown$' 10
 expect_line "$WORK/w.out" '^worker [0-9]+ stopped: \{die,<<"asked to crash">>\}$'
 ((1 == $(grep -c 'stopped: shutdown$' "$WORK/w.out"))) || fail "not one port stopped by the Erlang supervisor"
 
-# the same from Elixir; the script is copied where an OTP chroot sees it
-cp "$AEMP_EXAMPLES/supervise.exs" "$WORK/supervise.exs"
-run_fg ex 40 elixir --sname ex --cookie "$COOKIE" --erl "-start_epmd false" -pa "$AEMP_EBIN" \
-    "$WORK/supervise.exs" "w@$HOST"
-cat "$WORK/ex.out" "$WORK/ex.err"
-((EXIT_STATUS == 0)) || fail "elixir exited with $EXIT_STATUS"
+# the same from Elixir
+run_example_exs supervise.exs "w@$HOST"
 expect_line "$WORK/ex.out" '^restarted as #PID<[0-9.]+>, which answers$'
 expect_line "$WORK/ex.out" '^supervisor stopped, port stopped$'
-expect_peer_release "$WORK/ex.out" ELIXIR
 two_stopped() { (($(grep -c 'stopped: shutdown$' "$WORK/w.out") == 2)); }
 wait_for "two ports stopped with shutdown" 10 two_stopped
 ! grep -Eq 'Sanitizer|runtime error:' "$WORK/w.err" || fail "sanitizer report from the C node"
