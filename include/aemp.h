@@ -414,6 +414,19 @@ typedef struct aemp_node_config {
      * and connects once to each it is not connected to yet (at most 256
      * names of one answer). */
     int mesh_interval_ms;
+
+    /* ---- pg (issue 10, part "pg"): families of ports (docs/database.md
+     * "Families of ports and pg") ---- */
+    /* The OTP pg scopes this node is a peer of: names separated by commas
+     * (or blanks), at most 16, each at most 255 characters; each is a
+     * service port registered under that name. NULL means "aemp"; "" means
+     * none (aemp_pg_* calls then fail with AEMP_ENOTSUP). A name that is
+     * taken (net_kernel) fails aemp_node_create with AEMP_EEXIST. */
+    const char *pg_scopes;
+    /* Most members of other nodes held, over all scopes (each membership
+     * of a pid in a group counts); 0 means 100000. What a peer announces
+     * beyond it is dropped (logged). */
+    unsigned pg_max_members;
 } aemp_node_config;
 
 /*
@@ -900,6 +913,40 @@ int aemp_gen_reply(aemp_node *node, const aemp_term *from, const aemp_term *repl
  */
 int aemp_cal(aemp_node *node, const aemp_addr *to, const aemp_term *msg, unsigned timeout_ms,
              aemp_call_cb cb, void *arg);
+
+/* ------------------------------------------------------------------ */
+/* Families of ports: OTP pg groups                                    */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The node is a peer of OTP `pg` scopes (aemp_node_config.pg_scopes,
+ * default `aemp`) on every node it connects to, Erlang or C: a family is
+ * the pg group that is the atom of its name (a binary when the name is
+ * longer than 255 characters), so pg:get_members(aemp, Family) on an
+ * Erlang node lists the ports that joined it, and this node sees the
+ * processes that joined it there. Groups that are atoms or binaries of the
+ * same text are one family. Family names are UTF-8 strings of 1 to 1000
+ * bytes (AEMP_EINVAL otherwise). docs/database.md.
+ */
+
+/* Make local port `port` a member of family in every scope. A port may
+ * join a family several times (as in pg): it stays a member until it left
+ * as often, or dies (its memberships end with it, told to every peer).
+ * AEMP_ENOENT (port not a live local port), AEMP_ENOTSUP (no scope),
+ * AEMP_ECLOSED, AEMP_ENOMEM. */
+int aemp_pg_join(aemp_node *node, const char *family, aemp_port port);
+/* Undo one aemp_pg_join(); AEMP_ENOENT if port is not a member. */
+int aemp_pg_leave(aemp_node *node, const char *family, aemp_port port);
+/* The members of family as this node sees them: local ports and processes
+ * of other nodes, each once, in scope `scope` (NULL: in any scope). Up to
+ * max of them go to out (in no particular order); returns how many there
+ * are (more than max when out was too small), or AEMP_EINVAL, AEMP_ENOENT
+ * (scope is not one of the node's), AEMP_ENOTSUP (no scope), AEMP_ENOMEM.
+ * A process of another node is seen from when its node's scope told this
+ * node (on connecting, then every join) until it leaves or the connection
+ * to its node is lost. */
+int aemp_pg_members(aemp_node *node, const char *scope, const char *family, aemp_addr *out,
+                    size_t max);
 
 /* ------------------------------------------------------------------ */
 /* TLS certificates                                                    */

@@ -13,6 +13,7 @@
 
 struct aemp__call;
 struct aemp__seeds;
+struct aemp__pg;
 
 struct aemp__svc {
     aemp_port net_kernel;
@@ -20,10 +21,11 @@ struct aemp__svc {
     aemp__map exports;         /* "module:function" -> exported C function */
     struct aemp__call *calls;  /* calls into other nodes whose callback has not run */
     struct aemp__seeds *seeds; /* seeds and meshing (seeds.c); NULL: no seeds */
+    struct aemp__pg *pg;       /* pg scopes: families of ports (pg.c) */
 };
 
-/* Start every service on n. */
-int aemp__svc_init(aemp_node *n);
+/* Start every service on n (cfg: their settings). */
+int aemp__svc_init(aemp_node *n, const aemp_node_config *cfg);
 /* The node closes (before its ports die): services end what waits. */
 void aemp__svc_close(aemp_node *n);
 /* Free what the services hold (their ports die with the node's). */
