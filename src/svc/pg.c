@@ -43,10 +43,10 @@
 #include <stdlib.h>
 
 #define PG_MAX_SCOPES 16
-#define PG_MAX_GROUP 1024      /* bytes of a group term we keep */
-#define PG_MAX_FAMILY 1000     /* bytes of a family name */
-#define PG_DEFAULT_MAX 100000  /* remote members held, all scopes */
-#define PG_LOUD_DROPS 20       /* dropped messages logged as warnings */
+#define PG_MAX_GROUP 1024     /* bytes of a group term we keep */
+#define PG_MAX_FAMILY 1000    /* bytes of a family name */
+#define PG_DEFAULT_MAX 100000 /* remote members held, all scopes */
+#define PG_LOUD_DROPS 20      /* dropped messages logged as warnings */
 
 struct fam;
 
@@ -58,7 +58,7 @@ struct member {
 struct group {
     char *key; /* canonical: 'a' atom text (UTF-8), 'b' binary, 't' other term */
     size_t klen;
-    aemp_buf term; /* encoded group, as we send it */
+    aemp_buf term;   /* encoded group, as we send it */
     struct fam *fam; /* family of an atom or binary group, or NULL */
     struct member *m;
     size_t n, cap;
@@ -84,10 +84,10 @@ struct scope {
     char name[AEMP_MAXATOMLEN + 1];
     aemp_port port;
     aemp_addr self;
-    aemp__map groups;    /* key -> struct group */
+    aemp__map groups; /* key -> struct group */
     struct peer *peers;
     uint32_t next_peer;
-    aemp__idmap locals;  /* port id -> struct local */
+    aemp__idmap locals; /* port id -> struct local */
 };
 
 /* A pid's memberships in a family, over all scopes and groups. */
@@ -271,8 +271,10 @@ static int fam_add(struct aemp__pg *pg, struct fam *f, const aemp_addr *pid, int
         c->before = c->count;
         pg->t[pg->nt++] = (struct touched){f, c};
     }
-    if (d > 0) c->count++;
-    else if (c->count) c->count--;
+    if (d > 0)
+        c->count++;
+    else if (c->count)
+        c->count--;
     return 0;
 }
 
@@ -462,9 +464,12 @@ static struct group *group_make(struct scope *s, const char *key, size_t klen)
     memcpy(g->key, key, klen);
     g->klen = klen;
     int rc;
-    if (key[0] == 'a') rc = aemp__enc_atom_text(&g->term, key + 1, klen - 1);
-    else if (key[0] == 'b') rc = put_binary(&g->term, key + 1, klen - 1);
-    else rc = aemp__buf_append(&g->term, key + 1, klen - 1);
+    if (key[0] == 'a')
+        rc = aemp__enc_atom_text(&g->term, key + 1, klen - 1);
+    else if (key[0] == 'b')
+        rc = put_binary(&g->term, key + 1, klen - 1);
+    else
+        rc = aemp__buf_append(&g->term, key + 1, klen - 1);
     if (rc) goto fail;
     if ((key[0] == 'a' || key[0] == 'b') && klen > 1 && klen - 1 <= PG_MAX_FAMILY &&
         utf8_ok(key + 1, klen - 1, NULL) && !(g->fam = fam_get(s->pg, key + 1, klen - 1, true)))
@@ -588,8 +593,10 @@ static void send_sync(struct scope *s, const aemp_addr *to)
         aemp__put_u32(b.data + at + 1, x.groups);
         rc = aemp__buf_put_u8(&b, AEMP__EXT_NIL);
     }
-    if (rc) AEMP_LOGE("pg %s: out of memory: sync not sent", s->name);
-    else send_to(s, to, &b, "sync");
+    if (rc)
+        AEMP_LOGE("pg %s: out of memory: sync not sent", s->name);
+    else
+        send_to(s, to, &b, "sync");
     aemp_buf_free(&b);
 }
 
@@ -627,8 +634,10 @@ static void send_leave(struct scope *s, const aemp_addr *pid, aemp_buf *const *g
         rc = aemp_buf_put_term(&b, &gt);
     }
     if (!rc && n) rc = aemp__buf_put_u8(&b, AEMP__EXT_NIL);
-    if (rc) AEMP_LOGE("pg %s: out of memory: leave not sent", s->name);
-    else broadcast(s, &b, "leave");
+    if (rc)
+        AEMP_LOGE("pg %s: out of memory: leave not sent", s->name);
+    else
+        broadcast(s, &b, "leave");
     aemp_buf_free(&b);
 }
 
@@ -685,8 +694,7 @@ static void peer_unlink(struct scope *s, struct peer *p)
     }
 }
 
-static void on_peer_down(aemp_node *n, const aemp_addr *target, const aemp_term *reason,
-                         void *arg);
+static void on_peer_down(aemp_node *n, const aemp_addr *target, const aemp_term *reason, void *arg);
 
 /* Forget a peer (inside a batch): its members, its monitor. */
 static void peer_drop(struct scope *s, struct peer *p, bool demonitor)
@@ -984,11 +992,16 @@ static void on_msg(aemp_node *n, aemp_port self, const aemp_term *msg, const aem
         drop(s, "no peer pid of the sender's node", msg);
         return;
     }
-    if (strcmp(tag, "discover") == 0 && (ar == 2 || ar == 3)) on_discover(s, &p);
-    else if (strcmp(tag, "sync") == 0 && ar == 3) on_sync(s, &p, c, msg);
-    else if (strcmp(tag, "join") == 0 && ar == 4) on_join(s, &p, c, msg);
-    else if (strcmp(tag, "leave") == 0 && ar == 4) on_leave(s, &p, c, msg);
-    else drop(s, "not pg's", msg);
+    if (strcmp(tag, "discover") == 0 && (ar == 2 || ar == 3))
+        on_discover(s, &p);
+    else if (strcmp(tag, "sync") == 0 && ar == 3)
+        on_sync(s, &p, c, msg);
+    else if (strcmp(tag, "join") == 0 && ar == 4)
+        on_join(s, &p, c, msg);
+    else if (strcmp(tag, "leave") == 0 && ar == 4)
+        on_leave(s, &p, c, msg);
+    else
+        drop(s, "not pg's", msg);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1071,8 +1084,10 @@ static void local_drop(struct scope *s, uint64_t port, struct local *l, size_t i
         free(l->g);
         free(l);
     }
-    if (sent) send_leave(s, pid, &tp, 1);
-    else AEMP_LOGE("pg %s: out of memory: leave not sent", s->name);
+    if (sent)
+        send_leave(s, pid, &tp, 1);
+    else
+        AEMP_LOGE("pg %s: out of memory: leave not sent", s->name);
     aemp_buf_free(&term);
 }
 
@@ -1126,9 +1141,12 @@ static void port_exit(struct aemp__pg *pg, uint64_t port)
             group_del(s, l->g[i], &pid, 0);
         }
         end(pg);
-        if (nt == l->n) send_leave(s, &pid, tp, nt);
-        else AEMP_LOGE("pg %s: out of memory: the leave of a dead port not sent", s->name);
-        for (size_t i = 0; terms && i < l->n; i++) aemp_buf_free(&terms[i]);
+        if (nt == l->n)
+            send_leave(s, &pid, tp, nt);
+        else
+            AEMP_LOGE("pg %s: out of memory: the leave of a dead port not sent", s->name);
+        for (size_t i = 0; terms && i < l->n; i++)
+            aemp_buf_free(&terms[i]);
         free(terms);
         free(tp);
         free(l->g);
@@ -1189,8 +1207,7 @@ static void collect_cnt(const aemp_addr *pid, void *arg)
     collect_one(arg, pid);
 }
 
-int aemp_pg_members(aemp_node *n, const char *scope, const char *family, aemp_addr *out,
-                    size_t max)
+int aemp_pg_members(aemp_node *n, const char *scope, const char *family, aemp_addr *out, size_t max)
 {
     struct aemp__pg *pg = n ? PG(n) : NULL;
     if (!n || !family_ok(family) || (max && !out)) return AEMP_EINVAL;
@@ -1213,7 +1230,8 @@ int aemp_pg_members(aemp_node *n, const char *scope, const char *family, aemp_ad
             if (t == 0 && family_type(family) == 'b') continue; /* no atom is that long */
             family_key(family, types[t], key, &klen);
             struct group *g = group_get(s, key, klen);
-            for (size_t i = 0; g && i < g->n; i++) collect_one(&x, &g->m[i].pid);
+            for (size_t i = 0; g && i < g->n; i++)
+                collect_one(&x, &g->m[i].pid);
         }
     }
     aemp__map_free(&x.seen);
@@ -1246,7 +1264,8 @@ int aemp__pg_watch(aemp_node *n, const char *family, aemp__pg_watch_fn fn, void 
     w->id = ++pg->next_watch;
     /* at the end: told after the watchers already there */
     struct watch **pw = &pg->watches;
-    while (*pw) pw = &(*pw)->next;
+    while (*pw)
+        pw = &(*pw)->next;
     *pw = w;
     if (handle) *handle = w->id;
     return 0;
@@ -1295,10 +1314,12 @@ static int parse_scopes(struct aemp__pg *pg, const char *list)
 {
     const char *p = list;
     while (*p) {
-        while (*p == ',' || *p == ' ' || *p == '\t') p++;
+        while (*p == ',' || *p == ' ' || *p == '\t')
+            p++;
         if (!*p) break;
         const char *e = p;
-        while (*e && *e != ',' && *e != ' ' && *e != '\t') e++;
+        while (*e && *e != ',' && *e != ' ' && *e != '\t')
+            e++;
         size_t len = (size_t)(e - p), chars = 0;
         if (!utf8_ok(p, len, &chars) || chars > 255) {
             AEMP_LOGE("pg_scopes: a scope name is not an atom name (at most 255 characters)");

@@ -1,0 +1,198 @@
+/*
+ * test_pg.c - families of ports between two C nodes speaking pg's
+ * protocol (src/svc/pg.c): joins (several times) and leaves seen on the
+ * other node and told to watchers, a dead port's memberships gone, a lost
+ * node's members gone, members per scope, hostile messages to a scope
+ * dropped without changing what it holds, and the limit on remote members.
+ */
+#include "harness.h"
+
+#include "svc/pg.h"
+
+TestSuite(pg, .init = setup, .fini = teardown, .timeout = 120);
+
+struct seen {
+    int joins, leaves;
+    char family[64];
+    aemp_addr last;
+};
+
+static void on_change(aemp_node *n, const char *family, size_t flen, const aemp_addr *member,
+                      bool joined, void *arg)
+{
+    struct seen *s = arg;
+    if (joined) s->joins++;
+    else s->leaves++;
+    snprintf(s->family, sizeof s->family, "%s", family);
+    s->last = *member;
+}
+
+static void start_pg(struct node_ctx *c, const char *name, const char *scopes, unsigned max)
+{
+    aemp_node_config cfg = {0};
+    cfg.name = name;
+    cfg.cookie = "secret";
+    cfg.pg_scopes = scopes;
+    cfg.pg_max_members = max;
+    start_node_cfg(c, cfg);
+}
+
+static int members(aemp_node *n, const char *scope, const char *family, aemp_addr *one)
+{
+    aemp_addr out[8];
+    int k = aemp_pg_members(n, scope, family, out, 8);
+    if (k > 0 && one) *one = out[0];
+    return k;
+}
+
+/* Run the loop until family has want members on n (deadline 5 s). */
+static bool wait_members(aemp_node *n, const char *family, int want)
+{
+    for (int i = 0; i < 500; i++) {
+        if (members(n, NULL, family, NULL) == want) return true;
+        int never = 0;
+        run_until(&never, 10);
+    }
+    return false;
+}
+
+static void nop_cb(aemp_node *n, aemp_port self, const aemp_term *msg, const aemp_addr *from,
+                   void *arg)
+{
+}
+
+Test(pg, join_leave_die_between_c_nodes)
+{
+    struct node_ctx a, b;
+    start_pg(&a, "a@127.0.0.1", "aemp", 0);
+    start_pg(&b, "b@127.0.0.1", "aemp, other", 0);
+    struct seen sb = {0}, sa = {0};
+    uint64_t wb;
+    cr_assert_eq(aemp__pg_watch(b.node, "fam", on_change, &sb, &wb), 0);
+    cr_assert_eq(aemp__pg_watch(a.node, NULL, on_change, &sa, NULL), 0);
+    aemp_port p, q;
+    aemp_addr pa, got;
+    cr_assert_eq(aemp_port_open(a.node, nop_cb, NULL, &p), 0);
+    cr_assert_eq(aemp_port_open(a.node, nop_cb, NULL, &q), 0);
+    cr_assert_eq(aemp_port_addr(a.node, p, &pa), 0);
+    /* joined before the nodes know each other: told in the sync */
+    cr_assert_eq(aemp_pg_join(a.node, "fam", p), 0);
+    cr_assert_eq(aemp_pg_join(a.node, "fam", p), 0);
+    cr_assert_eq(sa.joins, 1, "a local join is told once per member");
+    cr_assert_eq(members(a.node, "aemp", "fam", &got), 1);
+    cr_assert(aemp_addr_equal(&got, &pa));
+    cr_assert_eq(aemp_node_connect(a.node, "b@127.0.0.1"), 0);
+    cr_assert(wait_int(&sb.joins, 1, 5000), "b never saw a's member");
+    cr_assert(aemp_addr_equal(&sb.last, &pa));
+    cr_assert_str_eq(sb.family, "fam");
+    cr_assert_eq(members(b.node, "aemp", "fam", &got), 1);
+    cr_assert(aemp_addr_equal(&got, &pa));
+    /* b's scope `other` has no peer on a */
+    cr_assert_eq(members(b.node, "other", "fam", NULL), 0);
+    cr_assert_eq(aemp_pg_members(b.node, "nosuch", "fam", NULL, 0), AEMP_ENOENT);
+    /* joined after: told by a join; a second member */
+    cr_assert_eq(aemp_pg_join(a.node, "fam", q), 0);
+    cr_assert(wait_members(b.node, "fam", 2));
+    cr_assert_eq(sb.joins, 2);
+    /* p joined twice: one leave keeps it a member */
+    cr_assert_eq(aemp_pg_leave(a.node, "fam", p), 0);
+    cr_assert_eq(aemp_pg_leave(a.node, "fam", q), 0);
+    cr_assert_eq(aemp_pg_leave(a.node, "fam", q), AEMP_ENOENT);
+    cr_assert(wait_int(&sb.leaves, 1, 5000));
+    cr_assert(wait_members(b.node, "fam", 1));
+    cr_assert_eq(members(b.node, NULL, "fam", &got), 1);
+    cr_assert(aemp_addr_equal(&got, &pa));
+    /* b's own port joins: b's local and a's remote member */
+    aemp_port r;
+    cr_assert_eq(aemp_port_open(b.node, nop_cb, NULL, &r), 0);
+    cr_assert_eq(aemp_pg_join(b.node, "fam", r), 0);
+    cr_assert_eq(sb.joins, 3);
+    cr_assert(wait_members(a.node, "fam", 2));
+    /* a port that dies leaves every group */
+    cr_assert_eq(aemp_port_close(a.node, p), 0);
+    cr_assert(wait_int(&sb.leaves, 2, 5000));
+    cr_assert(aemp_addr_equal(&sb.last, &pa));
+    cr_assert_eq(members(b.node, NULL, "fam", NULL), 1);
+    cr_assert_eq(members(a.node, NULL, "fam", NULL), 1);
+    /* a node that goes: its members go */
+    cr_assert_eq(aemp_pg_join(a.node, "fam", q), 0);
+    cr_assert(wait_members(b.node, "fam", 2));
+    cr_assert_eq(aemp__pg_unwatch(b.node, wb), 0);
+    cr_assert_eq(aemp__pg_unwatch(b.node, wb), AEMP_ENOENT);
+    stop_node(&a);
+    cr_assert(wait_members(b.node, "fam", 1));
+    cr_assert_eq(sb.leaves, 2, "an unwatched family is not told");
+    /* argument checks */
+    cr_assert_eq(aemp_pg_join(b.node, "", r), AEMP_EINVAL);
+    cr_assert_eq(aemp_pg_join(b.node, "bad\xff", r), AEMP_EINVAL);
+    cr_assert_eq(aemp_pg_join(b.node, "fam", (aemp_port){999999}), AEMP_ENOENT);
+    stop_node(&b);
+}
+
+/* Messages a scope must not act on: it drops them and keeps what it has. */
+Test(pg, hostile_messages_dropped)
+{
+    struct node_ctx a, b;
+    start_pg(&a, "a@127.0.0.1", "aemp", 0);
+    start_pg(&b, "b@127.0.0.1", "aemp", 3);
+    aemp_port p, x;
+    aemp_addr pa, scope, bscope;
+    cr_assert_eq(aemp_port_open(a.node, nop_cb, NULL, &p), 0);
+    cr_assert_eq(aemp_port_open(a.node, nop_cb, NULL, &x), 0);
+    cr_assert_eq(aemp_port_addr(a.node, p, &pa), 0);
+    cr_assert_eq(aemp_pg_join(a.node, "fam", p), 0);
+    cr_assert_eq(aemp_node_connect(a.node, "b@127.0.0.1"), 0);
+    cr_assert(wait_members(b.node, "fam", 1));
+    name_addr(&bscope, b.node, "aemp");
+    aemp_addr_name(&scope, "b@127.0.0.1", "aemp");
+    /* the scopes' pids */
+    aemp_addr ascope, bpid;
+    aemp_port sp;
+    cr_assert_eq(aemp_port_of_addr(a.node, &(aemp_addr){0}, &sp), AEMP_ENOENT);
+    name_addr(&ascope, a.node, "aemp");
+    cr_assert_eq(aemp_port_of_addr(a.node, &ascope, &sp), 0);
+    cr_assert_eq(aemp_port_addr(a.node, sp, &ascope), 0);
+    cr_assert_eq(aemp_port_of_addr(b.node, &bscope, &sp), 0);
+    cr_assert_eq(aemp_port_addr(b.node, sp, &bpid), 0);
+    static const char *bad[] = {
+        "hello",
+        "{discover, notapid}",
+        "{join, ~p}",
+        "{'$gen_cast', {other, 1}}",
+        "{'$gen_call', {~p, ref}, members}",
+        "{sync, ~p, notalist}",
+        "{sync, ~p, [{g, ~p}]}",       /* Pids must be a list */
+        "{sync, ~p, [{g, [1]}]}",      /* not pids */
+        "{leave, ~p, ~p, notalist}",
+        "{leave, ~p, [x], [fam]}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        cr_assert_eq(aemp_sendf(a.node, x, &scope, bad[i], &ascope, &pa), 0);
+    /* a sender claiming a peer of another node: b's own scope */
+    cr_assert_eq(aemp_sendf(a.node, x, &scope, "{join, ~p, fam, ~p}", &bpid, &pa), 0);
+    /* a peer's pids that are not of its node */
+    cr_assert_eq(aemp_sendf(a.node, x, &scope, "{join, ~p, fam, ~p}", &ascope, &bpid), 0);
+    /* beyond pg_max_members (3): dropped; within it: taken */
+    cr_assert_eq(aemp_sendf(a.node, x, &scope, "{join, ~p, big, [~p, ~p, ~p]}", &ascope, &pa, &pa,
+                            &pa),
+                 0);
+    cr_assert_eq(aemp_sendf(a.node, x, &scope, "{join, ~p, ~s, ~p}", &ascope, "fam", &pa), 0);
+    /* from b's own side, without a sender */
+    cr_assert_eq(aemp_sendf(b.node, (aemp_port){0}, &bscope, "{join, ~p, fam, ~p}", &ascope, &pa),
+                 0);
+    /* a probe after them all, in order on the same connection */
+    cr_assert_eq(aemp_sendf(a.node, x, &scope, "{join, ~p, probe, ~p}", &ascope, &pa), 0);
+    cr_assert(wait_members(b.node, "probe", 1));
+    cr_assert_eq(members(b.node, NULL, "big", NULL), 0);
+    /* the binary group <<"fam">> is family fam too: still one pid */
+    cr_assert_eq(members(b.node, NULL, "fam", NULL), 1);
+    cr_assert_eq(members(b.node, "aemp", "fam", NULL), 1);
+    /* a leave from the peer of a group it never joined is no harm */
+    cr_assert_eq(aemp_sendf(a.node, x, &scope, "{leave, ~p, ~p, [nosuch, probe]}", &ascope, &pa),
+                 0);
+    cr_assert(wait_members(b.node, "probe", 0));
+    cr_assert_eq(members(b.node, NULL, "fam", NULL), 1);
+    stop_node(&a);
+    cr_assert(wait_members(b.node, "fam", 0));
+    stop_node(&b);
+}
