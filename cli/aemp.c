@@ -203,7 +203,7 @@ static int cmd_run(int argc, char **argv)
         (rc = aemp_export(st.node, "aemp", "echo", rpc_echo, NULL)) ||
         (rc = aemp_export(st.node, "aemp", "fail", rpc_fail, NULL)) ||
         (rc = aemp_export(st.node, "aemp", "send", rpc_send, NULL)) ||
-        (rc = aemp__cli_demo_export(st.node))) {
+        (rc = aemp__cli_demo_export(st.node)) || (rc = aemp__cli_demo_join(st.node, st.echo))) {
         fprintf(stderr, "aemp: cannot create the echo port: %s\n", aemp_strerror(rc));
         return 1;
     }

@@ -97,6 +97,9 @@ int aemp__cli_cal(int argc, char **argv);
 
 /* Export the aemp_demo module of `aemp run` on node (demo.c). */
 int aemp__cli_demo_export(aemp_node *node);
+/* Join port to family aemp_demo (pg group aemp_demo in the node's scopes;
+ * nothing when it has none) and say so (demo.c). */
+int aemp__cli_demo_join(aemp_node *node, aemp_port port);
 /* The echo of the echo ports: msg {Pid, Msg} sends Msg to Pid from self;
  * anything else is logged and ignored. Returns aemp_send's error. */
 int aemp__cli_echo(aemp_node *node, aemp_port self, const aemp_term *msg);

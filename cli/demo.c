@@ -5,6 +5,12 @@
  *   aemp_demo:crash(Reason)    fails with error:Reason
  *   aemp_demo:kill(Pid, Reason) kills the port Pid of this node with
  *                              Reason (aemp_kil) and returns ok
+ *   aemp_demo:members(Group)   the pids of pg group Group (an atom or a
+ *                              binary) in scope aemp as this node sees
+ *                              them: its ports and other nodes' processes,
+ *                              each once (aemp_pg_members); error badarg for
+ *                              another argument, {no_scope, aemp} when the
+ *                              node has no pg scope aemp
  *   spawn(Node, aemp_demo, echo_port, [])
  *                              a new port that answers {From, Msg} with Msg,
  *                              as the registered port echo does, and
@@ -15,6 +21,7 @@
 #include "cli.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int aemp__cli_echo(aemp_node *node, aemp_port self, const aemp_term *msg)
@@ -85,6 +92,74 @@ static int demo_kill(aemp_node *node, const aemp_term *args, aemp_buf *result, v
     return AEMP_RPC_RETURN;
 }
 
+static int demo_members(aemp_node *node, const aemp_term *args, aemp_buf *result, void *arg)
+{
+    aemp_term g;
+    if (take_args(args, 1, &g)) return undef(result);
+    char family[AEMP_MAXATOMLEN + 1];
+    aemp_cursor c = aemp_cursor_of(&g);
+    const void *bin;
+    size_t len;
+    if (aemp_get_atom(&c, family, sizeof family) != 0) {
+        c = aemp_cursor_of(&g);
+        if (aemp_get_binary(&c, &bin, &len) || len >= sizeof family) {
+            aemp_term_format(result, "badarg");
+            return AEMP_RPC_ERROR;
+        }
+        memcpy(family, bin, len);
+        family[len] = 0;
+    }
+    int n = aemp_pg_members(node, "aemp", family, NULL, 0);
+    if (n == AEMP_ENOENT || n == AEMP_ENOTSUP) {
+        aemp_term_format(result, "{no_scope, aemp}");
+        return AEMP_RPC_ERROR;
+    }
+    if (n < 0) {
+        /* not a family name (not UTF-8, too long): a group nobody joined */
+        aemp_term_format(result, n == AEMP_EINVAL ? "[]" : "system_limit");
+        return n == AEMP_EINVAL ? AEMP_RPC_RETURN : AEMP_RPC_ERROR;
+    }
+    /* the list written as port IDs and read back (public API only) */
+    aemp_addr *pids = calloc((size_t)n + 1, sizeof *pids);
+    size_t cap = 3 + (size_t)n * (AEMP_MAXNODELEN + 48);
+    char *text = malloc(cap);
+    size_t len_text = 0;
+    int rc = pids && text ? 0 : AEMP_ENOMEM;
+    if (!rc) n = aemp_pg_members(node, "aemp", family, pids, (size_t)n);
+    if (!rc && n < 0) rc = n;
+    if (!rc) text[len_text++] = '[';
+    for (int i = 0; !rc && i < n; i++) {
+        if (i) text[len_text++] = ',';
+        int k = aemp_addr_format(&pids[i], text + len_text, cap - len_text - 2);
+        if (k < 0 || (size_t)k >= cap - len_text - 2)
+            rc = AEMP_ETOOBIG;
+        else
+            len_text += (size_t)k;
+    }
+    if (!rc) {
+        text[len_text++] = ']';
+        rc = aemp_term_parse(result, text, len_text, NULL);
+    }
+    free(pids);
+    free(text);
+    if (rc) {
+        aemp_term_format(result, "system_limit");
+        return AEMP_RPC_ERROR;
+    }
+    return AEMP_RPC_RETURN;
+}
+
+int aemp__cli_demo_join(aemp_node *node, aemp_port port)
+{
+    int rc = aemp_pg_join(node, "aemp_demo", port);
+    if (rc == AEMP_ENOTSUP) return 0; /* no pg scope: nothing to join */
+    if (rc == 0) {
+        printf("aemp: port echo joined family aemp_demo\n");
+        fflush(stdout);
+    }
+    return rc;
+}
+
 /* The default callback of an echo_port: an echo that never dies of a
  * message it does not understand. */
 static int echo_port_msg(aemp_node *node, aemp_port self, const aemp_msg *m, void *arg)
@@ -131,6 +206,7 @@ int aemp__cli_demo_export(aemp_node *node)
     if ((rc = aemp_export(node, "aemp_demo", "echo", demo_echo, NULL)) ||
         (rc = aemp_export(node, "aemp_demo", "crash", demo_crash, NULL)) ||
         (rc = aemp_export(node, "aemp_demo", "kill", demo_kill, NULL)) ||
+        (rc = aemp_export(node, "aemp_demo", "members", demo_members, NULL)) ||
         (rc = aemp_export_init(node, "aemp_demo", "echo_port", echo_port_init, NULL)))
         return rc;
     return 0;

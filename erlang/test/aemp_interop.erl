@@ -77,6 +77,15 @@ watchdog(Test) ->
 %% Tests
 %% ------------------------------------------------------------------
 
+%% pg (test_pg.sh): the C node `aemp run` is a peer of this node's pg
+%% scope aemp: its echo port is in group aemp_demo; joins and leaves of
+%% Erlang processes (atom and binary groups, twice) show at the C side;
+%% a dead process's memberships go; the C port killed leaves pg here; a
+%% lost connection drops our members there, and a new one brings them
+%% back; the scope is the same process from start to end. The second C
+%% node's echo port is seen here and, once the two C nodes are connected,
+%% by the first (C to C pg).
+test(pg, Nodes) -> pg_test(Nodes);
 %% rpc:call, erpc:call and rpc:cast of functions the aemp node exported
 %% (aemp:echo/N returns its arguments, aemp:fail/1 raises error), and of a
 %% function it did not export (undef, the node keeps serving).
@@ -807,6 +816,85 @@ test(cli, [CNode, EchoId]) ->
     register(idle, Idle),
     io:format("IDLE~n"),
     wait_monitored(Idle).
+
+%% The pg test (see test(pg, _)).
+pg_test([CNode, CNode2]) ->
+    {ok, Scope} = pg:start(aemp),
+    connect(CNode),
+    Echo = pg_until(fun() -> pg_member_of(aemp_demo, CNode) end, c_port_in_pg),
+    pg_c(CNode, aemp_demo, [Echo]),
+    connect(CNode2),
+    Echo2 = pg_until(fun() -> pg_member_of(aemp_demo, CNode2) end, c2_port_in_pg),
+    %% CNode sends to CNode2's echo port: connected, they find each other
+    ok = rpc:call(CNode, aemp, send, [Echo2, {self(), hi}]),
+    receive hi -> ok after ?REPLY_MS -> throw(no_echo_from_c2) end,
+    pg_c(CNode, aemp_demo, [Echo, Echo2]),
+    pg_c(CNode2, aemp_demo, [Echo, Echo2]),
+    Hold = fun() -> receive stop -> ok end end,
+    P1 = spawn(Hold),
+    P2 = spawn(Hold),
+    ok = pg:join(aemp, g1, P1),
+    ok = pg:join(aemp, g1, [P1, P2]),
+    ok = pg:join(aemp, aemp_demo, P2),
+    ok = pg:join(aemp, <<"g2">>, P1),
+    ok = pg:join(aemp, {other, group}, P1),
+    pg_c(CNode, g1, [P1, P2]),
+    pg_c(CNode, <<"g1">>, [P1, P2]),
+    pg_c(CNode, aemp_demo, [Echo, Echo2, P2]),
+    pg_c(CNode, g2, [P1]),
+    %% P1 joined g1 twice: one leave keeps it there (the probe group
+    %% orders the check after the leave)
+    ok = pg:leave(aemp, g1, P1),
+    ok = pg:join(aemp, probe, P2),
+    pg_c(CNode, probe, [P2]),
+    pg_c(CNode, g1, [P1, P2]),
+    ok = pg:leave(aemp, g1, P1),
+    pg_c(CNode, g1, [P2]),
+    exit(P2, kill),
+    pg_c(CNode, g1, []),
+    pg_c(CNode, aemp_demo, [Echo, Echo2]),
+    %% the C port killed: it leaves pg here and at the other C node
+    ok = rpc:call(CNode, aemp_demo, kill, [Echo, bye]),
+    pg_until(fun() -> pg:get_members(aemp, aemp_demo) =:= [Echo2] end, c_port_left_pg),
+    pg_c(CNode2, aemp_demo, [Echo2]),
+    %% a lost connection: the C node drops our members; connected again,
+    %% it finds the scope again (what left meanwhile stays gone)
+    true = erlang:disconnect_node(CNode),
+    pg_until(fun() -> not lists:member(CNode, nodes(hidden)) end, disconnected),
+    ok = pg:leave(aemp, <<"g2">>, P1),
+    expect([], rpc:call(CNode, aemp_demo, members, [g2]), c_dropped_members),
+    ok = pg:join(aemp, g3, P1),
+    pg_c(CNode, g3, [P1]),
+    pg_c(CNode, g2, []),
+    %% the scope never crashed
+    expect(Scope, whereis(aemp), same_scope),
+    ok.
+
+%% The one member of group G on node Node, else false.
+pg_member_of(G, Node) ->
+    case [P || P <- pg:get_members(aemp, G), node(P) =:= Node] of
+        [P] -> P;
+        _ -> false
+    end.
+
+%% Poll F until it returns something other than false (5 s at most).
+pg_until(F, What) -> pg_until(F, What, 250).
+pg_until(F, What, 0) -> throw({timeout, What, F()});
+pg_until(F, What, N) ->
+    case F() of
+        false -> timer:sleep(20), pg_until(F, What, N - 1);
+        V -> V
+    end.
+
+%% The C node sees exactly Want (in any order) in group G of scope aemp.
+pg_c(CNode, G, Want) ->
+    Sorted = lists:sort(Want),
+    pg_until(fun() ->
+                     case rpc:call(CNode, aemp_demo, members, [G]) of
+                         L when is_list(L) -> lists:sort(L) =:= Sorted;
+                         Other -> throw({members, G, Other})
+                     end
+             end, {c_members, G, Want}).
 
 %% Remotely called functions, the same as callnode.c's exports.
 kind(return, V) -> V;

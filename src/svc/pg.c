@@ -11,7 +11,8 @@
  *   {discover, P [, _]}   -> '$gen_cast' {sync, Self, [{Group, Pids}]} to P
  *                            (our local members); P new: monitor it and
  *                            send it {discover, Self} too
- *   sync (cast or plain)  -> P's members replaced (P new: monitored)
+ *   sync (cast or plain)  -> P's members replaced (P new: monitored); our
+ *                            sync to P if it has not had one
  *   {join, P, G, PidOrPids}, {leave, P, PidOrPids, Groups}
  *                         -> P's members changed (P unknown: dropped)
  *   P's monitor fires     -> P's members gone (noconnection included)
@@ -876,6 +877,13 @@ static void on_sync(struct scope *s, const aemp_addr *p, aemp_cursor groups, con
 out:
     end(pg);
     free(key);
+    /* a peer that told us its members gets ours, even before its discover
+     * (one that knew us already sends none): a sync is always safe */
+    peer = peer_find(s, p);
+    if (peer && !peer->synced) {
+        send_sync(s, p);
+        peer->synced = true;
+    }
     return;
 bad:
     free(key);

@@ -40,7 +40,7 @@ static inline void setup(void)
     cr_assert_eq(uv_loop_init(&loop), 0);
     /* A private EPMD port so that tests never touch a real epmd. */
     epmd_port = free_port();
-    aemp_log_set_level(getenv("PGDEBUG") ? AEMP_LOG_INFO : AEMP_LOG_ERROR);
+    aemp_log_set_level(getenv("AEMP_TEST_LOG") ? AEMP_LOG_INFO : AEMP_LOG_ERROR);
 }
 
 static inline void walk_close(uv_handle_t *h, void *arg)
