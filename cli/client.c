@@ -181,6 +181,8 @@ int aemp__cli_client_run(struct aemp__cli_client *c, const struct aemp__cli_opts
     /* The profile's nodeid names the node it configures, not this client:
      * borrowing it would clash with that node if it runs. */
     cfg.name = myname;
+    /* nor is it a member of the profile's pg scopes: it only asks */
+    cfg.pg_scopes = "";
     int rc = aemp_node_create(loop, &cfg, &c->node);
     aemp_profile_free(prof);
     if (rc) {

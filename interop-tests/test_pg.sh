@@ -7,8 +7,9 @@
 # other's ports once connected (C to C pg); a killed C port leaves pg on
 # erl; a lost connection drops erl's members at the C side and a new one
 # brings them back; erl's scope is the same process from start to end (it
-# never got a message that crashes it), and no C node dropped a message
-# of erl's scope as malformed.
+# never got a message that crashes it), then a new scope there is found
+# by the C nodes (an Erlang scope never discovers a hidden node); no C
+# node dropped a message of erl's scope as malformed.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"

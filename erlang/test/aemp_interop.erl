@@ -82,7 +82,8 @@ watchdog(Test) ->
 %% Erlang processes (atom and binary groups, twice) show at the C side;
 %% a dead process's memberships go; the C port killed leaves pg here; a
 %% lost connection drops our members there, and a new one brings them
-%% back; the scope is the same process from start to end. The second C
+%% back; the scope is the same process from start to end (then a new
+%% scope is found by the C nodes and learns their members). The second C
 %% node's echo port is seen here and, once the two C nodes are connected,
 %% by the first (C to C pg).
 test(pg, Nodes) -> pg_test(Nodes);
@@ -868,6 +869,16 @@ pg_test([CNode, CNode2]) ->
     pg_c(CNode, g2, []),
     %% the scope never crashed
     expect(Scope, whereis(aemp), same_scope),
+    %% a new scope (after this one was killed) is found by the C nodes
+    %% (Erlang's discovers only visible nodes)
+    Mon = monitor(process, Scope),
+    exit(Scope, kill),
+    receive {'DOWN', Mon, process, Scope, killed} -> ok end,
+    {ok, _} = pg:start(aemp),
+    pg_until(fun() -> pg:get_members(aemp, aemp_demo) =:= [Echo2] end, c_found_new_scope),
+    pg_c(CNode2, g3, []),
+    ok = pg:join(aemp, g4, P1),
+    pg_c(CNode2, g4, [P1]),
     ok.
 
 %% The one member of group G on node Node, else false.

@@ -48,6 +48,11 @@
 #define PG_MAX_FAMILY 1000    /* bytes of a family name */
 #define PG_DEFAULT_MAX 100000 /* remote members held, all scopes */
 #define PG_LOUD_DROPS 20      /* dropped messages logged as warnings */
+/* Every this often, discover the scope again on each node up that has no
+ * peer in it: a scope started there after the connection, or restarted
+ * (an Erlang scope discovers only visible nodes, never this hidden one). */
+#define PG_REDISCOVER_MS 5000
+#define PG_RESTART_MS 100 /* after a peer's scope died, its node still up */
 
 struct fam;
 
@@ -89,6 +94,7 @@ struct scope {
     struct peer *peers;
     uint32_t next_peer;
     aemp__idmap locals; /* port id -> struct local */
+    uint64_t timer;     /* the next rediscovery, 0: none */
 };
 
 /* A pid's memberships in a family, over all scopes and groups. */
@@ -739,6 +745,48 @@ static struct peer *peer_get(struct scope *s, const aemp_addr *pid, bool *fresh)
     return p;
 }
 
+/* {discover, Self} to every node up that has no peer in this scope. */
+static void rediscover(struct scope *s)
+{
+    aemp_node *n = s->pg->n;
+    size_t up = aemp_up_nodes(n, NULL, 0);
+    const char **names = up ? calloc(up, sizeof *names) : NULL;
+    if (!names) return;
+    up = aemp_up_nodes(n, names, up);
+    for (size_t i = 0; i < up; i++) {
+        uint32_t h = aemp__intern_find(names[i], strlen(names[i]));
+        bool known = false;
+        for (struct peer *p = s->peers; p && !known; p = p->next)
+            known = p->pid.node == h;
+        aemp_addr to;
+        if (!known && aemp_addr_name(&to, names[i], s->name) == 0) send_discover(s, &to);
+    }
+    free(names);
+}
+
+static void arm(struct scope *s, uint64_t ms);
+
+static int on_timer(aemp_node *n, aemp_port self, void *arg)
+{
+    struct scope *s = arg;
+    s->timer = 0;
+    if (n->closing || s->pg->closing) return 0;
+    rediscover(s);
+    arm(s, PG_REDISCOVER_MS);
+    return 0;
+}
+
+/* The next rediscovery in ms (replacing the one set). */
+static void arm(struct scope *s, uint64_t ms)
+{
+    aemp_node *n = s->pg->n;
+    if (s->timer) aemp_timer_cancel(n, s->timer);
+    s->timer = 0;
+    int rc = aemp_after_call(n, ms, on_timer, s, &s->timer);
+    if (rc && rc != AEMP_ECLOSED)
+        AEMP_LOGW("pg %s: no timer for rediscovery: %s", s->name, aemp_strerror(rc));
+}
+
 static void on_peer_down(aemp_node *n, const aemp_addr *target, const aemp_term *reason, void *arg)
 {
     struct scope *s = arg;
@@ -755,6 +803,11 @@ static void on_peer_down(aemp_node *n, const aemp_addr *target, const aemp_term 
     begin(pg);
     peer_drop(s, p, false);
     end(pg);
+    /* the scope died, not the connection: a new one may be there soon */
+    aemp_cursor c = aemp_cursor_of(reason);
+    char why[16];
+    if (aemp_get_atom(&c, why, sizeof why) || strcmp(why, "noconnection") != 0)
+        arm(s, PG_RESTART_MS);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1373,6 +1426,7 @@ int aemp__pg_start(aemp_node *n, const aemp_node_config *cfg)
             aemp__proc_protect(n, s->port);
             rc = aemp_port_addr(n, s->port, &s->self);
         }
+        if (!rc) arm(s, PG_REDISCOVER_MS);
     }
     if (!rc && pg->nscopes) rc = aemp__node_subscribe(n, on_event, pg, &pg->sub);
     return rc;
@@ -1383,6 +1437,10 @@ void aemp__pg_close(aemp_node *n)
     struct aemp__pg *pg = PG(n);
     if (!pg) return;
     pg->closing = true;
+    for (size_t i = 0; pg->scopes && i < pg->nscopes; i++) {
+        if (pg->scopes[i].timer) aemp_timer_cancel(n, pg->scopes[i].timer);
+        pg->scopes[i].timer = 0;
+    }
     if (pg->sub) aemp__node_unsubscribe(n, pg->sub);
     pg->sub = NULL;
 }
