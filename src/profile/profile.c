@@ -43,6 +43,8 @@ enum key_id {
     K_SEED_MIN,
     K_SEED_MAX,
     K_MESH_INTERVAL,
+    K_PG_SCOPES,      /* pg */
+    K_PG_MAX_MEMBERS, /* pg */
     K_COUNT
 };
 
@@ -55,6 +57,7 @@ enum value_kind {
     V_PATH,    /* absolute file name */
     V_BOOL,    /* yes or no */
     V_NODES,   /* node names alive@host, separated by commas or blanks */
+    V_SCOPES,  /* none, or pg scope names separated by commas */
 };
 
 /* Every key a profile may hold, in the order `show` lists them. */
@@ -92,6 +95,10 @@ static const struct key_def {
     [K_SEED_MAX] = {"seed_max_ms", V_NUMBER, 1, 3600000},
     /* off: no meshing (mesh_interval_ms < 0) */
     [K_MESH_INTERVAL] = {"mesh_interval_ms", V_MS_OFF, 1, 3600000},
+    /* pg: aemp_node_config.pg_scopes (at most 16 names of at most 255
+     * characters) and pg_max_members */
+    [K_PG_SCOPES] = {"pg_scopes", V_SCOPES, 1, 16},
+    [K_PG_MAX_MEMBERS] = {"pg_max_members", V_NUMBER, 1, UINT32_MAX},
 };
 
 struct aemp_profile {
@@ -214,6 +221,24 @@ static long each_node(const char *v, void (*fn)(const char *s, size_t n, void *a
     }
 }
 
+/* none, or 1 to max names separated by commas, each 1 to 255 characters
+ * (UTF-8), printable, without blanks. */
+static bool valid_scopes(const char *v, uint64_t max)
+{
+    if (strcmp(v, "none") == 0) return true;
+    if (!clean_text(v, false)) return false;
+    uint64_t names = 0;
+    for (const char *p = v;;) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p), chars = 0;
+        for (size_t i = 0; i < n; i++)
+            if (((unsigned char)p[i] & 0xC0) != 0x80) chars++;
+        if (chars == 0 || chars > 255 || ++names > max) return false;
+        if (!e) return true;
+        p = e + 1;
+    }
+}
+
 /* Check value for key k; on failure describe the rule in why. */
 static bool check_value(int k, const char *v, char *why, size_t size)
 {
@@ -239,6 +264,11 @@ static bool check_value(int k, const char *v, char *why, size_t size)
     case V_NUMBER:
         if (parse_number(v, d->min, d->max, &num)) return true;
         snprintf(why, size, "a number from %" PRIu64 " to %" PRIu64, d->min, d->max);
+        return false;
+    case V_SCOPES:
+        if (valid_scopes(v, d->max)) return true;
+        snprintf(why, size, "none, or 1 to %" PRIu64 " scope names separated by commas (no blanks)",
+                 d->max);
         return false;
     case V_PATH:
         if (v[0] == '/' && clean_text(v, true) && len <= d->max) return true;
@@ -852,6 +882,12 @@ int aemp_profile_apply(const aemp_profile *p, aemp_node_config *cfg)
             break;
         case K_MAX_TERM_DEPTH:
             cfg->max_term_depth = (unsigned)num_value(p, k);
+            break;
+        case K_PG_SCOPES:
+            cfg->pg_scopes = strcmp(p->val[k], "none") == 0 ? "" : p->val[k];
+            break;
+        case K_PG_MAX_MEMBERS:
+            cfg->pg_max_members = (unsigned)num_value(p, k);
             break;
         case K_READ_BATCH:
             cfg->read_batch_ms = strcmp(p->val[k], "off") == 0 ? -1 : (int)num_value(p, k);

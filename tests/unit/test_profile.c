@@ -154,13 +154,15 @@ Test(profile, key_list)
     size_t n = 0;
     while (aemp_profile_key(n))
         n++;
-    cr_assert_eq(n, 20);
+    cr_assert_eq(n, 22);
     cr_assert_str_eq(aemp_profile_key(0), "parent");
     cr_assert_str_eq(aemp_profile_key(10), "read_batch_ms");
     cr_assert_str_eq(aemp_profile_key(14), "tls_verify");
     cr_assert_str_eq(aemp_profile_key(15), "max_term_depth");
     cr_assert_str_eq(aemp_profile_key(16), "seeds");
     cr_assert_str_eq(aemp_profile_key(19), "mesh_interval_ms");
+    cr_assert_str_eq(aemp_profile_key(20), "pg_scopes");
+    cr_assert_str_eq(aemp_profile_key(21), "pg_max_members");
 }
 
 Test(profile, missing_file_or_profile)
@@ -581,6 +583,9 @@ Test(profile, seeds)
                "[a]\nseeds = x@h1, y@h2\ty@h3,,z@localhost\nseed_min_ms = 100\n"
                "seed_max_ms = 2000\nmesh_interval_ms = off\n[b]\nparent = a\n"
                "seeds = only@one\nmesh_interval_ms = 250\n",
+Test(profile, pg_scopes)
+{
+    write_file(file, "[a]\npg_scopes = aemp,other\npg_max_members = 500\n[b]\npg_scopes = none\n",
                0600);
     aemp_profile *p = NULL;
     aemp_node_config cfg = {0};
@@ -612,6 +617,17 @@ Test(profile, seeds)
     write_file(file, "[a]\n", 0600);
     cr_assert_eq(aemp_profile_set(file, "a", "seeds", "bad"), AEMP_EINVAL);
     cr_assert_eq(aemp_profile_set(file, "a", "seeds", "n1@h n2@h"), 0);
+    cr_assert_str_eq(cfg.pg_scopes, "aemp,other");
+    cr_assert_eq(cfg.pg_max_members, 500);
+    aemp_profile_free(p);
+    cr_assert_eq(aemp_profile_load(file, "b", &p), 0, "%s", logged);
+    cr_assert_eq(aemp_profile_apply(p, &cfg), 0);
+    cr_assert_str_eq(cfg.pg_scopes, "");
+    aemp_profile_free(p);
+    cr_assert_eq(load_rc("[a]\npg_scopes = a,,b\n"), AEMP_EINVAL);
+    cr_assert_eq(load_rc("[a]\npg_scopes = a, b\n"), AEMP_EINVAL);
+    cr_assert_eq(load_rc("[a]\npg_scopes = a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q\n"), AEMP_EINVAL);
+    cr_assert_eq(load_rc("[a]\npg_max_members = 0\n"), AEMP_EINVAL);
 }
 
 Test(profile, read_batch_off)
