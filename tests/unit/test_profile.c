@@ -583,9 +583,6 @@ Test(profile, seeds)
                "[a]\nseeds = x@h1, y@h2\ty@h3,,z@localhost\nseed_min_ms = 100\n"
                "seed_max_ms = 2000\nmesh_interval_ms = off\n[b]\nparent = a\n"
                "seeds = only@one\nmesh_interval_ms = 250\n",
-Test(profile, pg_scopes)
-{
-    write_file(file, "[a]\npg_scopes = aemp,other\npg_max_members = 500\n[b]\npg_scopes = none\n",
                0600);
     aemp_profile *p = NULL;
     aemp_node_config cfg = {0};
@@ -617,6 +614,16 @@ Test(profile, pg_scopes)
     write_file(file, "[a]\n", 0600);
     cr_assert_eq(aemp_profile_set(file, "a", "seeds", "bad"), AEMP_EINVAL);
     cr_assert_eq(aemp_profile_set(file, "a", "seeds", "n1@h n2@h"), 0);
+}
+
+Test(profile, pg_scopes)
+{
+    write_file(file, "[a]\npg_scopes = aemp,other\npg_max_members = 500\n[b]\npg_scopes = none\n",
+               0600);
+    aemp_profile *p = NULL;
+    aemp_node_config cfg = {0};
+    cr_assert_eq(aemp_profile_load(file, "a", &p), 0, "%s", logged);
+    cr_assert_eq(aemp_profile_apply(p, &cfg), 0);
     cr_assert_str_eq(cfg.pg_scopes, "aemp,other");
     cr_assert_eq(cfg.pg_max_members, 500);
     aemp_profile_free(p);
