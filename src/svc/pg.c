@@ -28,8 +28,9 @@
  *
  * Received messages are checked whole before anything changes: the sender
  * must be on the node of the peer pid it names, members must be pids of
- * that node, group terms at most PG_MAX_GROUP bytes, and remote members in
- * all at most pg_max_members (docs/security.md). Anything else is logged
+ * that node, group terms at most PG_MAX_GROUP bytes, remote members in all
+ * at most pg_max_members, the names of groups peers made at most
+ * PG_MAX_GROUP_BYTES (docs/security.md). Anything else is logged
  * (escaped) and dropped.
  *
  * Families: groups that are atoms or binaries belong to the family of
@@ -47,7 +48,9 @@
 #define PG_MAX_GROUP 1024     /* bytes of a group term we keep */
 #define PG_MAX_FAMILY 1000    /* bytes of a family name */
 #define PG_DEFAULT_MAX 100000 /* remote members held, all scopes */
-#define PG_LOUD_DROPS 20      /* dropped messages logged as warnings */
+/* Bytes of the names of the groups peers made here (keys), all scopes */
+#define PG_MAX_GROUP_BYTES (16u << 20)
+#define PG_LOUD_DROPS 20 /* dropped messages logged as warnings */
 /* Every this often, discover the scope again on each node up that has no
  * peer in it: a scope started there after the connection, or restarted
  * (an Erlang scope discovers only visible nodes, never this hidden one). */
@@ -66,6 +69,7 @@ struct group {
     size_t klen;
     aemp_buf term;   /* encoded group, as we send it */
     struct fam *fam; /* family of an atom or binary group, or NULL */
+    size_t charged;  /* klen when a peer made it (PG_MAX_GROUP_BYTES), or 0 */
     struct member *m;
     size_t n, cap;
 };
@@ -139,6 +143,7 @@ struct aemp__pg {
     size_t nscopes;
     aemp__map families; /* text -> struct fam */
     size_t remote, max_remote;
+    size_t group_bytes; /* charged by the groups peers made */
     struct watch *watches;
     uint64_t next_watch;
     int firing;
@@ -472,10 +477,17 @@ static struct group *group_get(struct scope *s, const char *key, size_t klen)
     return aemp__map_get(&s->groups, key, klen);
 }
 
-static struct group *group_make(struct scope *s, const char *key, size_t klen)
+/* The group of key, made if new (remote: by a peer, which counts against
+ * PG_MAX_GROUP_BYTES); NULL, logged, when it cannot be made. */
+static struct group *group_make(struct scope *s, const char *key, size_t klen, bool remote)
 {
     struct group *g = group_get(s, key, klen);
     if (g) return g;
+    if (remote && s->pg->group_bytes + klen > PG_MAX_GROUP_BYTES) {
+        AEMP_LOGW("pg %s: names of groups from peers at the limit (%u bytes): a group dropped",
+                  s->name, PG_MAX_GROUP_BYTES);
+        return NULL;
+    }
     g = calloc(1, sizeof *g);
     if (!g || !(g->key = malloc(klen))) goto fail;
     memcpy(g->key, key, klen);
@@ -492,8 +504,13 @@ static struct group *group_make(struct scope *s, const char *key, size_t klen)
         utf8_ok(key + 1, klen - 1, NULL) && !(g->fam = fam_get(s->pg, key + 1, klen - 1, true)))
         goto fail;
     if (aemp__map_put(&s->groups, key, klen, g)) goto fail;
+    if (remote) {
+        g->charged = klen;
+        s->pg->group_bytes += klen;
+    }
     return g;
 fail:
+    AEMP_LOGE("pg %s: out of memory: a group dropped", s->name);
     if (g) {
         aemp_buf_free(&g->term);
         free(g->key);
@@ -504,6 +521,7 @@ fail:
 
 static void group_free(struct scope *s, struct group *g)
 {
+    s->pg->group_bytes -= g->charged;
     aemp__map_del(&s->groups, g->key, g->klen);
     aemp_buf_free(&g->term);
     free(g->key);
@@ -917,7 +935,7 @@ static void on_sync(struct scope *s, const aemp_addr *p, aemp_cursor groups, con
         group_key(&g, key, &klen, NULL);
         read_pids(&c, p->node, &start, &np);
         if (!np) continue;
-        struct group *grp = group_make(s, key, klen);
+        struct group *grp = group_make(s, key, klen, true);
         pids_open(&start);
         for (uint32_t k = 0; k < np && grp; k++) {
             aemp_addr a;
@@ -929,7 +947,6 @@ static void on_sync(struct scope *s, const aemp_addr *p, aemp_cursor groups, con
             peer->members++;
             pg->remote++;
         }
-        if (!grp) AEMP_LOGE("pg %s: out of memory: a group dropped", s->name);
     }
 out:
     end(pg);
@@ -966,7 +983,7 @@ static void on_join(struct scope *s, const aemp_addr *p, aemp_cursor c, const ae
         AEMP_LOGD("pg %s: a join from a peer not known (yet or any more): dropped", s->name);
     } else if (np && room(s, np)) {
         begin(s->pg);
-        struct group *grp = group_make(s, key, klen);
+        struct group *grp = group_make(s, key, klen, true);
         pids_open(&start);
         for (uint32_t k = 0; k < np && grp; k++) {
             aemp_addr a;
@@ -1092,7 +1109,7 @@ static int local_join(struct scope *s, uint64_t port, const aemp_addr *pid, cons
         }
     }
     if (grow(&l->g, l->n, &l->cap, sizeof *l->g, 2)) return AEMP_ENOMEM;
-    struct group *g = group_make(s, key, klen);
+    struct group *g = group_make(s, key, klen, false);
     if (!g || group_add(s, g, pid, 0)) {
         if (g && g->n == 0) group_free(s, g);
         if (l->n == 0) {
