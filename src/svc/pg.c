@@ -947,6 +947,7 @@ static void on_sync(struct scope *s, const aemp_addr *p, aemp_cursor groups, con
             peer->members++;
             pg->remote++;
         }
+        if (grp && grp->n == 0) group_free(s, grp); /* out of memory at once */
     }
 out:
     end(pg);
@@ -992,6 +993,7 @@ static void on_join(struct scope *s, const aemp_addr *p, aemp_cursor c, const ae
             peer->members++;
             s->pg->remote++;
         }
+        if (grp && grp->n == 0) group_free(s, grp); /* out of memory at once */
         end(s->pg);
     }
     free(key);
