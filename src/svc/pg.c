@@ -99,6 +99,7 @@ struct scope {
     uint32_t next_peer;
     aemp__idmap locals; /* port id -> struct local */
     uint64_t timer;     /* the next rediscovery, 0: none */
+    aemp__map asked;    /* node handles sent {discover, Self} while up */
 };
 
 /* A pid's memberships in a family, over all scopes and groups. */
@@ -569,6 +570,9 @@ static void send_to(struct scope *s, const aemp_addr *to, aemp_buf *msg, const c
 static void send_discover(struct scope *s, const aemp_addr *to)
 {
     aemp_buf b = AEMP_BUF_INIT;
+    /* a peer of a node asked already answers that: no second discover */
+    if (aemp__map_put(&s->asked, &to->node, sizeof to->node, (void *)1))
+        AEMP_LOGD("pg %s: out of memory noting a discover", s->name);
     if (put_tuple(&b, 2) || put_atom(&b, "discover") || aemp__enc_addr(&b, &s->self))
         AEMP_LOGE("pg %s: out of memory: discover not sent", s->name);
     else
@@ -890,7 +894,8 @@ static void on_discover(struct scope *s, const aemp_addr *p)
     if (!peer) return;
     send_sync(s, p);
     peer->synced = true;
-    if (fresh) send_discover(s, p);
+    /* as OTP's pg: a new peer is asked back, unless its node was asked */
+    if (fresh && !aemp__map_get(&s->asked, &p->node, sizeof p->node)) send_discover(s, p);
 }
 
 /* {sync, P, [{Group, Pids}]}: check it whole, then replace P's members. */
@@ -1382,6 +1387,9 @@ static void on_event(aemp_node *n, const aemp__event_info *ev, void *arg)
             if (aemp_addr_name(&to, ev->peer, pg->scopes[i].name) == 0)
                 send_discover(&pg->scopes[i], &to);
         }
+    } else if (ev->kind == AEMP__EV_NODE_DOWN) {
+        for (size_t i = 0; i < pg->nscopes; i++)
+            aemp__map_del(&pg->scopes[i].asked, &ev->peer_h, sizeof ev->peer_h);
     } else if (ev->kind == AEMP__EV_PORT_EXIT) {
         port_exit(pg, ev->port);
     }
@@ -1435,6 +1443,7 @@ int aemp__pg_start(aemp_node *n, const aemp_node_config *cfg)
         struct scope *s = &pg->scopes[i];
         s->pg = pg;
         aemp__map_init(&s->groups);
+        aemp__map_init(&s->asked);
         aemp__idmap_init(&s->locals);
         rc = aemp__proc_open(n, on_msg, s, &s->port);
         if (!rc && (rc = aemp_register(n, s->name, s->port)))
@@ -1500,6 +1509,7 @@ void aemp__pg_free(aemp_node *n)
         struct scope *s = &pg->scopes[i];
         aemp__map_each(&s->groups, free_group, NULL);
         aemp__map_free(&s->groups);
+        aemp__map_free(&s->asked);
         aemp__idmap_each(&s->locals, free_local, NULL);
         aemp__idmap_free(&s->locals);
         for (struct peer *p = s->peers, *next; p; p = next) {

@@ -199,3 +199,35 @@ Test(pg, hostile_messages_dropped)
     cr_assert(wait_members(b.node, "fam", 0));
     stop_node(&b);
 }
+
+/* Scope names the node refuses: one taken by a service, one given twice,
+ * more than 16. */
+Test(pg, bad_scopes)
+{
+    static const struct {
+        const char *scopes;
+        int err;
+    } cases[] = {
+        {"net_kernel", AEMP_EEXIST},
+        {"a,b a", AEMP_EINVAL},
+        {"a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q", AEMP_EINVAL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        aemp_node_config cfg = {0};
+        cfg.name = "x@127.0.0.1";
+        cfg.cookie = "secret";
+        cfg.epmd_port = epmd_port;
+        cfg.pg_scopes = cases[i].scopes;
+        aemp_node *n = NULL;
+        cr_assert_eq(aemp_node_create(&loop, &cfg, &n), cases[i].err, "%s", cases[i].scopes);
+        cr_assert_null(n);
+        uv_run(&loop, UV_RUN_NOWAIT);
+    }
+    struct node_ctx a;
+    start_pg(&a, "a@127.0.0.1", "", 0);
+    aemp_port p;
+    cr_assert_eq(aemp_port_open(a.node, nop_cb, NULL, &p), 0);
+    cr_assert_eq(aemp_pg_join(a.node, "fam", p), AEMP_ENOTSUP);
+    cr_assert_eq(aemp_pg_members(a.node, NULL, "fam", NULL, 0), AEMP_ENOTSUP);
+    stop_node(&a);
+}
