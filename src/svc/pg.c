@@ -10,7 +10,8 @@
  *   node up               -> {discover, Self} to {Scope, Node}
  *   {discover, P [, _]}   -> '$gen_cast' {sync, Self, [{Group, Pids}]} to P
  *                            (our local members); P new: monitor it and
- *                            send it {discover, Self} too
+ *                            send it {discover, Self} too, unless its node
+ *                            was sent one since it came up
  *   sync (cast or plain)  -> P's members replaced (P new: monitored); our
  *                            sync to P if it has not had one
  *   {join, P, G, PidOrPids}, {leave, P, PidOrPids, Groups}
