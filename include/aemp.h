@@ -427,6 +427,10 @@ typedef struct aemp_node_config {
      * of a pid in a group counts); 0 means 100000. What a peer announces
      * beyond it is dropped (logged). */
     unsigned pg_max_members;
+    /* (c-db) Most bytes held for the database shares of other nodes (each
+     * entry counts its family, subkey and value plus 96); 0 means 256 MiB.
+     * A share or change that would go beyond it is dropped and logged. */
+    size_t db_max_bytes;
 } aemp_node_config;
 
 /*
@@ -947,6 +951,128 @@ int aemp_pg_leave(aemp_node *node, const char *family, aemp_port port);
  * to its node is lost. */
 int aemp_pg_members(aemp_node *node, const char *scope, const char *family, aemp_addr *out,
                     size_t max);
+/* Distributed database (c-db; docs/database.md)                       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * AEMP's database: DB[family][subkey] = value, shared by every node of the
+ * cluster that runs it (C nodes, and Erlang or Elixir nodes running the
+ * `aemp` application). Families and subkeys are UTF-8 strings, values any
+ * term. Each node owns the entries it sets (its share); a node's share
+ * vanishes from every other node's view when it goes down. Two nodes may
+ * set the same subkey: the visible value is the entry with the greatest
+ * {Stamp, OwnerNode} (Lamport stamps, docs/database.md), the same on every
+ * node. Replication runs over the node's `aemp_db` service: peers exchange
+ * their shares when a connection comes up and their changes after that.
+ *
+ * Strings given to these calls are NUL-terminated UTF-8 (at most
+ * AEMP_DB_MAXKEY bytes); values are copied. Queries and monitors call back
+ * from the loop, never inside the call that started them.
+ */
+
+/* Longest family or subkey, in bytes. */
+#define AEMP_DB_MAXKEY 65535
+
+/* A guard: a handle that undoes what made it when released (the entry of
+ * aemp_db_set()/aemp_db_reg() is deleted, the monitor of aemp_db_mon()
+ * stops). A value; id 0 is no guard. A guard not released lives as long as
+ * the node. */
+typedef struct aemp_guard {
+    uint64_t id;
+} aemp_guard;
+/* Release a guard: AEMP_ENOENT if it was released already (or its entry's
+ * port died); releasing id 0 does nothing and returns 0. */
+int aemp_guard_release(aemp_node *node, aemp_guard guard);
+
+/* One visible entry of a family. subkey is NUL-terminated (subkey_len
+ * bytes; one set from Erlang may hold NUL bytes), value the winning
+ * entry's value, owner the node that set it (its node name, or "" for a
+ * pg member without an entry), stamp its Lamport stamp (0 for a pg
+ * member). All valid during the callback only. */
+typedef struct aemp_db_entry {
+    const char *subkey;
+    size_t subkey_len;
+    aemp_term value;
+    const char *owner;
+    uint64_t stamp;
+} aemp_db_entry;
+
+/* A family as a callback sees it (valid during the callback only). */
+typedef struct aemp_db_view aemp_db_view;
+/* The family's name. */
+const char *aemp_db_view_family(const aemp_db_view *view);
+/* How many entries the family has. */
+size_t aemp_db_view_count(const aemp_db_view *view);
+/* The i-th entry (0 <= i < count; order arbitrary): 0, or AEMP_EINVAL past
+ * the end. */
+int aemp_db_view_at(const aemp_db_view *view, size_t i, aemp_db_entry *out);
+/* The entry of subkey: 0, or AEMP_ENOENT. */
+int aemp_db_view_get(const aemp_db_view *view, const char *subkey, aemp_db_entry *out);
+
+/*
+ * db_set: set family/subkey to value (copied) in this node's share, and
+ * tell every peer. Replaces this node's earlier value of that subkey. With
+ * guard non-NULL, *guard deletes the entry when released (if it still
+ * holds this value: a later set or del of the subkey makes the guard
+ * release nothing). Returns 0, AEMP_EINVAL (empty or too long strings, a
+ * malformed value), AEMP_ECLOSED, AEMP_ENOMEM.
+ */
+int aemp_db_set(aemp_node *node, const char *family, const char *subkey, const aemp_term *value,
+                aemp_guard *guard);
+/* db_del: delete this node's entry family/subkey (another node's entry of
+ * the subkey, if any, becomes visible). AEMP_ENOENT if this node has none. */
+int aemp_db_del(aemp_node *node, const char *family, const char *subkey);
+/*
+ * db_reg: set family/<port ID of port> (aemp_addr_format of its pid) to
+ * value (NULL: the atom `undefined`), deleted when the port dies; the port
+ * also joins the OTP pg group named family (scope `aemp`) when the node
+ * runs pg. port id 0 means $SELF. guard as aemp_db_set(). AEMP_ENOENT if
+ * port is not a live local port; else as aemp_db_set().
+ */
+int aemp_db_reg(aemp_node *node, const char *family, aemp_port port, const aemp_term *value,
+                aemp_guard *guard);
+
+/* The answers to the queries: status 0 and the family (empty when nobody
+ * set anything in it), or AEMP_ECLOSED (the node was closed first; called
+ * inside aemp_node_close() with nothing else). Valid during the call only. */
+typedef void (*aemp_db_family_cb)(aemp_node *node, int status, const aemp_db_view *view, void *arg);
+typedef void (*aemp_db_keys_cb)(aemp_node *node, int status, const char *const *keys, size_t n,
+                                void *arg);
+typedef void (*aemp_db_values_cb)(aemp_node *node, int status, const aemp_term *values, size_t n,
+                                  void *arg);
+/* db_family, db_keys, db_values: cb once, from the loop, with the family's
+ * entries, its subkeys, or its values (in the same order as the subkeys)
+ * as this node sees them then. Returns 0, AEMP_EINVAL, AEMP_ECLOSED or
+ * AEMP_ENOMEM (then cb is never called). */
+int aemp_db_family(aemp_node *node, const char *family, aemp_db_family_cb cb, void *arg);
+int aemp_db_keys(aemp_node *node, const char *family, aemp_db_keys_cb cb, void *arg);
+int aemp_db_values(aemp_node *node, const char *family, aemp_db_values_cb cb, void *arg);
+
+/* What changed: subkeys added (visible now, not before), changed (another
+ * value won) and deleted; valid during the call only. */
+typedef struct aemp_db_diff {
+    const char *const *added;
+    size_t nadded;
+    const char *const *changed;
+    size_t nchanged;
+    const char *const *deleted;
+    size_t ndeleted;
+} aemp_db_diff;
+typedef void (*aemp_db_mon_cb)(aemp_node *node, const aemp_db_view *view, const aemp_db_diff *diff,
+                               void *arg);
+/*
+ * db_mon: watch a family. cb runs once promptly from the loop with the
+ * whole family (every subkey in added; also for an empty family), then
+ * from the loop after each change with the changes since the last call
+ * (changes made in one turn of the loop come together; a subkey set and
+ * deleted in between is not told). The family also shows the members of
+ * the pg group of that name that have no entry (value `undefined`, owner
+ * ""). *guard stops it when released (no call after that, even one
+ * already due); arg may then be freed. Returns 0, AEMP_EINVAL,
+ * AEMP_ECLOSED or AEMP_ENOMEM.
+ */
+int aemp_db_mon(aemp_node *node, const char *family, aemp_db_mon_cb cb, void *arg,
+                aemp_guard *guard);
 
 /* ------------------------------------------------------------------ */
 /* TLS certificates                                                    */

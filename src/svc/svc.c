@@ -11,6 +11,7 @@ int aemp__svc_init(aemp_node *n, const aemp_node_config *cfg)
     if (!rc) rc = aemp__rpc_start(n);
     if (!rc) rc = aemp__io_start(n);
     if (!rc) rc = aemp__pg_start(n, cfg);
+    if (!rc) rc = aemp__db_start(n, cfg->db_max_bytes);
     return rc;
 }
 
@@ -20,6 +21,7 @@ void aemp__svc_close(aemp_node *n)
     aemp__pg_close(n);
     aemp__seeds_close(n);
     aemp__call_close(n);
+    aemp__db_close(n);
 }
 
 void aemp__svc_free(aemp_node *n)
@@ -28,6 +30,7 @@ void aemp__svc_free(aemp_node *n)
     aemp__pg_free(n);
     aemp__seeds_free(n);
     aemp__rpc_free(n);
+    aemp__db_free(n);
     free(n->svc);
     n->svc = NULL;
 }

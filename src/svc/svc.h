@@ -10,6 +10,7 @@
 #define AEMP_SVC_H
 
 #include "../proc/proc.h"
+#include "db.h"
 
 struct aemp__call;
 struct aemp__seeds;
@@ -22,6 +23,9 @@ struct aemp__svc {
     struct aemp__call *calls;  /* calls into other nodes whose callback has not run */
     struct aemp__seeds *seeds; /* seeds and meshing (seeds.c); NULL: no seeds */
     struct aemp__pg *pg;       /* pg scopes: families of ports (pg.c) */
+    struct aemp__db *db;       /* the database (db.c) */
+    /* (c-db) pg's side of db_reg; pg.c fills it when it starts (db.h) */
+    struct aemp__db_pg_ops db_pg;
 };
 
 /* Start every service on n (cfg: their settings). */

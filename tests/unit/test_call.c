@@ -9,6 +9,14 @@
 #include "harness.h"
 
 #include "proc/proc.h"
+#include "svc/db.h"
+
+/* these tests count ports and monitors exactly: no aemp_db service (its
+ * peer monitors would count) */
+__attribute__((constructor)) static void no_db_service(void)
+{
+    aemp__db_test_off = true;
+}
 
 #include <unistd.h>
 
