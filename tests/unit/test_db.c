@@ -1,0 +1,517 @@
+/*
+ * test_db.c - the database: the store's winner rule and stamps, the
+ * added/changed/deleted lists, share encoding (pure), and the service
+ * between two C nodes: replication, guards, db_reg, queries from the loop,
+ * a node's share vanishing, hostile messages dropped.
+ */
+#include "harness.h"
+
+#include "svc/db.h"
+
+TestSuite(dbstore);
+TestSuite(db, .init = setup, .fini = teardown, .timeout = 60);
+
+/* ------------------------------------------------------------------ */
+/* the store                                                          */
+/* ------------------------------------------------------------------ */
+
+static aemp_term atom_term(aemp_buf *b, const char *a)
+{
+    aemp__buf_reset(b);
+    cr_assert_eq(aemp_term_format(b, "~a", a), 0);
+    return aemp_buf_term(b);
+}
+
+static void expect_visible(aemp__dbs *s, const char *fam, const char *key, const char *want,
+                           const char *owner)
+{
+    aemp__dbs_fam *f = aemp__dbs_family(s, fam, strlen(fam));
+    aemp__dbs_ent e;
+    if (!want) {
+        cr_assert(!f || aemp__dbs_get(f, key, strlen(key), &e), "%s/%s still visible", fam, key);
+        return;
+    }
+    cr_assert(f, "no family %s", fam);
+    cr_assert_eq(aemp__dbs_get(f, key, strlen(key), &e), 0, "%s/%s not visible", fam, key);
+    char text[64];
+    aemp_term_print(&e.value, text, sizeof text);
+    cr_assert_str_eq(text, want);
+    cr_assert_str_eq(aemp__intern_text(e.owner_h, NULL), owner);
+}
+
+Test(dbstore, greatest_stamp_then_node_name_wins)
+{
+    aemp__dbs *s = aemp__dbs_new();
+    uint32_t ha = aemp__intern("a@h", 3), hb = aemp__intern("b@h", 3),
+             hab = aemp__intern("a@hh", 4);
+    aemp__dbs_owner *a = aemp__dbs_owner_new(s, ha), *b = aemp__dbs_owner_new(s, hb),
+                    *ab = aemp__dbs_owner_new(s, hab);
+    aemp_buf v = AEMP_BUF_INIT;
+    aemp_term t = atom_term(&v, "one");
+    cr_assert_eq(aemp__dbs_set(s, a, "f", 1, "k", 1, 5, &t), 0);
+    expect_visible(s, "f", "k", "one", "a@h");
+    /* a lower stamp loses whatever the node */
+    t = atom_term(&v, "two");
+    cr_assert_eq(aemp__dbs_set(s, b, "f", 1, "k", 1, 4, &t), 0);
+    expect_visible(s, "f", "k", "one", "a@h");
+    /* the same stamp: the greater node name (as atoms compare) */
+    cr_assert_eq(aemp__dbs_set(s, b, "f", 1, "k", 1, 5, &t), 0);
+    expect_visible(s, "f", "k", "two", "b@h");
+    t = atom_term(&v, "three");
+    cr_assert_eq(aemp__dbs_set(s, ab, "f", 1, "k", 1, 5, &t), 0);
+    expect_visible(s, "f", "k", "two", "b@h");
+    cr_assert(aemp__dbs_cmp(5, hab, 5, ha) > 0, "a prefix is less");
+    cr_assert(aemp__dbs_cmp(6, ha, 5, hb) > 0, "stamps first");
+    cr_assert(aemp__dbs_cmp(0, 0, 1, ha) < 0, "pg members lose to every entry");
+    /* deleting the winner shows the next; dropping an owner too */
+    cr_assert_eq(aemp__dbs_del(s, b, "f", 1, "k", 1), 0);
+    expect_visible(s, "f", "k", "three", "a@hh");
+    cr_assert_eq(aemp__dbs_del(s, b, "f", 1, "k", 1), AEMP_ENOENT);
+    aemp__dbs_owner_free(s, ab);
+    expect_visible(s, "f", "k", "one", "a@h");
+    cr_assert_eq(aemp__dbs_count(aemp__dbs_family(s, "f", 1)), 1);
+    aemp__dbs_owner_free(s, a);
+    expect_visible(s, "f", "k", NULL, NULL);
+    cr_assert_null(aemp__dbs_family(s, "f", 1), "an empty family unwatched is freed");
+    aemp__dbs_owner_free(s, b);
+    aemp__dbs_free(s);
+    aemp_buf_free(&v);
+}
+
+static int in_list(const char **l, size_t n, const char *k)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(l[i], k) == 0) return 1;
+    return 0;
+}
+
+Test(dbstore, diffs_list_added_changed_deleted)
+{
+    aemp__dbs *s = aemp__dbs_new();
+    aemp__dbs_owner *a = aemp__dbs_owner_new(s, aemp__intern("a@h", 3));
+    aemp__dbs_owner *b = aemp__dbs_owner_new(s, aemp__intern("b@h", 3));
+    aemp_buf v = AEMP_BUF_INIT;
+    aemp_term t = atom_term(&v, "x");
+    /* unwatched families record nothing */
+    cr_assert_eq(aemp__dbs_set(s, a, "other", 5, "k", 1, 1, &t), 0);
+    aemp__dbs_fam *f = aemp__dbs_watch(s, "f", 1);
+    cr_assert_not_null(f);
+    cr_assert_eq(aemp__dbs_set(s, a, "f", 1, "stay", 4, 1, &t), 0);
+    cr_assert_eq(aemp__dbs_set(s, a, "f", 1, "chg", 3, 1, &t), 0);
+    cr_assert_eq(aemp__dbs_set(s, a, "f", 1, "gone", 4, 1, &t), 0);
+    cr_assert_eq(aemp__dbs_next_dirty(s), f);
+    cr_assert_null(aemp__dbs_next_dirty(s));
+    aemp__dbs_diff d;
+    cr_assert_eq(aemp__dbs_take_diff(s, f, &d), 0);
+    cr_assert_eq(d.nadded, 3);
+    cr_assert_eq(d.nchanged + d.ndeleted, 0);
+    aemp__dbs_diff_done(s, f, &d);
+    /* change (another owner wins), delete, a set then deleted, a new one */
+    cr_assert_eq(aemp__dbs_set(s, b, "f", 1, "chg", 3, 2, &t), 0);
+    cr_assert_eq(aemp__dbs_del(s, a, "f", 1, "gone", 4), 0);
+    cr_assert_eq(aemp__dbs_set(s, a, "f", 1, "brief", 5, 3, &t), 0);
+    cr_assert_eq(aemp__dbs_del(s, a, "f", 1, "brief", 5), 0);
+    cr_assert_eq(aemp__dbs_set(s, b, "f", 1, "new", 3, 3, &t), 0);
+    /* a losing entry changes nothing visible */
+    cr_assert_eq(aemp__dbs_set(s, a, "f", 1, "new", 3, 1, &t), 0);
+    cr_assert_eq(aemp__dbs_next_dirty(s), f);
+    cr_assert_eq(aemp__dbs_take_diff(s, f, &d), 0);
+    cr_assert_eq(d.nadded, 1);
+    cr_assert_str_eq(d.added[0], "new");
+    cr_assert_eq(d.nchanged, 1);
+    cr_assert_str_eq(d.changed[0], "chg");
+    cr_assert_eq(d.ndeleted, 1);
+    cr_assert_str_eq(d.deleted[0], "gone");
+    aemp__dbs_diff_done(s, f, &d);
+    /* the owner of the winners goes: "new" falls back to a, chg to a */
+    aemp__dbs_owner_free(s, b);
+    cr_assert_eq(aemp__dbs_next_dirty(s), f);
+    cr_assert_eq(aemp__dbs_take_diff(s, f, &d), 0);
+    cr_assert_eq(d.nchanged, 2);
+    cr_assert(in_list(d.changed, d.nchanged, "new") && in_list(d.changed, d.nchanged, "chg"));
+    aemp__dbs_diff_done(s, f, &d);
+    aemp__dbs_owner_free(s, a);
+    cr_assert_eq(aemp__dbs_next_dirty(s), f);
+    cr_assert_eq(aemp__dbs_take_diff(s, f, &d), 0);
+    cr_assert_eq(d.ndeleted, 3);
+    cr_assert_eq(d.nadded + d.nchanged, 0);
+    aemp__dbs_diff_done(s, f, &d);
+    aemp__dbs_unwatch(s, f);
+    cr_assert_null(aemp__dbs_family(s, "f", 1));
+    aemp__dbs_free(s);
+    aemp_buf_free(&v);
+}
+
+Test(dbstore, share_encodes_as_the_protocol_says)
+{
+    aemp__dbs *s = aemp__dbs_new();
+    aemp__dbs_owner *a = aemp__dbs_owner_new(s, aemp__intern("a@h", 3));
+    aemp_buf v = AEMP_BUF_INIT, out = AEMP_BUF_INIT;
+    aemp_term t = atom_term(&v, "x");
+    cr_assert_eq(aemp__dbs_set(s, a, "f", 1, "k", 1, 300, &t), 0);
+    cr_assert_eq(aemp__dbs_set(s, a, "g", 1, "k", 1, (uint64_t)1 << 40, &t), 0);
+    cr_assert_eq(aemp__dbs_encode_share(s, a, &out), 0);
+    aemp_term share = aemp_buf_term(&out);
+    char text[200];
+    aemp_term_print(&share, text, sizeof text);
+    /* map order is the hash's; either is the same map */
+    cr_assert(strcmp(text, "#{<<\"f\">> => #{<<\"k\">> => {300,x}},<<\"g\">> => #{<<\"k\">> => "
+                           "{1099511627776,x}}}") == 0 ||
+                  strcmp(text, "#{<<\"g\">> => #{<<\"k\">> => {1099511627776,x}},<<\"f\">> => "
+                               "#{<<\"k\">> => {300,x}}}") == 0,
+              "share %s", text);
+    size_t used;
+    cr_assert_eq(aemp__term_validate(out.data, out.len, &used), 0);
+    cr_assert_eq(used, out.len);
+    aemp__dbs_owner_free(s, a);
+    aemp__dbs_free(s);
+    aemp_buf_free(&v);
+    aemp_buf_free(&out);
+}
+
+/* ------------------------------------------------------------------ */
+/* the service between two C nodes                                    */
+/* ------------------------------------------------------------------ */
+
+/* What a db_mon callback saw last: the family as sorted "key=value@owner "
+ * and the last diff as "+added ~changed -deleted", each sorted. */
+struct rec {
+    int calls;
+    char view[2048];
+    char diff[1024];
+};
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void join_sorted(char *out, size_t size, char **items, size_t n)
+{
+    qsort(items, n, sizeof *items, cmp_str);
+    size_t len = strlen(out);
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(out + len, len < size ? size - len : 0, "%s ", items[i]);
+}
+
+static void view_text(const aemp_db_view *v, char *out, size_t size)
+{
+    size_t n = aemp_db_view_count(v);
+    char **items = calloc(n + 1, sizeof *items);
+    for (size_t i = 0; i < n; i++) {
+        aemp_db_entry e;
+        cr_assert_eq(aemp_db_view_at(v, i, &e), 0);
+        char val[256];
+        aemp_term_print(&e.value, val, sizeof val);
+        items[i] = malloc(600);
+        snprintf(items[i], 600, "%s=%s@%s", e.subkey, val, e.owner);
+    }
+    cr_assert_neq(aemp_db_view_at(v, n, &(aemp_db_entry){0}), 0);
+    out[0] = 0;
+    join_sorted(out, size, items, n);
+    for (size_t i = 0; i < n; i++) free(items[i]);
+    free(items);
+}
+
+static void diff_part(char *out, size_t size, char mark, const char *const *l, size_t n)
+{
+    char **items = calloc(n + 1, sizeof *items);
+    for (size_t i = 0; i < n; i++) {
+        items[i] = malloc(strlen(l[i]) + 2);
+        items[i][0] = mark;
+        memcpy(items[i] + 1, l[i], strlen(l[i]) + 1);
+    }
+    join_sorted(out, size, items, n);
+    for (size_t i = 0; i < n; i++) free(items[i]);
+    free(items);
+}
+
+static void rec_cb(aemp_node *n, const aemp_db_view *v, const aemp_db_diff *d, void *arg)
+{
+    struct rec *r = arg;
+    r->calls++;
+    view_text(v, r->view, sizeof r->view);
+    r->diff[0] = 0;
+    diff_part(r->diff, sizeof r->diff, '+', d->added, d->nadded);
+    diff_part(r->diff, sizeof r->diff, '~', d->changed, d->nchanged);
+    diff_part(r->diff, sizeof r->diff, '-', d->deleted, d->ndeleted);
+}
+
+/* Run the loop until r->view is want (or the deadline passes). */
+static int wait_view(struct rec *r, const char *want, unsigned ms)
+{
+    int expired = 0;
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    t.data = &expired;
+    uv_timer_start(&t, on_deadline, ms, 0);
+    while (strcmp(r->view, want) != 0 && !expired) uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    return strcmp(r->view, want) == 0;
+}
+
+#define EXPECT_VIEW(r, want)                                                                       \
+    cr_assert(wait_view(r, want, 5000), "view is \"%s\", want \"%s\"", (r)->view, want)
+
+static void set_atom(aemp_node *n, const char *fam, const char *key, const char *val,
+                     aemp_guard *g)
+{
+    aemp_buf b = AEMP_BUF_INIT;
+    cr_assert_eq(aemp_term_format(&b, "~a", val), 0);
+    aemp_term t = aemp_buf_term(&b);
+    cr_assert_eq(aemp_db_set(n, fam, key, &t, g), 0);
+    aemp_buf_free(&b);
+}
+
+struct keys_answer {
+    int calls;
+    int status;
+    char keys[256];
+};
+
+static void on_keys(aemp_node *n, int status, const char *const *keys, size_t nk, void *arg)
+{
+    struct keys_answer *a = arg;
+    a->calls++;
+    a->status = status;
+    a->keys[0] = 0;
+    char **items = calloc(nk + 1, sizeof *items);
+    for (size_t i = 0; i < nk; i++) items[i] = (char *)keys[i];
+    join_sorted(a->keys, sizeof a->keys, items, nk);
+    free(items);
+}
+
+static void on_values(aemp_node *n, int status, const aemp_term *values, size_t nv, void *arg)
+{
+    struct keys_answer *a = arg;
+    a->calls++;
+    a->status = status;
+    a->keys[0] = 0;
+    char **items = calloc(nv + 1, sizeof *items);
+    for (size_t i = 0; i < nv; i++) {
+        items[i] = malloc(64);
+        aemp_term_print(&values[i], items[i], 64);
+    }
+    join_sorted(a->keys, sizeof a->keys, items, nv);
+    for (size_t i = 0; i < nv; i++) free(items[i]);
+    free(items);
+}
+
+static void on_family(aemp_node *n, int status, const aemp_db_view *v, void *arg)
+{
+    struct keys_answer *a = arg;
+    a->calls++;
+    a->status = status;
+    cr_assert_str_eq(aemp_db_view_family(v), "fam");
+    view_text(v, a->keys, sizeof a->keys);
+}
+
+struct stamp_answer {
+    int calls;
+    uint64_t stamp;
+};
+
+static void on_stamp(aemp_node *n, int status, const aemp_db_view *v, void *arg)
+{
+    struct stamp_answer *a = arg;
+    aemp_db_entry e;
+    cr_assert_eq(aemp_db_view_get(v, "k", &e), 0);
+    cr_assert_eq(aemp_db_view_get(v, "nope", &e), AEMP_ENOENT);
+    cr_assert_eq(aemp_db_view_get(v, "k", &e), 0);
+    a->stamp = e.stamp;
+    a->calls++;
+}
+
+Test(db, replicates_between_c_nodes)
+{
+    struct node_ctx a, b;
+    start_node(&a, "a@127.0.0.1", "c");
+    start_node(&b, "b@127.0.0.1", "c");
+    set_atom(a.node, "fam", "k1", "v1", NULL);
+    struct rec ra = {0}, rb = {0};
+    aemp_guard gb;
+    cr_assert_eq(aemp_db_mon(b.node, "fam", rec_cb, &rb, &gb), 0);
+    cr_assert_eq(aemp_db_mon(a.node, "fam", rec_cb, &ra, NULL), 0);
+    cr_assert_eq(rb.calls, 0, "db_mon calls back from the loop, not inside");
+    /* the prompt first call, also for an empty family */
+    cr_assert(wait_int(&rb.calls, 1, 2000));
+    cr_assert_str_eq(rb.view, "");
+    cr_assert_str_eq(rb.diff, "");
+    cr_assert(wait_int(&ra.calls, 1, 2000));
+    cr_assert_str_eq(ra.view, "k1=v1@a@127.0.0.1 ");
+    cr_assert_str_eq(ra.diff, "+k1 ");
+    /* a connection: the shares are exchanged */
+    cr_assert_eq(aemp_node_connect(a.node, "b@127.0.0.1"), 0);
+    EXPECT_VIEW(&rb, "k1=v1@a@127.0.0.1 ");
+    cr_assert_str_eq(rb.diff, "+k1 ");
+    /* b sets k1 after seeing a's set: b's stamp is greater, b wins on both */
+    set_atom(b.node, "fam", "k1", "v2", NULL);
+    EXPECT_VIEW(&rb, "k1=v2@b@127.0.0.1 ");
+    cr_assert_str_eq(rb.diff, "~k1 ");
+    EXPECT_VIEW(&ra, "k1=v2@b@127.0.0.1 ");
+    cr_assert_str_eq(ra.diff, "~k1 ");
+    /* a guard deletes its entry */
+    aemp_guard g;
+    set_atom(a.node, "fam", "k2", "v3", &g);
+    EXPECT_VIEW(&rb, "k1=v2@b@127.0.0.1 k2=v3@a@127.0.0.1 ");
+    cr_assert_str_eq(rb.diff, "+k2 ");
+    cr_assert_eq(aemp_guard_release(a.node, g), 0);
+    EXPECT_VIEW(&rb, "k1=v2@b@127.0.0.1 ");
+    cr_assert_str_eq(rb.diff, "-k2 ");
+    cr_assert_eq(aemp_guard_release(a.node, g), AEMP_ENOENT);
+    /* a guard whose entry was set again releases nothing */
+    set_atom(a.node, "fam", "k3", "v4", &g);
+    set_atom(a.node, "fam", "k3", "v5", NULL);
+    EXPECT_VIEW(&rb, "k1=v2@b@127.0.0.1 k3=v5@a@127.0.0.1 ");
+    cr_assert_eq(aemp_guard_release(a.node, g), AEMP_ENOENT);
+    cr_assert_eq(aemp_db_del(a.node, "fam", "k3"), 0);
+    cr_assert_eq(aemp_db_del(a.node, "fam", "k3"), AEMP_ENOENT);
+    EXPECT_VIEW(&rb, "k1=v2@b@127.0.0.1 ");
+    /* db_reg: the port's ID, gone with the port */
+    aemp_port p;
+    cr_assert_eq(aemp_port_new(a.node, &p), 0);
+    cr_assert_eq(aemp_db_reg(a.node, "fam", p, NULL, NULL), 0);
+    aemp_addr pa;
+    cr_assert_eq(aemp_port_addr(a.node, p, &pa), 0);
+    char pid[128], want[512];
+    aemp_addr_format(&pa, pid, sizeof pid);
+    snprintf(want, sizeof want, "%s=undefined@a@127.0.0.1 k1=v2@b@127.0.0.1 ", pid);
+    if (strcmp(pid, "k1") > 0) snprintf(want, sizeof want, "k1=v2@b@127.0.0.1 %s=undefined@a@127.0.0.1 ", pid);
+    EXPECT_VIEW(&rb, want);
+    cr_assert_eq(aemp_port_close(a.node, p), 0);
+    EXPECT_VIEW(&rb, "k1=v2@b@127.0.0.1 ");
+    cr_assert_eq(aemp_db_reg(a.node, "fam", p, NULL, NULL), AEMP_ENOENT);
+    /* queries answer from the loop */
+    struct keys_answer qk = {0}, qv = {0}, qf = {0};
+    cr_assert_eq(aemp_db_keys(a.node, "fam", on_keys, &qk), 0);
+    cr_assert_eq(aemp_db_values(a.node, "fam", on_values, &qv), 0);
+    cr_assert_eq(aemp_db_family(a.node, "fam", on_family, &qf), 0);
+    cr_assert_eq(qk.calls + qv.calls + qf.calls, 0);
+    cr_assert(wait_int(&qf.calls, 1, 2000));
+    cr_assert_eq(qk.calls, 1);
+    cr_assert_str_eq(qk.keys, "k1 ");
+    cr_assert_str_eq(qv.keys, "v2 ");
+    cr_assert_str_eq(qf.keys, "k1=v2@b@127.0.0.1 ");
+    cr_assert_eq(aemp_db_keys(a.node, "nothing", on_keys, &qk), 0);
+    cr_assert(wait_int(&qk.calls, 2, 2000));
+    cr_assert_str_eq(qk.keys, "");
+    /* a's share vanishes with a; b's own stays */
+    set_atom(a.node, "fam", "k4", "v6", NULL);
+    EXPECT_VIEW(&rb, "k1=v2@b@127.0.0.1 k4=v6@a@127.0.0.1 ");
+    stop_node(&a);
+    EXPECT_VIEW(&rb, "k1=v2@b@127.0.0.1 ");
+    cr_assert_str_eq(rb.diff, "-k4 ");
+    /* a released monitor is not called again */
+    int calls = rb.calls;
+    cr_assert_eq(aemp_guard_release(b.node, gb), 0);
+    set_atom(b.node, "fam", "k5", "v7", NULL);
+    struct keys_answer q2 = {0};
+    cr_assert_eq(aemp_db_keys(b.node, "fam", on_keys, &q2), 0);
+    cr_assert(wait_int(&q2.calls, 1, 2000));
+    cr_assert_eq(rb.calls, calls);
+    stop_node(&b);
+}
+
+Test(db, errors)
+{
+    struct node_ctx a;
+    start_node(&a, "a@127.0.0.1", "c");
+    aemp_buf b = AEMP_BUF_INIT;
+    cr_assert_eq(aemp_term_format(&b, "x"), 0);
+    aemp_term t = aemp_buf_term(&b), bad = {b.data, b.len + 1};
+    cr_assert_eq(aemp_db_set(a.node, "", "k", &t, NULL), AEMP_EINVAL);
+    cr_assert_eq(aemp_db_set(a.node, "f", "", &t, NULL), AEMP_EINVAL);
+    cr_assert_eq(aemp_db_set(a.node, "f", "k", NULL, NULL), AEMP_EINVAL);
+    cr_assert_eq(aemp_db_set(a.node, "f", "k", &bad, NULL), AEMP_EINVAL);
+    cr_assert_eq(aemp_db_del(a.node, "f", "k"), AEMP_ENOENT);
+    cr_assert_eq(aemp_db_reg(a.node, "f", (aemp_port){0}, NULL, NULL), AEMP_ENOENT);
+    cr_assert_eq(aemp_db_mon(a.node, "f", NULL, NULL, NULL), AEMP_EINVAL);
+    cr_assert_eq(aemp_db_keys(a.node, NULL, on_keys, NULL), AEMP_EINVAL);
+    cr_assert_eq(aemp_guard_release(a.node, (aemp_guard){0}), 0);
+    cr_assert_eq(aemp_guard_release(a.node, (aemp_guard){12345}), AEMP_ENOENT);
+    /* a query still waiting when the node closes is told */
+    struct keys_answer q = {0};
+    cr_assert_eq(aemp_db_keys(a.node, "f", on_keys, &q), 0);
+    stop_node(&a);
+    cr_assert_eq(q.calls, 1);
+    cr_assert_eq(q.status, AEMP_ECLOSED);
+    aemp_buf_free(&b);
+}
+
+/* Send text (Erlang syntax, %s standing for pid) from port p to to. */
+static void send_text(aemp_node *n, aemp_port p, const aemp_addr *to, const char *fmt,
+                      const char *pid)
+{
+    char text[512];
+    snprintf(text, sizeof text, fmt, pid, pid);
+    aemp_buf m = AEMP_BUF_INIT;
+    cr_assert_eq(aemp_term_parse(&m, text, strlen(text), NULL), 0, "parse %s", text);
+    aemp_term t = aemp_buf_term(&m);
+    cr_assert_eq(aemp_send(n, p, to, &t), 0);
+    aemp_buf_free(&m);
+}
+
+/* Messages a hostile peer may send to aemp_db: each is dropped, the view
+ * stays, the node lives; shares over db_max_bytes are refused. */
+Test(db, hostile_messages_are_dropped)
+{
+    struct node_ctx a, b;
+    /* a runs no aemp_db: the port below speaks for a alone (a node has one
+     * peer record: a real aemp_db of a would replace it) */
+    aemp__db_test_off = true;
+    start_node(&a, "a@127.0.0.1", "c");
+    aemp__db_test_off = false;
+    aemp_node_config cfg = {0};
+    cfg.name = "b@127.0.0.1";
+    cfg.cookie = "c";
+    cfg.db_max_bytes = 4096;
+    start_node_cfg(&b, cfg);
+    struct rec rb = {0};
+    cr_assert_eq(aemp_db_mon(b.node, "f", rec_cb, &rb, NULL), 0);
+    aemp_port p;
+    cr_assert_eq(aemp_port_new(a.node, &p), 0);
+    aemp_addr me, to;
+    cr_assert_eq(aemp_port_addr(a.node, p, &me), 0);
+    char pid[128];
+    aemp_addr_format(&me, pid, sizeof pid);
+    name_addr(&to, b.node, "aemp_db");
+    const char *bad[] = {
+        "hello",
+        "{discover}",
+        "{discover, 1, 1}",
+        "{update, %s, [{set, <<\"f\">>, <<\"k\">>, 1, x}]}", /* unknown peer: dropped */
+        "{local_data, %s, 1, #{f => #{<<\"k\">> => {1, x}}}}",
+        "{local_data, %s, 1, #{<<\"f\">> => #{<<\"k\">> => {-1, x}}}}",
+        "{local_data, %s, 1, #{<<\"f\">> => #{<<\"k\">> => {1180591620717411303424, x}}}}",
+        "{local_data, %s, 1, #{<<\"f\">> => #{<<\"k\">> => x}}}",
+        "{local_data, %s, 1, #{<<\"f\">> => [a]}}",
+        "{'$gen_cast', {other, %s}}",
+        "{'$gen_cast', {local_data, %s, 1, [1, 2]}}",
+        /* a share over the limit */
+        "{local_data, %s, 1, #{<<\"f\">> => #{<<\"k\">> => {1, <<0:65536>>}}}}",
+        /* a fine one */
+        "{local_data, %s, 1, #{<<\"f\">> => #{<<\"k\">> => {7, ok}}}}",
+        /* updates of bad shapes, and one over the limit: none applied */
+        "{update, %s, [{del, <<\"f\">>, <<\"k\">>}, {set, <<\"f\">>, <<\"k2\">>, 8, x} | y]}",
+        "{update, %s, [{del, <<\"f\">>, <<\"k\">>}, {put, <<\"f\">>, <<\"k2\">>, 8, x}]}",
+        "{update, %s, [{del, <<\"f\">>, <<\"k\">>}, {set, <<\"f\">>, <<\"k2\">>, 8, <<0:65536>>}]}",
+        "{update, %s, x}",
+        /* then a fine update: its effect shows that all before were read */
+        "{update, %s, [{set, <<\"f\">>, <<\"k3\">>, 9, fine}]}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) send_text(a.node, p, &to, bad[i], pid);
+    EXPECT_VIEW(&rb, "k3=fine@a@127.0.0.1 k=ok@a@127.0.0.1 ");
+    /* the port that spoke for a dies: its share goes with it */
+    cr_assert_eq(aemp_port_close(a.node, p), 0);
+    EXPECT_VIEW(&rb, "");
+    /* b's clock saw stamp 9: its next set is stamped 10 */
+    set_atom(b.node, "f", "k", "mine", NULL);
+    EXPECT_VIEW(&rb, "k=mine@b@127.0.0.1 ");
+    struct stamp_answer sa = {0};
+    cr_assert_eq(aemp_db_family(b.node, "f", on_stamp, &sa), 0);
+    cr_assert(wait_int(&sa.calls, 1, 2000));
+    cr_assert_eq(sa.stamp, 10);
+    stop_node(&a);
+    stop_node(&b);
+}
