@@ -318,6 +318,7 @@ test(spawn, CNode) -> spawn_test(CNode);
 test(db_erlang, Nodes) -> aemp_db_interop:run(Nodes);
 test(supervise, CNode) -> supervise_test(CNode);
 test(ports, Arg) -> ports_test(Arg);
+test(db, Arg) -> db_test(Arg);
 test(ports_after, Arg) -> ports_after_test(Arg);
 test(proc, CNode) ->
     connect(CNode),
@@ -1464,3 +1465,99 @@ c_spawn_result(CNode, Node, M, F, A, Flags) ->
     Tag = make_ref(),
     {ctl, CNode} ! {spawn, self(), Tag, Node, M, F, A, Flags},
     receive {reply, Tag, Result} -> Result after ?REPLY_MS -> throw({no_spawn_reply, M, F}) end.
+
+%% ------------------------------------------------------------------
+%% The database (test_db.sh; c-db): two C nodes (dbnode.c) and this
+%% node, whose test process is a hand-written aemp_db speaking the
+%% replication protocol of docs/database.md (version 1).
+%% ------------------------------------------------------------------
+
+db_test({C1, C2}) ->
+    true = register(aemp_db, self()),
+    F = <<"f">>,
+    Share = #{F => #{<<"e1">> => {5, erl}}},
+    %% C1 discovers us when the connection comes up; we answer as the
+    %% protocol says and get its (empty) share
+    connect(C1),
+    C1Db = db_discovered(C1, Share),
+    expect(#{}, db_local_data(C1Db), c1_share_at_start),
+    db_wait(C1, F, [{<<"e1">>, erl, node(), 5}], c1_sees_erl_share),
+    %% a set on C1 comes as an update, stamped after the stamp C1 saw (5)
+    ok = p_call(C1, set, [F, <<"k1">>, v1]),
+    expect([{set, F, <<"k1">>, 6, v1}], db_update(C1Db), c1_update_stamp),
+    %% C2 joins: it sees C1's and our entries (C-C convergence)
+    connect(C2),
+    C2Db = db_discovered(C2, Share),
+    expect(#{}, db_local_data(C2Db), c2_share_at_start),
+    ok = p_call(C2, connect, [C1]),
+    db_wait(C2, F, [{<<"e1">>, erl, node(), 5}, {<<"k1">>, v1, C1, 6}], c2_converges),
+    %% C2 sets k1 after seeing C1's set: C2 wins everywhere
+    ok = p_call(C2, set, [F, <<"k1">>, v2]),
+    expect([{set, F, <<"k1">>, 7, v2}], db_update(C2Db), c2_update_stamp),
+    db_wait(C1, F, [{<<"e1">>, erl, node(), 5}, {<<"k1">>, v2, C2, 7}], c1_sees_c2_win),
+    %% a concurrent set with the same stamp: the greater node name wins
+    %% (t@ > c2@), on both C nodes
+    [Db ! {update, self(), [{set, F, <<"k1">>, 7, erl_v}]} || Db <- [C1Db, C2Db]],
+    Won = [{<<"e1">>, erl, node(), 5}, {<<"k1">>, erl_v, node(), 7}],
+    db_wait(C1, F, Won, c1_tie_by_node_name),
+    db_wait(C2, F, Won, c2_tie_by_node_name),
+    %% our delete shows the next winner, C2's
+    [Db ! {update, self(), [{del, F, <<"k1">>}]} || Db <- [C1Db, C2Db]],
+    Next = [{<<"e1">>, erl, node(), 5}, {<<"k1">>, v2, C2, 7}],
+    db_wait(C1, F, Next, c1_after_del),
+    db_wait(C2, F, Next, c2_after_del),
+    %% db_reg on C2: subkey = the port ID, value undefined
+    Port = p_call(C2, reg, [F]),
+    true = is_pid(Port),
+    Id = list_to_binary(port_id(Port)),
+    expect([{set, F, Id, 8, undefined}], db_update(C2Db), c2_reg_update),
+    db_wait(C1, F, lists:sort([{Id, undefined, C2, 8} | Next]), c1_sees_reg),
+    %% a message of another shape is dropped; C1 goes on
+    C1Db ! {update, self(), not_a_list},
+    C1Db ! {local_data, self(), 1, #{F => [x]}},
+    C1Db ! hello,
+    ok = p_call(C1, set, [F, <<"k2">>, v3]),
+    expect([{set, F, <<"k2">>, 9, v3}], db_update(C1Db), c1_lives_after_bad_messages),
+    ok = p_call(C1, del, [F, <<"k2">>]),
+    expect([{del, F, <<"k2">>}], db_update(C1Db), c1_del_update),
+    db_wait(C1, F, lists:sort([{Id, undefined, C2, 8} | Next]), c1_after_own_del),
+    ok.
+
+%% Node's aemp_db discovers us: answer with Share (a cast), monitor it and
+%% discover it back, as data_publisher does. Its pid.
+db_discovered(Node, Share) ->
+    receive
+        {discover, Pid, 1} when node(Pid) =:= Node ->
+            gen_server:cast(Pid, {local_data, self(), 1, Share}),
+            erlang:monitor(process, Pid),
+            Pid ! {discover, self(), 1},
+            Pid
+    after ?REPLY_MS -> throw({no_discover_from, Node})
+    end.
+
+db_local_data(Pid) ->
+    receive
+        {'$gen_cast', {local_data, Pid, 1, S}} -> S
+    after ?REPLY_MS -> throw({no_local_data_from, Pid})
+    end.
+
+db_update(Pid) ->
+    receive
+        {update, Pid, Ops} -> Ops
+    after ?REPLY_MS -> throw({no_update_from, Pid})
+    end.
+
+%% Until CNode's family Fam is Want ([{Key, Value, Owner, Stamp}], sorted).
+db_wait(CNode, Fam, Want, What) ->
+    db_wait(CNode, Fam, Want, What, erlang:monotonic_time(millisecond) + ?REPLY_MS).
+
+db_wait(CNode, Fam, Want, What, Deadline) ->
+    Got = lists:sort(p_call(CNode, family, [Fam])),
+    case Got =:= Want of
+        true -> ok;
+        false ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> throw({What, expected, Want, got, Got});
+                false -> timer:sleep(20), db_wait(CNode, Fam, Want, What, Deadline)
+            end
+    end.

@@ -456,8 +456,8 @@ static void on_local_data(db_t *db, const aemp_addr *pid, aemp_cursor share, con
         AEMP_LOGE("db: the share of %s is incomplete: %s", aemp_addr_node_name(pid),
                   aemp_strerror(rc));
     db->remote_bytes = db->remote_bytes - old + aemp__dbs_owner_bytes(p->o);
-    /* a peer that did not discover us first learns of us */
-    if (made) send_discover(db, pid);
+    /* (from an unknown peer: recorded, as data_publisher does; its discover
+     * of us comes with it) */
     kick(db);
 }
 

@@ -209,7 +209,8 @@ static void view_text(const aemp_db_view *v, char *out, size_t size)
     cr_assert_neq(aemp_db_view_at(v, n, &(aemp_db_entry){0}), 0);
     out[0] = 0;
     join_sorted(out, size, items, n);
-    for (size_t i = 0; i < n; i++) free(items[i]);
+    for (size_t i = 0; i < n; i++)
+        free(items[i]);
     free(items);
 }
 
@@ -222,7 +223,8 @@ static void diff_part(char *out, size_t size, char mark, const char *const *l, s
         memcpy(items[i] + 1, l[i], strlen(l[i]) + 1);
     }
     join_sorted(out, size, items, n);
-    for (size_t i = 0; i < n; i++) free(items[i]);
+    for (size_t i = 0; i < n; i++)
+        free(items[i]);
     free(items);
 }
 
@@ -245,7 +247,8 @@ static int wait_view(struct rec *r, const char *want, unsigned ms)
     uv_timer_init(&loop, &t);
     t.data = &expired;
     uv_timer_start(&t, on_deadline, ms, 0);
-    while (strcmp(r->view, want) != 0 && !expired) uv_run(&loop, UV_RUN_ONCE);
+    while (strcmp(r->view, want) != 0 && !expired)
+        uv_run(&loop, UV_RUN_ONCE);
     uv_close((uv_handle_t *)&t, NULL);
     uv_run(&loop, UV_RUN_NOWAIT);
     return strcmp(r->view, want) == 0;
@@ -254,8 +257,7 @@ static int wait_view(struct rec *r, const char *want, unsigned ms)
 #define EXPECT_VIEW(r, want)                                                                       \
     cr_assert(wait_view(r, want, 5000), "view is \"%s\", want \"%s\"", (r)->view, want)
 
-static void set_atom(aemp_node *n, const char *fam, const char *key, const char *val,
-                     aemp_guard *g)
+static void set_atom(aemp_node *n, const char *fam, const char *key, const char *val, aemp_guard *g)
 {
     aemp_buf b = AEMP_BUF_INIT;
     cr_assert_eq(aemp_term_format(&b, "~a", val), 0);
@@ -277,7 +279,8 @@ static void on_keys(aemp_node *n, int status, const char *const *keys, size_t nk
     a->status = status;
     a->keys[0] = 0;
     char **items = calloc(nk + 1, sizeof *items);
-    for (size_t i = 0; i < nk; i++) items[i] = (char *)keys[i];
+    for (size_t i = 0; i < nk; i++)
+        items[i] = (char *)keys[i];
     join_sorted(a->keys, sizeof a->keys, items, nk);
     free(items);
 }
@@ -294,7 +297,8 @@ static void on_values(aemp_node *n, int status, const aemp_term *values, size_t 
         aemp_term_print(&values[i], items[i], 64);
     }
     join_sorted(a->keys, sizeof a->keys, items, nv);
-    for (size_t i = 0; i < nv; i++) free(items[i]);
+    for (size_t i = 0; i < nv; i++)
+        free(items[i]);
     free(items);
 }
 
@@ -377,7 +381,8 @@ Test(db, replicates_between_c_nodes)
     char pid[128], want[512];
     aemp_addr_format(&pa, pid, sizeof pid);
     snprintf(want, sizeof want, "%s=undefined@a@127.0.0.1 k1=v2@b@127.0.0.1 ", pid);
-    if (strcmp(pid, "k1") > 0) snprintf(want, sizeof want, "k1=v2@b@127.0.0.1 %s=undefined@a@127.0.0.1 ", pid);
+    if (strcmp(pid, "k1") > 0)
+        snprintf(want, sizeof want, "k1=v2@b@127.0.0.1 %s=undefined@a@127.0.0.1 ", pid);
     EXPECT_VIEW(&rb, want);
     cr_assert_eq(aemp_port_close(a.node, p), 0);
     EXPECT_VIEW(&rb, "k1=v2@b@127.0.0.1 ");
@@ -500,7 +505,8 @@ Test(db, hostile_messages_are_dropped)
         /* then a fine update: its effect shows that all before were read */
         "{update, %s, [{set, <<\"f\">>, <<\"k3\">>, 9, fine}]}",
     };
-    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) send_text(a.node, p, &to, bad[i], pid);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        send_text(a.node, p, &to, bad[i], pid);
     EXPECT_VIEW(&rb, "k3=fine@a@127.0.0.1 k=ok@a@127.0.0.1 ");
     /* the port that spoke for a dies: its share goes with it */
     cr_assert_eq(aemp_port_close(a.node, p), 0);
