@@ -288,6 +288,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "mon") == 0) return aemp__cli_mon(argc - 2, argv + 2);
     if (strcmp(cmd, "rpc") == 0) return aemp__cli_rpc(argc - 2, argv + 2);
     if (strcmp(cmd, "cal") == 0) return aemp__cli_cal(argc - 2, argv + 2);
+    if (strcmp(cmd, "db") == 0) return aemp__cli_db(argc - 2, argv + 2);
     if (strcmp(cmd, "names") == 0) return cmd_names(argc - 2, argv + 2);
     if (strcmp(cmd, "gencert") == 0) return cmd_gencert(argc - 2, argv + 2);
     if (strcmp(cmd, "profile") == 0) return aemp__cli_profile(argc - 2, argv + 2);

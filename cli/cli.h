@@ -95,6 +95,9 @@ int aemp__cli_mon(int argc, char **argv);
 int aemp__cli_rpc(int argc, char **argv);
 int aemp__cli_cal(int argc, char **argv);
 
+/* `aemp db FAMILY NODE` (db.c; c-db). */
+int aemp__cli_db(int argc, char **argv);
+
 /* Export the aemp_demo module of `aemp run` on node (demo.c). */
 int aemp__cli_demo_export(aemp_node *node);
 /* Join port to family aemp_demo (pg group aemp_demo in the node's scopes;

@@ -15,6 +15,9 @@
  *                              a new port that answers {From, Msg} with Msg,
  *                              as the registered port echo does, and
  *                              gen_server:call(Port, X) with X
+ *   aemp_demo:family(F)        the database family F (a binary, atom or
+ *                              string) as this node sees it: a map from
+ *                              subkey (binary) to value
  * Called with another number of arguments they are undefined, as an
  * Erlang function of another arity: error undef. Uses the public API only.
  */
@@ -149,6 +152,49 @@ static int demo_members(aemp_node *node, const aemp_term *args, aemp_buf *result
     return AEMP_RPC_RETURN;
 }
 
+/* aemp_demo:family(F): the family as a map, written by hand (the map's
+ * head, then each subkey and value). */
+static void family_map(aemp_node *node, int status, const aemp_db_view *v, void *arg)
+{
+    aemp_buf *out = arg;
+    size_t n = aemp_db_view_count(v);
+    unsigned char head[5] = {116, (unsigned char)(n >> 24), (unsigned char)(n >> 16),
+                             (unsigned char)(n >> 8), (unsigned char)n};
+    aemp_term h = {(const char *)head, sizeof head};
+    aemp_buf_put_term(out, &h);
+    for (size_t i = 0; i < n; i++) {
+        aemp_db_entry e;
+        aemp_db_view_at(v, i, &e);
+        aemp_term_format(out, "~b", e.subkey, e.subkey_len);
+        aemp_buf_put_term(out, &e.value);
+    }
+}
+
+static int demo_family(aemp_node *node, const aemp_term *args, aemp_buf *result, void *arg)
+{
+    aemp_term f;
+    char name[AEMP_MAXATOMLEN + 1] = "";
+    if (take_args(args, 1, &f)) return undef(result);
+    aemp_cursor c = aemp_cursor_of(&f);
+    const void *p;
+    size_t len;
+    if (aemp_get_binary(&c, &p, &len) == 0) {
+        /* (a binary holding NUL names no family the C API can give) */
+        if (len < sizeof name && !memchr(p, 0, len)) {
+            memcpy(name, p, len);
+            name[len] = 0;
+        }
+    } else if (aemp_get_atom(&c, name, sizeof name) && aemp_get_charlist(&c, name, sizeof name)) {
+        name[0] = 0;
+    }
+    /* result is empty until family_map fills it */
+    if (!name[0] || aemp_db_read(node, name, family_map, result)) {
+        aemp_term_format(result, "badarg");
+        return AEMP_RPC_ERROR;
+    }
+    return AEMP_RPC_RETURN;
+}
+
 int aemp__cli_demo_join(aemp_node *node, aemp_port port)
 {
     int rc = aemp_pg_join(node, "aemp_demo", port);
@@ -207,6 +253,7 @@ int aemp__cli_demo_export(aemp_node *node)
         (rc = aemp_export(node, "aemp_demo", "crash", demo_crash, NULL)) ||
         (rc = aemp_export(node, "aemp_demo", "kill", demo_kill, NULL)) ||
         (rc = aemp_export(node, "aemp_demo", "members", demo_members, NULL)) ||
+        (rc = aemp_export(node, "aemp_demo", "family", demo_family, NULL)) ||
         (rc = aemp_export_init(node, "aemp_demo", "echo_port", echo_port_init, NULL)))
         return rc;
     return 0;

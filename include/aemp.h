@@ -997,7 +997,9 @@ typedef struct aemp_db_entry {
     uint64_t stamp;
 } aemp_db_entry;
 
-/* A family as a callback sees it (valid during the callback only). */
+/* A family as a callback sees it (valid during the callback only). It is
+ * live: a change the callback makes (aemp_db_set, ...) shows at once, and
+ * entries read before it may then be stale. */
 typedef struct aemp_db_view aemp_db_view;
 /* The family's name. */
 const char *aemp_db_view_family(const aemp_db_view *view);
@@ -1047,6 +1049,10 @@ typedef void (*aemp_db_values_cb)(aemp_node *node, int status, const aemp_term *
 int aemp_db_family(aemp_node *node, const char *family, aemp_db_family_cb cb, void *arg);
 int aemp_db_keys(aemp_node *node, const char *family, aemp_db_keys_cb cb, void *arg);
 int aemp_db_values(aemp_node *node, const char *family, aemp_db_values_cb cb, void *arg);
+/* The family as this node sees it now, for code that must answer at once
+ * (an exported function): cb runs inside this call, with status 0. Returns
+ * 0, AEMP_EINVAL or AEMP_ECLOSED (then cb is not called). */
+int aemp_db_read(aemp_node *node, const char *family, aemp_db_family_cb cb, void *arg);
 
 /* What changed: subkeys added (visible now, not before), changed (another
  * value won) and deleted; valid during the call only. */

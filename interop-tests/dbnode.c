@@ -45,7 +45,8 @@ static void print_view(aemp_node *n, const aemp_db_view *v, const aemp_db_diff *
     char line[8192];
     size_t len = (size_t)snprintf(line, sizeof line, "view %s:", aemp_db_view_family(v));
     for (size_t i = 0; i < cnt; i++) {
-        if (len < sizeof line) len += (size_t)snprintf(line + len, sizeof line - len, " %s", items[i]);
+        if (len < sizeof line)
+            len += (size_t)snprintf(line + len, sizeof line - len, " %s", items[i]);
         free(items[i]);
     }
     free(items);

@@ -5,7 +5,9 @@
 # (aemp_interop:run(db, ...)): shares are exchanged on connect, updates
 # carry Lamport stamps, C nodes converge, ties go to the greater node name,
 # malformed messages are dropped; a node's entries vanish when it goes
-# (the Erlang node halts, a C node is killed).
+# (the Erlang node halts, a C node is killed). `aemp run`'s
+# aemp_demo:family/1 gives a family as a map; `aemp db FAMILY NODE` prints
+# a family and its changes until NODE goes.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -18,13 +20,26 @@ for c in c1 c2; do
     wait_line "$WORK/$c.out" "^(ready|FAIL)" 15
     expect_line "$WORK/$c.out" "^ready $c@$HOST\$"
 done
-erl_test t db "{'c1@$HOST', 'c2@$HOST'}"
+start_aemp n1
+erl_test t db "{'c1@$HOST', 'c2@$HOST', 'n1@$HOST'}"
 # t halted: its entry e1 vanishes from c1's view, c2's stay
 reg="c2@$HOST#<[0-9]+\.[0-9]+\.[0-9]+>=undefined@c2@$HOST"
 wait_line "$WORK/c1.out" "^view f: $reg k1=v2@c2@$HOST\$" 15
-# c2 is killed: its entries vanish from c1's view
+# aemp db prints c2's share, then a change, then its end with c2
+start_bg cli "$AEMP_BIN" db f "c2@$HOST" --cookie "$COOKIE"
+wait_line "$WORK/cli.out" "^\+ k1 v2\$" 15
+expect_line "$WORK/cli.out" "^\+ c2@$HOST#<[0-9.]+> undefined\$"
+run_fg snd 15 "$AEMP_BIN" snd "c2@$HOST#ctl" "{set, c2@$HOST#<1.0.1>, <<\"f\">>, <<\"k9\">>, v9}" \
+    --cookie "$COOKIE"
+((EXIT_STATUS == 0)) || fail "aemp snd exited with $EXIT_STATUS"
+wait_line "$WORK/cli.out" "^\+ k9 v9\$" 15
+# c2 is killed: its entries vanish from c1's view and from aemp db's
 kill -KILL "${PIDS[c2]}"
 wait_line "$WORK/c1.out" "^view f:\$" 30
+wait_exit cli 30
+((EXIT_STATUS == 1)) || fail "aemp db exited with $EXIT_STATUS, not 1, when its node went"
+expect_line "$WORK/cli.out" "^- k9\$"
+expect_line "$WORK/cli.err" "connection lost"
 kill -TERM "${PIDS[c1]}"
 expect_exit c1 10 0
 ! grep -Eq 'Sanitizer|runtime error:' "$WORK/c1.out" "$WORK/c1.err" ||

@@ -1472,7 +1472,7 @@ c_spawn_result(CNode, Node, M, F, A, Flags) ->
 %% replication protocol of docs/database.md (version 1).
 %% ------------------------------------------------------------------
 
-db_test({C1, C2}) ->
+db_test({C1, C2, N1}) ->
     true = register(aemp_db, self()),
     F = <<"f">>,
     Share = #{F => #{<<"e1">> => {5, erl}}},
@@ -1521,7 +1521,27 @@ db_test({C1, C2}) ->
     ok = p_call(C1, del, [F, <<"k2">>]),
     expect([{del, F, <<"k2">>}], db_update(C1Db), c1_del_update),
     db_wait(C1, F, lists:sort([{Id, undefined, C2, 8} | Next]), c1_after_own_del),
+    %% `aemp run` N1 connected to C1 only: aemp_demo:family/1 is C1's share
+    ok = p_call(C1, connect, [N1]),
+    db_demo_wait(N1, #{<<"k1">> => v1}),
+    expect(#{<<"k1">> => v1}, rpc:call(N1, aemp_demo, family, [<<"f">>]), demo_family_binary),
+    expect(#{<<"k1">> => v1}, rpc:call(N1, aemp_demo, family, ["f"]), demo_family_string),
+    expect(#{}, rpc:call(N1, aemp_demo, family, [nothing]), demo_family_empty),
     ok.
+
+%% Until aemp_demo:family(f) on N1 is Want.
+db_demo_wait(N1, Want) ->
+    db_demo_wait(N1, Want, erlang:monotonic_time(millisecond) + ?REPLY_MS).
+
+db_demo_wait(N1, Want, Deadline) ->
+    case rpc:call(N1, aemp_demo, family, [f]) of
+        Want -> ok;
+        Got ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> throw({demo_family, expected, Want, got, Got});
+                false -> timer:sleep(20), db_demo_wait(N1, Want, Deadline)
+            end
+    end.
 
 %% Node's aemp_db discovers us: answer with Share (a cast), monitor it and
 %% discover it back, as data_publisher does. Its pid.

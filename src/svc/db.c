@@ -167,7 +167,10 @@ static void answer_query(db_t *db, struct query *q, int status)
     aemp_db_view view = {f, q->fam};
     size_t cnt = aemp__dbs_count(f);
     if (q->kind == Q_FAMILY) {
+        /* the family stays while cb runs, whatever cb changes */
+        if (f) aemp__dbs_hold(f);
         ((aemp_db_family_cb)q->cb)(n, status, &view, q->arg);
+        if (f) aemp__dbs_release(db->store, f);
         return;
     }
     void *arr = malloc((cnt ? cnt : 1) * (q->kind == Q_KEYS ? sizeof(char *) : sizeof(aemp_term)));
@@ -894,6 +897,20 @@ int aemp_db_keys(aemp_node *n, const char *family, aemp_db_keys_cb cb, void *arg
 int aemp_db_values(aemp_node *n, const char *family, aemp_db_values_cb cb, void *arg)
 {
     return query(n, family, Q_VALUES, (void *)cb, arg);
+}
+
+int aemp_db_read(aemp_node *n, const char *family, aemp_db_family_cb cb, void *arg)
+{
+    size_t flen;
+    db_t *db = db_of(n);
+    if (!db || !cb || !key_ok(family, &flen)) return AEMP_EINVAL;
+    if (n->closing) return AEMP_ECLOSED;
+    aemp_db_view view = {aemp__dbs_family(db->store, family, flen), family};
+    /* the family stays while cb runs, whatever cb changes */
+    if (view.f) aemp__dbs_hold(view.f);
+    cb(n, 0, &view, arg);
+    if (view.f) aemp__dbs_release(db->store, view.f);
+    return 0;
 }
 
 int aemp_db_mon(aemp_node *n, const char *family, aemp_db_mon_cb cb, void *arg, aemp_guard *guard)
