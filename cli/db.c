@@ -39,9 +39,12 @@ static void print_entry(const aemp_db_view *v, char mark, const char *subkey)
 static void db_changed(aemp_node *node, const aemp_db_view *v, const aemp_db_diff *d, void *arg)
 {
     struct db_state *st = arg;
-    for (size_t i = 0; i < d->nadded; i++) print_entry(v, '+', d->added[i]);
-    for (size_t i = 0; i < d->nchanged; i++) print_entry(v, '~', d->changed[i]);
-    for (size_t i = 0; i < d->ndeleted; i++) print_entry(v, '-', d->deleted[i]);
+    for (size_t i = 0; i < d->nadded; i++)
+        print_entry(v, '+', d->added[i]);
+    for (size_t i = 0; i < d->nchanged; i++)
+        print_entry(v, '~', d->changed[i]);
+    for (size_t i = 0; i < d->ndeleted; i++)
+        print_entry(v, '-', d->deleted[i]);
     fflush(stdout);
     /* the node's entries are gone from the view: now end */
     if (st->lost) aemp__cli_client_finish(st->c, 1);
