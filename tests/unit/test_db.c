@@ -521,3 +521,45 @@ Test(db, hostile_messages_are_dropped)
     stop_node(&a);
     stop_node(&b);
 }
+
+/* pg's side (db.h's hook, as src/svc/pg.c calls it): members without an
+ * entry show with value undefined and lose to any entry of the port. */
+Test(db, pg_members_show_below_entries)
+{
+    struct node_ctx a;
+    start_node(&a, "a@127.0.0.1", "c");
+    struct rec r = {0};
+    cr_assert_eq(aemp_db_mon(a.node, "grp", rec_cb, &r, NULL), 0);
+    cr_assert(wait_int(&r.calls, 1, 2000));
+    aemp_port p;
+    aemp_addr pa;
+    cr_assert_eq(aemp_port_new(a.node, &p), 0);
+    cr_assert_eq(aemp_port_addr(a.node, p, &pa), 0);
+    char id[128], want[512];
+    aemp_addr_format(&pa, id, sizeof id);
+    aemp__db_pg_member(a.node, "grp", 3, &pa, 1);
+    aemp__db_pg_member(a.node, "grp", 3, &pa, 1); /* idempotent */
+    snprintf(want, sizeof want, "%s=undefined@ ", id);
+    EXPECT_VIEW(&r, want);
+    snprintf(want, sizeof want, "+%s ", id);
+    cr_assert_str_eq(r.diff, want);
+    /* db_reg's entry wins over the membership: changed */
+    aemp_buf b = AEMP_BUF_INIT;
+    cr_assert_eq(aemp_term_format(&b, "busy"), 0);
+    aemp_term t = aemp_buf_term(&b);
+    cr_assert_eq(aemp_db_reg(a.node, "grp", p, &t, NULL), 0);
+    snprintf(want, sizeof want, "%s=busy@a@127.0.0.1 ", id);
+    EXPECT_VIEW(&r, want);
+    snprintf(want, sizeof want, "~%s ", id);
+    cr_assert_str_eq(r.diff, want);
+    /* the port dies: its entry goes, the membership shows until pg says */
+    cr_assert_eq(aemp_port_close(a.node, p), 0);
+    snprintf(want, sizeof want, "%s=undefined@ ", id);
+    EXPECT_VIEW(&r, want);
+    aemp__db_pg_member(a.node, "grp", 3, &pa, 0);
+    EXPECT_VIEW(&r, "");
+    snprintf(want, sizeof want, "-%s ", id);
+    cr_assert_str_eq(r.diff, want);
+    aemp_buf_free(&b);
+    stop_node(&a);
+}
