@@ -563,3 +563,60 @@ Test(db, pg_members_show_below_entries)
     aemp_buf_free(&b);
     stop_node(&a);
 }
+
+struct count_rec {
+    int calls;
+    size_t count, added;
+};
+
+static void count_cb(aemp_node *n, const aemp_db_view *v, const aemp_db_diff *d, void *arg)
+{
+    struct count_rec *r = arg;
+    r->calls++;
+    r->count = aemp_db_view_count(v);
+    r->added += d->nadded;
+}
+
+static int count_is(struct count_rec *r, size_t want, unsigned ms)
+{
+    int expired = 0;
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    t.data = &expired;
+    uv_timer_start(&t, on_deadline, ms, 0);
+    while (r->count != want && !expired)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    return r->count == want;
+}
+
+/* A 10,000-key family reaches a node that joins later, whole; and goes
+ * whole when its node does. */
+Test(db, a_large_family_syncs_to_a_new_node)
+{
+    enum { N = 10000 };
+    struct node_ctx a, b;
+    start_node(&a, "a@127.0.0.1", "c");
+    start_node(&b, "b@127.0.0.1", "c");
+    aemp_buf v = AEMP_BUF_INIT;
+    char key[32];
+    for (int i = 0; i < N; i++) {
+        aemp__buf_reset(&v);
+        cr_assert_eq(aemp_term_format(&v, "{value, ~i}", (int64_t)i), 0);
+        aemp_term t = aemp_buf_term(&v);
+        snprintf(key, sizeof key, "k%d", i);
+        cr_assert_eq(aemp_db_set(a.node, "big", key, &t, NULL), 0);
+    }
+    struct count_rec r = {0};
+    cr_assert_eq(aemp_db_mon(b.node, "big", count_cb, &r, NULL), 0);
+    cr_assert(wait_int(&r.calls, 1, 2000));
+    cr_assert_eq(r.count, 0);
+    cr_assert_eq(aemp_node_connect(b.node, "a@127.0.0.1"), 0);
+    cr_assert(count_is(&r, N, 10000), "b sees %zu of %d", r.count, N);
+    cr_assert_eq(r.added, N);
+    stop_node(&a);
+    cr_assert(count_is(&r, 0, 10000), "b still sees %zu", r.count);
+    aemp_buf_free(&v);
+    stop_node(&b);
+}
