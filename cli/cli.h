@@ -75,6 +75,9 @@ struct aemp__cli_client {
     void (*on_up)(struct aemp__cli_client *c);
     void (*on_down)(struct aemp__cli_client *c, const char *reason);
     void *arg;
+    /* (db) the peer is also a seed: the client meshes with the nodes it is
+     * connected to (unless the profile names seeds) */
+    bool mesh;
     /* set by aemp__cli_client_run */
     aemp_node *node;
     uv_timer_t timer;
@@ -95,7 +98,7 @@ int aemp__cli_mon(int argc, char **argv);
 int aemp__cli_rpc(int argc, char **argv);
 int aemp__cli_cal(int argc, char **argv);
 
-/* `aemp db FAMILY NODE` (db.c; c-db). */
+/* `aemp db FAMILY [NODE]` (db.c; c-db). */
 int aemp__cli_db(int argc, char **argv);
 
 /* Export the aemp_demo module of `aemp run` on node (demo.c). */

@@ -181,8 +181,11 @@ int aemp__cli_client_run(struct aemp__cli_client *c, const struct aemp__cli_opts
     /* The profile's nodeid names the node it configures, not this client:
      * borrowing it would clash with that node if it runs. */
     cfg.name = myname;
-    /* nor is it a member of the profile's pg scopes: it only asks */
-    cfg.pg_scopes = "";
+    /* nor is it a member of the profile's pg scopes: it only asks (aemp db
+     * is a peer of them: its family shows their members) */
+    if (!c->mesh) cfg.pg_scopes = "";
+    const char *seeds[2] = {c->peer, NULL};
+    if (c->mesh && !cfg.seeds) cfg.seeds = seeds;
     int rc = aemp_node_create(loop, &cfg, &c->node);
     aemp_profile_free(prof);
     if (rc) {
