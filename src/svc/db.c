@@ -399,44 +399,13 @@ static void clock_see(db_t *db, uint64_t stamp)
     if (stamp > db->clock) db->clock = stamp;
 }
 
-/* One family => #{Subkey => {Stamp, Value}} of a share: checked (apply
- * NULL) or applied to owner o. */
-static int walk_share(db_t *db, aemp_cursor *c, aemp__dbs_owner *apply, size_t *bytes,
-                      uint64_t *maxstamp)
-{
-    uint32_t nf, nk, arity;
-    if (aemp_get_map(c, &nf)) return AEMP_ENOMATCH;
-    for (uint32_t i = 0; i < nf; i++) {
-        const void *fp, *kp;
-        size_t flen, klen;
-        if (aemp_get_binary(c, &fp, &flen) || flen > AEMP_DB_MAXKEY || aemp_get_map(c, &nk))
-            return AEMP_ENOMATCH;
-        for (uint32_t j = 0; j < nk; j++) {
-            uint64_t stamp;
-            aemp_term v;
-            if (aemp_get_binary(c, &kp, &klen) || klen > AEMP_DB_MAXKEY ||
-                aemp_get_tuple(c, &arity) || arity != 2 || aemp_get_uint64(c, &stamp) ||
-                aemp_get_term(c, &v))
-                return AEMP_ENOMATCH;
-            if (apply) {
-                int rc = aemp__dbs_set(db->store, apply, fp, flen, kp, klen, stamp, &v);
-                if (rc) return rc;
-            } else {
-                *bytes += aemp__dbs_cost(flen, klen, v.len);
-                if (stamp > *maxstamp) *maxstamp = stamp;
-            }
-        }
-    }
-    return 0;
-}
-
 static void on_local_data(db_t *db, const aemp_addr *pid, aemp_cursor share, const aemp_term *msg,
                           const aemp_addr *from)
 {
     size_t bytes = 0;
     uint64_t maxstamp = 0;
     aemp_cursor check = share;
-    if (walk_share(db, &check, NULL, &bytes, &maxstamp)) {
+    if (aemp__dbs_walk_share(NULL, NULL, &check, &bytes, &maxstamp)) {
         log_dropped("local_data with a share not of the form #{Family => #{Subkey => {Stamp, "
                     "Value}}} (binaries, stamps of at most 64 bits)",
                     msg, from);
@@ -454,7 +423,7 @@ static void on_local_data(db_t *db, const aemp_addr *pid, aemp_cursor share, con
     }
     clock_see(db, maxstamp);
     aemp__dbs_owner_clear(db->store, p->o);
-    int rc = walk_share(db, &share, p->o, NULL, NULL);
+    int rc = aemp__dbs_walk_share(db->store, p->o, &share, NULL, NULL);
     if (rc)
         AEMP_LOGE("db: the share of %s is incomplete: %s", aemp_addr_node_name(pid),
                   aemp_strerror(rc));
@@ -464,48 +433,13 @@ static void on_local_data(db_t *db, const aemp_addr *pid, aemp_cursor share, con
     kick(db);
 }
 
-/* Ops: [{set, F, K, Stamp, V} | {del, F, K}]: checked (apply NULL) or
- * applied. */
-static int walk_ops(db_t *db, aemp_cursor *c, aemp__dbs_owner *apply, size_t *bytes,
-                    uint64_t *maxstamp)
-{
-    uint32_t n, arity;
-    if (aemp_get_list(c, &n)) return AEMP_ENOMATCH;
-    for (uint32_t i = 0; i < n; i++) {
-        char op[8];
-        const void *fp, *kp;
-        size_t flen, klen;
-        if (aemp_get_tuple(c, &arity) || aemp_get_atom(c, op, sizeof op) ||
-            aemp_get_binary(c, &fp, &flen) || flen > AEMP_DB_MAXKEY ||
-            aemp_get_binary(c, &kp, &klen) || klen > AEMP_DB_MAXKEY)
-            return AEMP_ENOMATCH;
-        if (arity == 5 && strcmp(op, "set") == 0) {
-            uint64_t stamp;
-            aemp_term v;
-            if (aemp_get_uint64(c, &stamp) || aemp_get_term(c, &v)) return AEMP_ENOMATCH;
-            if (apply) {
-                int rc = aemp__dbs_set(db->store, apply, fp, flen, kp, klen, stamp, &v);
-                if (rc) return rc;
-            } else {
-                *bytes += aemp__dbs_cost(flen, klen, v.len);
-                if (stamp > *maxstamp) *maxstamp = stamp;
-            }
-        } else if (arity == 3 && strcmp(op, "del") == 0) {
-            if (apply) aemp__dbs_del(db->store, apply, fp, flen, kp, klen);
-        } else {
-            return AEMP_ENOMATCH;
-        }
-    }
-    return aemp_get_nil(c) ? AEMP_ENOMATCH : 0;
-}
-
 static void on_update(db_t *db, const aemp_addr *pid, aemp_cursor ops, const aemp_term *msg,
                       const aemp_addr *from)
 {
     size_t bytes = 0;
     uint64_t maxstamp = 0;
     aemp_cursor check = ops;
-    if (walk_ops(db, &check, NULL, &bytes, &maxstamp)) {
+    if (aemp__dbs_walk_ops(NULL, NULL, &check, &bytes, &maxstamp)) {
         log_dropped("update whose operations are not [{set, Family, Subkey, Stamp, Value} | {del, "
                     "Family, Subkey}]",
                     msg, from);
@@ -525,7 +459,7 @@ static void on_update(db_t *db, const aemp_addr *pid, aemp_cursor ops, const aem
     }
     clock_see(db, maxstamp);
     size_t old = aemp__dbs_owner_bytes(p->o);
-    int rc = walk_ops(db, &ops, p->o, NULL, NULL);
+    int rc = aemp__dbs_walk_ops(db->store, p->o, &ops, NULL, NULL);
     if (rc)
         AEMP_LOGE("db: an update of %s is incomplete: %s", aemp_addr_node_name(pid),
                   aemp_strerror(rc));

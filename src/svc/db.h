@@ -60,6 +60,19 @@ int aemp__dbs_del(aemp__dbs *s, aemp__dbs_owner *o, const char *fam, size_t flen
 int aemp__dbs_own(aemp__dbs *s, aemp__dbs_owner *o, const char *fam, size_t flen, const char *key,
                   size_t klen, uint64_t *stamp);
 
+/* A received Share (#{Family => #{Subkey => {Stamp, Value}}}) or Ops
+ * ([{set, Family, Subkey, Stamp, Value} | {del, Family, Subkey}]) at the
+ * cursor, families and subkeys binaries of at most AEMP_DB_MAXKEY bytes,
+ * stamps of at most 64 bits. With apply NULL: checked whole, *bytes and
+ * *maxstamp add what it holds (the cost of its entries, its greatest
+ * stamp); else applied to owner apply of s (only after a check passed:
+ * then only AEMP_ENOMEM can fail, leaving part applied). AEMP_ENOMATCH for
+ * another shape. */
+int aemp__dbs_walk_share(aemp__dbs *s, aemp__dbs_owner *apply, aemp_cursor *c, size_t *bytes,
+                         uint64_t *maxstamp);
+int aemp__dbs_walk_ops(aemp__dbs *s, aemp__dbs_owner *apply, aemp_cursor *c, size_t *bytes,
+                       uint64_t *maxstamp);
+
 /* Append the owner's whole share as the protocol's Share term:
  * #{Family => #{Subkey => {Stamp, Value}}}. */
 int aemp__dbs_encode_share(aemp__dbs *s, aemp__dbs_owner *o, aemp_buf *out);

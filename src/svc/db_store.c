@@ -424,6 +424,76 @@ size_t aemp__dbs_owner_bytes(const aemp__dbs_owner *o)
 }
 
 /* ------------------------------------------------------------------ */
+/* received shares and operations                                     */
+/* ------------------------------------------------------------------ */
+
+/* One family => #{Subkey => {Stamp, Value}} of a share: checked (apply
+ * NULL) or applied to owner o. */
+int aemp__dbs_walk_share(aemp__dbs *s, aemp__dbs_owner *apply, aemp_cursor *c, size_t *bytes,
+                         uint64_t *maxstamp)
+{
+    uint32_t nf, nk, arity;
+    if (aemp_get_map(c, &nf)) return AEMP_ENOMATCH;
+    for (uint32_t i = 0; i < nf; i++) {
+        const void *fp, *kp;
+        size_t flen, klen;
+        if (aemp_get_binary(c, &fp, &flen) || flen > AEMP_DB_MAXKEY || aemp_get_map(c, &nk))
+            return AEMP_ENOMATCH;
+        for (uint32_t j = 0; j < nk; j++) {
+            uint64_t stamp;
+            aemp_term v;
+            if (aemp_get_binary(c, &kp, &klen) || klen > AEMP_DB_MAXKEY ||
+                aemp_get_tuple(c, &arity) || arity != 2 || aemp_get_uint64(c, &stamp) ||
+                aemp_get_term(c, &v))
+                return AEMP_ENOMATCH;
+            if (apply) {
+                int rc = aemp__dbs_set(s, apply, fp, flen, kp, klen, stamp, &v);
+                if (rc) return rc;
+            } else {
+                *bytes += aemp__dbs_cost(flen, klen, v.len);
+                if (stamp > *maxstamp) *maxstamp = stamp;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Ops: [{set, F, K, Stamp, V} | {del, F, K}]: checked (apply NULL) or
+ * applied. */
+int aemp__dbs_walk_ops(aemp__dbs *s, aemp__dbs_owner *apply, aemp_cursor *c, size_t *bytes,
+                       uint64_t *maxstamp)
+{
+    uint32_t n, arity;
+    if (aemp_get_list(c, &n)) return AEMP_ENOMATCH;
+    for (uint32_t i = 0; i < n; i++) {
+        char op[8];
+        const void *fp, *kp;
+        size_t flen, klen;
+        if (aemp_get_tuple(c, &arity) || aemp_get_atom(c, op, sizeof op) ||
+            aemp_get_binary(c, &fp, &flen) || flen > AEMP_DB_MAXKEY ||
+            aemp_get_binary(c, &kp, &klen) || klen > AEMP_DB_MAXKEY)
+            return AEMP_ENOMATCH;
+        if (arity == 5 && strcmp(op, "set") == 0) {
+            uint64_t stamp;
+            aemp_term v;
+            if (aemp_get_uint64(c, &stamp) || aemp_get_term(c, &v)) return AEMP_ENOMATCH;
+            if (apply) {
+                int rc = aemp__dbs_set(s, apply, fp, flen, kp, klen, stamp, &v);
+                if (rc) return rc;
+            } else {
+                *bytes += aemp__dbs_cost(flen, klen, v.len);
+                if (stamp > *maxstamp) *maxstamp = stamp;
+            }
+        } else if (arity == 3 && strcmp(op, "del") == 0) {
+            if (apply) aemp__dbs_del(s, apply, fp, flen, kp, klen);
+        } else {
+            return AEMP_ENOMATCH;
+        }
+    }
+    return aemp_get_nil(c) ? AEMP_ENOMATCH : 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* encoding a share                                                   */
 /* ------------------------------------------------------------------ */
 
