@@ -1055,7 +1055,8 @@ int aemp_db_values(aemp_node *node, const char *family, aemp_db_values_cb cb, vo
 int aemp_db_read(aemp_node *node, const char *family, aemp_db_family_cb cb, void *arg);
 
 /* What changed: subkeys added (visible now, not before), changed (another
- * value won) and deleted; valid during the call only. */
+ * value won) and deleted; valid during the call only. (A subkey holding a
+ * NUL byte, which only Erlang can set, reads as its part before the NUL.) */
 typedef struct aemp_db_diff {
     const char *const *added;
     size_t nadded;
