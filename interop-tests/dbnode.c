@@ -9,6 +9,7 @@
  * SIGTERM (exit 0). Requests to {ctl, Node}, each answered {reply, Op,
  * Result}:
  *   {set, From, Fam, Key, Value}  -> ok          (aemp_db_set; binaries)
+ *   {set_stamp, From, Fam, Key, Value} -> Stamp (aemp_db_set, aemp_db_read)
  *   {del, From, Fam, Key}         -> ok | enoent (aemp_db_del)
  *   {reg, From, Fam}              -> Pid: a new port, db_reg'd in Fam
  *   {family, From, Fam}           -> [{Key, Value, Owner, Stamp}] (aemp_db_family)
@@ -88,6 +89,33 @@ static int on_set(aemp_node *n, aemp_port self, const aemp_msg *m, void *arg)
         return aemp_die(n, "bad request");
     int rc = aemp_db_set(n, fam, key, &v, NULL);
     return reply(n, &from, "set", rc ? "~a" : "ok", aemp_strerror(rc));
+}
+
+/* {set_stamp, From, Fam, Key, Value}: set, answer the entry's stamp (a
+ * set is visible at once with its own stamp: it is the greatest seen). */
+static void own_stamp(aemp_node *n, int status, const aemp_db_view *v, void *arg)
+{
+    const char *key = ((const char **)arg)[0];
+    uint64_t *stamp = ((uint64_t **)arg)[1];
+    aemp_db_entry e;
+    if (aemp_db_view_get(v, key, &e) == 0) *stamp = e.stamp;
+}
+
+static int on_set_stamp(aemp_node *n, aemp_port self, const aemp_msg *m, void *arg)
+{
+    aemp_cursor c = m->args;
+    aemp_addr from;
+    char fam[256], key[256];
+    aemp_term v;
+    uint64_t stamp = 0;
+    if (m->nargs != 4 || aemp_get_pid(&c, &from) || get_str(&c, fam, sizeof fam) ||
+        get_str(&c, key, sizeof key) || aemp_get_term(&c, &v))
+        return aemp_die(n, "bad request");
+    int rc = aemp_db_set(n, fam, key, &v, NULL);
+    void *args[2] = {key, &stamp};
+    if (!rc) rc = aemp_db_read(n, fam, own_stamp, args);
+    if (rc) return reply(n, &from, "set_stamp", "~a", aemp_strerror(rc));
+    return reply(n, &from, "set_stamp", "~u", stamp);
 }
 
 static int on_del(aemp_node *n, aemp_port self, const aemp_msg *m, void *arg)
@@ -177,6 +205,7 @@ static void ready(aemp_node *n)
     aemp_port ctl;
     if (aemp_port_new(n, &ctl) || aemp_register(n, "ctl", ctl) ||
         aemp_rcv(n, ctl, "set", on_set, NULL) || aemp_rcv(n, ctl, "del", on_del, NULL) ||
+        aemp_rcv(n, ctl, "set_stamp", on_set_stamp, NULL) ||
         aemp_rcv(n, ctl, "reg", on_reg, NULL) || aemp_rcv(n, ctl, "family", on_family, NULL) ||
         aemp_rcv(n, ctl, "connect", on_connect, NULL) ||
         aemp_db_mon(n, "f", print_view, NULL, NULL)) {

@@ -1527,7 +1527,103 @@ db_test({C1, C2, N1}) ->
     expect(#{<<"k1">> => v1}, rpc:call(N1, aemp_demo, family, [<<"f">>]), demo_family_binary),
     expect(#{<<"k1">> => v1}, rpc:call(N1, aemp_demo, family, ["f"]), demo_family_string),
     expect(#{}, rpc:call(N1, aemp_demo, family, [nothing]), demo_family_empty),
+    db_app_test(C1, C2, Id).
+
+%% The application's own aemp_db takes over on this node (its server
+%% discovers the nodes it is connected to; each C node replaces the
+%% hand-written peer of this node, and its share, by it): C <-> Erlang.
+db_app_test(C1, C2, Id) ->
+    F = <<"f">>,
+    true = unregister(aemp_db),
+    {ok, _} = application:ensure_all_started(aemp),
+    %% the C nodes' shares reach the application; ours (e1) is gone from them
+    db_app_wait(#{<<"k1">> => v2, Id => undefined}, app_sees_c_shares),
+    CView = [{Id, undefined, C2, 8}, {<<"k1">>, v2, C2, 7}],
+    db_wait(C1, F, CView, c1_drops_the_replaced_peer),
+    %% set in Erlang (atom family), seen by both C nodes
+    ok = aemp:db_set(f, <<"e2">>, from_app),
+    {{S2, _, from_app}, {S2, from_app}} = aemp_db:entry(F, <<"e2">>),
+    Me = node(),
+    db_wait(C1, F, lists:sort([{<<"e2">>, from_app, Me, S2} | CView]), c1_sees_app_set),
+    db_wait(C2, F, lists:sort([{<<"e2">>, from_app, Me, S2} | CView]), c2_sees_app_set),
+    %% set in C, seen by db_mon and db_family in Erlang
+    Ref = aemp:db_mon(f),
+    receive {aemp_db_mon, Ref, F, Whole, #{}, []} when map_size(Whole) =:= 3 -> ok
+    after ?REPLY_MS -> throw(no_db_mon_start)
+    end,
+    ok = p_call(C2, set, [F, <<"m">>, x]),
+    receive {aemp_db_mon, Ref, F, #{<<"m">> := x}, _, _} -> ok
+    after ?REPLY_MS -> throw(no_db_mon_of_c_set)
+    end,
+    expect(x, maps:get(<<"m">>, aemp:db_family(<<"f">>)), app_family_has_c_set),
+    %% concurrent sets of one subkey in Erlang and on C1: the greatest
+    %% {Stamp, Node} wins on all three
+    ok = aemp:db_set(f, <<"c">>, erl),
+    {_, {Se, erl}} = aemp_db:entry(F, <<"c">>),
+    Sc = p_call(C1, set_stamp, [F, <<"c">>, c1]),
+    Win = case {Se, Me} > {Sc, C1} of
+              true -> {<<"c">>, erl, Me, Se};
+              false -> {<<"c">>, c1, C1, Sc}
+          end,
+    db_converged(F, Win, [C1, C2]),
+    %% a delete in Erlang goes everywhere
+    ok = aemp:db_del(f, <<"e2">>),
+    db_gone(C2, F, <<"e2">>),
+    db_gone(C1, F, <<"e2">>),
     ok.
+
+entry_of(F, K) ->
+    {{S, O, V}, _} = aemp_db:entry(F, K),
+    {V, {S, O}}.
+
+%% CNode's entry of K as it is now: [] or [{K, Value, Owner, Stamp}].
+db_c_view(CNode, F, K) ->
+    [E || {K1, _, _, _} = E <- p_call(CNode, family, [F]), K1 =:= K].
+
+%% Until the application's db_family(f) is Want.
+db_app_wait(Want, What) ->
+    db_app_wait(Want, What, erlang:monotonic_time(millisecond) + ?REPLY_MS).
+
+db_app_wait(Want, What, Deadline) ->
+    case aemp:db_family(f) of
+        Want -> ok;
+        Got ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> throw({What, expected, Want, got, Got});
+                false -> timer:sleep(20), db_app_wait(Want, What, Deadline)
+            end
+    end.
+
+%% Until this node and every C node show Win ({K, V, Owner, Stamp}) as the
+%% entry of K.
+db_converged(F, Win, CNodes) ->
+    db_converged(F, Win, CNodes, erlang:monotonic_time(millisecond) + ?REPLY_MS).
+
+db_converged(F, {K, V, O, S} = Win, CNodes, Deadline) ->
+    Here = entry_of(F, K),
+    Views = [db_c_view(C, F, K) || C <- CNodes],
+    case Here =:= {V, {S, O}} andalso lists:all(fun(View) -> View =:= [Win] end, Views) of
+        true -> ok;
+        false ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> throw({not_converged, Win, Here, Views});
+                false -> timer:sleep(20), db_converged(F, Win, CNodes, Deadline)
+            end
+    end.
+
+%% Until CNode's family F has no subkey K.
+db_gone(CNode, F, K) ->
+    db_gone(CNode, F, K, erlang:monotonic_time(millisecond) + ?REPLY_MS).
+
+db_gone(CNode, F, K, Deadline) ->
+    case db_c_view(CNode, F, K) of
+        [] -> ok;
+        View ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> throw({still_there, CNode, View});
+                false -> timer:sleep(20), db_gone(CNode, F, K, Deadline)
+            end
+    end.
 
 %% Until aemp_demo:family(f) on N1 is Want.
 db_demo_wait(N1, Want) ->

@@ -150,7 +150,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_diff();
     check_encoding(o);
     if (++rounds % 64 == 0) {
-        for (int i = 0; i < 3; i++) aemp__dbs_owner_clear(store, owners[i]);
+        for (int i = 0; i < 3; i++)
+            aemp__dbs_owner_clear(store, owners[i]);
         check_diff();
         FUZZ_CHECK(aemp__dbs_count(watched) == 0);
     }
