@@ -14,7 +14,7 @@
  * The store (db_store.c) decides the visible entries. Callbacks (queries,
  * db_mon) run from one timer of the loop, never inside an API call.
  */
-#include "svc.h"
+#include "pg.h"
 
 #include <stdlib.h>
 
@@ -38,7 +38,8 @@ struct guard {
     char *fam, *key;
     size_t flen, klen;
     uint64_t stamp;
-    struct mon *m; /* G_MON */
+    uint64_t pg_port; /* db_reg: the port it joined to pg group fam, or 0 */
+    struct mon *m;    /* G_MON */
 };
 
 struct mon {
@@ -88,6 +89,7 @@ struct aemp__db {
     bool timer_open;
     bool running; /* the timer's callback runs */
     aemp__sub *sub;
+    uint64_t pg_watch; /* the watch of every pg family, 0: no pg */
 };
 
 typedef struct aemp__db db_t;
@@ -696,6 +698,8 @@ int aemp_guard_release(aemp_node *n, aemp_guard guard)
         if (!db->running) sweep_mons(db);
     } else {
         uint64_t stamp;
+        /* db_reg's: undo its pg join too (the port may be gone: no matter) */
+        if (g->pg_port && !n->closing) aemp_pg_leave(n, g->fam, (aemp_port){g->pg_port});
         /* only the value this guard's set made */
         if (aemp__dbs_own(db->store, db->self, g->fam, g->flen, g->key, g->klen, &stamp) ||
             stamp != g->stamp)
@@ -786,13 +790,16 @@ int aemp_db_reg(aemp_node *n, const char *family, aemp_port port, const aemp_ter
     int rc = own_set(db, family, flen, key, (size_t)klen, value, &stamp);
     aemp_buf_free(&undef);
     if (!rc && guard) rc = entry_guard(db, family, flen, key, (size_t)klen, stamp, guard);
-    /* and the pg group of that name (src/svc/pg.c, when it runs) */
-    if (!rc && n->svc->db_pg.join) {
-        int prc = n->svc->db_pg.join(n, family, flen, port);
-        if (prc)
-            AEMP_LOGW("db: db_reg: joining pg group %s failed: %s", family, aemp_strerror(prc));
+    if (rc) return rc;
+    /* and the pg group of that name in the node's scopes (none: nothing) */
+    int prc = aemp_pg_join(n, family, port);
+    if (prc && prc != AEMP_ENOTSUP)
+        AEMP_LOGW("db: db_reg: port %s joins no pg group %s: %s", key, family, aemp_strerror(prc));
+    if (!prc && guard) {
+        struct guard *g = aemp__map_get(&db->guards, &guard->id, sizeof guard->id);
+        if (g) g->pg_port = port.id;
     }
-    return rc;
+    return 0;
 }
 
 static int query(aemp_node *n, const char *family, int kind, void *cb, void *arg)
@@ -886,6 +893,13 @@ int aemp_db_mon(aemp_node *n, const char *family, aemp_db_mon_cb cb, void *arg, 
 /* pg's hook                                                          */
 /* ------------------------------------------------------------------ */
 
+static void on_pg(aemp_node *n, const char *family, size_t flen, const aemp_addr *member,
+                  bool joined, void *arg)
+{
+    (void)arg;
+    aemp__db_pg_member(n, family, flen, member, joined);
+}
+
 void aemp__db_pg_member(aemp_node *n, const char *group, size_t len, const aemp_addr *pid,
                         int joined)
 {
@@ -941,6 +955,11 @@ int aemp__db_start(aemp_node *n, size_t max_bytes)
         rc = aemp_port_addr(n, db->port, &db->pid);
     }
     if (!rc) rc = aemp__node_subscribe(n, on_event, db, &db->sub);
+    /* every pg family's members (pg starts first; without a scope, none) */
+    if (!rc) {
+        int prc = aemp__pg_watch(n, NULL, on_pg, db, &db->pg_watch);
+        if (prc && prc != AEMP_ENOTSUP) rc = prc;
+    }
     return rc;
 }
 

@@ -140,22 +140,12 @@ extern bool aemp__db_test_off;
 /* Default of aemp_node_config.db_max_bytes. */
 #define AEMP__DB_MAX_BYTES_DEFAULT ((size_t)256 << 20)
 
-/*
- * The hook between the database and pg (src/svc/pg.c, written by the pg
- * part; connect it there): pg fills n->svc->db_pg when it starts, and calls
- * aemp__db_pg_member() for every change of a group's members.
- *   join(n, group, len, port): make local port a member of pg group `group`
- *     in the node's scopes (db_reg calls it); 0 or an error (logged by db).
- * The db shows a member without an entry of its own in the family of the
- * group's name as subkey = its port ID, value the atom `undefined`.
- */
-struct aemp__db_pg_ops {
-    int (*join)(aemp_node *n, const char *group, size_t len, aemp_port port);
-};
-/* pg tells the db: pid became a member of group (joined 1; called when
- * the pid's count in the group goes from 0 to 1) or stopped being one
- * (joined 0; the count went to 0, or its node or scope went away).
- * Idempotent: a join of a member, a leave of a non-member do nothing. */
+/* The members of pg families (pg.c), as the db's watch of every family
+ * (aemp__pg_watch) reports them: pid became a member of family `group`
+ * (joined 1) or stopped being one (joined 0). The db shows a member
+ * without an entry of its own as subkey = its port ID, value `undefined`,
+ * below every entry. Idempotent: a join of a member, a leave of a
+ * non-member do nothing. */
 void aemp__db_pg_member(aemp_node *n, const char *group, size_t len, const aemp_addr *pid,
                         int joined);
 

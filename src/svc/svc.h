@@ -24,8 +24,6 @@ struct aemp__svc {
     struct aemp__seeds *seeds; /* seeds and meshing (seeds.c); NULL: no seeds */
     struct aemp__pg *pg;       /* pg scopes: families of ports (pg.c) */
     struct aemp__db *db;       /* the database (db.c) */
-    /* (c-db) pg's side of db_reg; pg.c fills it when it starts (db.h) */
-    struct aemp__db_pg_ops db_pg;
 };
 
 /* Start every service on n (cfg: their settings). */

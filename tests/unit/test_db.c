@@ -620,3 +620,52 @@ Test(db, a_large_family_syncs_to_a_new_node)
     aemp_buf_free(&v);
     stop_node(&b);
 }
+
+/* With pg (scope aemp on both nodes): db_reg joins the port to the pg
+ * group, a plain pg member shows in db_mon of another node, and a db_reg
+ * guard's release leaves the group too. */
+Test(db, db_reg_joins_pg_and_members_show)
+{
+    struct node_ctx a, b;
+    aemp_node_config cfg = {0};
+    cfg.cookie = "c";
+    cfg.pg_scopes = "aemp";
+    cfg.name = "a@127.0.0.1";
+    start_node_cfg(&a, cfg);
+    cfg.name = "b@127.0.0.1";
+    start_node_cfg(&b, cfg);
+    struct rec r = {0};
+    cr_assert_eq(aemp_db_mon(b.node, "grp", rec_cb, &r, NULL), 0);
+    cr_assert_eq(aemp_node_connect(a.node, "b@127.0.0.1"), 0);
+    aemp_port p, q;
+    aemp_addr pa, qa;
+    char pid[128], qid[128], want[512];
+    cr_assert_eq(aemp_port_new(a.node, &p), 0);
+    cr_assert_eq(aemp_port_new(a.node, &q), 0);
+    cr_assert_eq(aemp_port_addr(a.node, p, &pa), 0);
+    cr_assert_eq(aemp_port_addr(a.node, q, &qa), 0);
+    aemp_addr_format(&pa, pid, sizeof pid);
+    aemp_addr_format(&qa, qid, sizeof qid);
+    /* p: db_reg (entry and pg member); q: pg member only */
+    aemp_guard g;
+    cr_assert_eq(aemp_db_reg(a.node, "grp", p, NULL, &g), 0);
+    cr_assert_eq(aemp_pg_members(a.node, "aemp", "grp", NULL, 0), 1);
+    cr_assert_eq(aemp_pg_join(a.node, "grp", q), 0);
+    /* (sorted as view_text sorts them) */
+    char ip[200], iq[200];
+    snprintf(ip, sizeof ip, "%s=undefined@a@127.0.0.1", pid);
+    snprintf(iq, sizeof iq, "%s=undefined@", qid);
+    snprintf(want, sizeof want, "%s %s ", strcmp(ip, iq) < 0 ? ip : iq,
+             strcmp(ip, iq) < 0 ? iq : ip);
+    EXPECT_VIEW(&r, want);
+    /* the guard deletes p's entry and leaves the group: p is gone at b */
+    cr_assert_eq(aemp_guard_release(a.node, g), 0);
+    cr_assert_eq(aemp_pg_members(a.node, "aemp", "grp", NULL, 0), 1);
+    snprintf(want, sizeof want, "%s=undefined@ ", qid);
+    EXPECT_VIEW(&r, want);
+    /* q dies: its membership goes */
+    cr_assert_eq(aemp_port_close(a.node, q), 0);
+    EXPECT_VIEW(&r, "");
+    stop_node(&a);
+    stop_node(&b);
+}
