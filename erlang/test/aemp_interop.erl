@@ -1473,6 +1473,9 @@ c_spawn_result(CNode, Node, M, F, A, Flags) ->
 %% ------------------------------------------------------------------
 
 db_test({C1, C2, N1}) ->
+    %% the pg scope aemp runs from the start (the application started later
+    %% leaves it running), so the C nodes find it when they connect
+    {ok, _} = pg:start(aemp),
     true = register(aemp_db, self()),
     F = <<"f">>,
     Share = #{F => #{<<"e1">> => {5, erl}}},
@@ -1527,12 +1530,12 @@ db_test({C1, C2, N1}) ->
     expect(#{<<"k1">> => v1}, rpc:call(N1, aemp_demo, family, [<<"f">>]), demo_family_binary),
     expect(#{<<"k1">> => v1}, rpc:call(N1, aemp_demo, family, ["f"]), demo_family_string),
     expect(#{}, rpc:call(N1, aemp_demo, family, [nothing]), demo_family_empty),
-    db_app_test(C1, C2, Id).
+    db_app_test(C1, C2, Id, Port).
 
 %% The application's own aemp_db takes over on this node (its server
 %% discovers the nodes it is connected to; each C node replaces the
 %% hand-written peer of this node, and its share, by it): C <-> Erlang.
-db_app_test(C1, C2, Id) ->
+db_app_test(C1, C2, Id, Port) ->
     F = <<"f">>,
     true = unregister(aemp_db),
     {ok, _} = application:ensure_all_started(aemp),
@@ -1570,7 +1573,45 @@ db_app_test(C1, C2, Id) ->
     ok = aemp:db_del(f, <<"e2">>),
     db_gone(C2, F, <<"e2">>),
     db_gone(C1, F, <<"e2">>),
+    %% pg: C2's db_reg'd port is a member of group f here; an Erlang process
+    %% in group f shows in the C nodes' family (no entry: value undefined,
+    %% owner '', stamp 0) until it leaves
+    db_pg_member(Port),
+    P = spawn(fun() -> receive stop -> ok end end),
+    ok = pg:join(aemp, f, P),
+    PId = list_to_binary(port_id(P)),
+    db_wait_has(C1, F, {PId, undefined, '', 0}),
+    P ! stop,
+    db_gone(C1, F, PId),
     ok.
+
+%% Until Port is in pg group f of scope aemp here.
+db_pg_member(Port) ->
+    db_pg_member(Port, erlang:monotonic_time(millisecond) + ?REPLY_MS).
+
+db_pg_member(Port, Deadline) ->
+    case lists:member(Port, pg:get_members(aemp, f)) of
+        true -> ok;
+        false ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> throw({not_a_pg_member, Port, pg:get_members(aemp, f)});
+                false -> timer:sleep(20), db_pg_member(Port, Deadline)
+            end
+    end.
+
+%% Until CNode's family F holds Entry.
+db_wait_has(CNode, F, {K, _, _, _} = Entry) ->
+    db_wait_has(CNode, F, Entry, erlang:monotonic_time(millisecond) + ?REPLY_MS, K).
+
+db_wait_has(CNode, F, Entry, Deadline, K) ->
+    case db_c_view(CNode, F, K) of
+        [Entry] -> ok;
+        View ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> throw({not_there, CNode, Entry, View});
+                false -> timer:sleep(20), db_wait_has(CNode, F, Entry, Deadline, K)
+            end
+    end.
 
 entry_of(F, K) ->
     {{S, O, V}, _} = aemp_db:entry(F, K),
