@@ -1027,9 +1027,11 @@ int aemp_db_del(aemp_node *node, const char *family, const char *subkey);
 /*
  * db_reg: set family/<port ID of port> (aemp_addr_format of its pid) to
  * value (NULL: the atom `undefined`), deleted when the port dies; the port
- * also joins the OTP pg group named family (scope `aemp`) when the node
- * runs pg. port id 0 means $SELF. guard as aemp_db_set(). AEMP_ENOENT if
- * port is not a live local port; else as aemp_db_set().
+ * also joins the pg family of that name (aemp_pg_join: the OTP pg group in
+ * every scope of pg_scopes; no scope, no join; a failure is logged). port
+ * id 0 means $SELF. guard as aemp_db_set(), and its release also leaves the
+ * pg group (aemp_pg_leave). AEMP_ENOENT if port is not a live local port;
+ * else as aemp_db_set().
  */
 int aemp_db_reg(aemp_node *node, const char *family, aemp_port port, const aemp_term *value,
                 aemp_guard *guard);
