@@ -1585,34 +1585,6 @@ db_app_test(C1, C2, Id, Port) ->
     db_gone(C1, F, PId),
     ok.
 
-%% Until Port is in pg group f of scope aemp here.
-db_pg_member(Port) ->
-    db_pg_member(Port, erlang:monotonic_time(millisecond) + ?REPLY_MS).
-
-db_pg_member(Port, Deadline) ->
-    case lists:member(Port, pg:get_members(aemp, f)) of
-        true -> ok;
-        false ->
-            case erlang:monotonic_time(millisecond) > Deadline of
-                true -> throw({not_a_pg_member, Port, pg:get_members(aemp, f)});
-                false -> timer:sleep(20), db_pg_member(Port, Deadline)
-            end
-    end.
-
-%% Until CNode's family F holds Entry.
-db_wait_has(CNode, F, {K, _, _, _} = Entry) ->
-    db_wait_has(CNode, F, Entry, erlang:monotonic_time(millisecond) + ?REPLY_MS, K).
-
-db_wait_has(CNode, F, Entry, Deadline, K) ->
-    case db_c_view(CNode, F, K) of
-        [Entry] -> ok;
-        View ->
-            case erlang:monotonic_time(millisecond) > Deadline of
-                true -> throw({not_there, CNode, Entry, View});
-                false -> timer:sleep(20), db_wait_has(CNode, F, Entry, Deadline, K)
-            end
-    end.
-
 entry_of(F, K) ->
     {{S, O, V}, _} = aemp_db:entry(F, K),
     {V, {S, O}}.
@@ -1620,65 +1592,6 @@ entry_of(F, K) ->
 %% CNode's entry of K as it is now: [] or [{K, Value, Owner, Stamp}].
 db_c_view(CNode, F, K) ->
     [E || {K1, _, _, _} = E <- p_call(CNode, family, [F]), K1 =:= K].
-
-%% Until the application's db_family(f) is Want.
-db_app_wait(Want, What) ->
-    db_app_wait(Want, What, erlang:monotonic_time(millisecond) + ?REPLY_MS).
-
-db_app_wait(Want, What, Deadline) ->
-    case aemp:db_family(f) of
-        Want -> ok;
-        Got ->
-            case erlang:monotonic_time(millisecond) > Deadline of
-                true -> throw({What, expected, Want, got, Got});
-                false -> timer:sleep(20), db_app_wait(Want, What, Deadline)
-            end
-    end.
-
-%% Until this node and every C node show Win ({K, V, Owner, Stamp}) as the
-%% entry of K.
-db_converged(F, Win, CNodes) ->
-    db_converged(F, Win, CNodes, erlang:monotonic_time(millisecond) + ?REPLY_MS).
-
-db_converged(F, {K, V, O, S} = Win, CNodes, Deadline) ->
-    Here = entry_of(F, K),
-    Views = [db_c_view(C, F, K) || C <- CNodes],
-    case Here =:= {V, {S, O}} andalso lists:all(fun(View) -> View =:= [Win] end, Views) of
-        true -> ok;
-        false ->
-            case erlang:monotonic_time(millisecond) > Deadline of
-                true -> throw({not_converged, Win, Here, Views});
-                false -> timer:sleep(20), db_converged(F, Win, CNodes, Deadline)
-            end
-    end.
-
-%% Until CNode's family F has no subkey K.
-db_gone(CNode, F, K) ->
-    db_gone(CNode, F, K, erlang:monotonic_time(millisecond) + ?REPLY_MS).
-
-db_gone(CNode, F, K, Deadline) ->
-    case db_c_view(CNode, F, K) of
-        [] -> ok;
-        View ->
-            case erlang:monotonic_time(millisecond) > Deadline of
-                true -> throw({still_there, CNode, View});
-                false -> timer:sleep(20), db_gone(CNode, F, K, Deadline)
-            end
-    end.
-
-%% Until aemp_demo:family(f) on N1 is Want.
-db_demo_wait(N1, Want) ->
-    db_demo_wait(N1, Want, erlang:monotonic_time(millisecond) + ?REPLY_MS).
-
-db_demo_wait(N1, Want, Deadline) ->
-    case rpc:call(N1, aemp_demo, family, [f]) of
-        Want -> ok;
-        Got ->
-            case erlang:monotonic_time(millisecond) > Deadline of
-                true -> throw({demo_family, expected, Want, got, Got});
-                false -> timer:sleep(20), db_demo_wait(N1, Want, Deadline)
-            end
-    end.
 
 %% Node's aemp_db discovers us: answer with Share (a cast), monitor it and
 %% discover it back, as data_publisher does. Its pid.
@@ -1704,17 +1617,54 @@ db_update(Pid) ->
     after ?REPLY_MS -> throw({no_update_from, Pid})
     end.
 
-%% Until CNode's family Fam is Want ([{Key, Value, Owner, Stamp}], sorted).
-db_wait(CNode, Fam, Want, What) ->
-    db_wait(CNode, Fam, Want, What, erlang:monotonic_time(millisecond) + ?REPLY_MS).
+%% Until Check() is ok (it returns ok or {no, Got}), polling every 20 ms
+%% for ?REPLY_MS; then throws {What, Got}.
+db_until(Check, What) ->
+    db_until(Check, What, erlang:monotonic_time(millisecond) + ?REPLY_MS).
 
-db_wait(CNode, Fam, Want, What, Deadline) ->
-    Got = lists:sort(p_call(CNode, family, [Fam])),
-    case Got =:= Want of
-        true -> ok;
-        false ->
+db_until(Check, What, Deadline) ->
+    case Check() of
+        ok -> ok;
+        {no, Got} ->
             case erlang:monotonic_time(millisecond) > Deadline of
-                true -> throw({What, expected, Want, got, Got});
-                false -> timer:sleep(20), db_wait(CNode, Fam, Want, What, Deadline)
+                true -> throw({What, Got});
+                false -> timer:sleep(20), db_until(Check, What, Deadline)
             end
     end.
+
+%% ok if Got is Want, else {no, Got}.
+db_is(Want, Want) -> ok;
+db_is(_, Got) -> {no, Got}.
+
+%% Until CNode's family Fam is Want ([{Key, Value, Owner, Stamp}], sorted).
+db_wait(CNode, Fam, Want, What) ->
+    db_until(fun() -> db_is(Want, lists:sort(p_call(CNode, family, [Fam]))) end, {What, Want}).
+
+%% Until aemp_demo:family(f) on N1 is Want.
+db_demo_wait(N1, Want) ->
+    db_until(fun() -> db_is(Want, rpc:call(N1, aemp_demo, family, [f])) end, {demo_family, Want}).
+
+%% Until the application's db_family(f) is Want.
+db_app_wait(Want, What) ->
+    db_until(fun() -> db_is(Want, aemp:db_family(f)) end, {What, Want}).
+
+%% Until this node and every C node show Win ({K, V, Owner, Stamp}) as the
+%% entry of K.
+db_converged(F, {K, V, O, S} = Win, CNodes) ->
+    db_until(fun() ->
+                     db_is({{V, {S, O}}, [[Win] || _ <- CNodes]},
+                           {entry_of(F, K), [db_c_view(C, F, K) || C <- CNodes]})
+             end, {not_converged, Win}).
+
+%% Until CNode's family F has no subkey K.
+db_gone(CNode, F, K) ->
+    db_until(fun() -> db_is([], db_c_view(CNode, F, K)) end, {still_there, CNode, K}).
+
+%% Until CNode's family F holds Entry.
+db_wait_has(CNode, F, {K, _, _, _} = Entry) ->
+    db_until(fun() -> db_is([Entry], db_c_view(CNode, F, K)) end, {not_there, CNode, Entry}).
+
+%% Until Port is in pg group f of scope aemp here.
+db_pg_member(Port) ->
+    db_until(fun() -> db_is(true, lists:member(Port, pg:get_members(aemp, f))) end,
+             {not_a_pg_member, Port}).

@@ -576,6 +576,30 @@ static int put_bin(aemp_buf *b, const char *p, size_t n)
     return aemp_term_format(b, "~b", p, n);
 }
 
+/* Tell every peer [{set, F, K, Stamp, V}] (value non-NULL) or
+ * [{del, F, K}]. */
+static void broadcast_op(db_t *db, const char *fam, size_t flen, const char *key, size_t klen,
+                         uint64_t stamp, const aemp_term *value)
+{
+    if (!db->peers.count) return;
+    aemp_buf ops = AEMP_BUF_INIT;
+    int rc = aemp__buf_put_u8(&ops, AEMP__EXT_LIST);
+    if (!rc) rc = aemp__buf_put_u32(&ops, 1);
+    if (!rc) rc = aemp__buf_put_u8(&ops, AEMP__EXT_SMALL_TUPLE);
+    if (!rc) rc = aemp__buf_put_u8(&ops, value ? 5 : 3);
+    if (!rc) rc = aemp__enc_atom_text(&ops, value ? "set" : "del", 3);
+    if (!rc) rc = put_bin(&ops, fam, flen);
+    if (!rc) rc = put_bin(&ops, key, klen);
+    if (!rc && value) rc = aemp_term_format(&ops, "~u", stamp);
+    if (!rc && value) rc = aemp_buf_put_term(&ops, value);
+    if (!rc) rc = aemp__buf_put_u8(&ops, AEMP__EXT_NIL);
+    if (rc)
+        AEMP_LOGE("db: out of memory: a change is not sent to the peers");
+    else
+        broadcast(db, &ops);
+    aemp_buf_free(&ops);
+}
+
 static int own_set(db_t *db, const char *fam, size_t flen, const char *key, size_t klen,
                    const aemp_term *value, uint64_t *stamp)
 {
@@ -584,23 +608,7 @@ static int own_set(db_t *db, const char *fam, size_t flen, const char *key, size
     if (rc) return rc;
     db->clock = s;
     *stamp = s;
-    aemp_buf ops = AEMP_BUF_INIT;
-    /* [{set, F, K, Stamp, V}] */
-    rc = aemp__buf_put_u8(&ops, AEMP__EXT_LIST);
-    if (!rc) rc = aemp__buf_put_u32(&ops, 1);
-    if (!rc) rc = aemp__buf_put_u8(&ops, AEMP__EXT_SMALL_TUPLE);
-    if (!rc) rc = aemp__buf_put_u8(&ops, 5);
-    if (!rc) rc = aemp__enc_atom_text(&ops, "set", 3);
-    if (!rc) rc = put_bin(&ops, fam, flen);
-    if (!rc) rc = put_bin(&ops, key, klen);
-    if (!rc) rc = aemp_term_format(&ops, "~u", s);
-    if (!rc) rc = aemp_buf_put_term(&ops, value);
-    if (!rc) rc = aemp__buf_put_u8(&ops, AEMP__EXT_NIL);
-    if (rc)
-        AEMP_LOGE("db: out of memory: a set is not sent to the peers");
-    else
-        broadcast(db, &ops);
-    aemp_buf_free(&ops);
+    broadcast_op(db, fam, flen, key, klen, s, value);
     kick(db);
     return 0;
 }
@@ -609,20 +617,7 @@ static int own_del(db_t *db, const char *fam, size_t flen, const char *key, size
 {
     int rc = aemp__dbs_del(db->store, db->self, fam, flen, key, klen);
     if (rc) return rc;
-    aemp_buf ops = AEMP_BUF_INIT;
-    rc = aemp__buf_put_u8(&ops, AEMP__EXT_LIST);
-    if (!rc) rc = aemp__buf_put_u32(&ops, 1);
-    if (!rc) rc = aemp__buf_put_u8(&ops, AEMP__EXT_SMALL_TUPLE);
-    if (!rc) rc = aemp__buf_put_u8(&ops, 3);
-    if (!rc) rc = aemp__enc_atom_text(&ops, "del", 3);
-    if (!rc) rc = put_bin(&ops, fam, flen);
-    if (!rc) rc = put_bin(&ops, key, klen);
-    if (!rc) rc = aemp__buf_put_u8(&ops, AEMP__EXT_NIL);
-    if (rc)
-        AEMP_LOGE("db: out of memory: a delete is not sent to the peers");
-    else
-        broadcast(db, &ops);
-    aemp_buf_free(&ops);
+    broadcast_op(db, fam, flen, key, klen, 0, NULL);
     kick(db);
     return 0;
 }

@@ -128,16 +128,29 @@ static void free_before(const char *k, void *v, void *arg)
     free(v);
 }
 
-static void fam_maybe_free(aemp__dbs *s, aemp__dbs_fam *f)
+/* Free the befores of m and leave it empty. */
+static void befores_clear(aemp__map *m)
 {
-    if (f->narr || f->keys.count || f->watch || f->hold || f->dirty) return;
-    aemp__map_del(&s->fams, f->name, f->len);
-    aemp__map_each(&f->before, free_before, NULL);
-    aemp__map_free(&f->before);
+    aemp__map_each(m, free_before, NULL);
+    aemp__map_free(m);
+    aemp__map_init(m);
+}
+
+static void fam_destroy(aemp__dbs_fam *f)
+{
+    befores_clear(&f->before);
+    befores_clear(&f->taken);
     aemp__map_free(&f->keys);
     free(f->arr);
     free(f->name);
     free(f);
+}
+
+static void fam_maybe_free(aemp__dbs *s, aemp__dbs_fam *f)
+{
+    if (f->narr || f->keys.count || f->watch || f->hold || f->dirty) return;
+    aemp__map_del(&s->fams, f->name, f->len);
+    fam_destroy(f);
 }
 
 static void mark_dirty(aemp__dbs *s, aemp__dbs_fam *f)
@@ -182,12 +195,19 @@ static void touch(aemp__dbs *s, aemp__dbs_fam *f, const char *subkey, size_t kle
 /* keys and candidates                                                */
 /* ------------------------------------------------------------------ */
 
-static void key_elect(aemp__dbs_fam *f, key *k)
+/* The candidate of k with the greatest {Stamp, OwnerNode}, or NULL. */
+static cand *winner(const key *k)
 {
     cand *w = NULL;
     for (uint32_t i = 0; i < k->n; i++)
         if (!w || aemp__dbs_cmp(k->c[i]->stamp, k->c[i]->o->node_h, w->stamp, w->o->node_h) > 0)
             w = k->c[i];
+    return w;
+}
+
+static void key_elect(aemp__dbs_fam *f, key *k)
+{
+    cand *w = winner(k);
     bool was = k->win != NULL;
     k->win = w;
     if (w && !was) {
@@ -220,12 +240,8 @@ static void cand_unlink(aemp__dbs *s, cand *c)
             break;
         }
     if (k->win == c) {
-        k->win = NULL;
         /* elect from scratch: the key is still in the array at k->idx */
-        cand *w = NULL;
-        for (uint32_t i = 0; i < k->n; i++)
-            if (!w || aemp__dbs_cmp(k->c[i]->stamp, k->c[i]->o->node_h, w->stamp, w->o->node_h) > 0)
-                w = k->c[i];
+        cand *w = winner(k);
         k->win = w;
         if (!w) {
             key *last = f->arr[--f->narr];
@@ -279,12 +295,7 @@ int aemp__dbs_set(aemp__dbs *s, aemp__dbs_owner *o, const char *fam, size_t flen
         c->value = v;
         c->vlen = value->len;
         c->stamp = stamp;
-        k->win = NULL;
-        cand *w = NULL;
-        for (uint32_t i = 0; i < k->n; i++)
-            if (!w || aemp__dbs_cmp(k->c[i]->stamp, k->c[i]->o->node_h, w->stamp, w->o->node_h) > 0)
-                w = k->c[i];
-        k->win = w;
+        k->win = winner(k);
         return 0;
     }
     bool new_key = !k;
@@ -619,11 +630,7 @@ aemp__dbs_fam *aemp__dbs_watch(aemp__dbs *s, const char *fam, size_t flen)
 
 void aemp__dbs_unwatch(aemp__dbs *s, aemp__dbs_fam *f)
 {
-    if (--f->watch == 0 && !f->dirty) {
-        aemp__map_each(&f->before, free_before, NULL);
-        aemp__map_free(&f->before);
-        aemp__map_init(&f->before);
-    }
+    if (--f->watch == 0 && !f->dirty) befores_clear(&f->before);
     fam_maybe_free(s, f);
 }
 
@@ -700,9 +707,7 @@ void aemp__dbs_diff_done(aemp__dbs *s, aemp__dbs_fam *f, aemp__dbs_diff *d)
 {
     free(d->added);
     memset(d, 0, sizeof *d);
-    aemp__map_each(&f->taken, free_before, NULL);
-    aemp__map_free(&f->taken);
-    aemp__map_init(&f->taken);
+    befores_clear(&f->taken);
     aemp__dbs_release(s, f);
 }
 
@@ -710,13 +715,7 @@ static void free_fam(const char *k, void *val, void *arg)
 {
     (void)k;
     (void)arg;
-    aemp__dbs_fam *f = val;
-    aemp__map_each(&f->before, free_before, NULL);
-    aemp__map_free(&f->before);
-    aemp__map_free(&f->keys);
-    free(f->arr);
-    free(f->name);
-    free(f);
+    fam_destroy(val);
 }
 
 void aemp__dbs_free(aemp__dbs *s)
