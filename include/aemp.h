@@ -429,7 +429,8 @@ typedef struct aemp_node_config {
     unsigned pg_max_members;
     /* (c-db) Most bytes held for the database shares of other nodes (each
      * entry counts its family, subkey and value plus 256); 0 means 256 MiB.
-     * A share or change that would go beyond it is dropped and logged. */
+     * A share or change that would go beyond it is dropped and logged.
+     * Profile key db_max_bytes. */
     size_t db_max_bytes;
 } aemp_node_config;
 

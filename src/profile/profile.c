@@ -45,6 +45,7 @@ enum key_id {
     K_MESH_INTERVAL,
     K_PG_SCOPES,      /* pg */
     K_PG_MAX_MEMBERS, /* pg */
+    K_DB_MAX_BYTES,   /* c-db */
     K_COUNT
 };
 
@@ -99,6 +100,8 @@ static const struct key_def {
      * characters) and pg_max_members */
     [K_PG_SCOPES] = {"pg_scopes", V_SCOPES, 1, 16},
     [K_PG_MAX_MEMBERS] = {"pg_max_members", V_NUMBER, 1, UINT32_MAX},
+    /* the database: aemp_node_config.db_max_bytes */
+    [K_DB_MAX_BYTES] = {"db_max_bytes", V_NUMBER, 1, SIZE_MAX},
 };
 
 struct aemp_profile {
@@ -888,6 +891,9 @@ int aemp_profile_apply(const aemp_profile *p, aemp_node_config *cfg)
             break;
         case K_PG_MAX_MEMBERS:
             cfg->pg_max_members = (unsigned)num_value(p, k);
+            break;
+        case K_DB_MAX_BYTES:
+            cfg->db_max_bytes = (size_t)num_value(p, k);
             break;
         case K_READ_BATCH:
             cfg->read_batch_ms = strcmp(p->val[k], "off") == 0 ? -1 : (int)num_value(p, k);

@@ -154,7 +154,7 @@ Test(profile, key_list)
     size_t n = 0;
     while (aemp_profile_key(n))
         n++;
-    cr_assert_eq(n, 22);
+    cr_assert_eq(n, 23);
     cr_assert_str_eq(aemp_profile_key(0), "parent");
     cr_assert_str_eq(aemp_profile_key(10), "read_batch_ms");
     cr_assert_str_eq(aemp_profile_key(14), "tls_verify");
@@ -163,6 +163,7 @@ Test(profile, key_list)
     cr_assert_str_eq(aemp_profile_key(19), "mesh_interval_ms");
     cr_assert_str_eq(aemp_profile_key(20), "pg_scopes");
     cr_assert_str_eq(aemp_profile_key(21), "pg_max_members");
+    cr_assert_str_eq(aemp_profile_key(22), "db_max_bytes");
 }
 
 Test(profile, missing_file_or_profile)
@@ -635,6 +636,19 @@ Test(profile, pg_scopes)
     cr_assert_eq(load_rc("[a]\npg_scopes = a, b\n"), AEMP_EINVAL);
     cr_assert_eq(load_rc("[a]\npg_scopes = a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q\n"), AEMP_EINVAL);
     cr_assert_eq(load_rc("[a]\npg_max_members = 0\n"), AEMP_EINVAL);
+}
+
+Test(profile, db_max_bytes)
+{
+    write_file(file, "[a]\ndb_max_bytes = 1048576\n", 0600);
+    aemp_profile *p = NULL;
+    aemp_node_config cfg = {0};
+    cr_assert_eq(aemp_profile_load(file, "a", &p), 0, "%s", logged);
+    cr_assert_eq(aemp_profile_apply(p, &cfg), 0);
+    cr_assert_eq(cfg.db_max_bytes, 1048576);
+    aemp_profile_free(p);
+    cr_assert_eq(load_rc("[a]\ndb_max_bytes = 0\n"), AEMP_EINVAL);
+    cr_assert_eq(load_rc("[a]\ndb_max_bytes = lots\n"), AEMP_EINVAL);
 }
 
 Test(profile, read_batch_off)
