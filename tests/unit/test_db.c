@@ -669,3 +669,31 @@ Test(db, db_reg_joins_pg_and_members_show)
     stop_node(&a);
     stop_node(&b);
 }
+
+/* A node that restarts (same name, a new incarnation) brings its share
+ * back; the old incarnation's entries stay gone. */
+Test(db, a_restarted_node_syncs_again)
+{
+    struct node_ctx a, b;
+    /* b first: it holds the embedded EPMD while a restarts */
+    start_node(&b, "b@127.0.0.1", "c");
+    start_node(&a, "a@127.0.0.1", "c");
+    struct rec r = {0};
+    cr_assert_eq(aemp_db_mon(b.node, "f", rec_cb, &r, NULL), 0);
+    set_atom(a.node, "f", "old", "x", NULL);
+    cr_assert_eq(aemp_node_connect(a.node, "b@127.0.0.1"), 0);
+    EXPECT_VIEW(&r, "old=x@a@127.0.0.1 ");
+    stop_node(&a);
+    EXPECT_VIEW(&r, "");
+    start_node(&a, "a@127.0.0.1", "c");
+    set_atom(a.node, "f", "new", "y", NULL);
+    cr_assert_eq(aemp_node_connect(a.node, "b@127.0.0.1"), 0);
+    EXPECT_VIEW(&r, "new=y@a@127.0.0.1 ");
+    /* and b's set reaches the new incarnation */
+    struct rec ra = {0};
+    cr_assert_eq(aemp_db_mon(a.node, "f", rec_cb, &ra, NULL), 0);
+    set_atom(b.node, "f", "back", "z", NULL);
+    EXPECT_VIEW(&ra, "back=z@b@127.0.0.1 new=y@a@127.0.0.1 ");
+    stop_node(&a);
+    stop_node(&b);
+}
