@@ -3,10 +3,11 @@
  * (default: the nodeid of --profile P) with NODE as its seed, so that it
  * meshes with the nodes NODE is connected to, and prints the database
  * family FAMILY as it sees it (the shares of every node it is connected
- * to: docs/database.md), then every change as it happens: `+ SUBKEY VALUE` for a subkey added, `~
- * SUBKEY VALUE` for a new value, `- SUBKEY` for a subkey gone; values in
- * Erlang syntax, a line each, flushed at once. Runs until interrupted, or
- * until the connection to NODE is lost (status 1, after its entries are
+ * to, and the members of the pg family: docs/database.md), then every
+ * change as it happens: `+ SUBKEY VALUE` for a subkey added, `~ SUBKEY
+ * VALUE` for a new value, `- SUBKEY` for a subkey gone; values in Erlang
+ * syntax, a line each, flushed at once. Runs until interrupted, or until
+ * the connection to NODE is lost (status 1, after what went with it is
  * printed as gone). Uses the public API only.
  */
 #include "cli.h"
