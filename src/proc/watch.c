@@ -477,6 +477,9 @@ static int watch_add(aemp_node *n, int kind, const aemp_addr *a, const aemp_addr
             }
         }
     }
+    uint32_t *head[2] = {NULL, NULL};
+    for (int e = 0; e < 2 && !rc; e++)
+        if (!(head[e] = list_head(n, &tmp, e))) rc = AEMP_ENOENT;
     uint32_t i = rc ? 0 : rec_alloc(s);
     if (!i) {
         free_ext(&tmp);
@@ -484,12 +487,12 @@ static int watch_add(aemp_node *n, int kind, const aemp_addr *a, const aemp_addr
     }
     wrec *w = R(s, i);
     *w = tmp;
-    uint32_t *head = &s->b[rec_hash(w) & s->mask];
-    w->hnext = *head;
-    *head = i;
+    uint32_t *bucket = &s->b[rec_hash(w) & s->mask];
+    w->hnext = *bucket;
+    *bucket = i;
     s->count++;
     for (int e = 0; e < 2; e++)
-        list_insert(s, list_head(n, w, e), i << 1 | (uint32_t)e);
+        list_insert(s, head[e], i << 1 | (uint32_t)e);
     return 0;
 }
 

@@ -76,6 +76,9 @@ static void on_nodes(aemp_node *n, const char *peer, int up, const char *reason,
  * reused; here they must be, so that the seeds' pids keep matching). */
 static void restore_ports(void)
 {
+    /* ports made by earlier inputs (spawns) may live on: their ids must
+     * not be handed out again */
+    uint64_t next = node->proc->next_id;
     for (int i = 0; i < NPORTS; i++) {
         if (aemp__proc_port(node, port_ids[i])) continue;
         aemp_port p;
@@ -84,7 +87,7 @@ static void restore_ports(void)
         if (port_names[i]) FUZZ_CHECK(aemp_register(node, port_names[i], p) == 0);
     }
     /* past the node's own service ports */
-    aemp__proc_set_next_id(node, 1000);
+    aemp__proc_set_next_id(node, next > 1000 ? next : 1000);
 }
 
 static void setup(void)
