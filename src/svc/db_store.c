@@ -5,7 +5,7 @@
  * by family (for its local_data and for dropping its share); per watched
  * family, the state each changed subkey had before (for db_mon's lists).
  */
-#include "db.h"
+#include "db_store.h"
 
 #include <stdlib.h>
 
