@@ -165,15 +165,6 @@ static uint64_t mix(uint64_t x)
     return x ^ (x >> 33);
 }
 
-static uint64_t fnv(const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 1099511628211ULL;
-    return h;
-}
-
 static bool same(const aemp_addr *a, const aemp_addr *b)
 {
     return memcmp(a, b, sizeof *a) == 0;
@@ -223,13 +214,13 @@ static uint64_t pid_id(aemp_node *n, const aemp_addr *a)
 static uint64_t end_key(aemp_node *n, const aemp_addr *a)
 {
     uint64_t id = pid_id(n, a);
-    return id ? mix(id) : fnv(a, sizeof *a);
+    return id ? mix(id) : aemp__hash_bytes(a, sizeof *a);
 }
 
 static uint64_t rec_end_key(const wrec *w, int i)
 {
     return (w->flags & F_EXT(i))
-               ? fnv(&((const wext *)(uintptr_t)w->end[i])->addr, sizeof(aemp_addr))
+               ? aemp__hash_bytes(&((const wext *)(uintptr_t)w->end[i])->addr, sizeof(aemp_addr))
                : mix(w->end[i]);
 }
 
@@ -240,7 +231,7 @@ static uint64_t link_hash(uint64_t a, uint64_t b)
 
 static uint64_t monitor_hash(uint64_t number, const aemp_addr *foreign)
 {
-    return foreign ? fnv(foreign, sizeof *foreign) : mix(number ^ 0x4d4f4e);
+    return foreign ? aemp__hash_bytes(foreign, sizeof *foreign) : mix(number ^ 0x4d4f4e);
 }
 
 static uint64_t rec_hash(const wrec *w)

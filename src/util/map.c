@@ -12,7 +12,7 @@ struct aemp__map_ent {
     char key[]; /* NUL-terminated copy */
 };
 
-static uint64_t hash_bytes(const void *k, size_t n)
+uint64_t aemp__hash_bytes(const void *k, size_t n)
 {
     /* FNV-1a: keys are short node names, port ids and atoms. */
     const uint8_t *p = k;
@@ -61,13 +61,13 @@ static struct aemp__map_ent **find(const aemp__map *m, const void *key, size_t k
 
 void *aemp__map_get(const aemp__map *m, const void *key, size_t klen)
 {
-    struct aemp__map_ent **pe = find(m, key, klen, hash_bytes(key, klen));
+    struct aemp__map_ent **pe = find(m, key, klen, aemp__hash_bytes(key, klen));
     return pe ? (*pe)->val : NULL;
 }
 
 int aemp__map_put(aemp__map *m, const void *key, size_t klen, void *val)
 {
-    uint64_t h = hash_bytes(key, klen);
+    uint64_t h = aemp__hash_bytes(key, klen);
     struct aemp__map_ent **pe = find(m, key, klen, h);
     if (pe) {
         (*pe)->val = val;
@@ -90,7 +90,7 @@ int aemp__map_put(aemp__map *m, const void *key, size_t klen, void *val)
 
 void *aemp__map_del(aemp__map *m, const void *key, size_t klen)
 {
-    struct aemp__map_ent **pe = find(m, key, klen, hash_bytes(key, klen));
+    struct aemp__map_ent **pe = find(m, key, klen, aemp__hash_bytes(key, klen));
     if (!pe) return NULL;
     struct aemp__map_ent *e = *pe;
     void *val = e->val;

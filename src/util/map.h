@@ -3,6 +3,10 @@
 #define AEMP_MAP_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+/* FNV-1a of n bytes (the map's own hash; short keys). */
+uint64_t aemp__hash_bytes(const void *k, size_t n);
 
 struct aemp__map_ent;
 typedef struct aemp__map {
