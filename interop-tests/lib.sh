@@ -155,12 +155,13 @@ expect_line() {
 }
 
 # start_bg NAME COMMAND...: run COMMAND in the background, output in
-# $WORK/NAME.out and $WORK/NAME.err, pid in PIDS[NAME].
+# $WORK/NAME.out and $WORK/NAME.err, pid in PIDS[NAME]; stdin from
+# $START_BG_STDIN (default /dev/null).
 start_bg() {
     local name=$1
     shift
     log "start $name: $*"
-    "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" </dev/null &
+    "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" <"${START_BG_STDIN:-/dev/null}" &
     PIDS[$name]=$!
 }
 
@@ -366,27 +367,41 @@ host_is_loopback || private_hosts
 # /etc/hosts, the test scripts' folder (elixir_echo.exs) and AEMP_EBIN.
 # These binds are made in this test's mount namespace and vanish with it.
 otp_chroot() {
-    local d
-    AEMP_OTP_ROOT=$(bash "$INTEROP_DIR/../scripts/otp-chroot.sh" root "$AEMP_OTP" 2>&1) ||
-        fail "no OTP $AEMP_OTP peer: $AEMP_OTP_ROOT"
+    otp_bind "$AEMP_OTP" "$WORK/bin" "$INTEROP_DIR" "$AEMP_EBIN"
+    AEMP_OTP_ROOT=$OTP_ROOT
     export AEMP_OTP_ROOT
-    mount --bind /tmp "$AEMP_OTP_ROOT/tmp"
-    mount --rbind /dev "$AEMP_OTP_ROOT/dev"
-    mount --bind /proc "$AEMP_OTP_ROOT/proc"
-    mount --bind /etc/hosts "$AEMP_OTP_ROOT/etc/hosts"
-    for d in "$INTEROP_DIR" "$AEMP_EBIN"; do
-        [[ -d $AEMP_OTP_ROOT$d ]] || mkdir -p "$AEMP_OTP_ROOT$d"
-        mount --bind "$d" "$AEMP_OTP_ROOT$d"
-    done
-    mkdir -p "$WORK/bin"
-    for d in erl erlc epmd elixir; do
-        ln -s "$INTEROP_DIR/otp-exec.sh" "$WORK/bin/$d"
-    done
     PATH=$WORK/bin:$PATH
     OTP_PEERS=$(awk '$1 == "otp" { o = $2 } $1 == "erts" { e = $2 } $1 == "elixir" { x = $2 }
         $1 == "suite" { s = $2 } END { printf "OTP %s (erts %s) and Elixir %s from Debian %s", o, e, x, s }' \
         "$AEMP_OTP_ROOT/.aemp-otp-stamp")
     [[ $(type -P erl) == "$WORK/bin/erl" ]] || fail "erl is not the OTP $AEMP_OTP wrapper"
+}
+# otp_bind REL BINDIR DIR...: the chroot of OTP REL in OTP_ROOT, with /tmp,
+# /dev, /proc, /etc/hosts and each DIR bound into it at the same paths, and
+# BINDIR holding erl, erlc, epmd and elixir as links to otp-exec.sh (which
+# runs them in the chroot named by AEMP_OTP_ROOT). Binds made once per
+# chroot.
+declare -A OTP_BOUND=()
+otp_bind() {
+    local rel=$1 bindir=$2 d
+    shift 2
+    OTP_ROOT=$(bash "$INTEROP_DIR/../scripts/otp-chroot.sh" root "$rel" 2>&1) ||
+        fail "no OTP $rel peer: $OTP_ROOT"
+    if [[ -z ${OTP_BOUND[$OTP_ROOT]:-} ]]; then
+        mount --bind /tmp "$OTP_ROOT/tmp"
+        mount --rbind /dev "$OTP_ROOT/dev"
+        mount --bind /proc "$OTP_ROOT/proc"
+        mount --bind /etc/hosts "$OTP_ROOT/etc/hosts"
+        OTP_BOUND[$OTP_ROOT]=1
+    fi
+    for d in "$@"; do
+        [[ -d $OTP_ROOT$d ]] || mkdir -p "$OTP_ROOT$d"
+        mountpoint -q "$OTP_ROOT$d" || mount --bind "$d" "$OTP_ROOT$d"
+    done
+    mkdir -p "$bindir"
+    for d in erl erlc epmd elixir; do
+        ln -sf "$INTEROP_DIR/otp-exec.sh" "$bindir/$d"
+    done
 }
 if [[ -n ${AEMP_OTP:-} ]]; then
     otp_chroot

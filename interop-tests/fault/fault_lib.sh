@@ -76,14 +76,8 @@ fault_hosts() {
     NS_B=aemp-fault-$tag-b
     IP_A=10.200.$n.1
     IP_B=10.200.$n.2
-    if [[ ${#NETNS[@]} -eq 0 ]]; then
-        mkdir -p /run/netns
-        mount -t tmpfs -o size=1m,mode=0755 aemp-fault-netns /run/netns
-    fi
-    ip netns add "$NS_A"
-    NETNS+=("$NS_A")
-    ip netns add "$NS_B"
-    NETNS+=("$NS_B")
+    netns_add "$NS_A"
+    netns_add "$NS_B"
     ip -n "$NS_A" link set lo up
     ip -n "$NS_B" link set lo up
     ip -n "$NS_A" link add va type veth peer name vb netns "$NS_B"
@@ -94,6 +88,81 @@ fault_hosts() {
     wait_for "the veth pair to come up" 10 link_up "$NS_A" va
     wait_for "the veth pair to come up" 10 link_up "$NS_B" vb
     log "hosts: $NS_A ($IP_A, va) <-> $NS_B ($IP_B, vb)"
+}
+
+# netns_add NAME: a new network namespace NAME (its name on the tmpfs of
+# /run/netns that is this test's own, mounted by the first call), deleted by
+# the EXIT trap.
+netns_add() {
+    if [[ ${#NETNS[@]} -eq 0 ]]; then
+        mkdir -p /run/netns
+        mount -t tmpfs -o size=1m,mode=0755 aemp-fault-netns /run/netns
+    fi
+    ip netns add "$1"
+    NETNS+=("$1")
+}
+
+# fault_lan N HOST...: one namespace per HOST on a LAN: each has a veth
+# `eth0` whose peer is a port of the bridge `br0` in a namespace of its own
+# (the switch), addresses 10.200.N.I/24 (I = 1, 2, ... in the order given),
+# loopback up. HOST_NS[HOST] and HOST_IP[HOST] name them.
+declare -A HOST_NS=() HOST_IP=()
+fault_lan() {
+    local n=$1 tag sw h ns i=0
+    shift
+    tag=$TEST_NAME-$(date +%s%N | tail -c 7)-$RANDOM
+    sw=aemp-fault-$tag-switch
+    netns_add "$sw"
+    ip -n "$sw" link add br0 type bridge
+    ip -n "$sw" link set br0 up
+    for h in "$@"; do
+        i=$((i + 1))
+        ns=aemp-fault-$tag-$h
+        netns_add "$ns"
+        ip -n "$ns" link set lo up
+        ip -n "$ns" link add eth0 type veth peer name "p$i" netns "$sw"
+        ip -n "$sw" link set "p$i" master br0
+        ip -n "$sw" link set "p$i" up
+        ip -n "$ns" addr add "10.200.$n.$i/24" dev eth0
+        ip -n "$ns" link set eth0 up
+        HOST_NS[$h]=$ns
+        HOST_IP[$h]=10.200.$n.$i
+    done
+    for h in "$@"; do
+        wait_for "eth0 of $h to come up" 10 link_up "${HOST_NS[$h]}" eth0
+    done
+    log "LAN 10.200.$n.0/24: $(for h in "$@"; do printf '%s=%s ' "$h" "${HOST_IP[$h]}"; done)"
+}
+
+# fault_cut "HOST..." "HOST...": iptables DROP rules in the namespaces of
+# the first hosts (INPUT from and OUTPUT to each of the second hosts) cut
+# all traffic between the two groups; fault_heal removes them.
+CUT_RULES=()
+fault_cut() {
+    local a b r
+    for a in $1; do
+        for b in $2; do
+            for r in "INPUT -s ${HOST_IP[$b]} -j DROP" "OUTPUT -d ${HOST_IP[$b]} -j DROP"; do
+                # shellcheck disable=SC2086 # a rule is several words
+                in_ns "${HOST_NS[$a]}" iptables -A $r
+                CUT_RULES+=("$a $r")
+            done
+        done
+    done
+    log "partition: {$1} | {$2}"
+}
+
+fault_heal() {
+    local r
+    for r in "${CUT_RULES[@]}"; do
+        # shellcheck disable=SC2086 # a host and a rule of several words
+        set -- $r
+        local h=$1
+        shift
+        in_ns "${HOST_NS[$h]}" iptables -D "$@"
+    done
+    CUT_RULES=()
+    log "partition healed"
 }
 
 link_up() {
