@@ -166,6 +166,12 @@ converge() {
     log "$desc: $(grep '^view f:' "$WORK/$1.out" | tail -n 1)"
 }
 
+# left_of T0: the seconds left (at least 1) until T0 (ms) + BOUND_S.
+left_of() {
+    local left=$(($1 + BOUND_S * 1000 - $(now_ms)))
+    echo $((left < 1000 ? 1 : left / 1000))
+}
+
 # value_of NAME KEY: KEY's value in NAME's last view of f.
 value_of() {
     grep '^view f:' "$WORK/$1.out" | tail -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p"
@@ -224,7 +230,8 @@ race=$(value_of c1 race)
 t_cut=$(now_ms)
 fault_cut "h1 h2" "h3 h4 h5"
 converge "the left side alone" "$BOUND_S" '^view f: c1=c1 e1=e1 race=(c1|e1)$' "${LEFT[@]}"
-converge "the right side alone" "$BOUND_S" '^view f: c2=c2 e2=e2 race=(c2|e2|x) x=x$' "${RIGHT[@]}"
+converge "the right side alone" "$(left_of "$t_cut")" '^view f: c2=c2 e2=e2 race=(c2|e2|x) x=x$' \
+    "${RIGHT[@]}"
 log "partition seen on both sides $(($(now_ms) - t_cut)) ms after the cut"
 cmd c1 "set f split c1"
 cmd x "set f split x"
