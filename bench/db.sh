@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# bench/db.sh - measure the database and pg (issue 10) beside pure Erlang
+# in the same run: how long a 100,000-member pg group and a 100,000-entry
+# family take to reach a newly joined node, and the latency of db_set ->
+# db_mon between nodes beside pg:join -> pg:monitor between Erlang nodes.
+# See docs/benchmarks.md "Database and pg".
+#
+# Usage: bench/db.sh [--quick] [--n N] [--rounds R] [--sets K] [--build-dir DIR]
+#   --quick       N 10000, 1 round, 200 sets (about 30 s)
+#   --n N         members / entries (default 100000)
+#   --rounds R    joins measured per figure, median printed (default 3)
+#   --sets K      db_set / pg:join samples per latency figure (default 1000)
+#   --build-dir   CMake build directory (default: build-bench in the repo)
+#
+# Everything runs inside a private network namespace (own loopback, own
+# epmd); every process started here is killed when the script ends. It only
+# measures and prints: a slow figure never fails it.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+
+build_dir="$root/build-bench"
+inner=0
+n=
+rounds=
+sets=
+quick=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --quick) quick=1 ;;
+    --n)
+        n=$2
+        shift
+        ;;
+    --rounds)
+        rounds=$2
+        shift
+        ;;
+    --sets)
+        sets=$2
+        shift
+        ;;
+    --build-dir)
+        build_dir=$2
+        shift
+        ;;
+    --inner) inner=1 ;;
+    -h | --help)
+        sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+        exit 0
+        ;;
+    *)
+        echo "db.sh: unknown argument: $1 (try --help)" >&2
+        exit 2
+        ;;
+    esac
+    shift
+done
+
+erl_dir="$build_dir/bench-erl"
+app_dir="$build_dir/bench-erl/aemp/ebin"
+c_bench="$build_dir/bench/db_bench"
+
+if [ "$inner" = 0 ]; then
+    if [ "$quick" = 1 ]; then
+        : "${n:=10000}" "${rounds:=1}" "${sets:=200}"
+    else
+        : "${n:=100000}" "${rounds:=3}" "${sets:=1000}"
+    fi
+    case "$n,$rounds,$sets" in
+    *[!0-9,]* | ,* | *,,* | *,)
+        echo "db.sh: --n, --rounds and --sets take whole numbers" >&2
+        exit 2
+        ;;
+    esac
+    if [ "$n" -lt 1 ] || [ "$rounds" -lt 1 ] || [ "$sets" -lt 1 ]; then
+        echo "db.sh: --n, --rounds and --sets must be at least 1" >&2
+        exit 2
+    fi
+    # Build (incrementally) outside the namespace, then re-run inside it.
+    mkdir -p "$erl_dir" "$app_dir"
+    erlc -o "$erl_dir" "$here/erl/aemp_dbbench.erl"
+    erlc -o "$app_dir" "$root"/erlang/src/*.erl
+    cp "$root/erlang/src/aemp.app.src" "$app_dir/aemp.app"
+    log="$build_dir/bench-build.log"
+    if ! { cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DAEMP_TESTS=OFF &&
+        cmake --build "$build_dir" --target db_bench -j"$(nproc)"; } >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        echo "db.sh: building db_bench failed (full log: $log)" >&2
+        exit 1
+    fi
+    exec unshare --net --pid --fork --kill-child --mount-proc "$0" --inner \
+        --build-dir "$build_dir" --n "$n" --rounds "$rounds" --sets "$sets"
+fi
+
+# ---- inside the namespace ----
+ip link set lo up
+
+host=$(hostname -s)
+if getent hosts "$host" >/dev/null 2>&1; then
+    name_flag=-sname
+else
+    name_flag=-name
+    host=127.0.0.1
+fi
+
+work=$(mktemp -d)
+pids=()
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    epmd -kill >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+cookie="bench$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')"
+export HOME="$work"
+export ERL_CRASH_DUMP_SECONDS=0
+
+epmd -daemon
+for _ in $(seq 100); do
+    epmd -names >/dev/null 2>&1 && break
+    sleep 0.05
+done
+
+# Node names are numbered through a file: the measurements run in command
+# substitutions (subshells), and a name must not come back while a killed
+# node of that name may still be registered with epmd.
+echo 0 >"$work/seq"
+next_no() {
+    local v
+    v=$(($(cat "$work/seq") + 1))
+    echo "$v" >"$work/seq"
+    seq_no=$v
+}
+# A node in the background: c NAME ROLE ARGS... or e NAME FUN ARGS...;
+# its name is left in $node, its output in $work/NAME.log.
+bg() {
+    local kind=$1 name=$2
+    shift 2
+    node="$name@$host"
+    if [ "$kind" = c ]; then
+        "$c_bench" --name "$node" --cookie "$cookie" "$@" >"$work/$name.log" 2>&1 &
+    else
+        erl "$name_flag" "$node" -setcookie "$cookie" -noshell -noinput +P 1000000 \
+            -pa "$erl_dir" -pa "$app_dir" -run aemp_dbbench "$@" >"$work/$name.log" 2>&1 &
+    fi
+    pids+=($!)
+    last_pid=$!
+}
+
+# Wait until $work/NAME.log has a line starting with WORD (deadline S).
+wait_line() {
+    local name=$1 word=$2 s=${3:-300}
+    local end=$((SECONDS + s))
+    while ! grep -q "^$word" "$work/$name.log" 2>/dev/null; do
+        if [ $SECONDS -ge $end ]; then
+            echo "db.sh: $name: no '$word' within ${s}s; its log:" >&2
+            tail -n 20 "$work/$name.log" >&2
+            return 1
+        fi
+        sleep 0.05
+    done
+}
+
+# One measurement: start a node (as bg), wait for its RESULT line, print
+# the rest of that line, and stop the node.
+run1() {
+    next_no
+    local kind=$1 base=$2
+    shift 2
+    bg "$kind" "$base$seq_no" "$@"
+    local name=$base$seq_no p=$last_pid
+    if wait_line "$name" RESULT 300; then
+        grep -m1 '^RESULT' "$work/$name.log" | cut -d' ' -f2-
+    else
+        echo fail
+    fi
+    kill "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+}
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '$1 !~ /^[0-9.]+$/ {bad = 1} {a[NR] = $1} END {if (NR == 0 || bad) print "fail"; else print a[int((NR + 1) / 2)]}'; }
+
+# join KIND FUN/ROLE TARGET FAMILY: the median over the rounds
+join() {
+    local kind=$1 what=$2 tgt=$3 fam=$4 out=""
+    for _ in $(seq "$rounds"); do
+        out="$out $(run1 "$kind" j "$what" "$tgt" "$N" "$fam" | tr ' ' '_')"
+    done
+    echo "$out" | median
+}
+
+N=$n
+declare -A fig
+
+echo "== Database and pg: $N members / entries, median of $rounds joins; $sets latency samples"
+echo "   load average at start: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
+
+# -- a pg group of N members on an Erlang node
+bg e hpe hold_pg "$N" grp
+hpe=$node
+hpe_pid=$last_pid
+wait_line hpe ready
+fig[pg_ee]=$(join e join_pg "$hpe" grp)
+fig[pg_ec]=$(join c join-pg "$hpe" grp)
+kill "$hpe_pid"
+
+# -- a pg group of N C ports on a C node
+bg c hpc hold-pg "$N" grp
+hpc=$node
+hpc_pid=$last_pid
+wait_line hpc ready
+fig[pg_ce]=$(join e join_pg "$hpc" grp)
+fig[pg_cc]=$(join c join-pg "$hpc" grp)
+kill "$hpc_pid"
+
+# -- a family of N entries on a C node
+bg c hsc hold-set "$N" fam
+hsc=$node
+hsc_pid=$last_pid
+wait_line hsc ready
+fig[db_cc]=$(join c join-db "$hsc" fam)
+fig[db_ce]=$(join e join_db "$hsc" fam)
+kill "$hsc_pid"
+
+# -- a family of N entries on an Erlang node (the aemp application)
+bg e hse hold_set "$N" fam
+hse=$node
+hse_pid=$last_pid
+wait_line hse ready 600
+fig[db_ee]=$(join e join_db "$hse" fam)
+fig[db_ec]=$(join c join-db "$hse" fam)
+kill "$hse_pid"
+
+ratio() { awk -v b="$1" -v f="$2" 'BEGIN {if (b !~ /^[0-9.]+$/ || f !~ /^[0-9.]+$/ || f == 0) print "-"; else printf "x%.2f", b / f}'; }
+row() {
+    local label=$1 key=$2 base=$3
+    printf "  %-34s %10s ms  (erl->erl pg %s ms)  %s\n" "$label" "${fig[$key]}" "${fig[$base]}" \
+        "$(ratio "${fig[$base]}" "${fig[$key]}")"
+}
+echo
+echo "-- $N members / entries reach a newly joined node (ms from connect to a complete view; x = pg erl->erl time / this time)"
+row "pg     erl->erl  (baseline)" pg_ee pg_ee
+row "pg     erl->c    (C joins)" pg_ec pg_ee
+row "pg     c->erl    (Erlang joins)" pg_ce pg_ee
+row "pg     c->c" pg_cc pg_ee
+row "family c->c" db_cc pg_ee
+row "family c->erl    (Erlang joins)" db_ce pg_ee
+row "family erl->erl  (aemp app)" db_ee pg_ee
+row "family erl->c    (C joins)" db_ec pg_ee
+
+# -- latency: one change at a time, 3 ms apart
+lat() {
+    local rkind=$1 rfun=$2 skind=$3 sfun=$4 fam=$5
+    next_no
+    local rn="r$seq_no"
+    if [ "$rkind" = pg ]; then
+        bg e "$rn" pg_lat_recv "$sets"
+    else
+        bg "$rkind" "$rn" "$rfun" "$sets" "$fam"
+    fi
+    local rnode=$node rpid=$last_pid
+    sleep 0.5 # not a measurement: the receiver registers with epmd
+    local sn="s$seq_no"
+    if [ "$skind" = pg ]; then
+        bg e "$sn" pg_lat_send "$rnode" "$sets" 3
+    else
+        bg "$skind" "$sn" "$sfun" "$rnode" "$sets" "$fam" 3
+    fi
+    local spid=$last_pid res=fail
+    if wait_line "$rn" RESULT 120; then
+        res=$(grep -m1 '^RESULT' "$work/$rn.log" | cut -d' ' -f2-)
+    fi
+    kill "$rpid" "$spid" 2>/dev/null || true
+    echo "$res"
+}
+declare -A lt
+lt[pg]=$(lat pg - pg - -)
+lt[ee]=$(lat e lat_recv e lat_send fam)
+lt[cc]=$(lat c lat-recv c lat-send fam)
+lt[ce]=$(lat e lat_recv c lat-send fam)
+lt[ec]=$(lat c lat-recv e lat_send fam)
+
+lrow() {
+    local label=$1 key=$2 p50 p99 max k b50 b99 _r
+    read -r p50 p99 max k _r <<<"${lt[$key]} - - - -"
+    read -r b50 b99 _r <<<"${lt[pg]} - -"
+    printf "  %-32s p50 %8s us  p99 %8s us  max %8s us  (%s)  x%s / x%s\n" \
+        "$label" "$p50" "$p99" "$max" "$k" "$(ratio "$b50" "$p50" | tr -d x)" "$(ratio "$b99" "$p99" | tr -d x)"
+}
+echo
+echo "-- one change reaches another node (us; one every 3 ms; x = pg erl->erl p50 / this p50, and p99 / p99)"
+lrow "pg:join -> pg:monitor erl->erl" pg
+lrow "db_set -> db_mon   erl->erl" ee
+lrow "db_set -> db_mon   c->c" cc
+lrow "db_set -> db_mon   c->erl" ce
+lrow "db_set -> db_mon   erl->c" ec
+echo "   load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

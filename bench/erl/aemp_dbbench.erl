@@ -1,0 +1,179 @@
+%% aemp_dbbench - the Erlang side of the database and pg benchmark
+%% (bench/db.sh drives it; docs/benchmarks.md "Database and pg").
+%%
+%% Each entry point runs with `erl -run aemp_dbbench FUN ARGS...` on a node
+%% of its own, prints "ready" (holders, which then run until killed) or
+%% "RESULT ..." (the others, which then halt):
+%%
+%%   hold_pg N Family         pg:start(aemp); N processes pg:join Family
+%%   hold_set N Family        application aemp; N aemp:db_set of Family
+%%   join_pg Target N Family  pg:start(aemp), pg:monitor(aemp, Family), connect
+%%                            to Target: ms until the group has N members
+%%   join_db Target N Family  application aemp, aemp:db_mon(Family), connect
+%%                            to Target: ms until the family has N entries
+%%   lat_recv K Family        aemp:db_set(Family, ready), then K changes of
+%%                            Family/t (value: the sender's
+%%                            os:system_time(nanosecond)): p50 p99 max in us
+%%   lat_send Target K Family IntervalMs
+%%                            connect, wait for Family/ready, db_set
+%%                            Family/t K times, IntervalMs apart
+%%   pg_lat_recv K            pg:monitor_scope(aemp): K joins of groups
+%%                            {t, SentNs}: p50 p99 max in us
+%%   pg_lat_send Target K IntervalMs
+%%                            connect, wait until Target's scope knows us
+%%                            (its monitor process joined {ready}), then K
+%%                            times pg:join(aemp, {t, Now}, self()) and leave
+-module(aemp_dbbench).
+-export([hold_pg/1, hold_set/1, join_pg/1, join_db/1, lat_recv/1, lat_send/1,
+         pg_lat_recv/1, pg_lat_send/1]).
+
+now_ms() -> erlang:monotonic_time(microsecond) / 1000.
+
+result(Fmt, Args) ->
+    io:format("RESULT " ++ Fmt ++ "~n", Args),
+    halt(0).
+
+ready() ->
+    io:format("ready~n"),
+    receive after infinity -> ok end.
+
+fam(F) -> list_to_atom(F).
+
+hold_pg([N, F]) ->
+    {ok, _} = pg:start(aemp),
+    Pids = [spawn(fun() -> receive stop -> ok end end) || _ <- lists:seq(1, list_to_integer(N))],
+    ok = pg:join(aemp, fam(F), Pids),
+    ready().
+
+hold_set([N, F]) ->
+    {ok, _} = application:ensure_all_started(aemp),
+    [ok = aemp:db_set(fam(F), integer_to_binary(I), I) || I <- lists:seq(0, list_to_integer(N) - 1)],
+    ready().
+
+join_pg([T, N, F]) ->
+    {ok, _} = pg:start(aemp),
+    {Ref, []} = pg:monitor(aemp, fam(F)),
+    T0 = now_ms(),
+    true = net_kernel:connect_node(list_to_atom(T)),
+    join_pg_wait(Ref, list_to_integer(N), 0, T0).
+
+join_pg_wait(Ref, N, Have, T0) when Have >= N ->
+    _ = Ref,
+    result("~.3f", [now_ms() - T0]);
+join_pg_wait(Ref, N, Have, T0) ->
+    receive
+        {Ref, join, _, Pids} -> join_pg_wait(Ref, N, Have + length(Pids), T0);
+        {Ref, leave, _, Pids} -> join_pg_wait(Ref, N, Have - length(Pids), T0)
+    after 120000 -> result("timeout ~p", [Have])
+    end.
+
+join_db([T, N, F]) ->
+    {ok, _} = application:ensure_all_started(aemp),
+    Ref = aemp:db_mon(fam(F)),
+    receive {aemp_db_mon, Ref, _, Whole, _, _} -> Have0 = map_size(Whole) end,
+    T0 = now_ms(),
+    true = net_kernel:connect_node(list_to_atom(T)),
+    join_db_wait(Ref, list_to_integer(N), Have0, T0).
+
+join_db_wait(_Ref, N, Have, T0) when Have >= N ->
+    result("~.3f", [now_ms() - T0]);
+join_db_wait(Ref, N, Have, T0) ->
+    receive
+        {aemp_db_mon, Ref, _, Added, _, Deleted} ->
+            join_db_wait(Ref, N, Have + map_size(Added) - length(Deleted), T0)
+    after 120000 -> result("timeout ~p", [Have])
+    end.
+
+stats(Lat) ->
+    S = lists:sort(Lat),
+    K = length(S),
+    P = fun(Pc) -> lists:nth((K - 1) * Pc div 100 + 1, S) end,
+    result("~.1f ~.1f ~.1f ~p", [P(50), P(99), lists:last(S), K]).
+
+lat_recv([K, F]) ->
+    {ok, _} = application:ensure_all_started(aemp),
+    Ref = aemp:db_mon(fam(F)),
+    ok = aemp:db_set(fam(F), <<"ready">>, 0),
+    lat_recv_loop(Ref, list_to_integer(K), []).
+
+lat_recv_loop(_Ref, 0, Acc) ->
+    stats(Acc);
+lat_recv_loop(Ref, K, Acc) ->
+    receive
+        {aemp_db_mon, Ref, _, Added, Changed, _} ->
+            Now = os:system_time(nanosecond),
+            case maps:merge(Added, Changed) of
+                #{<<"t">> := Sent} when is_integer(Sent) ->
+                    lat_recv_loop(Ref, K - 1, [(Now - Sent) / 1000 | Acc]);
+                _ ->
+                    lat_recv_loop(Ref, K, Acc)
+            end
+    after quiet(Acc) -> quiet_end(K, Acc)
+    end.
+
+%% Two sets that arrive together are one change: after a second without
+%% any, the samples taken are all there will be.
+quiet([]) -> 60000;
+quiet(_) -> 1000.
+
+quiet_end(K, []) -> result("timeout ~p", [K]);
+quiet_end(_, Acc) -> stats(Acc).
+
+lat_send([T, K, F, I]) ->
+    {ok, _} = application:ensure_all_started(aemp),
+    Ref = aemp:db_mon(fam(F)),
+    true = net_kernel:connect_node(list_to_atom(T)),
+    wait_ready(Ref),
+    timer:sleep(200),
+    Ival = list_to_integer(I),
+    [begin
+         ok = aemp:db_set(fam(F), <<"t">>, os:system_time(nanosecond)),
+         timer:sleep(Ival)
+     end
+     || _ <- lists:seq(1, list_to_integer(K))],
+    io:format("RESULT sent~n"),
+    receive after infinity -> ok end.
+
+wait_ready(Ref) ->
+    receive
+        {aemp_db_mon, Ref, _, #{<<"ready">> := _}, _, _} -> ok;
+        {aemp_db_mon, Ref, _, _, _, _} -> wait_ready(Ref)
+    after 30000 -> result("timeout ready", [])
+    end.
+
+pg_lat_recv([K]) ->
+    {ok, _} = pg:start(aemp),
+    {Ref, _} = pg:monitor_scope(aemp),
+    ok = pg:join(aemp, ready, self()),
+    pg_lat_loop(Ref, list_to_integer(K), []).
+
+pg_lat_loop(_Ref, 0, Acc) ->
+    stats(Acc);
+pg_lat_loop(Ref, K, Acc) ->
+    receive
+        {Ref, join, {t, Sent}, _} ->
+            Now = os:system_time(nanosecond),
+            pg_lat_loop(Ref, K - 1, [(Now - Sent) / 1000 | Acc]);
+        {Ref, _, _, _} ->
+            pg_lat_loop(Ref, K, Acc)
+    after quiet(Acc) -> quiet_end(K, Acc)
+    end.
+
+pg_lat_send([T, K, I]) ->
+    {ok, _} = pg:start(aemp),
+    {Ref, _} = pg:monitor(aemp, ready),
+    true = net_kernel:connect_node(list_to_atom(T)),
+    receive {Ref, join, ready, _} -> ok after 30000 -> result("timeout ready", []) end,
+    %% our scope has the receiver's sync; the receiver's has ours once it
+    %% answered (the same exchange): a moment for it
+    timer:sleep(200),
+    Ival = list_to_integer(I),
+    [begin
+         G = {t, os:system_time(nanosecond)},
+         ok = pg:join(aemp, G, self()),
+         timer:sleep(Ival),
+         ok = pg:leave(aemp, G, self())
+     end
+     || _ <- lists:seq(1, list_to_integer(K))],
+    io:format("RESULT sent~n"),
+    receive after infinity -> ok end.
