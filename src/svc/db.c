@@ -90,6 +90,7 @@ struct aemp__db {
     bool running; /* the timer's callback runs */
     aemp__sub *sub;
     uint64_t pg_watch; /* the watch of every pg family, 0: no pg */
+    aemp_buf undef;    /* the atom undefined, encoded once: pg members' value */
 };
 
 typedef struct aemp__db db_t;
@@ -904,13 +905,14 @@ void aemp__db_pg_member(aemp_node *n, const char *group, size_t len, const aemp_
     int klen = aemp_addr_format(pid, key, sizeof key);
     if (klen <= 0 || (size_t)klen >= sizeof key) return;
     if (joined) {
-        aemp_buf undef = AEMP_BUF_INIT;
-        if (aemp__enc_atom_text(&undef, "undefined", 9) == 0) {
-            aemp_term v = aemp_buf_term(&undef);
-            if (aemp__dbs_set(db->store, db->pg, group, len, key, (size_t)klen, 0, &v))
-                AEMP_LOGE("db: out of memory: a pg member is not shown");
+        if (!db->undef.len && aemp__enc_atom_text(&db->undef, "undefined", 9) != 0) {
+            db->undef.len = 0;
+            AEMP_LOGE("db: out of memory: a pg member is not shown");
+            return;
         }
-        aemp_buf_free(&undef);
+        aemp_term v = aemp_buf_term(&db->undef);
+        if (aemp__dbs_set(db->store, db->pg, group, len, key, (size_t)klen, 0, &v))
+            AEMP_LOGE("db: out of memory: a pg member is not shown");
     } else {
         aemp__dbs_del(db->store, db->pg, group, len, key, (size_t)klen);
     }
@@ -1028,6 +1030,7 @@ void aemp__db_free(aemp_node *n)
             aemp__dbs_release(db->store, f);
     }
     aemp__dbs_free(db->store);
+    aemp_buf_free(&db->undef);
     free(db);
     n->svc->db = NULL;
 }
