@@ -188,13 +188,16 @@ run1() {
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '$1 !~ /^[0-9.]+$/ {bad = 1} {a[NR] = $1} END {if (NR == 0 || bad) print "fail"; else print a[int((NR + 1) / 2)]}'; }
 
-# join KIND FUN/ROLE TARGET FAMILY: the median over the rounds
+# join KIND FUN/ROLE TARGET FAMILY: the medians over the rounds of the wall
+# time and of the joiner's CPU time, "WALL CPU"
 join() {
-    local kind=$1 what=$2 tgt=$3 fam=$4 out=""
+    local kind=$1 what=$2 tgt=$3 fam=$4 walls="" cpus="" w c
     for _ in $(seq "$rounds"); do
-        out="$out $(run1 "$kind" j "$what" "$tgt" "$N" "$fam" | tr ' ' '_')"
+        read -r w c _ <<<"$(run1 "$kind" j "$what" "$tgt" "$N" "$fam") - -"
+        walls="$walls $w"
+        cpus="$cpus $c"
     done
-    echo "$out" | median
+    echo "$(echo "$walls" | median) $(echo "$cpus" | median)"
 }
 
 N=$n
@@ -241,20 +244,23 @@ kill "$hse_pid"
 
 ratio() { awk -v b="$1" -v f="$2" 'BEGIN {if (b !~ /^[0-9.]+$/ || f !~ /^[0-9.]+$/ || f == 0) print "-"; else printf "x%.2f", b / f}'; }
 row() {
-    local label=$1 key=$2 base=$3
-    printf "  %-34s %10s ms  (erl->erl pg %s ms)  %s\n" "$label" "${fig[$key]}" "${fig[$base]}" \
-        "$(ratio "${fig[$base]}" "${fig[$key]}")"
+    local label=$1 key=$2 w c bw bc
+    read -r w c <<<"${fig[$key]}"
+    read -r bw bc <<<"${fig[pg_ee]}"
+    printf "  %-32s %9.1f ms  cpu %6.1f ms  x%s  cpu x%s\n" "$label" "$w" "$c" \
+        "$(ratio "$bw" "$w" | tr -d x)" "$(ratio "$bc" "$c" | tr -d x)"
 }
 echo
-echo "-- $N members / entries reach a newly joined node (ms from connect to a complete view; x = pg erl->erl time / this time)"
-row "pg     erl->erl  (baseline)" pg_ee pg_ee
-row "pg     erl->c    (C joins)" pg_ec pg_ee
-row "pg     c->erl    (Erlang joins)" pg_ce pg_ee
-row "pg     c->c" pg_cc pg_ee
-row "family c->c" db_cc pg_ee
-row "family c->erl    (Erlang joins)" db_ce pg_ee
-row "family erl->erl  (aemp app)" db_ee pg_ee
-row "family erl->c    (C joins)" db_ec pg_ee
+echo "-- $N members / entries reach a newly joined node: ms from the connect to a complete view,"
+echo "   and the joiner's CPU ms meanwhile; x = the pg erl->erl figure / this one (above 1: faster)"
+row "pg     erl->erl  (baseline)" pg_ee
+row "pg     erl->c    (C joins)" pg_ec
+row "pg     c->erl    (Erlang joins)" pg_ce
+row "pg     c->c" pg_cc
+row "family c->c" db_cc
+row "family c->erl    (Erlang joins)" db_ce
+row "family erl->erl  (aemp app)" db_ee
+row "family erl->c    (C joins)" db_ec
 
 # -- latency: one change at a time, 3 ms apart
 lat() {

@@ -2,7 +2,7 @@
  * db_bench - the C node of the database and pg benchmark (bench/db.sh
  * drives it; docs/benchmarks.md "Database and pg").
  *
- * Usage: db_bench --name alive@host [--cookie COOKIE] ROLE ARGS...
+ * Usage: db_bench --name alive@host [--cookie COOKIE] [--read-batch-ms MS] ROLE ARGS...
  *
  *   hold-pg N FAMILY        open N ports, each aemp_pg_join()s FAMILY
  *   hold-reg N FAMILY       open N ports, each aemp_db_reg()s FAMILY
@@ -23,21 +23,23 @@
  *                           FAMILY/t to the time K times, INTERVAL_MS apart
  *
  * Holders print "ready" once their entries or members are in place and run
- * until killed. Joiners print "RESULT ms" (from the connect call to the
- * complete view) and exit; times are CLOCK_MONOTONIC. Only the public API.
+ * until killed. Joiners print "RESULT ms cpu_ms" (from the connect call to
+ * the complete view: CLOCK_MONOTONIC, and this process's CPU time) and
+ * exit. Only the public API.
  */
 #include "aemp.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static aemp_node *node;
 static uv_loop_t *loop;
 static const char *role, *target, *family;
 static long n_want, k_want, interval_ms;
-static double t0;
+static double t0, cpu0;
 static int started;
 static uv_check_t check;
 static uv_timer_t timer;
@@ -52,6 +54,17 @@ static double mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* CPU time of this process (user + system), ms: the cost of a join,
+ * which other load on the machine does not inflate as it does the wall
+ * time */
+static double cpu_ms(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
 }
 
 static int64_t real_ns(void)
@@ -71,7 +84,7 @@ static void die(const char *what, int rc)
 
 static void done(double ms)
 {
-    printf("RESULT %.3f\n", ms);
+    printf("RESULT %.3f %.3f\n", ms, cpu_ms() - cpu0);
     fflush(stdout);
     exit(0);
 }
@@ -91,6 +104,7 @@ static void set_int(int64_t v)
 static void connect_target(void)
 {
     t0 = mono_ms();
+    cpu0 = cpu_ms();
     started = 1;
     int rc = aemp_node_connect(node, target);
     if (rc != 0) die("aemp_node_connect", rc);
@@ -253,12 +267,15 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     const char *name = NULL, *cookie = NULL;
+    int read_batch_ms = 0;
     int i = 1;
     for (; i + 1 < argc && argv[i][0] == '-'; i += 2) {
         if (strcmp(argv[i], "--name") == 0)
             name = argv[i + 1];
         else if (strcmp(argv[i], "--cookie") == 0)
             cookie = argv[i + 1];
+        else if (strcmp(argv[i], "--read-batch-ms") == 0)
+            read_batch_ms = atoi(argv[i + 1]);
         else
             usage();
     }
@@ -291,6 +308,7 @@ int main(int argc, char **argv)
     memset(&cfg, 0, sizeof cfg);
     cfg.name = name;
     cfg.cookie = cookie;
+    cfg.read_batch_ms = read_batch_ms;
     cfg.ready_cb = ready_cb;
     cfg.fail_cb = fail_cb;
     cfg.pg_max_members = 10000000;
