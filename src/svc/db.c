@@ -89,8 +89,9 @@ struct aemp__db {
     bool timer_open;
     bool running; /* the timer's callback runs */
     aemp__sub *sub;
-    uint64_t pg_watch; /* the watch of every pg family, 0: no pg */
-    aemp_buf undef;    /* the atom undefined, encoded once: pg members' value */
+    uint64_t pg_watch;  /* the watch of every pg family, 0: no pg */
+    aemp_buf undef;     /* the atom undefined, encoded once: pg members' value */
+    aemp__map mirrored; /* family -> (void *)1: its pg members are in store */
 };
 
 typedef struct aemp__db db_t;
@@ -163,9 +164,12 @@ static void kick(db_t *db)
     uv_timer_start(&db->timer, on_timer, 0, 0);
 }
 
+static void mirror(db_t *db, const char *family, size_t flen);
+
 static void answer_query(db_t *db, struct query *q, int status)
 {
     aemp_node *n = db->n;
+    if (!status) mirror(db, q->fam, q->flen);
     aemp__dbs_fam *f = status ? NULL : aemp__dbs_family(db->store, q->fam, q->flen);
     aemp_db_view view = {f, q->fam};
     size_t cnt = aemp__dbs_count(f);
@@ -842,6 +846,7 @@ int aemp_db_read(aemp_node *n, const char *family, aemp_db_family_cb cb, void *a
     db_t *db = db_of(n);
     if (!db || !cb || !key_ok(family, &flen)) return AEMP_EINVAL;
     if (n->closing) return AEMP_ECLOSED;
+    mirror(db, family, flen);
     aemp_db_view view = {aemp__dbs_family(db->store, family, flen), family};
     /* the family stays while cb runs, whatever cb changes */
     if (view.f) aemp__dbs_hold(view.f);
@@ -858,6 +863,7 @@ int aemp_db_mon(aemp_node *n, const char *family, aemp_db_mon_cb cb, void *arg, 
     if (n->closing) return AEMP_ECLOSED;
     struct mon *m = calloc(1, sizeof *m);
     if (!m) return AEMP_ENOMEM;
+    mirror(db, family, flen); /* before the watch: no diff to make of them */
     struct guard *g = guard ? guard_new(db, G_MON) : NULL;
     m->f = aemp__dbs_watch(db->store, family, flen);
     if (!m->f || (guard && !g)) {
@@ -889,11 +895,44 @@ int aemp_db_mon(aemp_node *n, const char *family, aemp_db_mon_cb cb, void *arg, 
 /* pg's hook                                                          */
 /* ------------------------------------------------------------------ */
 
+/* pg members show in their family's view (below any entry of the port).
+ * They are copied into the store lazily: a family's members the first time
+ * it is read or watched (mirror), and from then on every change (on_pg).
+ * A node that takes a large pg group from a peer and never asks the
+ * database about it pays pg's cost only (docs/benchmarks.md "Database and
+ * pg": the copy was half of a C node's time to take a 100,000-member
+ * group). */
 static void on_pg(aemp_node *n, const char *family, size_t flen, const aemp_addr *member,
                   bool joined, void *arg)
 {
-    (void)arg;
+    db_t *db = arg;
+    if (!aemp__map_get(&db->mirrored, family, flen)) return;
     aemp__db_pg_member(n, family, flen, member, joined);
+}
+
+struct mirror_ctx {
+    aemp_node *n;
+    const char *family;
+    size_t flen;
+};
+
+static void mirror_one(const aemp_addr *pid, void *arg)
+{
+    struct mirror_ctx *x = arg;
+    aemp__db_pg_member(x->n, x->family, x->flen, pid, 1);
+}
+
+static void mirror(db_t *db, const char *family, size_t flen)
+{
+    if (!db->pg_watch || aemp__map_get(&db->mirrored, family, flen)) return;
+    /* a family pg cannot hold (too long, a NUL inside) has no members */
+    if (flen > 1000 || strlen(family) != flen) return;
+    if (aemp__map_put(&db->mirrored, family, flen, (void *)1)) {
+        AEMP_LOGE("db: out of memory: the pg members of family %s are not shown", family);
+        return;
+    }
+    struct mirror_ctx x = {db->n, family, flen};
+    aemp__pg_each(db->n, family, mirror_one, &x);
 }
 
 void aemp__db_pg_member(aemp_node *n, const char *group, size_t len, const aemp_addr *pid,
@@ -935,6 +974,7 @@ int aemp__db_start(aemp_node *n, size_t max_bytes)
     aemp__map_init(&db->peers);
     aemp__map_init(&db->guards);
     aemp__map_init(&db->regs);
+    aemp__map_init(&db->mirrored);
     n->svc->db = db;
     db->store = aemp__dbs_new();
     if (!db->store) return AEMP_ENOMEM;
@@ -1018,6 +1058,7 @@ void aemp__db_free(aemp_node *n)
     aemp__map_free(&db->guards);
     aemp__map_each(&db->regs, free_reg, NULL);
     aemp__map_free(&db->regs);
+    aemp__map_free(&db->mirrored);
     for (struct mon *m = db->mons; m; m = m->next)
         m->dead = true;
     if (db->store) sweep_mons(db);

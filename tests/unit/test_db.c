@@ -670,6 +670,44 @@ Test(db, db_reg_joins_pg_and_members_show)
     stop_node(&b);
 }
 
+static void read_count_cb(aemp_node *n, int status, const aemp_db_view *v, void *arg)
+{
+    (void)n;
+    *(long *)arg = status ? -1 : (long)aemp_db_view_count(v);
+}
+
+/* The database copies a family's pg members when the family is first read
+ * or watched: members that joined before show in that first read, and
+ * changes after it show too. */
+Test(db, pg_members_before_the_first_read_show)
+{
+    struct node_ctx a;
+    aemp_node_config cfg = {0};
+    cfg.cookie = "c";
+    cfg.pg_scopes = "aemp";
+    cfg.name = "a@127.0.0.1";
+    start_node_cfg(&a, cfg);
+    aemp_port p, q;
+    cr_assert_eq(aemp_port_new(a.node, &p), 0);
+    cr_assert_eq(aemp_port_new(a.node, &q), 0);
+    cr_assert_eq(aemp_pg_join(a.node, "late", p), 0);
+    cr_assert_eq(aemp_pg_join(a.node, "late", q), 0);
+    long cnt = -2;
+    cr_assert_eq(aemp_db_read(a.node, "late", read_count_cb, &cnt), 0);
+    cr_assert_eq(cnt, 2);
+    cr_assert_eq(aemp_pg_leave(a.node, "late", p), 0);
+    cr_assert_eq(aemp_db_read(a.node, "late", read_count_cb, &cnt), 0);
+    cr_assert_eq(cnt, 1);
+    /* a family never read is not copied; watching it shows its members */
+    cr_assert_eq(aemp_pg_join(a.node, "later", p), 0);
+    struct count_rec r = {0};
+    cr_assert_eq(aemp_db_mon(a.node, "later", count_cb, &r, NULL), 0);
+    cr_assert(count_is(&r, 1, 2000), "db_mon sees %zu", r.count);
+    cr_assert_eq(aemp_pg_join(a.node, "later", q), 0);
+    cr_assert(count_is(&r, 2, 2000), "db_mon sees %zu", r.count);
+    stop_node(&a);
+}
+
 /* A node that restarts (same name, a new incarnation) brings its share
  * back; the old incarnation's entries stay gone. */
 Test(db, a_restarted_node_syncs_again)
