@@ -182,6 +182,10 @@ run1() {
     else
         echo fail
     fi
+    if grep -q -v '^RESULT' "$work/$name.log"; then
+        echo "db.sh: $name ($kind $1):" >&2
+        grep -v '^RESULT' "$work/$name.log" | tail -n 5 >&2
+    fi
     kill "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
 }
@@ -243,11 +247,12 @@ fig[db_ec]=$(join c join-db "$hse" fam)
 kill "$hse_pid"
 
 ratio() { awk -v b="$1" -v f="$2" 'BEGIN {if (b !~ /^[0-9.]+$/ || f !~ /^[0-9.]+$/ || f == 0) print "-"; else printf "x%.2f", b / f}'; }
+num1() { awk -v v="$1" 'BEGIN {if (v ~ /^[0-9.]+$/) printf "%.1f", v; else print v}'; }
 row() {
     local label=$1 key=$2 w c bw bc
     read -r w c <<<"${fig[$key]}"
     read -r bw bc <<<"${fig[pg_ee]}"
-    printf "  %-32s %9.1f ms  cpu %6.1f ms  x%s  cpu x%s\n" "$label" "$w" "$c" \
+    printf "  %-32s %9s ms  cpu %6s ms  x%s  cpu x%s\n" "$label" "$(num1 "$w")" "$(num1 "$c")" \
         "$(ratio "$bw" "$w" | tr -d x)" "$(ratio "$bc" "$c" | tr -d x)"
 }
 echo
