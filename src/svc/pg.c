@@ -133,10 +133,11 @@ struct touched {
 };
 
 struct event {
-    char *family;
+    char *family; /* a copy, shared by the events of one family in a row */
     size_t flen;
     aemp_addr pid;
     bool joined;
+    bool own; /* this event's family is freed with it */
 };
 
 struct aemp__pg {
@@ -323,13 +324,17 @@ static void end(struct aemp__pg *pg)
     size_t nev = 0;
     if (pg->nt && pg->watches) ev = calloc(pg->nt, sizeof *ev);
     if (pg->nt && pg->watches && !ev) AEMP_LOGE("pg: out of memory: family changes not told");
+    struct fam *last = NULL; /* the family of ev[nev - 1] */
     for (size_t i = 0; i < pg->nt; i++) {
         struct cnt *c = pg->t[i].c;
         struct fam *f = pg->t[i].f;
         if (ev && (c->before == 0) != (c->count == 0)) {
-            ev[nev].family = malloc(f->len + 1);
+            /* a sync brings a family's members together: one copy */
+            ev[nev].own = f != last;
+            ev[nev].family = ev[nev].own ? malloc(f->len + 1) : ev[nev - 1].family;
             if (ev[nev].family) {
-                memcpy(ev[nev].family, f->text, f->len + 1);
+                if (ev[nev].own) memcpy(ev[nev].family, f->text, f->len + 1);
+                last = f;
                 ev[nev].flen = f->len;
                 ev[nev].pid = c->pid;
                 ev[nev].joined = c->count > 0;
@@ -369,8 +374,9 @@ static void end(struct aemp__pg *pg)
                 continue;
             w->fn(pg->n, ev[i].family, ev[i].flen, &ev[i].pid, ev[i].joined, w->arg);
         }
-        free(ev[i].family);
     }
+    for (size_t i = 0; i < nev; i++)
+        if (ev[i].own) free(ev[i].family);
     free(ev);
     if (--pg->firing == 0) {
         for (struct watch **pw = &pg->watches; *pw;) {
@@ -1309,8 +1315,15 @@ int aemp_pg_members(aemp_node *n, const char *scope, const char *family, aemp_ad
          * all scopes, without a map of those seen (a count of 100,000
          * members took 45 ms with it) */
         x.distinct = true;
-        long k = aemp__pg_each(n, family, collect_cnt, &x);
-        if (k < 0) x.rc = (int)k;
+        if (!max) {
+            /* only how many: the map's count (no empty counts outlive a
+             * batch) */
+            struct fam *f = fam_get(pg, family, strlen(family), false);
+            x.n = f ? f->counts.count : 0;
+        } else {
+            long k = aemp__pg_each(n, family, collect_cnt, &x);
+            if (k < 0) x.rc = (int)k;
+        }
     } else {
         struct scope *s = scope_of(pg, scope);
         if (!s) {
