@@ -210,41 +210,38 @@ declare -A fig
 echo "== Database and pg: $N members / entries, median of $rounds joins; $sets latency samples"
 echo "   load average at start: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
 
+# hold KIND NAME FUN/ROLE FAMILY: start a holder of N, wait until it is
+# ready; its node in $hnode, its pid in $hpid
+hold() {
+    bg "$1" "$2" "$3" "$N" "$4"
+    hnode=$node
+    hpid=$last_pid
+    wait_line "$2" ready 600
+}
+
 # -- a pg group of N members on an Erlang node
-bg e hpe hold_pg "$N" grp
-hpe=$node
-hpe_pid=$last_pid
-wait_line hpe ready
-fig[pg_ee]=$(join e join_pg "$hpe" grp)
-fig[pg_ec]=$(join c join-pg "$hpe" grp)
-kill "$hpe_pid"
+hold e hpe hold_pg grp
+fig[pg_ee]=$(join e join_pg "$hnode" grp)
+fig[pg_ec]=$(join c join-pg "$hnode" grp)
+kill "$hpid"
 
 # -- a pg group of N C ports on a C node
-bg c hpc hold-pg "$N" grp
-hpc=$node
-hpc_pid=$last_pid
-wait_line hpc ready
-fig[pg_ce]=$(join e join_pg "$hpc" grp)
-fig[pg_cc]=$(join c join-pg "$hpc" grp)
-kill "$hpc_pid"
+hold c hpc hold-pg grp
+fig[pg_ce]=$(join e join_pg "$hnode" grp)
+fig[pg_cc]=$(join c join-pg "$hnode" grp)
+kill "$hpid"
 
 # -- a family of N entries on a C node
-bg c hsc hold-set "$N" fam
-hsc=$node
-hsc_pid=$last_pid
-wait_line hsc ready
-fig[db_cc]=$(join c join-db "$hsc" fam)
-fig[db_ce]=$(join e join_db "$hsc" fam)
-kill "$hsc_pid"
+hold c hsc hold-set fam
+fig[db_cc]=$(join c join-db "$hnode" fam)
+fig[db_ce]=$(join e join_db "$hnode" fam)
+kill "$hpid"
 
 # -- a family of N entries on an Erlang node (the aemp application)
-bg e hse hold_set "$N" fam
-hse=$node
-hse_pid=$last_pid
-wait_line hse ready 600
-fig[db_ee]=$(join e join_db "$hse" fam)
-fig[db_ec]=$(join c join-db "$hse" fam)
-kill "$hse_pid"
+hold e hse hold_set fam
+fig[db_ee]=$(join e join_db "$hnode" fam)
+fig[db_ec]=$(join c join-db "$hnode" fam)
+kill "$hpid"
 
 ratio() { awk -v b="$1" -v f="$2" 'BEGIN {if (b !~ /^[0-9.]+$/ || f !~ /^[0-9.]+$/ || f == 0) print "-"; else printf "x%.2f", b / f}'; }
 num1() { awk -v v="$1" 'BEGIN {if (v ~ /^[0-9.]+$/) printf "%.1f", v; else print v}'; }
@@ -278,7 +275,7 @@ lat() {
         bg "$rkind" "$rn" "$rfun" "$sets" "$fam"
     fi
     local rnode=$node rpid=$last_pid
-    sleep 0.5 # not a measurement: the receiver registers with epmd
+    wait_line "$rn" ready 120 || true
     local sn="s$seq_no"
     if [ "$skind" = pg ]; then
         bg e "$sn" pg_lat_send "$rnode" "$sets" 3

@@ -2,8 +2,8 @@
 %% (bench/db.sh drives it; docs/benchmarks.md "Database and pg").
 %%
 %% Each entry point runs with `erl -run aemp_dbbench FUN ARGS...` on a node
-%% of its own, prints "ready" (holders, which then run until killed) or
-%% "RESULT ..." (the others, which then halt):
+%% of its own, prints "ready" (holders, which then run until killed, and
+%% receivers, once they watch) and "RESULT ..." (then halts):
 %%
 %%   hold_pg N Family         pg:start(aemp); N processes pg:join Family
 %%   hold_set N Family        application aemp; N aemp:db_set of Family
@@ -104,6 +104,7 @@ lat_recv([K, F]) ->
     {ok, _} = application:ensure_all_started(aemp),
     Ref = aemp:db_mon(fam(F)),
     ok = aemp:db_set(fam(F), <<"ready">>, 0),
+    io:format("ready~n"),
     lat_recv_loop(Ref, list_to_integer(K), []).
 
 lat_recv_loop(_Ref, 0, Acc) ->
@@ -155,6 +156,7 @@ pg_lat_recv([K]) ->
     {ok, _} = pg:start(aemp),
     {Ref, _} = pg:monitor_scope(aemp),
     ok = pg:join(aemp, ready, self()),
+    io:format("ready~n"),
     pg_lat_loop(Ref, list_to_integer(K), []).
 
 pg_lat_loop(_Ref, 0, Acc) ->
