@@ -95,39 +95,8 @@ if [ "$inner" = 0 ]; then
 fi
 
 # ---- inside the namespace ----
-ip link set lo up
-
-host=$(hostname -s)
-if getent hosts "$host" >/dev/null 2>&1; then
-    name_flag=-sname
-else
-    name_flag=-name
-    host=127.0.0.1
-fi
-
-work=$(mktemp -d)
-pids=()
-# shellcheck disable=SC2317 # called by the EXIT trap
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do
-        kill "$p" 2>/dev/null || true
-    done
-    epmd -kill >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-cookie="bench$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')"
-export HOME="$work"
-export ERL_CRASH_DUMP_SECONDS=0
-
-epmd -daemon
-for _ in $(seq 100); do
-    epmd -names >/dev/null 2>&1 && break
-    sleep 0.05
-done
+# shellcheck source=ns.sh
+source "$here/ns.sh"
 
 # Node names are numbered through a file: the measurements run in command
 # substitutions (subshells), and a name must not come back while a killed
