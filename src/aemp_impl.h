@@ -63,6 +63,11 @@ static inline void aemp__put_u32(void *p, uint32_t v)
 /* Bounded string copy: always NUL-terminates when size > 0; returns
  * strlen(src) (truncated if >= size), like strlcpy. */
 size_t aemp__strlcpy(char *dst, const char *src, size_t size);
+/* Room for one more element of size `size` in the array whose pointer is
+ * at arr (n used of *cap): the capacity doubles, from `first`. The
+ * pointer is read and written as bytes, as it may be of any object type.
+ * 0 or AEMP_ENOMEM (the array is unchanged). */
+int aemp__grow(void *arr, size_t n, size_t *cap, size_t size, size_t first);
 
 /* Whether host names this machine: gethostname() or its part before the
  * first dot, ignoring case. Resolvers fall back to 127.0.0.1 for such a

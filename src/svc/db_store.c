@@ -301,13 +301,7 @@ int aemp__dbs_set(aemp__dbs *s, aemp__dbs_owner *o, const char *fam, size_t flen
     bool new_key = !k;
     if (new_key) {
         /* room in the dense array first: electing never fails */
-        if (f->narr == f->cap) {
-            size_t cap = f->cap ? f->cap * 2 : 8;
-            key **a = realloc(f->arr, cap * sizeof *a);
-            if (!a) goto nomem;
-            f->arr = a;
-            f->cap = cap;
-        }
+        if (aemp__grow(&f->arr, f->narr, &f->cap, sizeof *f->arr, 8)) goto nomem;
         k = calloc(1, sizeof *k);
         if (!k) goto nomem;
         k->subkey = malloc(klen + 1);

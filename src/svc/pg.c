@@ -220,22 +220,6 @@ static void print(const aemp_term *t, char *out, size_t size)
     if (aemp_term_print(t, out, size) < 0) aemp__strlcpy(out, "(unprintable)", size);
 }
 
-/* Room for one more element of size `size` in the array whose pointer is
- * at arr (n used of *cap); the pointer is read and written as bytes, as
- * it may be of any object type. */
-static int grow(void *arr, size_t n, size_t *cap, size_t size, size_t first)
-{
-    void *p;
-    if (n < *cap) return 0;
-    memcpy(&p, arr, sizeof p);
-    size_t c = *cap ? 2 * *cap : first;
-    void *q = realloc(p, c * size);
-    if (!q) return AEMP_ENOMEM;
-    memcpy(arr, &q, sizeof q);
-    *cap = c;
-    return 0;
-}
-
 static void drop(struct scope *s, const char *why, const aemp_term *msg)
 {
     struct aemp__pg *pg = s->pg;
@@ -291,7 +275,7 @@ static int fam_add(struct aemp__pg *pg, struct fam *f, const aemp_addr *pid, int
         }
     }
     if (c->gen != pg->gen) {
-        if (grow(&pg->t, pg->nt, &pg->capt, sizeof *pg->t, 16)) return AEMP_ENOMEM;
+        if (aemp__grow(&pg->t, pg->nt, &pg->capt, sizeof *pg->t, 16)) return AEMP_ENOMEM;
         c->gen = pg->gen;
         c->before = c->count;
         pg->t[pg->nt++] = (struct touched){f, c};
@@ -539,7 +523,7 @@ static void group_free(struct scope *s, struct group *g)
 
 static int group_add(struct scope *s, struct group *g, const aemp_addr *pid, uint32_t peer)
 {
-    if (grow(&g->m, g->n, &g->cap, sizeof *g->m, 4)) return AEMP_ENOMEM;
+    if (aemp__grow(&g->m, g->n, &g->cap, sizeof *g->m, 4)) return AEMP_ENOMEM;
     if (g->fam && fam_add(s->pg, g->fam, pid, 1)) return AEMP_ENOMEM;
     g->m[g->n++] = (struct member){*pid, peer};
     return 0;
@@ -1122,7 +1106,7 @@ static int local_join(struct scope *s, uint64_t port, const aemp_addr *pid, cons
             return AEMP_ENOMEM;
         }
     }
-    if (grow(&l->g, l->n, &l->cap, sizeof *l->g, 2)) return AEMP_ENOMEM;
+    if (aemp__grow(&l->g, l->n, &l->cap, sizeof *l->g, 2)) return AEMP_ENOMEM;
     struct group *g = group_make(s, key, klen, false);
     if (!g || group_add(s, g, pid, 0)) {
         if (g && g->n == 0) group_free(s, g);

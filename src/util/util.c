@@ -3,6 +3,7 @@
 
 #include <openssl/rand.h>
 #include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 #include <unistd.h>
 
@@ -87,6 +88,19 @@ bool aemp__host_is_self(const char *host)
     char *dot = strchr(self, '.');
     if (dot) *dot = 0;
     return strcasecmp(host, self) == 0;
+}
+
+int aemp__grow(void *arr, size_t n, size_t *cap, size_t size, size_t first)
+{
+    void *p;
+    if (n < *cap) return 0;
+    memcpy(&p, arr, sizeof p);
+    size_t c = *cap ? 2 * *cap : first;
+    void *q = realloc(p, c * size);
+    if (!q) return AEMP_ENOMEM;
+    memcpy(arr, &q, sizeof q);
+    *cap = c;
+    return 0;
 }
 
 size_t aemp__strlcpy(char *dst, const char *src, size_t size)
