@@ -25,6 +25,7 @@ struct peer {
     aemp_addr pid;
     aemp_addr mref;
     aemp__dbs_owner *o;
+    bool shared; /* it has had our share since it became our peer */
 };
 
 enum guard_kind { G_ENTRY = 1, G_MON = 2 };
@@ -429,8 +430,10 @@ static void on_local_data(db_t *db, const aemp_addr *pid, aemp_cursor share, con
         return;
     }
     clock_see(db, maxstamp);
-    aemp__dbs_owner_clear(db->store, p->o);
+    /* the share replaces the last: what is the same again is no change */
+    aemp__dbs_owner_mark(p->o);
     int rc = aemp__dbs_walk_share(db->store, p->o, &share, NULL, NULL);
+    aemp__dbs_owner_sweep(db->store, p->o);
     if (rc)
         AEMP_LOGE("db: the share of %s is incomplete: %s", aemp_addr_node_name(pid),
                   aemp_strerror(rc));
@@ -510,9 +513,14 @@ static void on_msg(aemp_node *n, aemp_port self, const aemp_term *msg, const aem
             return;
         }
         if (pid.node == n->name_h) return; /* ourselves */
-        send_local_data(db, &pid);
+        /* Both ends discover each other when they connect, and each
+         * discovers back a peer it did not know: a peer that has had our
+         * share since it became our peer (the same pid, monitored since)
+         * has had every update too, and is not sent the share again. */
         bool made;
         struct peer *p = peer_of(db, &pid, &made);
+        if (!p || !p->shared) send_local_data(db, &pid);
+        if (p) p->shared = true;
         if (p && made) send_discover(db, &pid);
         return;
     }

@@ -4,6 +4,14 @@
  * (docs/database.md, "The conflict rule"); per owner, its entries grouped
  * by family (for its local_data and for dropping its share); per watched
  * family, the state each changed subkey had before (for db_mon's lists).
+ *
+ * Layout, for a family of 100,000 entries taken in one share: a subkey is
+ * one allocation holding its text, its first candidate and the state it
+ * had before the changes a watcher has not yet been told; a value of up to
+ * 16 bytes lives in the candidate. A family finds its subkeys through an
+ * open-addressing table (linear probing, hash beside the pointer), sized
+ * up front from a share's count. A subkey with no candidate left stays
+ * while a diff still names it.
  */
 #include "db_store.h"
 
@@ -12,59 +20,86 @@
 typedef struct cand cand;
 typedef struct key key;
 
+/* Values up to this size are kept in the candidate. */
+#define VAL_INLINE 16
+
 /* An owner's entries in one family. */
 struct ofam {
     aemp__dbs_fam *f;
+    aemp__dbs_owner *o;
     size_t count;
     cand *head;
 };
 
 struct cand {
     key *k;
-    aemp__dbs_owner *o;
     struct ofam *of;
     cand *oprev, *onext; /* in of's list */
     uint64_t stamp;
-    size_t cost;
-    size_t vlen;
-    char *value;
+    uint32_t owner_h;
+    uint32_t vlen;
+    uint32_t mark; /* the owner's mark when last set (aemp__dbs_owner_sweep) */
+    union {
+        char *p;
+        char in[VAL_INLINE];
+    } v;
+};
+
+/* key flags */
+enum {
+    K_IN_USED = 1, /* the inline candidate holds an entry */
+    K_TOUCHED = 2, /* in the family's touched list: b_* hold the state before */
+    K_TAKEN = 4,   /* in the family's taken list: a diff handed out names it */
+    K_HAD = 8,     /* (while touched) it was visible before */
 };
 
 struct key {
-    char *subkey; /* NUL-terminated copy */
-    size_t klen;
-    size_t idx; /* in the family's array */
-    cand **c;
-    uint32_t n, cap;
+    uint32_t hash;
+    uint32_t idx; /* in the family's dense array, while visible */
     cand *win;
+    cand **c; /* the candidates: &c0 while there is room for one only */
+    cand *c0;
+    uint32_t n, cap;
+    uint32_t klen;
+    uint8_t flags;
+    uint32_t b_owner; /* the visible state before, while touched */
+    uint64_t b_stamp;
+    cand in;
+    char subkey[]; /* NUL-terminated */
 };
 
-/* A subkey's visible state before the changes not yet taken by a diff. */
-struct before {
-    bool had;
-    uint64_t stamp;
-    uint32_t owner_h;
-    size_t klen;
-    char subkey[];
+struct slot {
+    uint32_t hash;
+    key *k; /* NULL: empty */
+};
+
+/* A growing array of keys. */
+struct keyvec {
+    key **k;
+    size_t n, cap;
 };
 
 struct aemp__dbs_fam {
     char *name;
     size_t len;
-    aemp__map keys; /* subkey -> key */
-    key **arr;      /* the keys with a visible entry, densely */
+    struct slot *tab; /* subkey -> key, open addressing */
+    size_t tcap, tcount;
+    key **arr; /* the keys with a visible entry, densely */
     size_t narr, cap;
     int watch, hold;
-    aemp__map before; /* subkey -> struct before, while watched */
-    aemp__map taken;  /* the befores of the diff being handed out */
+    struct keyvec touched; /* keys changed since the last diff, while watched */
+    struct keyvec taken;   /* the keys of the diff being handed out */
     bool dirty;
     aemp__dbs_fam *dnext;
-    aemp__dbs_diff diff; /* the arrays of the diff being handed out */
 };
 
 struct aemp__dbs_owner {
     uint32_t node_h;
+    uint32_t mark;
+    bool was_empty; /* it had no entries when last marked */
     aemp__map fams; /* family pointer -> struct ofam */
+    aemp__dbs_fam *last_f;
+    struct ofam *last_of;
     size_t bytes;
 };
 
@@ -96,6 +131,94 @@ int aemp__dbs_cmp(uint64_t sa, uint32_t oa, uint64_t sb, uint32_t ob)
 }
 
 /* ------------------------------------------------------------------ */
+/* a family's table of subkeys                                        */
+/* ------------------------------------------------------------------ */
+
+static uint32_t key_hash(const char *subkey, size_t klen)
+{
+    uint64_t h = aemp__hash_bytes(subkey, klen);
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+static key *tab_find(const aemp__dbs_fam *f, const char *subkey, size_t klen, uint32_t h)
+{
+    if (!f->tcap) return NULL;
+    size_t mask = f->tcap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        const struct slot *s = &f->tab[i];
+        if (!s->k) return NULL;
+        if (s->hash == h && s->k->klen == klen && memcmp(s->k->subkey, subkey, klen) == 0)
+            return s->k;
+    }
+}
+
+static void tab_place(struct slot *tab, size_t cap, uint32_t h, key *k)
+{
+    size_t mask = cap - 1, i = h & mask;
+    while (tab[i].k)
+        i = (i + 1) & mask;
+    tab[i].hash = h;
+    tab[i].k = k;
+}
+
+static int tab_resize(aemp__dbs_fam *f, size_t cap)
+{
+    /* (written at once: calloc's untouched pages would fault twice, once
+     * read as zero and again when first written) */
+    struct slot *tab = malloc(cap * sizeof *tab);
+    if (!tab) return AEMP_ENOMEM;
+    memset(tab, 0, cap * sizeof *tab);
+    for (size_t i = 0; i < f->tcap; i++)
+        if (f->tab[i].k) tab_place(tab, cap, f->tab[i].hash, f->tab[i].k);
+    free(f->tab);
+    f->tab = tab;
+    f->tcap = cap;
+    return 0;
+}
+
+/* Room for want subkeys (at most 3/4 of the slots used). */
+static int tab_reserve(aemp__dbs_fam *f, size_t want)
+{
+    size_t cap = f->tcap ? f->tcap : 16;
+    while (want > cap / 4 * 3)
+        cap *= 2;
+    return cap == f->tcap ? 0 : tab_resize(f, cap);
+}
+
+/* Room in the dense array for want keys. */
+static int arr_reserve(aemp__dbs_fam *f, size_t want)
+{
+    if (want <= f->cap) return 0;
+    key **a = realloc(f->arr, want * sizeof *a);
+    if (!a) return AEMP_ENOMEM;
+    f->arr = a;
+    f->cap = want;
+    return 0;
+}
+
+/* Take k out (linear probing: the entries after it that would no longer
+ * be found move back into the gap). */
+static void tab_remove(aemp__dbs_fam *f, const key *k)
+{
+    size_t mask = f->tcap - 1, i = k->hash & mask;
+    while (f->tab[i].k != k)
+        i = (i + 1) & mask;
+    for (size_t j = (i + 1) & mask; f->tab[j].k; j = (j + 1) & mask) {
+        size_t home = f->tab[j].hash & mask;
+        /* j's entry may fill i unless its home lies cyclically in (i, j] */
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            f->tab[i] = f->tab[j];
+            i = j;
+        }
+    }
+    f->tab[i].k = NULL;
+    f->tcount--;
+    /* memory follows the family down (a failed shrink keeps the table) */
+    if (f->tcap > 64 && f->tcount < f->tcap / 8) (void)tab_resize(f, f->tcap / 2);
+}
+
+/* ------------------------------------------------------------------ */
 /* families                                                           */
 /* ------------------------------------------------------------------ */
 
@@ -110,9 +233,6 @@ static aemp__dbs_fam *fam_get(aemp__dbs *s, const char *name, size_t len, bool m
     memcpy(f->name, name, len);
     f->name[len] = 0;
     f->len = len;
-    aemp__map_init(&f->keys);
-    aemp__map_init(&f->before);
-    aemp__map_init(&f->taken);
     if (aemp__map_put(&s->fams, name, len, f)) goto fail;
     return f;
 fail:
@@ -121,26 +241,31 @@ fail:
     return NULL;
 }
 
-static void free_before(const char *k, void *v, void *arg)
+static void key_free(aemp__dbs_fam *f, key *k)
 {
-    (void)k;
-    (void)arg;
-    free(v);
+    tab_remove(f, k);
+    if (k->c != &k->c0) free(k->c);
+    free(k);
 }
 
-/* Free the befores of m and leave it empty. */
-static void befores_clear(aemp__map *m)
+/* A key with no candidate goes once no diff names it. */
+static void key_maybe_free(aemp__dbs_fam *f, key *k)
 {
-    aemp__map_each(m, free_before, NULL);
-    aemp__map_free(m);
-    aemp__map_init(m);
+    if (!k->n && !(k->flags & (K_TOUCHED | K_TAKEN))) key_free(f, k);
 }
 
 static void fam_destroy(aemp__dbs_fam *f)
 {
-    befores_clear(&f->before);
-    befores_clear(&f->taken);
-    aemp__map_free(&f->keys);
+    /* (what is left are keys without candidates that a diff still names) */
+    for (size_t i = 0; i < f->tcap; i++) {
+        key *k = f->tab[i].k;
+        if (!k) continue;
+        if (k->c != &k->c0) free(k->c);
+        free(k);
+    }
+    free(f->tab);
+    free(f->touched.k);
+    free(f->taken.k);
     free(f->arr);
     free(f->name);
     free(f);
@@ -148,7 +273,7 @@ static void fam_destroy(aemp__dbs_fam *f)
 
 static void fam_maybe_free(aemp__dbs *s, aemp__dbs_fam *f)
 {
-    if (f->narr || f->keys.count || f->watch || f->hold || f->dirty) return;
+    if (f->narr || f->tcount || f->watch || f->hold || f->dirty) return;
     aemp__map_del(&s->fams, f->name, f->len);
     fam_destroy(f);
 }
@@ -165,30 +290,34 @@ static void mark_dirty(aemp__dbs *s, aemp__dbs_fam *f)
     s->dirty_tail = f;
 }
 
-/* Record the visible state of k (subkey key) before a change, once per
- * diff, in a watched family. */
-static void touch(aemp__dbs *s, aemp__dbs_fam *f, const char *subkey, size_t klen, const key *k)
+/* Record the visible state of k before a change, once per diff, in a
+ * watched family. */
+static void touch(aemp__dbs *s, aemp__dbs_fam *f, key *k)
 {
     if (!f->watch) return;
-    if (!aemp__map_get(&f->before, subkey, klen)) {
-        struct before *b = malloc(sizeof *b + klen + 1);
-        if (!b) {
+    if (!(k->flags & K_TOUCHED)) {
+        if (aemp__grow(&f->touched.k, f->touched.n, &f->touched.cap, sizeof *f->touched.k, 64)) {
             AEMP_LOGE("db: out of memory: a change of family %s is not reported", f->name);
             return;
         }
-        b->had = k && k->win;
-        b->stamp = b->had ? k->win->stamp : 0;
-        b->owner_h = b->had ? k->win->o->node_h : 0;
-        b->klen = klen;
-        memcpy(b->subkey, subkey, klen);
-        b->subkey[klen] = 0;
-        if (aemp__map_put(&f->before, subkey, klen, b)) {
-            free(b);
-            AEMP_LOGE("db: out of memory: a change of family %s is not reported", f->name);
-            return;
-        }
+        f->touched.k[f->touched.n++] = k;
+        k->flags = (uint8_t)((k->flags & ~K_HAD) | K_TOUCHED | (k->win ? K_HAD : 0));
+        k->b_stamp = k->win ? k->win->stamp : 0;
+        k->b_owner = k->win ? k->win->owner_h : 0;
     }
     mark_dirty(s, f);
+}
+
+/* Forget what the touched keys were (nobody is told any more). */
+static void touched_clear(aemp__dbs_fam *f)
+{
+    for (size_t i = 0; i < f->touched.n; i++) {
+        key *k = f->touched.k[i];
+        k->flags &= (uint8_t) ~(K_TOUCHED | K_HAD);
+        key_maybe_free(f, k);
+    }
+    free(f->touched.k);
+    memset(&f->touched, 0, sizeof f->touched);
 }
 
 /* ------------------------------------------------------------------ */
@@ -200,19 +329,20 @@ static cand *winner(const key *k)
 {
     cand *w = NULL;
     for (uint32_t i = 0; i < k->n; i++)
-        if (!w || aemp__dbs_cmp(k->c[i]->stamp, k->c[i]->o->node_h, w->stamp, w->o->node_h) > 0)
+        if (!w || aemp__dbs_cmp(k->c[i]->stamp, k->c[i]->owner_h, w->stamp, w->owner_h) > 0)
             w = k->c[i];
     return w;
 }
 
+/* Elect k's winner and keep the dense array right (it has room for every
+ * key, so this never fails). */
 static void key_elect(aemp__dbs_fam *f, key *k)
 {
     cand *w = winner(k);
     bool was = k->win != NULL;
     k->win = w;
     if (w && !was) {
-        /* into the dense array (room was made when the key was) */
-        k->idx = f->narr;
+        k->idx = (uint32_t)f->narr;
         f->arr[f->narr++] = k;
     } else if (!w && was) {
         key *last = f->arr[--f->narr];
@@ -221,26 +351,80 @@ static void key_elect(aemp__dbs_fam *f, key *k)
     }
 }
 
-static void key_free(aemp__dbs_fam *f, key *k)
+static const char *cand_value(const cand *c)
 {
-    aemp__map_del(&f->keys, k->subkey, k->klen);
-    free(k->c);
-    free(k->subkey);
-    free(k);
+    return c->vlen <= VAL_INLINE ? c->v.in : c->v.p;
+}
+
+/* Put value into c (the old one is freed); AEMP_ENOMEM leaves c as it was. */
+static int cand_store(cand *c, const aemp_term *value, bool had)
+{
+    char *p = NULL;
+    if (value->len > VAL_INLINE) {
+        p = malloc(value->len);
+        if (!p) return AEMP_ENOMEM;
+        memcpy(p, value->data, value->len);
+    }
+    if (had && c->vlen > VAL_INLINE) free(c->v.p);
+    c->vlen = (uint32_t)value->len;
+    if (p)
+        c->v.p = p;
+    else
+        memcpy(c->v.in, value->data, value->len);
+    return 0;
+}
+
+static struct ofam *ofam_get(aemp__dbs_owner *o, aemp__dbs_fam *f, bool make)
+{
+    if (o->last_f == f) return o->last_of;
+    struct ofam *of = aemp__map_get(&o->fams, &f, sizeof f);
+    if (!of && make) {
+        of = calloc(1, sizeof *of);
+        if (!of) return NULL;
+        of->f = f;
+        of->o = o;
+        if (aemp__map_put(&o->fams, &f, sizeof f, of)) {
+            free(of);
+            return NULL;
+        }
+    }
+    if (of) {
+        o->last_f = f;
+        o->last_of = of;
+    }
+    return of;
+}
+
+static void ofam_free(struct ofam *of)
+{
+    aemp__dbs_owner *o = of->o;
+    aemp__map_del(&o->fams, &of->f, sizeof of->f);
+    if (o->last_of == of) {
+        o->last_f = NULL;
+        o->last_of = NULL;
+    }
+    free(of);
+}
+
+static size_t cand_cost(const cand *c)
+{
+    return aemp__dbs_cost(c->of->f->len, c->k->klen, c->vlen);
 }
 
 static void cand_unlink(aemp__dbs *s, cand *c)
 {
     key *k = c->k;
-    aemp__dbs_fam *f = c->of->f;
-    touch(s, f, k->subkey, k->klen, k);
+    struct ofam *of = c->of;
+    aemp__dbs_fam *f = of->f;
+    touch(s, f, k);
     for (uint32_t i = 0; i < k->n; i++)
         if (k->c[i] == c) {
             k->c[i] = k->c[--k->n];
             break;
         }
     if (k->win == c) {
-        /* elect from scratch: the key is still in the array at k->idx */
+        k->win = NULL;
+        /* (the key is still in the array at k->idx) */
         cand *w = winner(k);
         k->win = w;
         if (!w) {
@@ -250,29 +434,112 @@ static void cand_unlink(aemp__dbs *s, cand *c)
         }
     }
     /* out of the owner's list */
-    struct ofam *of = c->of;
     if (c->oprev)
         c->oprev->onext = c->onext;
     else
         of->head = c->onext;
     if (c->onext) c->onext->oprev = c->oprev;
     of->count--;
-    c->o->bytes -= c->cost;
-    if (!of->count) {
-        aemp__map_del(&c->o->fams, &of->f, sizeof of->f);
-        free(of);
-    }
-    if (!k->n) key_free(f, k);
-    free(c->value);
-    free(c);
+    of->o->bytes -= cand_cost(c);
+    if (!of->count) ofam_free(of);
+    if (c->vlen > VAL_INLINE) free(c->v.p);
+    if (c == &k->in)
+        k->flags &= (uint8_t)~K_IN_USED;
+    else
+        free(c);
+    key_maybe_free(f, k);
     fam_maybe_free(s, f);
 }
 
 static cand *find_cand(const key *k, const aemp__dbs_owner *o)
 {
     for (uint32_t i = 0; k && i < k->n; i++)
-        if (k->c[i]->o == o) return k->c[i];
+        if (k->c[i]->of->o == o) return k->c[i];
     return NULL;
+}
+
+/* A new key (no candidates) in f, with room made in the dense array. */
+static key *key_new(aemp__dbs_fam *f, const char *subkey, size_t klen, uint32_t h)
+{
+    if (aemp__grow(&f->arr, f->tcount, &f->cap, sizeof *f->arr, 8) || tab_reserve(f, f->tcount + 1))
+        return NULL;
+    key *k = malloc(sizeof *k + klen + 1);
+    if (!k) return NULL;
+    memset(k, 0, sizeof *k);
+    k->hash = h;
+    k->c = &k->c0;
+    k->cap = 1;
+    k->klen = (uint32_t)klen;
+    memcpy(k->subkey, subkey, klen);
+    k->subkey[klen] = 0;
+    tab_place(f->tab, f->tcap, h, k);
+    f->tcount++;
+    return k;
+}
+
+/* Set o's entry (f, subkey of hash h); f stays (the caller frees it if
+ * empty). */
+static int set_in(aemp__dbs *s, aemp__dbs_owner *o, aemp__dbs_fam *f, const char *subkey,
+                  size_t klen, uint32_t h, uint64_t stamp, const aemp_term *value)
+{
+    key *k = tab_find(f, subkey, klen, h);
+    cand *c = find_cand(k, o);
+    if (c) {
+        c->mark = o->mark;
+        if (c->stamp == stamp && c->vlen == value->len &&
+            memcmp(cand_value(c), value->data, value->len) == 0)
+            return 0; /* the same again: no change */
+        size_t old = cand_cost(c);
+        if (cand_store(c, value, true)) return AEMP_ENOMEM;
+        touch(s, f, k);
+        o->bytes = o->bytes - old + cand_cost(c);
+        c->stamp = stamp;
+        k->win = winner(k);
+        return 0;
+    }
+    bool new_key = !k;
+    if (new_key && !(k = key_new(f, subkey, klen, h))) return AEMP_ENOMEM;
+    if (k->n == k->cap) {
+        uint32_t cap = k->cap * 2;
+        cand **a = k->c == &k->c0 ? malloc(cap * sizeof *a) : realloc(k->c, cap * sizeof *a);
+        if (!a) goto nomem;
+        if (k->c == &k->c0) a[0] = k->c0;
+        k->c = a;
+        k->cap = cap;
+    }
+    struct ofam *of = ofam_get(o, f, true);
+    if (!of) goto nomem;
+    if (k->flags & K_IN_USED) {
+        c = malloc(sizeof *c);
+        if (!c) goto nomem_of;
+    } else {
+        c = &k->in;
+    }
+    if (cand_store(c, value, false)) {
+        if (c != &k->in) free(c);
+        goto nomem_of;
+    }
+    if (c == &k->in) k->flags |= K_IN_USED;
+    touch(s, f, k);
+    c->k = k;
+    c->of = of;
+    c->stamp = stamp;
+    c->owner_h = o->node_h;
+    c->mark = o->mark;
+    c->oprev = NULL;
+    c->onext = of->head;
+    if (of->head) of->head->oprev = c;
+    of->head = c;
+    of->count++;
+    o->bytes += cand_cost(c);
+    k->c[k->n++] = c;
+    key_elect(f, k);
+    return 0;
+nomem_of:
+    if (!of->count) ofam_free(of);
+nomem:
+    if (new_key) key_maybe_free(f, k);
+    return AEMP_ENOMEM;
 }
 
 int aemp__dbs_set(aemp__dbs *s, aemp__dbs_owner *o, const char *fam, size_t flen,
@@ -280,96 +547,22 @@ int aemp__dbs_set(aemp__dbs *s, aemp__dbs_owner *o, const char *fam, size_t flen
 {
     aemp__dbs_fam *f = fam_get(s, fam, flen, true);
     if (!f) return AEMP_ENOMEM;
-    key *k = aemp__map_get(&f->keys, subkey, klen);
-    cand *c = find_cand(k, o);
-    char *v = malloc(value->len ? value->len : 1);
-    if (!v) goto nomem;
-    memcpy(v, value->data, value->len);
-    if (c) {
-        /* replace in place */
-        touch(s, f, subkey, klen, k);
-        size_t cost = aemp__dbs_cost(flen, klen, value->len);
-        o->bytes = o->bytes - c->cost + cost;
-        c->cost = cost;
-        free(c->value);
-        c->value = v;
-        c->vlen = value->len;
-        c->stamp = stamp;
-        k->win = winner(k);
-        return 0;
-    }
-    bool new_key = !k;
-    if (new_key) {
-        /* room in the dense array first: electing never fails */
-        if (aemp__grow(&f->arr, f->narr, &f->cap, sizeof *f->arr, 8)) goto nomem;
-        k = calloc(1, sizeof *k);
-        if (!k) goto nomem;
-        k->subkey = malloc(klen + 1);
-        if (!k->subkey || aemp__map_put(&f->keys, subkey, klen, k)) {
-            free(k->subkey);
-            free(k);
-            goto nomem;
-        }
-        memcpy(k->subkey, subkey, klen);
-        k->subkey[klen] = 0;
-        k->klen = klen;
-    }
-    if (k->n == k->cap) {
-        uint32_t cap = k->cap ? k->cap * 2 : 1;
-        cand **a = realloc(k->c, cap * sizeof *a);
-        if (!a) goto nomem_key;
-        k->c = a;
-        k->cap = cap;
-    }
-    struct ofam *of = aemp__map_get(&o->fams, &f, sizeof f);
-    bool new_of = !of;
-    if (new_of) {
-        of = calloc(1, sizeof *of);
-        if (!of) goto nomem_key;
-        of->f = f;
-        if (aemp__map_put(&o->fams, &f, sizeof f, of)) {
-            free(of);
-            goto nomem_key;
-        }
-    }
-    c = calloc(1, sizeof *c);
-    if (!c) {
-        if (new_of) {
-            aemp__map_del(&o->fams, &f, sizeof f);
-            free(of);
-        }
-        goto nomem_key;
-    }
-    touch(s, f, subkey, klen, k);
-    c->k = k;
-    c->o = o;
-    c->of = of;
-    c->stamp = stamp;
-    c->value = v;
-    c->vlen = value->len;
-    c->cost = aemp__dbs_cost(flen, klen, value->len);
-    c->onext = of->head;
-    if (of->head) of->head->oprev = c;
-    of->head = c;
-    of->count++;
-    o->bytes += c->cost;
-    k->c[k->n++] = c;
-    key_elect(f, k);
-    return 0;
-nomem_key:
-    if (new_key) key_free(f, k);
-nomem:
-    free(v);
-    fam_maybe_free(s, f);
-    return AEMP_ENOMEM;
+    int rc = set_in(s, o, f, subkey, klen, key_hash(subkey, klen), stamp, value);
+    if (rc) fam_maybe_free(s, f);
+    return rc;
+}
+
+static cand *lookup(aemp__dbs *s, aemp__dbs_owner *o, const char *fam, size_t flen,
+                    const char *subkey, size_t klen)
+{
+    aemp__dbs_fam *f = fam_get(s, fam, flen, false);
+    return f ? find_cand(tab_find(f, subkey, klen, key_hash(subkey, klen)), o) : NULL;
 }
 
 int aemp__dbs_del(aemp__dbs *s, aemp__dbs_owner *o, const char *fam, size_t flen,
                   const char *subkey, size_t klen)
 {
-    aemp__dbs_fam *f = fam_get(s, fam, flen, false);
-    if (!f) return AEMP_ENOENT;
-    cand *c = find_cand(aemp__map_get(&f->keys, subkey, klen), o);
+    cand *c = lookup(s, o, fam, flen, subkey, klen);
     if (!c) return AEMP_ENOENT;
     cand_unlink(s, c);
     return 0;
@@ -378,8 +571,7 @@ int aemp__dbs_del(aemp__dbs *s, aemp__dbs_owner *o, const char *fam, size_t flen
 int aemp__dbs_own(aemp__dbs *s, aemp__dbs_owner *o, const char *fam, size_t flen,
                   const char *subkey, size_t klen, uint64_t *stamp)
 {
-    aemp__dbs_fam *f = fam_get(s, fam, flen, false);
-    cand *c = f ? find_cand(aemp__map_get(&f->keys, subkey, klen), o) : NULL;
+    cand *c = lookup(s, o, fam, flen, subkey, klen);
     if (!c) return AEMP_ENOENT;
     if (stamp) *stamp = c->stamp;
     return 0;
@@ -399,20 +591,45 @@ aemp__dbs_owner *aemp__dbs_owner_new(aemp__dbs *s, uint32_t node_h)
     return o;
 }
 
+struct sweep {
+    aemp__dbs *s;
+    bool all;
+};
+
 /* (aemp__map_each lets fn delete the entry it is given: the last
  * unlink of a family frees its ofam and its entry) */
-static void clear_of(const char *k, void *val, void *arg)
+static void sweep_of(const char *k, void *val, void *arg)
 {
     (void)k;
     struct ofam *of = val;
-    while (of->count > 1)
-        cand_unlink(arg, of->head);
-    cand_unlink(arg, of->head);
+    struct sweep *sw = arg;
+    uint32_t mark = of->o->mark;
+    for (cand *c = of->head, *next; c; c = next) {
+        next = c->onext;
+        /* (the last unlink frees of: stop before touching it again) */
+        bool last = of->count == 1;
+        if (sw->all || c->mark != mark) cand_unlink(sw->s, c);
+        if (last) break;
+    }
 }
 
 void aemp__dbs_owner_clear(aemp__dbs *s, aemp__dbs_owner *o)
 {
-    aemp__map_each(&o->fams, clear_of, s);
+    struct sweep sw = {s, true};
+    aemp__map_each(&o->fams, sweep_of, &sw);
+}
+
+void aemp__dbs_owner_mark(aemp__dbs_owner *o)
+{
+    o->mark++;
+    o->was_empty = o->fams.count == 0;
+}
+
+void aemp__dbs_owner_sweep(aemp__dbs *s, aemp__dbs_owner *o)
+{
+    if (o->was_empty) return; /* every entry it has came since the mark */
+    struct sweep sw = {s, false};
+    aemp__map_each(&o->fams, sweep_of, &sw);
 }
 
 void aemp__dbs_owner_free(aemp__dbs *s, aemp__dbs_owner *o)
@@ -432,33 +649,67 @@ size_t aemp__dbs_owner_bytes(const aemp__dbs_owner *o)
 /* received shares and operations                                     */
 /* ------------------------------------------------------------------ */
 
-/* One family => #{Subkey => {Stamp, Value}} of a share: checked (apply
- * NULL) or applied to owner o. */
+/* Entries of a share read ahead: their slots are fetched into the cache
+ * while the ones before are set (a large family's table is far bigger
+ * than the caches, and every new subkey lands in a random slot). */
+#define AHEAD 16
+
+struct pending {
+    const void *kp;
+    size_t klen;
+    uint32_t h;
+    uint64_t stamp;
+    aemp_term v;
+};
+
+/* #{Family => #{Subkey => {Stamp, Value}}}: checked (apply NULL) or
+ * applied to owner apply. */
 int aemp__dbs_walk_share(aemp__dbs *s, aemp__dbs_owner *apply, aemp_cursor *c, size_t *bytes,
                          uint64_t *maxstamp)
 {
     uint32_t nf, nk, arity;
+    struct pending pend[AHEAD];
     if (aemp_get_map(c, &nf)) return AEMP_ENOMATCH;
     for (uint32_t i = 0; i < nf; i++) {
-        const void *fp, *kp;
-        size_t flen, klen;
+        const void *fp;
+        size_t flen;
         if (aemp_get_binary(c, &fp, &flen) || flen > AEMP_DB_MAXKEY || aemp_get_map(c, &nk))
             return AEMP_ENOMATCH;
-        for (uint32_t j = 0; j < nk; j++) {
-            uint64_t stamp;
-            aemp_term v;
-            if (aemp_get_binary(c, &kp, &klen) || klen > AEMP_DB_MAXKEY ||
-                aemp_get_tuple(c, &arity) || arity != 2 || aemp_get_uint64(c, &stamp) ||
-                aemp_get_term(c, &v))
-                return AEMP_ENOMATCH;
-            if (apply) {
-                int rc = aemp__dbs_set(s, apply, fp, flen, kp, klen, stamp, &v);
-                if (rc) return rc;
-            } else {
-                *bytes += aemp__dbs_cost(flen, klen, v.len);
-                if (stamp > *maxstamp) *maxstamp = stamp;
+        aemp__dbs_fam *f = NULL;
+        if (apply) {
+            f = fam_get(s, fp, flen, true);
+            if (!f) return AEMP_ENOMEM;
+            /* room for them all at once (if short, each set asks again) */
+            if (!arr_reserve(f, f->tcount + nk)) (void)tab_reserve(f, f->tcount + nk);
+        }
+        for (uint32_t j = 0; j < nk;) {
+            uint32_t m = 0;
+            for (; m < AHEAD && j < nk; m++, j++) {
+                struct pending *e = &pend[m];
+                if (aemp_get_binary(c, &e->kp, &e->klen) || e->klen > AEMP_DB_MAXKEY ||
+                    aemp_get_tuple(c, &arity) || arity != 2 || aemp_get_uint64(c, &e->stamp) ||
+                    aemp_get_term(c, &e->v)) {
+                    if (f) fam_maybe_free(s, f);
+                    return AEMP_ENOMATCH;
+                }
+                if (apply) {
+                    e->h = key_hash(e->kp, e->klen);
+                    if (f->tcap) __builtin_prefetch(&f->tab[e->h & (f->tcap - 1)]);
+                } else {
+                    *bytes += aemp__dbs_cost(flen, e->klen, e->v.len);
+                    if (e->stamp > *maxstamp) *maxstamp = e->stamp;
+                }
+            }
+            for (uint32_t x = 0; apply && x < m; x++) {
+                struct pending *e = &pend[x];
+                int rc = set_in(s, apply, f, e->kp, e->klen, e->h, e->stamp, &e->v);
+                if (rc) {
+                    fam_maybe_free(s, f);
+                    return rc;
+                }
             }
         }
+        if (f) fam_maybe_free(s, f);
     }
     return 0;
 }
@@ -553,7 +804,7 @@ static void enc_of(const char *k, void *val, void *arg)
         if (!rc) rc = aemp__buf_put_u8(e->b, AEMP__EXT_SMALL_TUPLE);
         if (!rc) rc = aemp__buf_put_u8(e->b, 2);
         if (!rc) rc = put_uint(e->b, c->stamp);
-        if (!rc) rc = aemp__buf_append(e->b, c->value, c->vlen);
+        if (!rc) rc = aemp__buf_append(e->b, cand_value(c), c->vlen);
     }
     e->rc = rc;
 }
@@ -586,9 +837,9 @@ static void ent_of(const key *k, aemp__dbs_ent *e)
 {
     e->subkey = k->subkey;
     e->subkey_len = k->klen;
-    e->value.data = k->win->value;
+    e->value.data = cand_value(k->win);
     e->value.len = k->win->vlen;
-    e->owner_h = k->win->o->node_h;
+    e->owner_h = k->win->owner_h;
     e->stamp = k->win->stamp;
 }
 
@@ -599,7 +850,7 @@ void aemp__dbs_at(const aemp__dbs_fam *f, size_t i, aemp__dbs_ent *e)
 
 int aemp__dbs_get(const aemp__dbs_fam *f, const char *subkey, size_t klen, aemp__dbs_ent *e)
 {
-    key *k = f ? aemp__map_get(&f->keys, subkey, klen) : NULL;
+    key *k = f ? tab_find(f, subkey, klen, key_hash(subkey, klen)) : NULL;
     if (!k || !k->win) return AEMP_ENOENT;
     ent_of(k, e);
     return 0;
@@ -624,7 +875,7 @@ aemp__dbs_fam *aemp__dbs_watch(aemp__dbs *s, const char *fam, size_t flen)
 
 void aemp__dbs_unwatch(aemp__dbs *s, aemp__dbs_fam *f)
 {
-    if (--f->watch == 0 && !f->dirty) befores_clear(&f->before);
+    if (--f->watch == 0 && !f->dirty) touched_clear(f);
     fam_maybe_free(s, f);
 }
 
@@ -656,44 +907,33 @@ aemp__dbs_fam *aemp__dbs_next_dirty(aemp__dbs *s)
     return f;
 }
 
-struct classify {
-    aemp__dbs_fam *f;
-    aemp__dbs_diff *d;
-};
-
-static void classify_one(const char *k, void *val, void *arg)
-{
-    (void)k;
-    struct classify *c = arg;
-    struct before *b = val;
-    key *now = aemp__map_get(&c->f->keys, b->subkey, b->klen);
-    bool has = now && now->win;
-    aemp__dbs_diff *d = c->d;
-    if (has && !b->had)
-        d->added[d->nadded++] = b->subkey;
-    else if (!has && b->had)
-        d->deleted[d->ndeleted++] = b->subkey;
-    else if (has && (now->win->stamp != b->stamp || now->win->o->node_h != b->owner_h))
-        d->changed[d->nchanged++] = b->subkey;
-}
-
 int aemp__dbs_take_diff(aemp__dbs *s, aemp__dbs_fam *f, aemp__dbs_diff *d)
 {
     (void)s;
     memset(d, 0, sizeof *d);
     /* later changes (from the callbacks told of this diff) record their
      * states afresh */
-    f->taken = f->before;
-    aemp__map_init(&f->before);
-    size_t n = f->taken.count;
+    f->taken = f->touched;
+    memset(&f->touched, 0, sizeof f->touched);
+    size_t n = f->taken.n;
+    for (size_t i = 0; i < n; i++)
+        f->taken.k[i]->flags = (uint8_t)((f->taken.k[i]->flags & ~K_TOUCHED) | K_TAKEN);
     if (!n) return 0;
     const char **all = malloc(3 * n * sizeof *all);
     if (!all) return AEMP_ENOMEM;
     d->added = all;
     d->changed = all + n;
     d->deleted = all + 2 * n;
-    struct classify c = {f, d};
-    aemp__map_each(&f->taken, classify_one, &c);
+    for (size_t i = 0; i < n; i++) {
+        const key *k = f->taken.k[i];
+        bool had = k->flags & K_HAD, has = k->win != NULL;
+        if (has && !had)
+            d->added[d->nadded++] = k->subkey;
+        else if (!has && had)
+            d->deleted[d->ndeleted++] = k->subkey;
+        else if (has && (k->win->stamp != k->b_stamp || k->win->owner_h != k->b_owner))
+            d->changed[d->nchanged++] = k->subkey;
+    }
     return 0;
 }
 
@@ -701,7 +941,13 @@ void aemp__dbs_diff_done(aemp__dbs *s, aemp__dbs_fam *f, aemp__dbs_diff *d)
 {
     free(d->added);
     memset(d, 0, sizeof *d);
-    befores_clear(&f->taken);
+    for (size_t i = 0; i < f->taken.n; i++) {
+        key *k = f->taken.k[i];
+        k->flags &= (uint8_t)~K_TAKEN;
+        key_maybe_free(f, k);
+    }
+    free(f->taken.k);
+    memset(&f->taken, 0, sizeof f->taken);
     aemp__dbs_release(s, f);
 }
 

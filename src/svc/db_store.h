@@ -42,6 +42,12 @@ aemp__dbs_owner *aemp__dbs_owner_new(aemp__dbs *s, uint32_t node_h);
 void aemp__dbs_owner_free(aemp__dbs *s, aemp__dbs_owner *o);
 /* Drop every entry of the owner, keep the owner. */
 void aemp__dbs_owner_clear(aemp__dbs *s, aemp__dbs_owner *o);
+/* Replacing an owner's whole share without telling watchers of entries
+ * that stay the same: mark, set every entry of the new share (an entry set
+ * again with the same stamp and value is no change), then sweep, which
+ * drops the entries not set since the mark. */
+void aemp__dbs_owner_mark(aemp__dbs_owner *o);
+void aemp__dbs_owner_sweep(aemp__dbs *s, aemp__dbs_owner *o);
 /* Bytes the owner's entries take (as counted against limits). */
 size_t aemp__dbs_owner_bytes(const aemp__dbs_owner *o);
 /* What an entry of these sizes counts. */
@@ -50,7 +56,8 @@ static inline size_t aemp__dbs_cost(size_t flen, size_t klen, size_t vlen)
     return flen + klen + vlen + AEMP__DBS_ENTRY_COST;
 }
 
-/* Set the owner's entry (family, subkey) to value with stamp (copied). */
+/* Set the owner's entry (family, subkey) to value with stamp (copied);
+ * the same stamp and value again changes nothing. */
 int aemp__dbs_set(aemp__dbs *s, aemp__dbs_owner *o, const char *fam, size_t flen, const char *key,
                   size_t klen, uint64_t stamp, const aemp_term *value);
 /* Delete the owner's entry; AEMP_ENOENT if it has none. */

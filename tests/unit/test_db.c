@@ -142,6 +142,130 @@ Test(dbstore, diffs_list_added_changed_deleted)
     aemp_buf_free(&v);
 }
 
+/* A share replacing an owner's last (mark, set, sweep): what is the same
+ * again is no change; the rest shows as added, changed and deleted. */
+Test(dbstore, a_replaced_share_reports_only_what_changed)
+{
+    aemp__dbs *s = aemp__dbs_new();
+    aemp__dbs_owner *a = aemp__dbs_owner_new(s, aemp__intern("a@h", 3));
+    aemp_buf v = AEMP_BUF_INIT;
+    aemp_term t = atom_term(&v, "x");
+    aemp__dbs_fam *f = aemp__dbs_watch(s, "f", 1);
+    cr_assert_not_null(f);
+    cr_assert_eq(aemp__dbs_set(s, a, "f", 1, "same", 4, 1, &t), 0);
+    cr_assert_eq(aemp__dbs_set(s, a, "f", 1, "chg", 3, 1, &t), 0);
+    cr_assert_eq(aemp__dbs_set(s, a, "f", 1, "gone", 4, 1, &t), 0);
+    aemp__dbs_diff d;
+    cr_assert_eq(aemp__dbs_next_dirty(s), f);
+    cr_assert_eq(aemp__dbs_take_diff(s, f, &d), 0);
+    aemp__dbs_diff_done(s, f, &d);
+    /* set again as it is: nothing to tell */
+    cr_assert_eq(aemp__dbs_set(s, a, "f", 1, "same", 4, 1, &t), 0);
+    cr_assert_null(aemp__dbs_next_dirty(s));
+    aemp__dbs_owner_mark(a);
+    cr_assert_eq(aemp__dbs_set(s, a, "f", 1, "same", 4, 1, &t), 0);
+    cr_assert_eq(aemp__dbs_set(s, a, "f", 1, "chg", 3, 2, &t), 0);
+    cr_assert_eq(aemp__dbs_set(s, a, "f", 1, "new", 3, 2, &t), 0);
+    aemp__dbs_owner_sweep(s, a);
+    cr_assert_eq(aemp__dbs_next_dirty(s), f);
+    cr_assert_eq(aemp__dbs_take_diff(s, f, &d), 0);
+    cr_assert_eq(d.nadded, 1);
+    cr_assert_str_eq(d.added[0], "new");
+    cr_assert_eq(d.nchanged, 1);
+    cr_assert_str_eq(d.changed[0], "chg");
+    cr_assert_eq(d.ndeleted, 1);
+    cr_assert_str_eq(d.deleted[0], "gone");
+    aemp__dbs_diff_done(s, f, &d);
+    cr_assert_eq(aemp__dbs_count(f), 3);
+    aemp_buf b = AEMP_BUF_INIT;
+    cr_assert_eq(aemp__dbs_encode_share(s, a, &b), 0);
+    cr_assert_eq(aemp__dbs_owner_bytes(a),
+                 aemp__dbs_cost(1, 4, t.len) + 2 * aemp__dbs_cost(1, 3, t.len));
+    aemp_buf_free(&b);
+    aemp__dbs_owner_free(s, a);
+    aemp__dbs_unwatch(s, f);
+    aemp__dbs_free(s);
+    aemp_buf_free(&v);
+}
+
+/* Many subkeys, values short (kept in the entry) and long (allocated),
+ * two owners on some: every one is found while the family grows and
+ * shrinks, and the diff's names stay readable while their entries go
+ * (under ASan: no use after free). */
+Test(dbstore, a_large_family_grows_and_shrinks)
+{
+    enum { N = 20000 };
+    aemp__dbs *s = aemp__dbs_new();
+    aemp__dbs_owner *a = aemp__dbs_owner_new(s, aemp__intern("a@h", 3));
+    aemp__dbs_owner *b = aemp__dbs_owner_new(s, aemp__intern("b@h", 3));
+    aemp_buf v = AEMP_BUF_INIT;
+    char key[32], want[64];
+    aemp__dbs_fam *f = aemp__dbs_watch(s, "f", 1);
+    for (int i = 0; i < N; i++) {
+        aemp__buf_reset(&v);
+        if (i % 2)
+            cr_assert_eq(aemp_term_format(&v, "~i", (int64_t)i), 0);
+        else
+            cr_assert_eq(aemp_term_format(&v, "{a_longer_value, ~i}", (int64_t)i), 0);
+        aemp_term t = aemp_buf_term(&v);
+        int n = snprintf(key, sizeof key, "k%d", i);
+        cr_assert_eq(aemp__dbs_set(s, a, "f", 1, key, (size_t)n, 1, &t), 0);
+        if (i % 3 == 0) cr_assert_eq(aemp__dbs_set(s, b, "f", 1, key, (size_t)n, 0, &t), 0);
+    }
+    cr_assert_eq(aemp__dbs_count(f), N);
+    cr_assert_eq(aemp__dbs_next_dirty(s), f);
+    aemp__dbs_diff d;
+    cr_assert_eq(aemp__dbs_take_diff(s, f, &d), 0);
+    cr_assert_eq(d.nadded, N);
+    /* while the diff is out, its subkeys go */
+    for (int i = 0; i < N; i += 2) {
+        int n = snprintf(key, sizeof key, "k%d", i);
+        cr_assert_eq(aemp__dbs_del(s, a, "f", 1, key, (size_t)n), 0);
+    }
+    size_t named = 0;
+    for (size_t i = 0; i < d.nadded; i++)
+        named += d.added[i][0] == 'k';
+    cr_assert_eq(named, N);
+    aemp__dbs_diff_done(s, f, &d);
+    /* the odd ones and b's third of the even ones are left */
+    size_t left = N / 2 + (N / 2 + 2) / 3;
+    cr_assert_eq(aemp__dbs_count(f), left);
+    for (int i = 0; i < N; i++) {
+        int n = snprintf(key, sizeof key, "k%d", i);
+        aemp__dbs_ent e;
+        int rc = aemp__dbs_get(f, key, (size_t)n, &e);
+        if (i % 2 == 0 && i % 3 != 0) {
+            cr_assert_eq(rc, AEMP_ENOENT, "%s still there", key);
+            continue;
+        }
+        cr_assert_eq(rc, 0, "%s lost", key);
+        if (i % 2)
+            snprintf(want, sizeof want, "%d", i);
+        else
+            snprintf(want, sizeof want, "{a_longer_value,%d}", i);
+        char text[64];
+        aemp_term_print(&e.value, text, sizeof text);
+        cr_assert_str_eq(text, want);
+        cr_assert_str_eq(aemp__intern_text(e.owner_h, NULL), i % 2 ? "a@h" : "b@h");
+    }
+    cr_assert_eq(aemp__dbs_next_dirty(s), f);
+    cr_assert_eq(aemp__dbs_take_diff(s, f, &d), 0);
+    cr_assert_eq(d.ndeleted, N / 2 - (N / 2 + 2) / 3);
+    cr_assert_eq(d.nchanged, (N / 2 + 2) / 3);
+    aemp__dbs_diff_done(s, f, &d);
+    aemp__dbs_owner_free(s, a);
+    aemp__dbs_owner_free(s, b);
+    cr_assert_eq(aemp__dbs_count(f), 0);
+    cr_assert_eq(aemp__dbs_next_dirty(s), f);
+    cr_assert_eq(aemp__dbs_take_diff(s, f, &d), 0);
+    cr_assert_eq(d.ndeleted, left);
+    aemp__dbs_diff_done(s, f, &d);
+    aemp__dbs_unwatch(s, f);
+    cr_assert_null(aemp__dbs_family(s, "f", 1));
+    aemp__dbs_free(s);
+    aemp_buf_free(&v);
+}
+
 Test(dbstore, share_encodes_as_the_protocol_says)
 {
     aemp__dbs *s = aemp__dbs_new();
@@ -518,6 +642,66 @@ Test(db, hostile_messages_are_dropped)
     cr_assert_eq(aemp_db_family(b.node, "f", on_stamp, &sa), 0);
     cr_assert(wait_int(&sa.calls, 1, 2000));
     cr_assert_eq(sa.stamp, 10);
+    stop_node(&a);
+    stop_node(&b);
+}
+
+/* Counts what aemp_db sends a port: local_data casts and discovers. */
+struct spy {
+    int local_data, discover;
+};
+
+static void spy_cb(aemp_node *n, aemp_port self, const aemp_term *msg, const aemp_addr *from,
+                   void *arg)
+{
+    (void)n;
+    (void)self;
+    (void)from;
+    struct spy *sp = arg;
+    aemp_cursor c = aemp_cursor_of(msg);
+    uint32_t arity;
+    char tag[16];
+    if (aemp_get_tuple(&c, &arity) || aemp_get_atom(&c, tag, sizeof tag)) return;
+    if (strcmp(tag, "discover") == 0) sp->discover++;
+    if (strcmp(tag, "$gen_cast") == 0 && aemp_get_tuple(&c, &arity) == 0 &&
+        aemp_get_atom(&c, tag, sizeof tag) == 0 && strcmp(tag, "local_data") == 0)
+        sp->local_data++;
+}
+
+/* Both ends of a new connection discover each other, and each discovers
+ * back a peer it did not know: a peer that has had the share is not sent
+ * it again; one that became a peer anew is. */
+Test(db, a_peer_that_has_the_share_is_not_sent_it_again)
+{
+    struct node_ctx a, b;
+    aemp__db_test_off = true;
+    start_node(&a, "a@127.0.0.1", "c");
+    aemp__db_test_off = false;
+    start_node(&b, "b@127.0.0.1", "c");
+    set_atom(b.node, "f", "k", "x", NULL);
+    struct spy sp = {0}, sq = {0};
+    aemp_port p, q;
+    cr_assert_eq(aemp_port_open(a.node, spy_cb, &sp, &p), 0);
+    cr_assert_eq(aemp_port_open(a.node, spy_cb, &sq, &q), 0);
+    aemp_addr pa, qa, to;
+    char ptext[128], qtext[128];
+    cr_assert_eq(aemp_port_addr(a.node, p, &pa), 0);
+    cr_assert_eq(aemp_port_addr(a.node, q, &qa), 0);
+    aemp_addr_format(&pa, ptext, sizeof ptext);
+    aemp_addr_format(&qa, qtext, sizeof qtext);
+    name_addr(&to, b.node, "aemp_db");
+    send_text(a.node, p, &to, "{discover, %s, 1}", ptext);
+    cr_assert(wait_int(&sp.local_data, 1, 5000));
+    cr_assert(wait_int(&sp.discover, 1, 5000), "a new peer is discovered back");
+    /* p discovers again (as it would, answering b's discover): then q,
+     * whose answer shows that b has read p's */
+    send_text(a.node, p, &to, "{discover, %s, 1}", ptext);
+    send_text(a.node, q, &to, "{discover, %s, 1}", qtext);
+    cr_assert(wait_int(&sq.local_data, 1, 5000));
+    cr_assert_eq(sp.local_data, 1, "p had the share and was sent it %d times", sp.local_data);
+    /* q took p's place as a's peer: p is new again and gets the share */
+    send_text(a.node, p, &to, "{discover, %s, 1}", ptext);
+    cr_assert(wait_int(&sp.local_data, 2, 5000));
     stop_node(&a);
     stop_node(&b);
 }
