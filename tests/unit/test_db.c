@@ -85,6 +85,22 @@ static int in_list(const char **l, size_t n, const char *k)
     return 0;
 }
 
+/* The next diff of f, the only dirty family: "new" added, "chg"
+ * changed, "gone" deleted, nothing else. */
+static void expect_new_chg_gone(aemp__dbs *s, aemp__dbs_fam *f)
+{
+    aemp__dbs_diff d;
+    cr_assert_eq(aemp__dbs_next_dirty(s), f);
+    cr_assert_eq(aemp__dbs_take_diff(s, f, &d), 0);
+    cr_assert_eq(d.nadded, 1);
+    cr_assert_str_eq(d.added[0], "new");
+    cr_assert_eq(d.nchanged, 1);
+    cr_assert_str_eq(d.changed[0], "chg");
+    cr_assert_eq(d.ndeleted, 1);
+    cr_assert_str_eq(d.deleted[0], "gone");
+    aemp__dbs_diff_done(s, f, &d);
+}
+
 Test(dbstore, diffs_list_added_changed_deleted)
 {
     aemp__dbs *s = aemp__dbs_new();
@@ -114,15 +130,7 @@ Test(dbstore, diffs_list_added_changed_deleted)
     cr_assert_eq(aemp__dbs_set(s, b, "f", 1, "new", 3, 3, &t), 0);
     /* a losing entry changes nothing visible */
     cr_assert_eq(aemp__dbs_set(s, a, "f", 1, "new", 3, 1, &t), 0);
-    cr_assert_eq(aemp__dbs_next_dirty(s), f);
-    cr_assert_eq(aemp__dbs_take_diff(s, f, &d), 0);
-    cr_assert_eq(d.nadded, 1);
-    cr_assert_str_eq(d.added[0], "new");
-    cr_assert_eq(d.nchanged, 1);
-    cr_assert_str_eq(d.changed[0], "chg");
-    cr_assert_eq(d.ndeleted, 1);
-    cr_assert_str_eq(d.deleted[0], "gone");
-    aemp__dbs_diff_done(s, f, &d);
+    expect_new_chg_gone(s, f);
     /* the owner of the winners goes: "new" falls back to a, chg to a */
     aemp__dbs_owner_free(s, b);
     cr_assert_eq(aemp__dbs_next_dirty(s), f);
@@ -167,15 +175,7 @@ Test(dbstore, a_replaced_share_reports_only_what_changed)
     cr_assert_eq(aemp__dbs_set(s, a, "f", 1, "chg", 3, 2, &t), 0);
     cr_assert_eq(aemp__dbs_set(s, a, "f", 1, "new", 3, 2, &t), 0);
     aemp__dbs_owner_sweep(s, a);
-    cr_assert_eq(aemp__dbs_next_dirty(s), f);
-    cr_assert_eq(aemp__dbs_take_diff(s, f, &d), 0);
-    cr_assert_eq(d.nadded, 1);
-    cr_assert_str_eq(d.added[0], "new");
-    cr_assert_eq(d.nchanged, 1);
-    cr_assert_str_eq(d.changed[0], "chg");
-    cr_assert_eq(d.ndeleted, 1);
-    cr_assert_str_eq(d.deleted[0], "gone");
-    aemp__dbs_diff_done(s, f, &d);
+    expect_new_chg_gone(s, f);
     cr_assert_eq(aemp__dbs_count(f), 3);
     aemp_buf b = AEMP_BUF_INIT;
     cr_assert_eq(aemp__dbs_encode_share(s, a, &b), 0);
