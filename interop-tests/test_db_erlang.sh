@@ -4,7 +4,8 @@
 # aemp (aemp_interop:run(db_erlang, ...) -> aemp_db_interop on t): sets
 # converge on every node; concurrent sets of one subkey on a and b end with
 # the same, predicted winner everywhere; db_mon messages; hostile messages
-# to aemp_db are dropped; a db_reg entry and its pg membership go with
+# to aemp_db are dropped; fake peers get a's share once each, and their
+# replaced shares are told as what differs; a db_reg entry and its pg membership go with
 # their pid; a partition of a and b drops each one's entries at the other
 # and its heal brings them back; a killed node's entries vanish; a
 # 10,000-key family reaches c, started after it was set. Then the Elixir

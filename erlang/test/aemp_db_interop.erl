@@ -10,7 +10,7 @@
 %% behind the test's back).
 -module(aemp_db_interop).
 
--export([run/1, set_many/2]).
+-export([run/1, set_many/2, forward_mon/2]).
 
 -define(DEADLINE_MS, 15000).
 -define(BIG, 10000).
@@ -26,6 +26,7 @@ run([A, B, C]) ->
     conflict(A, B),
     monitors(A),
     hostile(A),
+    peers(A),
     reg(A),
     partition(A, B),
     killed(A, B),
@@ -149,6 +150,75 @@ hostile(A) ->
     expect(Server, rpc:call(A, erlang, whereis, [aemp_db]), same_server),
     expect(#{<<"k">> => 4}, rpc:call(A, aemp, db_family, [mon]), still_serving),
     log("hostile messages dropped, server kept", []).
+
+%% Fake peers (processes here) talk the protocol to A's server. The first
+%% discovers it: it gets A's share and a discover back, and nothing on a
+%% second discover (it had the share). Its shares then replace one
+%% another: A's watcher hears only what differs (nothing for the same
+%% share again), and all of it deleted when the peer dies. A second peer
+%% that sent its share first gets A's share on its first discover only.
+peers(A) ->
+    Server = rpc:call(A, erlang, whereis, [aemp_db]),
+    W = spawn(A, ?MODULE, forward_mon, [self(), proto]),
+    expect({fwd, #{}, #{}, []}, fwd(), proto_initial),
+    P = spawn(fun() -> fake_peer(Server) end),
+    Share = fun(Entries) -> {'$gen_cast', {local_data, P, 1, #{<<"proto">> => Entries}}} end,
+    [{'$gen_cast', {local_data, Server, 1, ShareOfA}}, {discover, Server, 1}] =
+        peer_do(P, {discover, P, 1}),
+    expect(true, is_map_key(<<"conv">>, ShareOfA), share_of_a),
+    expect([], peer_do(P, {discover, P, 1}), no_share_twice),
+    expect([], peer_do(P, Share(#{<<"a">> => {1, x}, <<"b">> => {1, y}})), first_share),
+    expect({fwd, #{<<"a">> => x, <<"b">> => y}, #{}, []}, fwd(), first_share_added),
+    expect([], peer_do(P, Share(#{<<"a">> => {2, x2}, <<"c">> => {1, z}})), second_share),
+    expect({fwd, #{<<"c">> => z}, #{<<"a">> => x2}, [<<"b">>]}, fwd(), share_replaced),
+    expect([], peer_do(P, Share(#{<<"a">> => {2, x2}, <<"c">> => {1, z}})), same_share),
+    expect([], peer_do(P, Share(#{<<"a">> => {2, x2}, <<"c">> => {1, z}, <<"d">> => {1, w}})),
+           one_more),
+    %% the next message is d's: the same share again told nothing
+    expect({fwd, #{<<"d">> => w}, #{}, []}, fwd(), only_the_new_one),
+    exit(P, kill),
+    {fwd, #{}, #{}, Gone} = fwd(),
+    expect([<<"a">>, <<"c">>, <<"d">>], lists:sort(Gone), peer_gone),
+    Q = spawn(fun() -> fake_peer(Server) end),
+    expect([], peer_do(Q, {local_data, Q, 1, #{}}), share_first),
+    [{'$gen_cast', {local_data, Server, 1, _}}] = peer_do(Q, {discover, Q, 1}),
+    expect([], peer_do(Q, {discover, Q, 1}), no_share_twice_q),
+    exit(Q, kill),
+    exit(W, kill),
+    log("protocol peers: the share once per peer, replaced shares told as what differs", []).
+
+%% A fake peer: sends what it is told to Server, then (a call: the server
+%% has taken the message once it answers) says what the server sent it.
+fake_peer(Server) ->
+    receive
+        {do, From, Msg} ->
+            Server ! Msg,
+            {ok, _} = gen_server:call(Server, {family, <<"proto">>}),
+            From ! {done, self(), flush([])},
+            fake_peer(Server)
+    end.
+
+flush(Acc) ->
+    receive M -> flush([M | Acc]) after 0 -> lists:reverse(Acc) end.
+
+peer_do(P, Msg) ->
+    P ! {do, self(), Msg},
+    receive {done, P, Got} -> Got after ?DEADLINE_MS -> throw({no_answer, P, Msg}) end.
+
+%% (on A) forward the db_mon messages of F to To
+forward_mon(To, F) ->
+    Ref = aemp:db_mon(F),
+    forward_loop(To, Ref).
+
+forward_loop(To, Ref) ->
+    receive
+        {aemp_db_mon, Ref, _, Added, Changed, Deleted} ->
+            To ! {fwd, Added, Changed, Deleted},
+            forward_loop(To, Ref)
+    end.
+
+fwd() ->
+    receive {fwd, _, _, _} = M -> M after ?DEADLINE_MS -> no_fwd_message end.
 
 %% db_reg on A: the entry port_id(P) => Value and the pg membership reach
 %% this node, and both vanish when P dies.
