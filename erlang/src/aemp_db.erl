@@ -128,18 +128,22 @@ handle_info({discover, Peer, _Vsn}, #st{peers = Peers} = St) when is_pid(Peer), 
             {noreply, St#st{peers = Peers#{Peer => {Ref, #{}, true}}}}
     end;
 handle_info({local_data, Peer, _Vsn, Share} = Msg, St) when is_pid(Peer), Peer =/= self() ->
-    case share_stamp(Share) of
+    Known = maps:find(Peer, St#st.peers),
+    Old = case Known of
+              {ok, {_, O, _}} -> O;
+              error -> #{}
+          end,
+    case check_share(Share, Old, St) of
         error ->
             {noreply, drop(Msg, St)};
-        {ok, Max} ->
-            {Ref, Old, Sent} =
-                case St#st.peers of
-                    #{Peer := P} -> P;
-                    _ -> {erlang:monitor(process, Peer), #{}, false}
-                end,
+        {ok, Max, Whole} ->
+            {Ref, Sent} = case Known of
+                              {ok, {R, _, S}} -> {R, S};
+                              error -> {erlang:monitor(process, Peer), false}
+                          end,
             St1 = St#st{clock = max(St#st.clock, Max),
                         peers = (St#st.peers)#{Peer => {Ref, Share, Sent}}},
-            {noreply, replaced(Old, Share, St1)}
+            {noreply, replaced(Old, Share, Whole, St1)}
     end;
 handle_info({update, Peer, Ops} = Msg, St) when is_pid(Peer) ->
     case St#st.peers of
@@ -247,17 +251,43 @@ reg(F, S, Pid, _V, #st{regs = Regs, regpids = RegPids} = St) ->
 %% Peers' shares
 %% ------------------------------------------------------------------
 
-%% {ok, greatest stamp} of a well-formed share, or error.
-share_stamp(Share) when is_map(Share) ->
-    try
-        {ok, maps:fold(fun(F, Entries, Max) when is_binary(F), is_map(Entries) ->
-                               entries_stamp(maps:to_list(Entries), Max)
-                       end, 0, Share)}
+%% A peer's share (replacing Old) checked: {ok, greatest stamp, Whole} or
+%% error. Whole has the values of each family taken whole (whole/4), made
+%% in the same pass as the check.
+check_share(Share, Old, St) when is_map(Share) ->
+    try maps:fold(fun(F, Entries, {Max, Whole}) when is_binary(F), is_map(Entries) ->
+                          List = maps:to_list(Entries),
+                          case whole(F, Entries, Old, St) of
+                              true ->
+                                  {Values, Max1} = values(List, [], Max),
+                                  {Max1, Whole#{F => maps:from_list(Values)}};
+                              false ->
+                                  {entries_stamp(List, Max), Whole}
+                          end
+                  end, {0, #{}}, Share) of
+        {Max, Whole} -> {ok, Max, Whole}
     catch
         error:_ -> error
     end;
-share_stamp(_) ->
+check_share(_, _, _) ->
     error.
+
+%% Whether a family of a peer's share is taken whole (a large share
+%% arriving): not empty, new in the peer's share, and no share holds it,
+%% so its entries are the winners and all of them are added.
+whole(F, Entries, Old, #st{view = View} = St) ->
+    map_size(Entries) > 0 andalso not is_map_key(F, Old) andalso not is_map_key(F, View)
+        andalso shares(F, St) =:= [].
+
+%% [{Subkey, Value}] of well-formed entries, and the greatest stamp.
+values([], Acc, Max) ->
+    {Acc, Max};
+values([{S, {Stamp, V}} | Entries], Acc, Max)
+  when is_binary(S), is_integer(Stamp), Stamp > Max, Stamp =< ?MAX_STAMP ->
+    values(Entries, [{S, V} | Acc], Stamp);
+values([{S, {Stamp, V}} | Entries], Acc, Max)
+  when is_binary(S), is_integer(Stamp), Stamp >= 0, Stamp =< Max ->
+    values(Entries, [{S, V} | Acc], Max).
 
 %% (a list and a recursion: a third of the time of a maps:fold)
 entries_stamp([], Max) ->
@@ -306,16 +336,23 @@ refresh_ops(Ops, St) ->
     maps:fold(fun(F, Subkeys, A) -> refresh(F, lists:usort(Subkeys), A) end, St, ByFamily).
 
 %% A peer's share Old was replaced by New: refresh the subkeys whose entry
-%% differs, a family at a time (a family the same in both costs a compare).
-replaced(Old, New, St) ->
+%% differs, a family at a time (a family the same in both costs a compare);
+%% a family taken whole (check_share/3) is its values.
+replaced(Old, New, Whole, St) ->
     maps:fold(fun(F, _, A) ->
                       case {maps:get(F, Old, #{}), maps:get(F, New, #{})} of
+                          _ when is_map_key(F, Whole) -> taken(F, maps:get(F, Whole), A);
                           {E, E} -> A;
                           {O, N} when map_size(O) =:= 0 -> refresh(F, N, A);
                           {O, N} when map_size(N) =:= 0 -> refresh(F, O, A);
                           {O, N} -> refresh(F, changed(O, N), A)
                       end
               end, St, maps:merge(Old, New)).
+
+taken(F, Values, #st{view = View} = St) ->
+    maps:foreach(fun(Ref, Pid) -> Pid ! {aemp_db_mon, Ref, F, Values, #{}, []} end,
+                 maps:get(F, St#st.subs, #{})),
+    St#st{view = View#{F => Values}}.
 
 %% The subkeys of entries that differ between two maps of entries.
 changed(Old, New) ->
