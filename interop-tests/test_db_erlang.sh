@@ -5,11 +5,11 @@
 # converge on every node; concurrent sets of one subkey on a and b end with
 # the same, predicted winner everywhere; db_mon messages; hostile messages
 # to aemp_db are dropped; fake peers get a's share once each, and their
-# replaced shares are told as what differs; a db_reg entry and its pg membership go with
-# their pid; a partition of a and b drops each one's entries at the other
-# and its heal brings them back; a killed node's entries vanish; a
-# 10,000-key family reaches c, started after it was set. Then the Elixir
-# example examples/db.exs joins the cluster from Elixir.
+# replaced shares are told as what differs; a db_reg entry and its pg
+# membership go with their pid; a partition of a and b drops each one's
+# entries at the other and its heal brings them back; a killed node's
+# entries vanish; a 10,000-key family reaches c, started after it was set.
+# Then the Elixir example examples/db.exs joins the cluster from Elixir.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
