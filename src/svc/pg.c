@@ -105,16 +105,30 @@ struct scope {
 
 /* A pid's memberships in a family, over all scopes and groups. */
 struct cnt {
-    aemp_addr pid;
-    uint32_t count;
+    aemp_addr pid;   /* kind 0: a hole, left by a count that went */
+    uint32_t count;  /* 0 only inside a batch, until its end */
     uint32_t before; /* count when the running batch first touched it */
     uint64_t gen;    /* the batch that touched it last */
 };
 
+/* A slot of a family's index: linear probing over the counts. */
+struct slot {
+    uint32_t at;  /* the count's index + 1; 0: empty */
+    uint32_t tag; /* the pid's hash (its low bits are the home slot) */
+};
+
+/* A family: its counts in an array (no allocation per member; a count
+ * keeps its index while it lives, so a batch notes indexes), found by pid
+ * through an open-addressing index. */
 struct fam {
     char *text;
     size_t len;
-    aemp__map counts; /* pid (sizeof aemp_addr bytes) -> struct cnt */
+    struct cnt *e;   /* counts and holes, in order of arrival */
+    size_t ne, cape; /* entries used (holes included), allocated */
+    size_t members;  /* counts in the index (the family's members after a batch) */
+    size_t holes;
+    struct slot *ix;
+    size_t ixcap; /* a power of two, at least twice members; or 0 */
 };
 
 struct watch {
@@ -129,7 +143,7 @@ struct watch {
 
 struct touched {
     struct fam *f;
-    struct cnt *c;
+    uint32_t i; /* f->e[i] */
 };
 
 struct event {
@@ -237,6 +251,113 @@ static void drop(struct scope *s, const char *why, const aemp_term *msg)
 /* Families and batches                                               */
 /* ------------------------------------------------------------------ */
 
+/* Room for want elements of size at *arr (capacity *cap): 0 or AEMP_ENOMEM. */
+static int reserve(void *arr, size_t want, size_t *cap, size_t size)
+{
+    if (want <= *cap) return 0;
+    size_t c = *cap ? *cap : 4;
+    while (c < want)
+        c *= 2;
+    if (c > SIZE_MAX / size) return AEMP_ENOMEM;
+    void *p;
+    memcpy(&p, arr, sizeof p);
+    void *q = realloc(p, c * size);
+    if (!q) return AEMP_ENOMEM;
+    memcpy(arr, &q, sizeof q);
+    *cap = c;
+    return 0;
+}
+
+static uint32_t pid_hash(const aemp_addr *a)
+{
+    uint64_t h = ((uint64_t)a->w[0] | (uint64_t)a->w[1] << 32) * 0x9E3779B97F4A7C15ULL;
+    h ^= ((uint64_t)a->node | (uint64_t)a->creation << 32) * 0xC2B2AE3D27D4EB4FULL;
+    h ^= (uint64_t)(a->w[2] ^ a->w[3] ^ a->w[4]) * 0x165667B19E3779F9ULL;
+    h ^= h >> 29;
+    h *= 0xBF58476D1CE4E5B9ULL;
+    return (uint32_t)(h >> 32);
+}
+
+/* The slot of pid in f's index, or of the empty slot that ends its probe. */
+static size_t fam_slot(const struct fam *f, const aemp_addr *pid, uint32_t tag)
+{
+    size_t mask = f->ixcap - 1, i = tag & mask;
+    while (f->ix[i].at &&
+           (f->ix[i].tag != tag || memcmp(&f->e[f->ix[i].at - 1].pid, pid, sizeof *pid) != 0))
+        i = (i + 1) & mask;
+    return i;
+}
+
+/* An index of cap slots for f's counts. */
+static int fam_index(struct fam *f, size_t cap)
+{
+    struct slot *ix = calloc(cap, sizeof *ix);
+    if (!ix) return AEMP_ENOMEM;
+    for (size_t i = 0; i < f->ixcap; i++) {
+        if (!f->ix[i].at) continue;
+        size_t j = f->ix[i].tag & (cap - 1);
+        while (ix[j].at)
+            j = (j + 1) & (cap - 1);
+        ix[j] = f->ix[i];
+    }
+    free(f->ix);
+    f->ix = ix;
+    f->ixcap = cap;
+    return 0;
+}
+
+/* Room in f for more new counts (a sync sizes the table once). */
+static int fam_reserve(struct fam *f, size_t more)
+{
+    if (more > UINT32_MAX - 1 - f->ne) return AEMP_ENOMEM;
+    if (reserve(&f->e, f->ne + more, &f->cape, sizeof *f->e)) return AEMP_ENOMEM;
+    size_t want = 2 * (f->members + more);
+    if (want <= f->ixcap) return 0;
+    size_t cap = f->ixcap ? f->ixcap : 16;
+    while (cap < want)
+        cap *= 2;
+    return fam_index(f, cap);
+}
+
+/* Take count i out of f's index (backward-shift deletion), a hole now. */
+static void fam_remove(struct fam *f, uint32_t at)
+{
+    struct cnt *c = &f->e[at];
+    size_t mask = f->ixcap - 1, i = fam_slot(f, &c->pid, pid_hash(&c->pid));
+    f->ix[i].at = 0;
+    for (size_t j = (i + 1) & mask; f->ix[j].at; j = (j + 1) & mask) {
+        size_t home = f->ix[j].tag & mask;
+        /* j's entry stays unless its home is cyclically outside (i, j] */
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (stays) continue;
+        f->ix[i] = f->ix[j];
+        f->ix[j].at = 0;
+        i = j;
+    }
+    memset(c, 0, sizeof *c);
+    f->members--;
+    f->holes++;
+}
+
+/* Close the holes of f (outside the loops of a batch over its indexes). */
+static void fam_compact(struct fam *f)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < f->ne; i++)
+        if (f->e[i].pid.kind) f->e[k++] = f->e[i];
+    f->ne = k;
+    f->holes = 0;
+    memset(f->ix, 0, f->ixcap * sizeof *f->ix);
+    size_t mask = f->ixcap - 1;
+    for (size_t i = 0; i < k; i++) {
+        uint32_t tag = pid_hash(&f->e[i].pid);
+        size_t j = tag & mask;
+        while (f->ix[j].at)
+            j = (j + 1) & mask;
+        f->ix[j] = (struct slot){(uint32_t)i + 1, tag};
+    }
+}
+
 static struct fam *fam_get(struct aemp__pg *pg, const char *text, size_t len, bool make)
 {
     struct fam *f = aemp__map_get(&pg->families, text, len);
@@ -251,7 +372,6 @@ static struct fam *fam_get(struct aemp__pg *pg, const char *text, size_t len, bo
     memcpy(f->text, text, len);
     f->text[len] = 0;
     f->len = len;
-    aemp__map_init(&f->counts);
     if (aemp__map_put(&pg->families, text, len, f)) {
         free(f->text);
         free(f);
@@ -263,22 +383,32 @@ static struct fam *fam_get(struct aemp__pg *pg, const char *text, size_t len, bo
 /* Count one membership of pid in f more (d 1) or less (d -1). */
 static int fam_add(struct aemp__pg *pg, struct fam *f, const aemp_addr *pid, int d)
 {
-    struct cnt *c = aemp__map_get(&f->counts, pid, sizeof *pid);
-    if (!c) {
+    uint32_t tag = pid_hash(pid);
+    size_t slot = f->ixcap ? fam_slot(f, pid, tag) : 0;
+    uint32_t at;
+    if (f->ixcap && f->ix[slot].at) {
+        at = f->ix[slot].at - 1;
+    } else {
         if (d < 0) return 0;
-        c = calloc(1, sizeof *c);
-        if (!c) return AEMP_ENOMEM;
-        c->pid = *pid;
-        if (aemp__map_put(&f->counts, pid, sizeof *pid, c)) {
-            free(c);
+        if (f->ne == f->cape || 2 * (f->members + 1) > f->ixcap) {
+            if (fam_reserve(f, 1)) return AEMP_ENOMEM;
+            slot = fam_slot(f, pid, tag);
+        }
+        at = (uint32_t)f->ne++;
+        f->e[at] = (struct cnt){.pid = *pid};
+        f->ix[slot] = (struct slot){at + 1, tag};
+        f->members++;
+    }
+    struct cnt *c = &f->e[at];
+    if (c->gen != pg->gen) {
+        if (aemp__grow(&pg->t, pg->nt, &pg->capt, sizeof *pg->t, 16)) {
+            /* not noted: forget a count just made */
+            if (c->count == 0) fam_remove(f, at);
             return AEMP_ENOMEM;
         }
-    }
-    if (c->gen != pg->gen) {
-        if (aemp__grow(&pg->t, pg->nt, &pg->capt, sizeof *pg->t, 16)) return AEMP_ENOMEM;
         c->gen = pg->gen;
         c->before = c->count;
-        pg->t[pg->nt++] = (struct touched){f, c};
+        pg->t[pg->nt++] = (struct touched){f, at};
     }
     if (d > 0)
         c->count++;
@@ -293,12 +423,18 @@ static void begin(struct aemp__pg *pg)
     pg->nt = 0;
 }
 
+static void fam_free(struct fam *f)
+{
+    free(f->e);
+    free(f->ix);
+    free(f->text);
+    free(f);
+}
+
 static void free_fam(struct aemp__pg *pg, struct fam *f)
 {
     aemp__map_del(&pg->families, f->text, f->len);
-    aemp__map_free(&f->counts);
-    free(f->text);
-    free(f);
+    fam_free(f);
 }
 
 /* End a batch: forget empty counts and families, then tell the watchers. */
@@ -310,8 +446,8 @@ static void end(struct aemp__pg *pg)
     if (pg->nt && pg->watches && !ev) AEMP_LOGE("pg: out of memory: family changes not told");
     struct fam *last = NULL; /* the family of ev[nev - 1] */
     for (size_t i = 0; i < pg->nt; i++) {
-        struct cnt *c = pg->t[i].c;
         struct fam *f = pg->t[i].f;
+        struct cnt *c = &f->e[pg->t[i].i];
         if (ev && (c->before == 0) != (c->count == 0)) {
             /* a sync brings a family's members together: one copy */
             ev[nev].own = f != last;
@@ -326,22 +462,22 @@ static void end(struct aemp__pg *pg)
             }
         }
     }
-    /* a count may be touched once per batch: free after the whole scan */
+    /* a count is noted once per batch, and keeps its index until the
+     * family is compacted (below, after every use of the indexes) */
     for (size_t i = 0; i < pg->nt; i++) {
-        struct cnt *c = pg->t[i].c;
         struct fam *f = pg->t[i].f;
-        if (c->count == 0) {
-            aemp__map_del(&f->counts, &c->pid, sizeof c->pid);
-            free(c);
-        }
+        if (f->e[pg->t[i].i].count == 0) fam_remove(f, pg->t[i].i);
     }
     for (size_t i = 0; i < pg->nt; i++) {
         struct fam *f = pg->t[i].f;
-        /* a family met again after it was freed is looked up by text */
-        if (f && f->counts.count == 0) {
+        if (!f) continue;
+        if (f->members == 0) {
+            /* a family met again after it was freed is looked up by text */
             for (size_t j = i + 1; j < pg->nt; j++)
                 if (pg->t[j].f == f) pg->t[j].f = NULL;
             free_fam(pg, f);
+        } else if (f->holes > 16 && f->holes > f->members) {
+            fam_compact(f);
         }
     }
     pg->nt = 0;
@@ -838,33 +974,76 @@ static bool peer_pid_ok(struct scope *s, const aemp_addr *pid, const aemp_addr *
            pid->node != s->pg->n->name_h;
 }
 
+/* Reads the pids of one message: a peer's pids all name its node, so
+ * the bytes of the last node atom read are kept with its handle, and a pid
+ * whose atom has the same bytes is read without looking its text up
+ * (aemp_get_pid() interns the node name of every pid). The bytes are the
+ * message's: valid while it is handled. */
+struct pidrd {
+    const char *atom; /* the last pid's node atom, encoded */
+    size_t alen;
+    uint32_t node; /* its handle */
+};
+
+static int get_pid(aemp_cursor *c, struct pidrd *r, aemp_addr *a)
+{
+    const char *p = c->data + c->pos;
+    size_t left = c->len - c->pos;
+    if (left < 1) return AEMP_ENOMATCH;
+    uint8_t tag = (uint8_t)p[0];
+    if (tag != AEMP__EXT_NEW_PID && tag != AEMP__EXT_PID) return AEMP_ENOMATCH;
+    size_t tail = tag == AEMP__EXT_PID ? 9 : 12;
+    if (r->alen && left >= 1 + r->alen + tail && memcmp(p + 1, r->atom, r->alen) == 0) {
+        const char *q = p + 1 + r->alen;
+        memset(a, 0, sizeof *a);
+        a->kind = AEMP_ADDR_PID;
+        a->node = r->node;
+        a->w[0] = aemp__get_u32(q);
+        a->w[1] = aemp__get_u32(q + 4);
+        /* the old format keeps 2 bits of creation, as ei reads it */
+        a->creation = tag == AEMP__EXT_PID ? ((uint8_t)q[8] & 0x03u) : aemp__get_u32(q + 8);
+        c->pos += 1 + r->alen + tail;
+        return 0;
+    }
+    size_t at = c->pos;
+    int rc = aemp_get_pid(c, a);
+    if (rc) return rc;
+    r->atom = c->data + at + 1;
+    r->alen = c->pos - at - 1 - tail;
+    r->node = a->node;
+    return 0;
+}
+
 /* Read pid or [pid...] at c (all of node `node`), leaving c after it;
- * *start is where it began, *count the pids. */
-static int read_pids(aemp_cursor *c, uint32_t node, aemp_cursor *start, uint32_t *count)
+ * *start is where it began, *count the pids, *list whether a list. */
+static int read_pids(aemp_cursor *c, struct pidrd *r, uint32_t node, aemp_cursor *start,
+                     uint32_t *count, bool *list)
 {
     aemp_addr a;
     uint32_t n;
     *start = *c;
-    if (aemp_get_pid(c, &a) == 0) {
+    *list = false;
+    if (get_pid(c, r, &a) == 0) {
         *count = 1;
         return a.node == node ? 0 : AEMP_EPROTO;
     }
     if (aemp_get_list(c, &n)) return AEMP_ENOMATCH;
     for (uint32_t i = 0; i < n; i++)
-        if (aemp_get_pid(c, &a) || a.node != node) return AEMP_EPROTO;
+        if (get_pid(c, r, &a) || a.node != node) return AEMP_EPROTO;
     if (aemp_get_nil(c)) return AEMP_ENOMATCH;
     *count = n;
+    *list = true;
     return 0;
 }
 
-/* Walk the pids read_pids() checked: open at start, then aemp_get_pid()
- * count times. */
+/* Walk the pids read_pids() checked: open at start, then get_pid() count
+ * times. */
 static void pids_open(aemp_cursor *c)
 {
-    aemp_cursor t = *c;
-    aemp_addr a;
     uint32_t n;
-    if (aemp_get_pid(&t, &a) != 0) aemp_get_list(c, &n);
+    if (c->pos < c->len && (uint8_t)c->data[c->pos] != AEMP__EXT_NEW_PID &&
+        (uint8_t)c->data[c->pos] != AEMP__EXT_PID)
+        aemp_get_list(c, &n);
 }
 
 static bool room(struct scope *s, size_t more)
@@ -889,12 +1068,52 @@ static void on_discover(struct scope *s, const aemp_addr *p)
     if (fresh && !aemp__map_get(&s->asked, &p->node, sizeof p->node)) send_discover(s, p);
 }
 
+/* Room for more members in g (one growth for a sync's group). */
+static int group_reserve(struct scope *s, struct group *g, size_t more)
+{
+    if (reserve(&g->m, g->n + more, &g->cap, sizeof *g->m)) return AEMP_ENOMEM;
+    return g->fam ? fam_reserve(g->fam, more) : 0;
+}
+
+/* Add the np pids at *c (pid or list, checked by read_pids) to key's
+ * group, from peer (inside a batch); *c is left after them. */
+static void add_pids(struct scope *s, struct peer *peer, const char *key, size_t klen,
+                     aemp_cursor *c, uint32_t np, struct pidrd *r)
+{
+    struct aemp__pg *pg = s->pg;
+    bool list = c->pos < c->len && (uint8_t)c->data[c->pos] != AEMP__EXT_NEW_PID &&
+                (uint8_t)c->data[c->pos] != AEMP__EXT_PID;
+    uint32_t n;
+    if (list) aemp_get_list(c, &n);
+    struct group *grp = np ? group_make(s, key, klen, true) : NULL;
+    if (grp && group_reserve(s, grp, np)) {
+        AEMP_LOGE("pg %s: out of memory: members dropped", s->name);
+        if (grp->n == 0) group_free(s, grp);
+        grp = NULL;
+    }
+    for (uint32_t k = 0; k < np; k++) {
+        aemp_addr a;
+        get_pid(c, r, &a);
+        if (!grp) continue;
+        if (group_add(s, grp, &a, peer->id)) {
+            AEMP_LOGE("pg %s: out of memory: a member dropped", s->name);
+            if (grp->n == 0) group_free(s, grp);
+            grp = NULL;
+            continue;
+        }
+        peer->members++;
+        pg->remote++;
+    }
+    if (list) aemp_get_nil(c);
+}
+
 /* {sync, P, [{Group, Pids}]}: check it whole, then replace P's members. */
 static void on_sync(struct scope *s, const aemp_addr *p, aemp_cursor groups, const aemp_term *msg)
 {
     uint32_t n, np;
     size_t total = 0;
     aemp_cursor c = groups;
+    struct pidrd r = {0};
     char *key = malloc(PG_MAX_GROUP + 1);
     if (!key) return;
     if (aemp_get_list(&c, &n)) goto bad;
@@ -902,11 +1121,11 @@ static void on_sync(struct scope *s, const aemp_addr *p, aemp_cursor groups, con
         uint32_t ar;
         aemp_term g;
         aemp_cursor start;
-        aemp_addr one;
         size_t klen;
+        bool list;
         if (aemp_get_tuple(&c, &ar) || ar != 2 || aemp_get_term(&c, &g) ||
-            group_key(&g, key, &klen, NULL) || read_pids(&c, p->node, &start, &np) ||
-            aemp_get_pid(&start, &one) == 0) /* Pids is a list */
+            group_key(&g, key, &klen, NULL) || read_pids(&c, &r, p->node, &start, &np, &list) ||
+            !list) /* Pids is a list */
             goto bad;
         total += np;
     }
@@ -924,26 +1143,13 @@ static void on_sync(struct scope *s, const aemp_addr *p, aemp_cursor groups, con
     for (uint32_t i = 0; i < n; i++) {
         uint32_t ar;
         aemp_term g;
-        aemp_cursor start;
         size_t klen;
         aemp_get_tuple(&c, &ar);
         aemp_get_term(&c, &g);
         group_key(&g, key, &klen, NULL);
-        read_pids(&c, p->node, &start, &np);
-        if (!np) continue;
-        struct group *grp = group_make(s, key, klen, true);
-        pids_open(&start);
-        for (uint32_t k = 0; k < np && grp; k++) {
-            aemp_addr a;
-            aemp_get_pid(&start, &a);
-            if (group_add(s, grp, &a, peer->id)) {
-                AEMP_LOGE("pg %s: out of memory: a member dropped", s->name);
-                break;
-            }
-            peer->members++;
-            pg->remote++;
-        }
-        if (grp && grp->n == 0) group_free(s, grp); /* out of memory at once */
+        aemp_cursor at = c;
+        aemp_get_list(&at, &np);
+        add_pids(s, peer, key, klen, &c, np, &r);
     }
 out:
     end(pg);
@@ -967,10 +1173,12 @@ static void on_join(struct scope *s, const aemp_addr *p, aemp_cursor c, const ae
     aemp_cursor start;
     uint32_t np;
     size_t klen;
+    bool list;
+    struct pidrd r = {0};
     char *key = malloc(PG_MAX_GROUP + 1);
     if (!key) return;
     if (aemp_get_term(&c, &g) || group_key(&g, key, &klen, NULL) ||
-        read_pids(&c, p->node, &start, &np)) {
+        read_pids(&c, &r, p->node, &start, &np, &list)) {
         free(key);
         drop(s, "a join that is not {join, Peer, Group, PidOrPids} of that peer's pids", msg);
         return;
@@ -980,16 +1188,7 @@ static void on_join(struct scope *s, const aemp_addr *p, aemp_cursor c, const ae
         AEMP_LOGD("pg %s: a join from a peer not known (yet or any more): dropped", s->name);
     } else if (np && room(s, np)) {
         begin(s->pg);
-        struct group *grp = group_make(s, key, klen, true);
-        pids_open(&start);
-        for (uint32_t k = 0; k < np && grp; k++) {
-            aemp_addr a;
-            aemp_get_pid(&start, &a);
-            if (group_add(s, grp, &a, peer->id)) break;
-            peer->members++;
-            s->pg->remote++;
-        }
-        if (grp && grp->n == 0) group_free(s, grp); /* out of memory at once */
+        add_pids(s, peer, key, klen, &start, np, &r);
         end(s->pg);
     }
     free(key);
@@ -1000,9 +1199,11 @@ static void on_leave(struct scope *s, const aemp_addr *p, aemp_cursor c, const a
     aemp_cursor start, groups;
     uint32_t np, ng;
     size_t klen;
+    bool list;
+    struct pidrd r = {0};
     char *key = malloc(PG_MAX_GROUP + 1);
     if (!key) return;
-    if (read_pids(&c, p->node, &start, &np)) goto bad;
+    if (read_pids(&c, &r, p->node, &start, &np, &list)) goto bad;
     groups = c;
     if (aemp_get_list(&c, &ng)) goto bad;
     for (uint32_t i = 0; i < ng; i++) {
@@ -1029,7 +1230,7 @@ static void on_leave(struct scope *s, const aemp_addr *p, aemp_cursor c, const a
             struct group *grp = group_get(s, key, klen);
             if (!grp) break;
             aemp_addr a;
-            aemp_get_pid(&pc, &a);
+            get_pid(&pc, &r, &a);
             if (group_del(s, grp, &a, peer->id)) {
                 peer->members--;
                 s->pg->remote--;
@@ -1256,20 +1457,6 @@ static void collect_one(struct collect *x, const aemp_addr *pid)
     x->n++;
 }
 
-struct each_ctx {
-    void (*fn)(const aemp_addr *, void *);
-    void *arg;
-    long n;
-};
-
-static void each_cnt(const char *key, void *val, void *arg)
-{
-    struct each_ctx *x = arg;
-    struct cnt *c = val;
-    x->fn(&c->pid, x->arg);
-    x->n++;
-}
-
 long aemp__pg_each(aemp_node *n, const char *family, void (*fn)(const aemp_addr *, void *),
                    void *arg)
 {
@@ -1277,9 +1464,14 @@ long aemp__pg_each(aemp_node *n, const char *family, void (*fn)(const aemp_addr 
     if (!n || !fn || !family_ok(family)) return AEMP_EINVAL;
     if (!pg || !pg->nscopes) return AEMP_ENOTSUP;
     struct fam *f = fam_get(pg, family, strlen(family), false);
-    struct each_ctx x = {fn, arg, 0};
-    if (f) aemp__map_each(&f->counts, each_cnt, &x);
-    return x.n;
+    long k = 0;
+    /* fn changes no family: the counts stay where they are */
+    for (size_t i = 0; f && i < f->ne; i++) {
+        if (!f->e[i].pid.kind) continue;
+        fn(&f->e[i].pid, arg);
+        k++;
+    }
+    return k;
 }
 
 static void collect_cnt(const aemp_addr *pid, void *arg)
@@ -1300,10 +1492,9 @@ int aemp_pg_members(aemp_node *n, const char *scope, const char *family, aemp_ad
          * members took 45 ms with it) */
         x.distinct = true;
         if (!max) {
-            /* only how many: the map's count (no empty counts outlive a
-             * batch) */
+            /* only how many (no empty counts outlive a batch) */
             struct fam *f = fam_get(pg, family, strlen(family), false);
-            x.n = f ? f->counts.count : 0;
+            x.n = f ? f->members : 0;
         } else {
             long k = aemp__pg_each(n, family, collect_cnt, &x);
             if (k < 0) x.rc = (int)k;
@@ -1495,18 +1686,9 @@ static void free_local(uint64_t id, void *val, void *arg)
     free(l);
 }
 
-static void free_cnt(const char *key, void *val, void *arg)
-{
-    free(val);
-}
-
 static void free_family(const char *key, void *val, void *arg)
 {
-    struct fam *f = val;
-    aemp__map_each(&f->counts, free_cnt, NULL);
-    aemp__map_free(&f->counts);
-    free(f->text);
-    free(f);
+    fam_free(val);
 }
 
 void aemp__pg_free(aemp_node *n)
