@@ -105,10 +105,10 @@ struct scope {
 
 /* A pid's memberships in a family, over all scopes and groups. */
 struct cnt {
-    aemp_addr pid;   /* kind 0: a hole, left by a count that went */
-    uint32_t count;  /* 0 only inside a batch, until its end */
-    uint32_t before; /* count when the running batch first touched it */
-    uint64_t gen;    /* the batch that touched it last */
+    aemp_addr pid;
+    uint32_t count : 31; /* 0: a hole (its pid kept for the batch's events),
+                          * or inside a batch a count that goes at its end */
+    uint32_t noted : 1;  /* in the running batch's list */
 };
 
 /* A slot of a family's index: linear probing over the counts. */
@@ -128,7 +128,8 @@ struct fam {
     size_t members;  /* counts in the index (the family's members after a batch) */
     size_t holes;
     struct slot *ix;
-    size_t ixcap; /* a power of two, at least twice members; or 0 */
+    size_t ixcap;      /* a power of two, at least twice members; or 0 */
+    struct fam *dirty; /* next in pg->dirty; dirty itself when last */
 };
 
 struct watch {
@@ -141,18 +142,14 @@ struct watch {
     bool dead;
 };
 
+/* A count a batch changed, then the event it makes. */
 struct touched {
     struct fam *f;
-    uint32_t i; /* f->e[i] */
+    uint32_t i;      /* f->e[i] */
+    uint32_t before; /* its count before the batch; at the end: EV_* */
 };
 
-struct event {
-    char *family; /* a copy, shared by the events of one family in a row */
-    size_t flen;
-    aemp_addr pid;
-    bool joined;
-    bool own; /* this event's family is freed with it */
-};
+enum { EV_NONE, EV_JOINED, EV_LEFT };
 
 struct aemp__pg {
     aemp_node *n;
@@ -164,9 +161,12 @@ struct aemp__pg {
     struct watch *watches;
     uint64_t next_watch;
     int firing;
-    uint64_t gen;
     struct touched *t; /* the running batch's touched counts */
     size_t nt, capt;
+    /* Families a batch touched, to free once empty or compact once full
+     * of holes: after the last events are told (until then the events
+     * read their pids and text) */
+    struct fam *dirty;
     aemp__sub *sub;
     uint64_t drops;
     bool closing;
@@ -319,7 +319,8 @@ static int fam_reserve(struct fam *f, size_t more)
     return fam_index(f, cap);
 }
 
-/* Take count i out of f's index (backward-shift deletion), a hole now. */
+/* Take count at out of f's index (backward-shift deletion): a hole now,
+ * which keeps its pid until f is compacted. */
 static void fam_remove(struct fam *f, uint32_t at)
 {
     struct cnt *c = &f->e[at];
@@ -334,17 +335,18 @@ static void fam_remove(struct fam *f, uint32_t at)
         f->ix[j].at = 0;
         i = j;
     }
-    memset(c, 0, sizeof *c);
+    c->count = 0;
+    c->noted = 0;
     f->members--;
     f->holes++;
 }
 
-/* Close the holes of f (outside the loops of a batch over its indexes). */
+/* Close the holes of f (no batch running, no events pending). */
 static void fam_compact(struct fam *f)
 {
     size_t k = 0;
     for (size_t i = 0; i < f->ne; i++)
-        if (f->e[i].pid.kind) f->e[k++] = f->e[i];
+        if (f->e[i].count) f->e[k++] = f->e[i];
     f->ne = k;
     f->holes = 0;
     memset(f->ix, 0, f->ixcap * sizeof *f->ix);
@@ -377,6 +379,9 @@ static struct fam *fam_get(struct aemp__pg *pg, const char *text, size_t len, bo
         free(f);
         return NULL;
     }
+    /* swept at the batch's end: freed if it got no member */
+    f->dirty = pg->dirty ? pg->dirty : f;
+    pg->dirty = f;
     return f;
 }
 
@@ -400,15 +405,19 @@ static int fam_add(struct aemp__pg *pg, struct fam *f, const aemp_addr *pid, int
         f->members++;
     }
     struct cnt *c = &f->e[at];
-    if (c->gen != pg->gen) {
+    if (d > 0 && c->count == 0x7FFFFFFF) return AEMP_ENOMEM;
+    if (!c->noted) {
         if (aemp__grow(&pg->t, pg->nt, &pg->capt, sizeof *pg->t, 16)) {
             /* not noted: forget a count just made */
             if (c->count == 0) fam_remove(f, at);
             return AEMP_ENOMEM;
         }
-        c->gen = pg->gen;
-        c->before = c->count;
-        pg->t[pg->nt++] = (struct touched){f, at};
+        c->noted = 1;
+        pg->t[pg->nt++] = (struct touched){f, at, c->count};
+        if (!f->dirty) {
+            f->dirty = pg->dirty ? pg->dirty : f;
+            pg->dirty = f;
+        }
     }
     if (d > 0)
         c->count++;
@@ -419,7 +428,6 @@ static int fam_add(struct aemp__pg *pg, struct fam *f, const aemp_addr *pid, int
 
 static void begin(struct aemp__pg *pg)
 {
-    pg->gen++;
     pg->nt = 0;
 }
 
@@ -431,84 +439,75 @@ static void fam_free(struct fam *f)
     free(f);
 }
 
-static void free_fam(struct aemp__pg *pg, struct fam *f)
+/* Free the families batches left empty, compact those full of holes. */
+static void sweep(struct aemp__pg *pg)
 {
-    aemp__map_del(&pg->families, f->text, f->len);
-    fam_free(f);
-}
-
-/* End a batch: forget empty counts and families, then tell the watchers. */
-static void end(struct aemp__pg *pg)
-{
-    struct event *ev = NULL;
-    size_t nev = 0;
-    if (pg->nt && pg->watches) ev = calloc(pg->nt, sizeof *ev);
-    if (pg->nt && pg->watches && !ev) AEMP_LOGE("pg: out of memory: family changes not told");
-    struct fam *last = NULL; /* the family of ev[nev - 1] */
-    for (size_t i = 0; i < pg->nt; i++) {
-        struct fam *f = pg->t[i].f;
-        struct cnt *c = &f->e[pg->t[i].i];
-        if (ev && (c->before == 0) != (c->count == 0)) {
-            /* a sync brings a family's members together: one copy */
-            ev[nev].own = f != last;
-            ev[nev].family = ev[nev].own ? malloc(f->len + 1) : ev[nev - 1].family;
-            if (ev[nev].family) {
-                if (ev[nev].own) memcpy(ev[nev].family, f->text, f->len + 1);
-                last = f;
-                ev[nev].flen = f->len;
-                ev[nev].pid = c->pid;
-                ev[nev].joined = c->count > 0;
-                nev++;
-            }
-        }
-    }
-    /* a count is noted once per batch, and keeps its index until the
-     * family is compacted (below, after every use of the indexes) */
-    for (size_t i = 0; i < pg->nt; i++) {
-        struct fam *f = pg->t[i].f;
-        if (f->e[pg->t[i].i].count == 0) fam_remove(f, pg->t[i].i);
-    }
-    for (size_t i = 0; i < pg->nt; i++) {
-        struct fam *f = pg->t[i].f;
-        if (!f) continue;
+    struct fam *f = pg->dirty;
+    pg->dirty = NULL;
+    while (f) {
+        struct fam *next = f->dirty == f ? NULL : f->dirty;
+        f->dirty = NULL;
         if (f->members == 0) {
-            /* a family met again after it was freed is looked up by text */
-            for (size_t j = i + 1; j < pg->nt; j++)
-                if (pg->t[j].f == f) pg->t[j].f = NULL;
-            free_fam(pg, f);
+            aemp__map_del(&pg->families, f->text, f->len);
+            fam_free(f);
         } else if (f->holes > 16 && f->holes > f->members) {
             fam_compact(f);
         }
+        f = next;
     }
-    pg->nt = 0;
-    pg->gen++;
-    if (!nev) {
-        free(ev);
-        return;
+}
+
+/* End a batch: forget empty counts, tell the watchers, then free empty
+ * families. The list of changes is the batch's own while they are told
+ * (a watcher may start batches); a count's index holds until the sweep,
+ * which waits for the last events of batches started by watchers. */
+static void end(struct aemp__pg *pg)
+{
+    struct touched *t = pg->t;
+    size_t nt = pg->nt, cap = pg->capt, nev = 0;
+    for (size_t i = 0; i < nt; i++) {
+        struct cnt *c = &t[i].f->e[t[i].i];
+        uint32_t before = t[i].before;
+        t[i].before = (before == 0) == (c->count == 0) ? EV_NONE : c->count ? EV_JOINED : EV_LEFT;
+        nev += t[i].before != EV_NONE;
+        c->noted = 0;
+        if (c->count == 0) fam_remove(t[i].f, t[i].i);
     }
-    pg->firing++;
-    for (size_t i = 0; i < nev; i++) {
-        for (struct watch *w = pg->watches; w; w = w->next) {
-            if (w->dead || pg->closing) continue;
-            if (w->family && (w->flen != ev[i].flen || memcmp(w->family, ev[i].family, w->flen)))
-                continue;
-            w->fn(pg->n, ev[i].family, ev[i].flen, &ev[i].pid, ev[i].joined, w->arg);
-        }
-    }
-    for (size_t i = 0; i < nev; i++)
-        if (ev[i].own) free(ev[i].family);
-    free(ev);
-    if (--pg->firing == 0) {
-        for (struct watch **pw = &pg->watches; *pw;) {
-            struct watch *w = *pw;
-            if (w->dead) {
-                *pw = w->next;
-                free(w->family);
-                free(w);
-            } else {
-                pw = &w->next;
+    pg->t = NULL;
+    pg->nt = pg->capt = 0;
+    if (nev && pg->watches) {
+        pg->firing++;
+        for (size_t i = 0; i < nt; i++) {
+            if (t[i].before == EV_NONE) continue;
+            struct fam *f = t[i].f;
+            aemp_addr pid = f->e[t[i].i].pid;
+            for (struct watch *w = pg->watches; w; w = w->next) {
+                if (w->dead || pg->closing) continue;
+                if (w->family && (w->flen != f->len || memcmp(w->family, f->text, f->len)))
+                    continue;
+                w->fn(pg->n, f->text, f->len, &pid, t[i].before == EV_JOINED, w->arg);
             }
         }
+        if (--pg->firing == 0) {
+            for (struct watch **pw = &pg->watches; *pw;) {
+                struct watch *w = *pw;
+                if (w->dead) {
+                    *pw = w->next;
+                    free(w->family);
+                    free(w);
+                } else {
+                    pw = &w->next;
+                }
+            }
+        }
+    }
+    if (!pg->firing) sweep(pg);
+    /* the list's memory serves the next batch */
+    if (!pg->t) {
+        pg->t = t;
+        pg->capt = cap;
+    } else {
+        free(t);
     }
 }
 
@@ -1467,7 +1466,7 @@ long aemp__pg_each(aemp_node *n, const char *family, void (*fn)(const aemp_addr 
     long k = 0;
     /* fn changes no family: the counts stay where they are */
     for (size_t i = 0; f && i < f->ne; i++) {
-        if (!f->e[i].pid.kind) continue;
+        if (!f->e[i].count) continue;
         fn(&f->e[i].pid, arg);
         k++;
     }

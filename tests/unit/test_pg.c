@@ -3,7 +3,8 @@
  * protocol (src/svc/pg.c): joins (several times) and leaves seen on the
  * other node and told to watchers, a dead port's memberships gone, a lost
  * node's members gone, members per scope, hostile messages to a scope
- * dropped without changing what it holds, and the limit on remote members.
+ * dropped without changing what it holds, the limit on remote members, and
+ * a family of hundreds of members thinned on both sides.
  */
 #include "harness.h"
 
@@ -130,6 +131,82 @@ Test(pg, join_leave_die_between_c_nodes)
     cr_assert_eq(aemp_pg_join(b.node, "", r), AEMP_EINVAL);
     cr_assert_eq(aemp_pg_join(b.node, "bad\xff", r), AEMP_EINVAL);
     cr_assert_eq(aemp_pg_join(b.node, "fam", (aemp_port){999999}), AEMP_ENOENT);
+    stop_node(&b);
+}
+
+/* Whether out[0..n) holds exactly the pids of ports[from..to), each once. */
+static bool same_pids(aemp_node *n, const aemp_addr *out, int k, const aemp_port *ports, int from,
+                      int to)
+{
+    if (k != to - from) return false;
+    for (int i = from; i < to; i++) {
+        aemp_addr pid;
+        int seen = 0;
+        if (aemp_port_addr(n, ports[i], &pid)) return false;
+        for (int j = 0; j < k; j++)
+            seen += aemp_addr_equal(&out[j], &pid);
+        if (seen != 1) return false;
+    }
+    return true;
+}
+
+/* A family of hundreds of members, some joined twice: taken in one sync,
+ * thinned by leaves and deaths (the family's table keeps holes, then
+ * closes them) on both nodes, listed right after each step. */
+Test(pg, many_members)
+{
+    enum { N = 300 };
+    struct node_ctx a, b;
+    start_pg(&a, "a@127.0.0.1", "aemp", 0);
+    start_pg(&b, "b@127.0.0.1", "aemp", 0);
+    struct seen sb = {0};
+    cr_assert_eq(aemp__pg_watch(b.node, "big", on_change, &sb, NULL), 0);
+    static aemp_port ports[N + 20];
+    static aemp_addr out[N + 40];
+    for (int i = 0; i < N + 20; i++)
+        cr_assert_eq(aemp_port_open(a.node, nop_cb, NULL, &ports[i]), 0);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(aemp_pg_join(a.node, "big", ports[i]), 0);
+    for (int i = 0; i < 50; i++)
+        cr_assert_eq(aemp_pg_join(a.node, "big", ports[i]), 0);
+    cr_assert_eq(aemp_node_connect(a.node, "b@127.0.0.1"), 0);
+    cr_assert(wait_members(b.node, "big", N), "b never had a's %d members", N);
+    cr_assert_eq(sb.joins, N, "each pid told once");
+    int k = aemp_pg_members(b.node, NULL, "big", out, N + 40);
+    cr_assert(same_pids(a.node, out, k, ports, 0, N));
+    k = aemp_pg_members(b.node, "aemp", "big", out, N + 40);
+    cr_assert(same_pids(a.node, out, k, ports, 0, N));
+    /* one leave each of 0..99: 0..49 joined twice stay */
+    for (int i = 0; i < 100; i++)
+        cr_assert_eq(aemp_pg_leave(a.node, "big", ports[i]), 0);
+    cr_assert(wait_members(b.node, "big", N - 50));
+    cr_assert_eq(aemp_pg_members(a.node, NULL, "big", NULL, 0), N - 50);
+    /* 100..N-1 die: 50 members left of N, the tables full of holes */
+    for (int i = 100; i < N; i++)
+        cr_assert_eq(aemp_port_close(a.node, ports[i]), 0);
+    cr_assert(wait_members(b.node, "big", 50));
+    cr_assert_eq(sb.leaves, N - 50);
+    for (int side = 0; side < 2; side++) {
+        aemp_node *n = side ? b.node : a.node;
+        k = aemp_pg_members(n, NULL, "big", out, N + 40);
+        cr_assert(same_pids(a.node, out, k, ports, 0, 50), "side %d: %d members", side, k);
+        k = aemp_pg_members(n, "aemp", "big", out, N + 40);
+        cr_assert(same_pids(a.node, out, k, ports, 0, 50), "side %d", side);
+    }
+    /* new members after that, then the last ones leave */
+    for (int i = N; i < N + 20; i++)
+        cr_assert_eq(aemp_pg_join(a.node, "big", ports[i]), 0);
+    cr_assert(wait_members(b.node, "big", 70));
+    for (int i = 0; i < 50; i++)
+        cr_assert_eq(aemp_pg_leave(a.node, "big", ports[i]), 0);
+    cr_assert(wait_members(b.node, "big", 20));
+    k = aemp_pg_members(b.node, NULL, "big", out, N + 40);
+    cr_assert(same_pids(a.node, out, k, ports, N, N + 20));
+    cr_assert_eq(sb.joins, N + 20);
+    /* the node goes: its members go */
+    stop_node(&a);
+    cr_assert(wait_members(b.node, "big", 0));
+    cr_assert_eq(sb.leaves, N + 20);
     stop_node(&b);
 }
 
