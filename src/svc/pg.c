@@ -106,9 +106,10 @@ struct scope {
 /* A pid's memberships in a family, over all scopes and groups. */
 struct cnt {
     aemp_addr pid;
-    uint32_t count : 31; /* 0: a hole (its pid kept for the batch's events),
+    uint32_t count : 30; /* 0: a hole (its pid kept for the batch's events),
                           * or inside a batch a count that goes at its end */
     uint32_t noted : 1;  /* in the running batch's list */
+    uint32_t told : 1;   /* an event of an ended batch, still to be told */
 };
 
 /* A slot of a family's index: linear probing over the counts. */
@@ -142,11 +143,12 @@ struct watch {
     bool dead;
 };
 
-/* A count a batch changed, then the event it makes. */
+/* Counts a batch changed, then the events they make: f->e[i .. i + n),
+ * more than one only for counts the batch made one after the other. */
 struct touched {
     struct fam *f;
-    uint32_t i;      /* f->e[i] */
-    uint32_t before; /* its count before the batch; at the end: EV_* */
+    uint32_t i, n;
+    uint32_t before; /* the count before the batch; at the end: EV_* */
 };
 
 enum { EV_NONE, EV_JOINED, EV_LEFT };
@@ -385,10 +387,10 @@ static struct fam *fam_get(struct aemp__pg *pg, const char *text, size_t len, bo
     return f;
 }
 
-/* Count one membership of pid in f more (d 1) or less (d -1). */
-static int fam_add(struct aemp__pg *pg, struct fam *f, const aemp_addr *pid, int d)
+/* Count one membership of pid in f more (d 1) or less (d -1); tag is
+ * pid_hash(pid). */
+static int fam_add(struct aemp__pg *pg, struct fam *f, const aemp_addr *pid, uint32_t tag, int d)
 {
-    uint32_t tag = pid_hash(pid);
     size_t slot = f->ixcap ? fam_slot(f, pid, tag) : 0;
     uint32_t at;
     if (f->ixcap && f->ix[slot].at) {
@@ -405,15 +407,19 @@ static int fam_add(struct aemp__pg *pg, struct fam *f, const aemp_addr *pid, int
         f->members++;
     }
     struct cnt *c = &f->e[at];
-    if (d > 0 && c->count == 0x7FFFFFFF) return AEMP_ENOMEM;
+    if (d > 0 && c->count == 0x3FFFFFFF) return AEMP_ENOMEM;
     if (!c->noted) {
-        if (aemp__grow(&pg->t, pg->nt, &pg->capt, sizeof *pg->t, 16)) {
+        struct touched *last = pg->nt ? &pg->t[pg->nt - 1] : NULL;
+        if (last && last->f == f && last->before == 0 && c->count == 0 && last->i + last->n == at) {
+            last->n++; /* made right after the last: a sync's members */
+        } else if (aemp__grow(&pg->t, pg->nt, &pg->capt, sizeof *pg->t, 16)) {
             /* not noted: forget a count just made */
             if (c->count == 0) fam_remove(f, at);
             return AEMP_ENOMEM;
+        } else {
+            pg->t[pg->nt++] = (struct touched){f, at, 1, c->count};
         }
         c->noted = 1;
-        pg->t[pg->nt++] = (struct touched){f, at, c->count};
         if (!f->dirty) {
             f->dirty = pg->dirty ? pg->dirty : f;
             pg->dirty = f;
@@ -466,26 +472,34 @@ static void end(struct aemp__pg *pg)
     struct touched *t = pg->t;
     size_t nt = pg->nt, cap = pg->capt, nev = 0;
     for (size_t i = 0; i < nt; i++) {
-        struct cnt *c = &t[i].f->e[t[i].i];
-        uint32_t before = t[i].before;
-        t[i].before = (before == 0) == (c->count == 0) ? EV_NONE : c->count ? EV_JOINED : EV_LEFT;
-        nev += t[i].before != EV_NONE;
-        c->noted = 0;
-        if (c->count == 0) fam_remove(t[i].f, t[i].i);
+        uint32_t before = t[i].before, ev = EV_NONE;
+        for (uint32_t k = t[i].i; k < t[i].i + t[i].n; k++) {
+            struct cnt *c = &t[i].f->e[k];
+            ev = (before == 0) == (c->count == 0) ? EV_NONE : c->count ? EV_JOINED : EV_LEFT;
+            c->noted = 0;
+            c->told = ev != EV_NONE && pg->watches;
+            nev += c->told;
+            if (c->count == 0) fam_remove(t[i].f, k);
+        }
+        /* a run is of counts made by the batch: joined, or no event */
+        t[i].before = t[i].n > 1 ? EV_JOINED : ev;
     }
     pg->t = NULL;
     pg->nt = pg->capt = 0;
-    if (nev && pg->watches) {
+    if (nev) {
         pg->firing++;
         for (size_t i = 0; i < nt; i++) {
-            if (t[i].before == EV_NONE) continue;
             struct fam *f = t[i].f;
-            aemp_addr pid = f->e[t[i].i].pid;
-            for (struct watch *w = pg->watches; w; w = w->next) {
-                if (w->dead || pg->closing) continue;
-                if (w->family && (w->flen != f->len || memcmp(w->family, f->text, f->len)))
-                    continue;
-                w->fn(pg->n, f->text, f->len, &pid, t[i].before == EV_JOINED, w->arg);
+            for (uint32_t k = t[i].i; k < t[i].i + t[i].n; k++) {
+                if (!f->e[k].told) continue;
+                f->e[k].told = 0;
+                aemp_addr pid = f->e[k].pid;
+                for (struct watch *w = pg->watches; w; w = w->next) {
+                    if (w->dead || pg->closing) continue;
+                    if (w->family && (w->flen != f->len || memcmp(w->family, f->text, f->len)))
+                        continue;
+                    w->fn(pg->n, f->text, f->len, &pid, t[i].before == EV_JOINED, w->arg);
+                }
             }
         }
         if (--pg->firing == 0) {
@@ -656,12 +670,19 @@ static void group_free(struct scope *s, struct group *g)
     free(g);
 }
 
-static int group_add(struct scope *s, struct group *g, const aemp_addr *pid, uint32_t peer)
+/* tag: pid_hash(pid) */
+static int group_add_tag(struct scope *s, struct group *g, const aemp_addr *pid, uint32_t tag,
+                         uint32_t peer)
 {
     if (aemp__grow(&g->m, g->n, &g->cap, sizeof *g->m, 4)) return AEMP_ENOMEM;
-    if (g->fam && fam_add(s->pg, g->fam, pid, 1)) return AEMP_ENOMEM;
+    if (g->fam && fam_add(s->pg, g->fam, pid, tag, 1)) return AEMP_ENOMEM;
     g->m[g->n++] = (struct member){*pid, peer};
     return 0;
+}
+
+static int group_add(struct scope *s, struct group *g, const aemp_addr *pid, uint32_t peer)
+{
+    return group_add_tag(s, g, pid, pid_hash(pid), peer);
 }
 
 /* Remove one membership of pid from peer; false if there is none. The
@@ -670,7 +691,7 @@ static bool group_del(struct scope *s, struct group *g, const aemp_addr *pid, ui
 {
     for (size_t i = 0; i < g->n; i++) {
         if (g->m[i].peer != peer || !aemp_addr_equal(&g->m[i].pid, pid)) continue;
-        if (g->fam) fam_add(s->pg, g->fam, pid, -1);
+        if (g->fam) fam_add(s->pg, g->fam, pid, pid_hash(pid), -1);
         memmove(&g->m[i], &g->m[i + 1], (g->n - i - 1) * sizeof *g->m);
         if (--g->n == 0) group_free(s, g);
         return true;
@@ -824,7 +845,7 @@ static void strip_group(const char *key, void *val, void *arg)
     size_t k = 0;
     for (size_t i = 0; i < g->n; i++) {
         if (g->m[i].peer == x->peer) {
-            if (g->fam) fam_add(x->s->pg, g->fam, &g->m[i].pid, -1);
+            if (g->fam) fam_add(x->s->pg, g->fam, &g->m[i].pid, pid_hash(&g->m[i].pid), -1);
             x->removed++;
         } else {
             g->m[k++] = g->m[i];
@@ -1090,18 +1111,31 @@ static void add_pids(struct scope *s, struct peer *peer, const char *key, size_t
         if (grp->n == 0) group_free(s, grp);
         grp = NULL;
     }
-    for (uint32_t k = 0; k < np; k++) {
-        aemp_addr a;
-        get_pid(c, r, &a);
-        if (!grp) continue;
-        if (group_add(s, grp, &a, peer->id)) {
-            AEMP_LOGE("pg %s: out of memory: a member dropped", s->name);
-            if (grp->n == 0) group_free(s, grp);
-            grp = NULL;
-            continue;
+    /* a few pids at a time: their family slots are fetched together (a
+     * sync's table is larger than the caches) */
+    enum { AHEAD = 8 };
+    aemp_addr a[AHEAD];
+    uint32_t tag[AHEAD];
+    for (uint32_t k = 0; k < np; k += AHEAD) {
+        uint32_t m = np - k < AHEAD ? np - k : AHEAD;
+        struct fam *f = grp ? grp->fam : NULL;
+        for (uint32_t j = 0; j < m; j++) {
+            get_pid(c, r, &a[j]);
+            tag[j] = pid_hash(&a[j]);
+#if defined(__GNUC__)
+            if (f && f->ixcap) __builtin_prefetch(&f->ix[tag[j] & (f->ixcap - 1)]);
+#endif
         }
-        peer->members++;
-        pg->remote++;
+        for (uint32_t j = 0; j < m && grp; j++) {
+            if (group_add_tag(s, grp, &a[j], tag[j], peer->id)) {
+                AEMP_LOGE("pg %s: out of memory: a member dropped", s->name);
+                if (grp->n == 0) group_free(s, grp);
+                grp = NULL;
+                break;
+            }
+            peer->members++;
+            pg->remote++;
+        }
     }
     if (list) aemp_get_nil(c);
 }
