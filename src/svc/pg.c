@@ -1082,6 +1082,14 @@ static void on_discover(struct scope *s, const aemp_addr *p)
     struct peer *peer = peer_get(s, p, &fresh);
     end(s->pg);
     if (!peer) return;
+    /* A peer that got our sync has it, or will before anything else of
+     * ours: it sent this discover before our sync came (a scope asks only
+     * on its node up, or back when a discover comes from a scope it does
+     * not know, and forgets one only when its pid goes, which makes a new
+     * peer here). OTP's pg answers every discover: an Erlang scope that
+     * answers our discover with its sync and a discover gets our members
+     * once, not twice (half its cost to join a large group). */
+    if (!fresh && peer->synced) return;
     send_sync(s, p);
     peer->synced = true;
     /* as OTP's pg: a new peer is asked back, unless its node was asked */
