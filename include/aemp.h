@@ -432,6 +432,22 @@ typedef struct aemp_node_config {
      * A share or change that would go beyond it is dropped and logged.
      * Profile key db_max_bytes. */
     size_t db_max_bytes;
+    /* (pg) Most bytes of a group term (its encoding) a peer's join, leave
+     * or sync may name; 0 means 1024, at most 16777216 (more:
+     * aemp_node_create fails with AEMP_EINVAL). A message naming a larger
+     * group is dropped whole (logged). Profile key pg_max_group_term. */
+    unsigned pg_max_group_term;
+    /* (pg) Most bytes of the names of the groups peers made on this node
+     * (groups no one here had), over all scopes; 0 means 16 MiB. A member
+     * of a new group beyond it is dropped (logged). Profile key
+     * pg_max_group_names. */
+    size_t pg_max_group_names;
+    /* (pg) Every this many milliseconds each scope sends {discover, Self}
+     * again to every node up that has no peer in it (a scope started or
+     * restarted there after the connection came up: an Erlang scope never
+     * discovers a hidden node); 0 means 5000, at most 3600000 (more:
+     * AEMP_EINVAL). Profile key pg_rediscover_ms. */
+    unsigned pg_rediscover_ms;
 } aemp_node_config;
 
 /*

@@ -43,9 +43,12 @@ enum key_id {
     K_SEED_MIN,
     K_SEED_MAX,
     K_MESH_INTERVAL,
-    K_PG_SCOPES,      /* pg */
-    K_PG_MAX_MEMBERS, /* pg */
-    K_DB_MAX_BYTES,   /* c-db */
+    K_PG_SCOPES,          /* pg */
+    K_PG_MAX_MEMBERS,     /* pg */
+    K_DB_MAX_BYTES,       /* c-db */
+    K_PG_MAX_GROUP_TERM,  /* pg */
+    K_PG_MAX_GROUP_NAMES, /* pg */
+    K_PG_REDISCOVER,      /* pg */
     K_COUNT
 };
 
@@ -102,6 +105,11 @@ static const struct key_def {
     [K_PG_MAX_MEMBERS] = {"pg_max_members", V_NUMBER, 1, UINT32_MAX},
     /* the database: aemp_node_config.db_max_bytes */
     [K_DB_MAX_BYTES] = {"db_max_bytes", V_NUMBER, 1, SIZE_MAX},
+    /* pg: aemp_node_config.pg_max_group_term, pg_max_group_names and
+     * pg_rediscover_ms */
+    [K_PG_MAX_GROUP_TERM] = {"pg_max_group_term", V_NUMBER, 1, 16777216},
+    [K_PG_MAX_GROUP_NAMES] = {"pg_max_group_names", V_NUMBER, 1, SIZE_MAX},
+    [K_PG_REDISCOVER] = {"pg_rediscover_ms", V_NUMBER, 1, 3600000},
 };
 
 struct aemp_profile {
@@ -894,6 +902,15 @@ int aemp_profile_apply(const aemp_profile *p, aemp_node_config *cfg)
             break;
         case K_DB_MAX_BYTES:
             cfg->db_max_bytes = (size_t)num_value(p, k);
+            break;
+        case K_PG_MAX_GROUP_TERM:
+            cfg->pg_max_group_term = (unsigned)num_value(p, k);
+            break;
+        case K_PG_MAX_GROUP_NAMES:
+            cfg->pg_max_group_names = (size_t)num_value(p, k);
+            break;
+        case K_PG_REDISCOVER:
+            cfg->pg_rediscover_ms = (unsigned)num_value(p, k);
             break;
         case K_READ_BATCH:
             cfg->read_batch_ms = strcmp(p->val[k], "off") == 0 ? -1 : (int)num_value(p, k);

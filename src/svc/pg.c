@@ -29,10 +29,10 @@
  *
  * Received messages are checked whole before anything changes: the sender
  * must be on the node of the peer pid it names, members must be pids of
- * that node, group terms at most PG_MAX_GROUP bytes, remote members in all
- * at most pg_max_members, the names of groups peers made at most
- * PG_MAX_GROUP_BYTES (docs/security.md). Anything else is logged
- * (escaped) and dropped.
+ * that node, group terms at most pg_max_group_term bytes, remote members
+ * in all at most pg_max_members, the names of groups peers made at most
+ * pg_max_group_names bytes (aemp_node_config; docs/security.md). Anything
+ * else is logged (escaped) and dropped.
  *
  * Families: groups that are atoms or binaries belong to the family of
  * their text. Per family a table counts each pid's memberships over every
@@ -46,17 +46,18 @@
 #include <stdlib.h>
 
 #define PG_MAX_SCOPES 16
-#define PG_MAX_GROUP 1024     /* bytes of a group term we keep */
-#define PG_MAX_FAMILY 1000    /* bytes of a family name */
-#define PG_DEFAULT_MAX 100000 /* remote members held, all scopes */
-/* Bytes of the names of the groups peers made here (keys), all scopes */
-#define PG_MAX_GROUP_BYTES (16u << 20)
-#define PG_LOUD_DROPS 20 /* dropped messages logged as warnings */
-/* Every this often, discover the scope again on each node up that has no
- * peer in it: a scope started there after the connection, or restarted
- * (an Erlang scope discovers only visible nodes, never this hidden one). */
-#define PG_REDISCOVER_MS 5000
-#define PG_RESTART_MS 100 /* after a peer's scope died, its node still up */
+#define PG_MAX_FAMILY 1000 /* bytes of a family name */
+/* The defaults of aemp_node_config's pg settings (0 there) */
+#define PG_DEFAULT_MAX 100000         /* pg_max_members: remote members held, all scopes */
+#define PG_DEFAULT_GROUP 1024         /* pg_max_group_term: bytes of a group term we keep */
+#define PG_MAX_GROUP_TERM (16u << 20) /* the most pg_max_group_term may be */
+#define PG_DEFAULT_NAMES                                                                           \
+    (16u << 20)                       /* pg_max_group_names: bytes of the names of                 \
+                                       * the groups peers made here, all scopes */
+#define PG_DEFAULT_REDISCOVER_MS 5000 /* pg_rediscover_ms */
+#define PG_MAX_REDISCOVER_MS 3600000  /* the most pg_rediscover_ms may be */
+#define PG_LOUD_DROPS 20              /* dropped messages logged as warnings */
+#define PG_RESTART_MS 100             /* after a peer's scope died, its node still up */
 
 struct fam;
 
@@ -70,7 +71,7 @@ struct group {
     size_t klen;
     aemp_buf term;   /* encoded group, as we send it */
     struct fam *fam; /* family of an atom or binary group, or NULL */
-    size_t charged;  /* klen when a peer made it (PG_MAX_GROUP_BYTES), or 0 */
+    size_t charged;  /* klen when a peer made it (pg_max_group_names), or 0 */
     struct member *m;
     size_t n, cap;
 };
@@ -160,6 +161,13 @@ struct aemp__pg {
     aemp__map families; /* text -> struct fam */
     size_t remote, max_remote;
     size_t group_bytes; /* charged by the groups peers made */
+    size_t max_names;   /* the most group_bytes may be */
+    size_t max_group;   /* bytes of a group term a peer may name */
+    /* Every this often, discover the scope again on each node up that has
+     * no peer in it: a scope started there after the connection, or
+     * restarted (an Erlang scope discovers only visible nodes, never this
+     * hidden one). */
+    uint64_t rediscover_ms;
     struct watch *watches;
     uint64_t next_watch;
     int firing;
@@ -557,24 +565,24 @@ static int put_binary(aemp_buf *b, const void *p, size_t n)
 
 /* The canonical key and encoding of a group term: atoms (any encoding) and
  * binaries by their text, anything else by its bytes. key holds 1 +
- * PG_MAX_GROUP bytes. 0, or AEMP_ETOOBIG / AEMP_ENOMEM. */
-static int group_key(const aemp_term *t, char *key, size_t *klen, aemp_buf *enc)
+ * max bytes. 0, or AEMP_ETOOBIG / AEMP_ENOMEM. */
+static int group_key(const aemp_term *t, size_t max, char *key, size_t *klen, aemp_buf *enc)
 {
     const char *s;
     size_t n, total;
     int latin1;
-    if (t->len > PG_MAX_GROUP) return AEMP_ETOOBIG;
+    if (t->len > max) return AEMP_ETOOBIG;
     if (aemp__term_atom_view(t->data, t->len, &s, &n, &latin1, &total) == 0) {
         size_t k = 0;
         key[k++] = 'a';
         for (size_t i = 0; i < n; i++) {
             unsigned char c = (unsigned char)s[i];
             if (latin1 && c >= 0x80) {
-                if (k + 2 > 1 + PG_MAX_GROUP) return AEMP_ETOOBIG;
+                if (k + 2 > 1 + max) return AEMP_ETOOBIG;
                 key[k++] = (char)(0xC0 | c >> 6);
                 key[k++] = (char)(0x80 | (c & 0x3F));
             } else {
-                if (k + 1 > 1 + PG_MAX_GROUP) return AEMP_ETOOBIG;
+                if (k + 1 > 1 + max) return AEMP_ETOOBIG;
                 key[k++] = (char)c;
             }
         }
@@ -619,14 +627,15 @@ static struct group *group_get(struct scope *s, const char *key, size_t klen)
 }
 
 /* The group of key, made if new (remote: by a peer, which counts against
- * PG_MAX_GROUP_BYTES); NULL, logged, when it cannot be made. */
+ * pg_max_group_names); NULL, logged, when it cannot be made. */
 static struct group *group_make(struct scope *s, const char *key, size_t klen, bool remote)
 {
     struct group *g = group_get(s, key, klen);
     if (g) return g;
-    if (remote && s->pg->group_bytes + klen > PG_MAX_GROUP_BYTES) {
-        AEMP_LOGW("pg %s: names of groups from peers at the limit (%u bytes): a group dropped",
-                  s->name, PG_MAX_GROUP_BYTES);
+    if (remote && s->pg->group_bytes + klen > s->pg->max_names) {
+        AEMP_LOGW("pg %s: names of groups from peers at the limit (pg_max_group_names %zu): a "
+                  "group dropped",
+                  s->name, s->pg->max_names);
         return NULL;
     }
     g = calloc(1, sizeof *g);
@@ -945,7 +954,7 @@ static int on_timer(aemp_node *n, aemp_port self, void *arg)
     s->timer = 0;
     if (n->closing || s->pg->closing) return 0;
     rediscover(s);
-    arm(s, PG_REDISCOVER_MS);
+    arm(s, s->pg->rediscover_ms);
     return 0;
 }
 
@@ -1155,7 +1164,7 @@ static void on_sync(struct scope *s, const aemp_addr *p, aemp_cursor groups, con
     size_t total = 0;
     aemp_cursor c = groups;
     struct pidrd r = {0};
-    char *key = malloc(PG_MAX_GROUP + 1);
+    char *key = malloc(s->pg->max_group + 1);
     if (!key) return;
     if (aemp_get_list(&c, &n)) goto bad;
     for (uint32_t i = 0; i < n; i++) {
@@ -1165,8 +1174,8 @@ static void on_sync(struct scope *s, const aemp_addr *p, aemp_cursor groups, con
         size_t klen;
         bool list;
         if (aemp_get_tuple(&c, &ar) || ar != 2 || aemp_get_term(&c, &g) ||
-            group_key(&g, key, &klen, NULL) || read_pids(&c, &r, p->node, &start, &np, &list) ||
-            !list) /* Pids is a list */
+            group_key(&g, s->pg->max_group, key, &klen, NULL) ||
+            read_pids(&c, &r, p->node, &start, &np, &list) || !list) /* Pids is a list */
             goto bad;
         total += np;
     }
@@ -1187,7 +1196,7 @@ static void on_sync(struct scope *s, const aemp_addr *p, aemp_cursor groups, con
         size_t klen;
         aemp_get_tuple(&c, &ar);
         aemp_get_term(&c, &g);
-        group_key(&g, key, &klen, NULL);
+        group_key(&g, s->pg->max_group, key, &klen, NULL);
         aemp_cursor at = c;
         aemp_get_list(&at, &np);
         add_pids(s, peer, key, klen, &c, np, &r);
@@ -1216,9 +1225,9 @@ static void on_join(struct scope *s, const aemp_addr *p, aemp_cursor c, const ae
     size_t klen;
     bool list;
     struct pidrd r = {0};
-    char *key = malloc(PG_MAX_GROUP + 1);
+    char *key = malloc(s->pg->max_group + 1);
     if (!key) return;
-    if (aemp_get_term(&c, &g) || group_key(&g, key, &klen, NULL) ||
+    if (aemp_get_term(&c, &g) || group_key(&g, s->pg->max_group, key, &klen, NULL) ||
         read_pids(&c, &r, p->node, &start, &np, &list)) {
         free(key);
         drop(s, "a join that is not {join, Peer, Group, PidOrPids} of that peer's pids", msg);
@@ -1242,14 +1251,14 @@ static void on_leave(struct scope *s, const aemp_addr *p, aemp_cursor c, const a
     size_t klen;
     bool list;
     struct pidrd r = {0};
-    char *key = malloc(PG_MAX_GROUP + 1);
+    char *key = malloc(s->pg->max_group + 1);
     if (!key) return;
     if (read_pids(&c, &r, p->node, &start, &np, &list)) goto bad;
     groups = c;
     if (aemp_get_list(&c, &ng)) goto bad;
     for (uint32_t i = 0; i < ng; i++) {
         aemp_term g;
-        if (aemp_get_term(&c, &g) || group_key(&g, key, &klen, NULL)) goto bad;
+        if (aemp_get_term(&c, &g) || group_key(&g, s->pg->max_group, key, &klen, NULL)) goto bad;
     }
     if (aemp_get_nil(&c)) goto bad;
     struct peer *peer = peer_find(s, p);
@@ -1264,7 +1273,7 @@ static void on_leave(struct scope *s, const aemp_addr *p, aemp_cursor c, const a
     for (uint32_t i = 0; i < ng; i++) {
         aemp_term g;
         aemp_get_term(&c, &g);
-        group_key(&g, key, &klen, NULL);
+        group_key(&g, s->pg->max_group, key, &klen, NULL);
         aemp_cursor pc = start;
         pids_open(&pc);
         for (uint32_t k = 0; k < np; k++) {
@@ -1675,6 +1684,17 @@ int aemp__pg_start(aemp_node *n, const aemp_node_config *cfg)
     n->svc->pg = pg;
     pg->n = n;
     pg->max_remote = cfg->pg_max_members ? cfg->pg_max_members : PG_DEFAULT_MAX;
+    pg->max_group = cfg->pg_max_group_term ? cfg->pg_max_group_term : PG_DEFAULT_GROUP;
+    pg->max_names = cfg->pg_max_group_names ? cfg->pg_max_group_names : PG_DEFAULT_NAMES;
+    pg->rediscover_ms = cfg->pg_rediscover_ms ? cfg->pg_rediscover_ms : PG_DEFAULT_REDISCOVER_MS;
+    if (pg->max_group > PG_MAX_GROUP_TERM) {
+        AEMP_LOGE("pg_max_group_term: at most %u bytes", PG_MAX_GROUP_TERM);
+        return AEMP_EINVAL;
+    }
+    if (pg->rediscover_ms > PG_MAX_REDISCOVER_MS) {
+        AEMP_LOGE("pg_rediscover_ms: at most %d", PG_MAX_REDISCOVER_MS);
+        return AEMP_EINVAL;
+    }
     aemp__map_init(&pg->families);
     pg->scopes = calloc(PG_MAX_SCOPES, sizeof *pg->scopes);
     if (!pg->scopes) return AEMP_ENOMEM;
@@ -1692,7 +1712,7 @@ int aemp__pg_start(aemp_node *n, const aemp_node_config *cfg)
             aemp__proc_protect(n, s->port);
             rc = aemp_port_addr(n, s->port, &s->self);
         }
-        if (!rc) arm(s, PG_REDISCOVER_MS);
+        if (!rc) arm(s, pg->rediscover_ms);
     }
     if (!rc && pg->nscopes) rc = aemp__node_subscribe(n, on_event, pg, &pg->sub);
     return rc;

@@ -4,7 +4,7 @@
  * other node and told to watchers, a dead port's memberships gone, a lost
  * node's members gone, members per scope, hostile messages to a scope
  * dropped without changing what it holds, the limit on remote members, and
- * a family of hundreds of members thinned on both sides.
+ * a family of hundreds of members thinned on both sides, and pg's settings.
  */
 #include "harness.h"
 
@@ -272,6 +272,90 @@ Test(pg, hostile_messages_dropped)
                  0);
     cr_assert(wait_members(b.node, "probe", 0));
     cr_assert_eq(members(b.node, NULL, "fam", NULL), 1);
+    stop_node(&a);
+    cr_assert(wait_members(b.node, "fam", 0));
+    stop_node(&b);
+}
+
+struct fake_scope {
+    int discovers, syncs;
+};
+
+static void fake_cb(aemp_node *n, aemp_port self, const aemp_term *msg, const aemp_addr *from,
+                    void *arg)
+{
+    struct fake_scope *f = arg;
+    char tag[32];
+    if (aemp_term_tag(msg, tag, sizeof tag) != 0) return;
+    if (strcmp(tag, "discover") == 0) f->discovers++;
+    if (strcmp(tag, "$gen_cast") == 0) f->syncs++;
+}
+
+/* pg's settings: a scope that comes up after the connection is found
+ * within pg_rediscover_ms (well before the default 5 s); a group term
+ * longer than pg_max_group_term, and the names of new groups beyond
+ * pg_max_group_names, are dropped; values past their bounds refused. */
+Test(pg, settings)
+{
+    aemp_node_config cfg = {0};
+    cfg.name = "x@127.0.0.1";
+    cfg.cookie = "secret";
+    cfg.epmd_port = epmd_port;
+    cfg.pg_scopes = "aemp";
+    aemp_node *x = NULL;
+    cfg.pg_max_group_term = 16777217;
+    cr_assert_eq(aemp_node_create(&loop, &cfg, &x), AEMP_EINVAL);
+    cfg.pg_max_group_term = 0;
+    cfg.pg_rediscover_ms = 3600001;
+    cr_assert_eq(aemp_node_create(&loop, &cfg, &x), AEMP_EINVAL);
+    cr_assert_null(x);
+    uv_run(&loop, UV_RUN_NOWAIT);
+
+    struct node_ctx a, b;
+    start_pg(&a, "a@127.0.0.1", "", 0); /* no scope: one is made by hand */
+    cfg = (aemp_node_config){0};
+    cfg.name = "b@127.0.0.1";
+    cfg.cookie = "secret";
+    cfg.pg_scopes = "aemp";
+    cfg.pg_max_group_term = 16;
+    cfg.pg_max_group_names = 10;
+    cfg.pg_rediscover_ms = 50;
+    start_node_cfg(&b, cfg);
+    cr_assert_eq(aemp_node_connect(a.node, "b@127.0.0.1"), 0);
+    cr_assert(wait_int(&b.ups, 1, 5000), "b never saw a up");
+    /* a scope on a, after the connection: b's next rediscovery finds it */
+    struct fake_scope f = {0};
+    aemp_port fake, p, q;
+    aemp_addr fpid, pa, qa, scope;
+    cr_assert_eq(aemp_port_open(a.node, fake_cb, &f, &fake), 0);
+    cr_assert_eq(aemp_register(a.node, "aemp", fake), 0);
+    cr_assert(wait_int(&f.discovers, 1, 2000), "no rediscovery within 2 s");
+    cr_assert_eq(aemp_port_addr(a.node, fake, &fpid), 0);
+    cr_assert_eq(aemp_port_open(a.node, nop_cb, NULL, &p), 0);
+    cr_assert_eq(aemp_port_open(a.node, nop_cb, NULL, &q), 0);
+    cr_assert_eq(aemp_port_addr(a.node, p, &pa), 0);
+    cr_assert_eq(aemp_port_addr(a.node, q, &qa), 0);
+    aemp_addr_name(&scope, "b@127.0.0.1", "aemp");
+    /* group names charged: fam 4 bytes, g2 3, g3 3 (10: the limit), g4 3 */
+    cr_assert_eq(
+        aemp_sendf(a.node, fake, &scope, "{'$gen_cast', {sync, ~p, [{fam, [~p]}]}}", &fpid, &pa),
+        0);
+    cr_assert(wait_int(&f.syncs, 1, 5000), "b answered no sync");
+    static const char *msgs[] = {
+        "{join, ~p, g2, ~p}",
+        "{join, ~p, g3, ~p}",
+        "{join, ~p, g4, ~p}", /* beyond the names */
+        /* a group term of 27 bytes: the leave is dropped whole */
+        "{leave, ~p, ~p, [fam, a_long_group_name_over_16]}",
+    };
+    for (size_t i = 0; i < sizeof msgs / sizeof *msgs; i++)
+        cr_assert_eq(aemp_sendf(a.node, fake, &scope, msgs[i], &fpid, &pa), 0);
+    /* a probe after them, in order (to a group there: no new name) */
+    cr_assert_eq(aemp_sendf(a.node, fake, &scope, "{join, ~p, g2, ~p}", &fpid, &qa), 0);
+    cr_assert(wait_members(b.node, "g2", 2));
+    cr_assert_eq(members(b.node, NULL, "fam", NULL), 1, "a group term beyond pg_max_group_term");
+    cr_assert_eq(members(b.node, NULL, "g3", NULL), 1);
+    cr_assert_eq(members(b.node, NULL, "g4", NULL), 0, "a name beyond pg_max_group_names");
     stop_node(&a);
     cr_assert(wait_members(b.node, "fam", 0));
     stop_node(&b);

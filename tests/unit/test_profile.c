@@ -154,7 +154,7 @@ Test(profile, key_list)
     size_t n = 0;
     while (aemp_profile_key(n))
         n++;
-    cr_assert_eq(n, 23);
+    cr_assert_eq(n, 26);
     cr_assert_str_eq(aemp_profile_key(0), "parent");
     cr_assert_str_eq(aemp_profile_key(10), "read_batch_ms");
     cr_assert_str_eq(aemp_profile_key(14), "tls_verify");
@@ -164,6 +164,9 @@ Test(profile, key_list)
     cr_assert_str_eq(aemp_profile_key(20), "pg_scopes");
     cr_assert_str_eq(aemp_profile_key(21), "pg_max_members");
     cr_assert_str_eq(aemp_profile_key(22), "db_max_bytes");
+    cr_assert_str_eq(aemp_profile_key(23), "pg_max_group_term");
+    cr_assert_str_eq(aemp_profile_key(24), "pg_max_group_names");
+    cr_assert_str_eq(aemp_profile_key(25), "pg_rediscover_ms");
 }
 
 Test(profile, missing_file_or_profile)
@@ -636,6 +639,27 @@ Test(profile, pg_scopes)
     cr_assert_eq(load_rc("[a]\npg_scopes = a, b\n"), AEMP_EINVAL);
     cr_assert_eq(load_rc("[a]\npg_scopes = a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q\n"), AEMP_EINVAL);
     cr_assert_eq(load_rc("[a]\npg_max_members = 0\n"), AEMP_EINVAL);
+}
+
+Test(profile, pg_limits)
+{
+    write_file(file,
+               "[a]\npg_max_group_term = 64\npg_max_group_names = 4096\npg_rediscover_ms = 250\n"
+               "[b]\nparent = a\npg_rediscover_ms = 3600000\n",
+               0600);
+    aemp_profile *p = NULL;
+    aemp_node_config cfg = {0};
+    cr_assert_eq(aemp_profile_load(file, "b", &p), 0, "%s", logged);
+    cr_assert_eq(aemp_profile_apply(p, &cfg), 0);
+    cr_assert_eq(cfg.pg_max_group_term, 64, "inherited");
+    cr_assert_eq(cfg.pg_max_group_names, 4096, "inherited");
+    cr_assert_eq(cfg.pg_rediscover_ms, 3600000);
+    aemp_profile_free(p);
+    cr_assert_eq(load_rc("[a]\npg_max_group_term = 0\n"), AEMP_EINVAL);
+    cr_assert_eq(load_rc("[a]\npg_max_group_term = 16777217\n"), AEMP_EINVAL);
+    cr_assert_eq(load_rc("[a]\npg_max_group_names = 0\n"), AEMP_EINVAL);
+    cr_assert_eq(load_rc("[a]\npg_rediscover_ms = 3600001\n"), AEMP_EINVAL);
+    cr_assert_eq(load_rc("[a]\npg_rediscover_ms = soon\n"), AEMP_EINVAL);
 }
 
 Test(profile, db_max_bytes)
