@@ -655,11 +655,13 @@ Test(profile, pg_limits)
     cr_assert_eq(cfg.pg_max_group_names, 4096, "inherited");
     cr_assert_eq(cfg.pg_rediscover_ms, 3600000);
     aemp_profile_free(p);
-    cr_assert_eq(load_rc("[a]\npg_max_group_term = 0\n"), AEMP_EINVAL);
-    cr_assert_eq(load_rc("[a]\npg_max_group_term = 16777217\n"), AEMP_EINVAL);
-    cr_assert_eq(load_rc("[a]\npg_max_group_names = 0\n"), AEMP_EINVAL);
-    cr_assert_eq(load_rc("[a]\npg_rediscover_ms = 3600001\n"), AEMP_EINVAL);
-    cr_assert_eq(load_rc("[a]\npg_rediscover_ms = soon\n"), AEMP_EINVAL);
+    static const char *bad[] = {
+        "[a]\npg_max_group_term = 0\n",   "[a]\npg_max_group_term = 16777217\n",
+        "[a]\npg_max_group_names = 0\n",  "[a]\npg_rediscover_ms = 3600001\n",
+        "[a]\npg_rediscover_ms = soon\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        cr_assert_eq(load_rc(bad[i]), AEMP_EINVAL, "accepted: %s", bad[i]);
 }
 
 Test(profile, db_max_bytes)
