@@ -9,7 +9,8 @@
  *
  *   node up               -> {discover, Self} to {Scope, Node}
  *   {discover, P [, _]}   -> '$gen_cast' {sync, Self, [{Group, Pids}]} to P
- *                            (our local members); P new: monitor it and
+ *                            (our local members) unless P had it; P new:
+ *                            monitor it and
  *                            send it {discover, Self} too, unless its node
  *                            was sent one since it came up
  *   sync (cast or plain)  -> P's members replaced (P new: monitored); our
