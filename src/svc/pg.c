@@ -52,9 +52,8 @@
 #define PG_DEFAULT_MAX 100000         /* pg_max_members: remote members held, all scopes */
 #define PG_DEFAULT_GROUP 1024         /* pg_max_group_term: bytes of a group term we keep */
 #define PG_MAX_GROUP_TERM (16u << 20) /* the most pg_max_group_term may be */
-#define PG_DEFAULT_NAMES                                                                           \
-    (16u << 20)                       /* pg_max_group_names: bytes of the names of                 \
-                                       * the groups peers made here, all scopes */
+/* pg_max_group_names: bytes of the names of the groups peers made here, all scopes */
+#define PG_DEFAULT_NAMES (16u << 20)
 #define PG_DEFAULT_REDISCOVER_MS 5000 /* pg_rediscover_ms */
 #define PG_MAX_REDISCOVER_MS 3600000  /* the most pg_rediscover_ms may be */
 #define PG_LOUD_DROPS 20              /* dropped messages logged as warnings */
