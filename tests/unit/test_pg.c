@@ -251,8 +251,12 @@ Test(pg, hostile_messages_dropped)
         cr_assert_eq(aemp_sendf(a.node, x, &scope, bad[i], &ascope, &pa), 0);
     /* a sender claiming a peer of another node: b's own scope */
     cr_assert_eq(aemp_sendf(a.node, x, &scope, "{join, ~p, fam, ~p}", &bpid, &pa), 0);
-    /* a peer's pids that are not of its node */
+    /* a peer's pids that are not of its node; in a sync, after one of it
+     * (taken whole, it would replace fam's member) */
     cr_assert_eq(aemp_sendf(a.node, x, &scope, "{join, ~p, fam, ~p}", &ascope, &bpid), 0);
+    cr_assert_eq(aemp_sendf(a.node, x, &scope, "{'$gen_cast', {sync, ~p, [{mixed, [~p, ~p]}]}}",
+                            &ascope, &pa, &bpid),
+                 0);
     /* beyond pg_max_members (3): dropped; within it: taken */
     cr_assert_eq(
         aemp_sendf(a.node, x, &scope, "{join, ~p, big, [~p, ~p, ~p]}", &ascope, &pa, &pa, &pa), 0);
@@ -264,6 +268,7 @@ Test(pg, hostile_messages_dropped)
     cr_assert_eq(aemp_sendf(a.node, x, &scope, "{join, ~p, probe, ~p}", &ascope, &pa), 0);
     cr_assert(wait_members(b.node, "probe", 1));
     cr_assert_eq(members(b.node, NULL, "big", NULL), 0);
+    cr_assert_eq(members(b.node, NULL, "mixed", NULL), 0);
     /* the binary group <<"fam">> is family fam too: still one pid */
     cr_assert_eq(members(b.node, NULL, "fam", NULL), 1);
     cr_assert_eq(members(b.node, "aemp", "fam", NULL), 1);
