@@ -129,6 +129,16 @@ int aemp__term_validate_depth(const char *buf, size_t len, size_t *used, unsigne
 #define AEMP__TERM_FUN_MARK 0x80000000u
 int aemp__term_validate_refs(const char *buf, size_t len, size_t *used, unsigned nrefs,
                              aemp_buf *refpos, unsigned max_depth);
+/* The sending side of the atom cache. aemp__term_find_atom: the offsets
+ * (u32 each, in order, into pos) of every atom of the whole term buf whose
+ * text is atom (alen bytes), with each NEW_FUN_EXT's or'ed with
+ * AEMP__TERM_FUN_MARK as above; AEMP_EBADTERM if buf is not one valid
+ * term. aemp__term_atoms_to_ref: buf with those atoms as ATOM_CACHE_REF
+ * idx, into out (replaced), the Size of each fun shrunk by what its
+ * atoms shrank. */
+int aemp__term_find_atom(const char *buf, size_t len, const char *atom, size_t alen, aemp_buf *pos);
+int aemp__term_atoms_to_ref(const char *buf, size_t len, const aemp_buf *pos, uint8_t idx,
+                            aemp_buf *out);
 
 /* Elements of t if it is a proper list (NIL_EXT, STRING_EXT, or LIST_EXT
  * ending in []), else -1. */

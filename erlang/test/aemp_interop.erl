@@ -177,7 +177,7 @@ test(echo_types, CNode) ->
                 end
             end,
             {[], ?REPLY_MS},
-            terms()),
+            terms() ++ node_terms(CNode)),
     case Failures of
         [] -> ok;
         _ -> {mismatches, length(Failures), lists:reverse(Failures)}
@@ -1174,6 +1174,13 @@ terms() ->
     Mixed = [{self(), [1 bsl 70, 'Ω', <<1:3>>, #{ref => make_ref()}], "str" ++ [1 | 2]}],
     Ints ++ Floats ++ Atoms ++ Binaries ++ Bitstrings ++ Lists ++ Tuples ++ Maps ++ Ids
         ++ Funs ++ Mixed.
+
+%% Terms naming the C node: it sends its own name as an atom cache
+%% reference (in funs too, whose Size then shrinks).
+node_terms(CNode) ->
+    Env = {env, CNode},
+    [CNode, {CNode, [CNode, a, CNode]}, #{CNode => CNode}, fun() -> CNode end,
+     fun(X) -> {Env, X, [CNode]} end, {fun() -> {CNode, fun() -> CNode end} end, CNode}].
 
 %% ------------------------------------------------------------------
 %% AEMP ports (portnode.c): tagged callbacks, {die, Text},

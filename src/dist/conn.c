@@ -188,6 +188,10 @@ static void conn_free(aemp__conn *c)
     aemp_buf_free(&c->ctl_scratch);
     aemp_buf_free(&c->msg_scratch);
     aemp_buf_free(&c->sc_ctl);
+    aemp_buf_free(&c->ac_pos);
+    aemp_buf_free(&c->ac_scratch);
+    aemp_buf_free(&c->ac_ctl);
+    aemp_buf_free(&c->ac_msg);
     aemp_buf_free(&c->rc_key);
     aemp_buf_free(&c->rc_ctl);
     if (c->atoms) {
@@ -1022,6 +1026,8 @@ static void release_idle_buffers(aemp__conn *c, uint64_t now)
         if (bufs[i]->len == 0 && bufs[i]->cap > IDLE_BUF_KEEP) aemp_buf_free(bufs[i]);
     /* scratch space holds a message only while its packet is handled */
     if (c->msg_scratch.cap > IDLE_BUF_KEEP) aemp_buf_free(&c->msg_scratch);
+    if (c->ac_msg.cap > IDLE_BUF_KEEP) aemp_buf_free(&c->ac_msg);
+    if (c->ac_pos.cap > IDLE_BUF_KEEP) aemp_buf_free(&c->ac_pos);
 }
 
 static void housekeeping(uv_timer_t *t)
@@ -1169,28 +1175,92 @@ static bool headed(const aemp__conn *c)
     return (c->flags & AEMP__DFLAG_DIST_HDR_ATOM_CACHE) != 0;
 }
 
-/* Packet head, control message, then the payload term's start: reserved in
- * one go, so that the common send is a few copies. */
-static int put_packet(aemp__conn *c, const char *ctl, size_t clen, const aemp_term *payload)
+/* Entry of the peer's atom cache (segment 0) that holds this node's name. */
+#define SELF_ATOM_SLOT 0
+
+/* The term t (*len bytes) with this node's name as atom cache reference 0,
+ * in out: true, with *len its new length; false when t does not name this
+ * node (or is not one whole term: then it goes as it is). */
+static bool self_refs(aemp__conn *c, const char *t, size_t *len, aemp_buf *out)
 {
-    static const char with_header[] = {(char)AEMP__EXT_VERSION, AEMP__EXT_DIST_HEADER, 0};
+    const char *me = c->d->name;
+    if (aemp__term_find_atom(t, *len, me, strlen(me), &c->ac_pos) || !c->ac_pos.len) return false;
+    /* (only funs: nothing to replace) */
+    bool any = false;
+    for (size_t k = 0; k + 4 <= c->ac_pos.len && !any; k += 4)
+        any = !(aemp__get_u32(c->ac_pos.data + k) & AEMP__TERM_FUN_MARK);
+    if (!any || aemp__term_atoms_to_ref(t, *len, &c->ac_pos, 0, out)) return false;
+    *len = out->len;
+    return true;
+}
+
+/* Packet head, control message, then the payload term's start: reserved in
+ * one go, so that the common send is a few copies. On a connection with
+ * distribution headers, the control message (ctl_refs 1: it names this
+ * node by reference already; 0: it does not; -1: not known) and the
+ * payload name this node by atom cache reference 0: an Erlang node then
+ * finds the atom by its index, not by its text, in every pid of ours. */
+static int put_packet(aemp__conn *c, const char *ctl, size_t clen, int ctl_refs,
+                      const aemp_term *payload)
+{
     static const char pass_through[] = {AEMP__EXT_PASS_THROUGH, (char)AEMP__EXT_VERSION};
     bool h = headed(c);
-    size_t head = h ? sizeof with_header : sizeof pass_through;
-    size_t plen = payload ? payload->len + (h ? 0 : 1) : 0;
-    if (head + clen + plen > UINT32_MAX) return AEMP_ETOOBIG;
-    int rc = aemp__buf_reserve(&c->wbuf, 4 + head + clen + plen);
+    bool refs = ctl_refs > 0;
+    const char *pdata = payload ? payload->data : NULL;
+    size_t plen = payload ? payload->len : 0;
+    if (h && ctl_refs < 0 && self_refs(c, ctl, &clen, &c->ac_ctl)) {
+        ctl = c->ac_ctl.data;
+        refs = true;
+    }
+    if (h && payload && self_refs(c, pdata, &plen, &c->ac_msg)) {
+        pdata = c->ac_msg.data;
+        refs = true;
+    }
+    /* the header: no references, or this node's name (new the first time) */
+    char head[8 + AEMP_MAXNODELEN];
+    size_t hlen;
+    if (!h) {
+        memcpy(head, pass_through, sizeof pass_through);
+        hlen = sizeof pass_through;
+    } else {
+        size_t nlen = strlen(c->d->name);
+        bool def = refs && !c->self_sent, long_atoms = nlen > 255;
+        head[0] = (char)AEMP__EXT_VERSION;
+        head[1] = AEMP__EXT_DIST_HEADER;
+        head[2] = refs ? 1 : 0;
+        hlen = 3;
+        if (refs) {
+            /* flags: reference 0's half byte (new entry, segment 0), then
+             * the half byte of LongAtoms */
+            head[hlen++] = (char)((def ? 8 : 0) | (long_atoms ? 0x10 : 0));
+            head[hlen++] = SELF_ATOM_SLOT;
+            if (def) {
+                if (long_atoms) {
+                    aemp__put_u16(head + hlen, (uint16_t)nlen);
+                    hlen += 2;
+                } else {
+                    head[hlen++] = (char)nlen;
+                }
+                memcpy(head + hlen, c->d->name, nlen);
+                hlen += nlen;
+            }
+        }
+    }
+    size_t tlen = payload ? plen + (h ? 0 : 1) : 0;
+    if (hlen + clen + tlen > UINT32_MAX) return AEMP_ETOOBIG;
+    int rc = aemp__buf_reserve(&c->wbuf, 4 + hlen + clen + tlen);
     if (rc) return rc;
     char *d = c->wbuf.data + c->wbuf.len;
-    aemp__put_u32(d, (uint32_t)(head + clen + plen));
-    memcpy(d + 4, h ? with_header : pass_through, head);
-    memcpy(d + 4 + head, ctl, clen);
-    d += 4 + head + clen;
+    aemp__put_u32(d, (uint32_t)(hlen + clen + tlen));
+    memcpy(d + 4, head, hlen);
+    memcpy(d + 4 + hlen, ctl, clen);
+    d += 4 + hlen + clen;
     if (payload) {
         if (!h) *d++ = (char)AEMP__EXT_VERSION;
-        memcpy(d, payload->data, payload->len);
+        memcpy(d, pdata, plen);
     }
-    c->wbuf.len += 4 + head + clen + plen;
+    c->wbuf.len += 4 + hlen + clen + tlen;
+    if (refs) c->self_sent = true;
     mark_dirty(c);
     return 0;
 }
@@ -1227,6 +1297,14 @@ static const aemp_buf *send_ctl(aemp__conn *c, const aemp_addr *from, const aemp
             *rc = aemp__ctl_enc(b, AEMP__CTL_SEND, "ea", to);
     }
     if (*rc) return NULL;
+    /* on a headed connection, with this node's name by reference, once */
+    size_t len = b->len;
+    c->sc_refs = headed(c) && self_refs(c, b->data, &len, &c->ac_scratch);
+    if (c->sc_refs) {
+        aemp_buf t = *b;
+        *b = c->ac_scratch;
+        c->ac_scratch = t;
+    }
     c->sc_valid = true;
     c->sc_from = fkey;
     c->sc_to = *to;
@@ -1269,7 +1347,7 @@ int aemp__conn_send(aemp__conn *c, const aemp_addr *from, const aemp_addr *to, c
     }
     const aemp_buf *ctl = send_ctl(c, from, to, &rc);
     if (!ctl) return rc;
-    return put_packet(c, ctl->data, ctl->len, msg);
+    return put_packet(c, ctl->data, ctl->len, c->sc_refs, msg);
 }
 
 int aemp__conn_ctl(aemp__conn *c, const aemp_buf *ctl, const aemp_term *payload)
@@ -1279,7 +1357,7 @@ int aemp__conn_ctl(aemp__conn *c, const aemp_buf *ctl, const aemp_term *payload)
         aemp__put_u32(len, (uint32_t)ctl->len);
         return pend_add(c, PEND_CTL, len, 4, ctl->data, ctl->len, payload);
     }
-    return put_packet(c, ctl->data, ctl->len, payload);
+    return put_packet(c, ctl->data, ctl->len, -1, payload);
 }
 
 static void flush_pending(aemp__conn *c)

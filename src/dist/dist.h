@@ -182,6 +182,15 @@ struct aemp__conn {
     uint64_t sc_from;
     aemp_addr sc_to;
     aemp_buf sc_ctl;
+    bool sc_refs; /* sc_ctl names this node by an atom cache reference */
+    /* The sending side of the atom cache (headed connections): this node's
+     * name is entry 0 of segment 0, defined by the first packet that
+     * refers to it (self_sent), an old entry after. */
+    bool self_sent;
+    aemp_buf ac_pos;     /* offsets of this node's name in a term */
+    aemp_buf ac_scratch; /* a term (or the send cache's control) with references */
+    aemp_buf ac_ctl;     /* a control message with references */
+    aemp_buf ac_msg;     /* a message with references */
     /* Receive cache: the bytes that started the last send packet (up to its
      * message) and the control message parsed from them (packet.c). */
     bool rc_valid;

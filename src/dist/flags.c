@@ -37,8 +37,9 @@ const struct aemp__dflag aemp__dflags[] = {
     {AEMP__DFLAG_NEW_FLOATS, "NEW_FLOATS", 25, true, true},
     {AEMP__DFLAG_UNICODE_IO, "UNICODE_IO", 0, true, false},
     /* Offered: received distribution headers are decoded and their atom
-     * cache references replaced before ei sees a term (control.c). Our own
-     * packets stay pass-through. Erlang encodes faster with the cache. */
+     * cache references replaced before ei sees a term (packet.c). Our own
+     * packets name this node by cache reference 0 (conn.c, put_packet).
+     * Erlang encodes and decodes faster with the cache. */
     {AEMP__DFLAG_DIST_HDR_ATOM_CACHE, "DIST_HDR_ATOM_CACHE", 0, true, false},
     {AEMP__DFLAG_SMALL_ATOM_TAGS, "SMALL_ATOM_TAGS", 0, true, false},
     {AEMP__DFLAG_UTF8_ATOMS, "UTF8_ATOMS", 25, true, true},

@@ -51,6 +51,10 @@ struct walk {
      * offsets recorded (u32 each) in refpos; with refpos NULL, refused. */
     unsigned nrefs;
     aemp_buf *refpos;
+    /* With match: the offsets of the atoms whose text is match (mlen
+     * bytes) are recorded in refpos too (aemp__term_find_atom). */
+    const uint8_t *match;
+    size_t mlen;
     /* the frames: st[0..cap), local or on the heap; at most max_depth deep */
     struct frame *st;
     int cap;
@@ -124,6 +128,9 @@ static int skip_atom(struct walk *w)
     default:
         return -1;
     }
+    if (w->match && n == w->mlen && n <= avail(w) && memcmp(w->p + w->pos, w->match, n) == 0 &&
+        aemp__buf_put_u32(w->refpos, (uint32_t)start))
+        return -1;
     return take(w, n);
 }
 
@@ -310,8 +317,8 @@ int aemp__term_validate_depth(const char *buf, size_t len, size_t *used, unsigne
     return aemp__term_validate_refs(buf, len, used, 0, NULL, max_depth);
 }
 
-int aemp__term_validate_refs(const char *buf, size_t len, size_t *used, unsigned nrefs,
-                             aemp_buf *refpos, unsigned max_depth)
+static int walk_term(const char *buf, size_t len, size_t *used, unsigned nrefs, aemp_buf *refpos,
+                     unsigned max_depth, const char *match, size_t mlen)
 {
     struct walk w;
     w.p = (const uint8_t *)buf;
@@ -319,6 +326,8 @@ int aemp__term_validate_refs(const char *buf, size_t len, size_t *used, unsigned
     w.pos = 0;
     w.nrefs = nrefs;
     w.refpos = refpos;
+    w.match = (const uint8_t *)match;
+    w.mlen = mlen;
     w.st = w.local;
     w.cap = STACK_FRAMES;
     w.max_depth = max_depth > INT_MAX - 1 ? INT_MAX - 1 : (int)max_depth;
@@ -351,4 +360,18 @@ int aemp__term_validate_refs(const char *buf, size_t len, size_t *used, unsigned
 done:
     if (w.st != w.local) free(w.st);
     return rc;
+}
+
+int aemp__term_validate_refs(const char *buf, size_t len, size_t *used, unsigned nrefs,
+                             aemp_buf *refpos, unsigned max_depth)
+{
+    return walk_term(buf, len, used, nrefs, refpos, max_depth, NULL, 0);
+}
+
+int aemp__term_find_atom(const char *buf, size_t len, const char *atom, size_t alen, aemp_buf *pos)
+{
+    size_t used;
+    pos->len = 0;
+    int rc = walk_term(buf, len, &used, 0, pos, AEMP__TERM_MAX_DEPTH, atom, alen);
+    return rc ? rc : used == len ? 0 : AEMP_EBADTERM;
 }

@@ -223,6 +223,32 @@ static void walk(const char *buf, size_t used)
     }
 }
 
+/* The sending side of the atom cache: the term with atom 'a' as cache
+ * reference 0 is one valid term after a header of one reference, with as
+ * many references as 'a's were found, and every fun's Size right (the
+ * check refuses a fun that does not end where its Size says). */
+static void atom_refs(const char *buf, size_t len)
+{
+    aemp_buf pos = AEMP_BUF_INIT, out = AEMP_BUF_INIT, refs = AEMP_BUF_INIT;
+    FUZZ_CHECK(aemp__term_find_atom(buf, len, "a", 1, &pos) == 0);
+    size_t found = 0;
+    for (size_t k = 0; k + 4 <= pos.len; k += 4)
+        found += !(aemp__get_u32(pos.data + k) & AEMP__TERM_FUN_MARK);
+    if (aemp__term_atoms_to_ref(buf, len, &pos, 0, &out) == 0) {
+        size_t used = 0, got = 0;
+        FUZZ_CHECK(aemp__term_validate_refs(out.data, out.len, &used, 1, &refs,
+                                            AEMP__TERM_MAX_DEPTH) == 0 &&
+                   used == out.len);
+        for (size_t k = 0; k + 4 <= refs.len; k += 4)
+            got += !(aemp__get_u32(refs.data + k) & AEMP__TERM_FUN_MARK);
+        FUZZ_CHECK(got == found);
+        FUZZ_CHECK(out.len <= len);
+    }
+    aemp_buf_free(&pos);
+    aemp_buf_free(&out);
+    aemp_buf_free(&refs);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static int init;
@@ -256,5 +282,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * library does not use it. */
 
     walk(buf, used);
+    atom_refs(buf, used);
     return 0;
 }

@@ -5,6 +5,8 @@
  */
 #include "harness.h"
 
+#include "node/node.h"
+
 TestSuite(node, .init = setup, .fini = teardown, .timeout = 60);
 
 Test(node, send_to_name_connects_on_demand_and_keeps_order)
@@ -294,6 +296,90 @@ Test(node, refused_connections_are_logged_once_with_peer_and_reason)
     cr_assert(run_until(&a.fails, 5000), "second attempt did not fail");
     cr_assert_eq(lc.n, before, "a warning passed the error level");
     aemp_log_set_callback(NULL, NULL);
+    stop_node(&a);
+    stop_node(&b);
+}
+
+/* Keeps the bytes of the last message. */
+struct bytes_sink {
+    int count;
+    char data[512];
+    size_t len;
+};
+
+static void bytes_cb(aemp_node *n, aemp_port self, const aemp_term *msg, const aemp_addr *from,
+                     void *arg)
+{
+    (void)n;
+    (void)self;
+    (void)from;
+    struct bytes_sink *s = arg;
+    s->len = msg->len < sizeof s->data ? msg->len : sizeof s->data;
+    memcpy(s->data, msg->data, s->len);
+    s->count++;
+}
+
+static aemp__conn *conn_to(aemp_node *n, const char *peer)
+{
+    uint32_t h = aemp__intern(peer, strlen(peer));
+    return aemp__map_get(&n->conns, &h, sizeof h);
+}
+
+/* A node names itself by atom cache reference in what it sends (its pids,
+ * references and the atom of its name, in the control message and the
+ * message, inside a fun too); the receiver gets the bytes that were sent. */
+Test(node, own_name_goes_by_atom_cache_and_arrives_as_sent)
+{
+    struct node_ctx a, b;
+    start_node(&a, "a@127.0.0.1", "secret");
+    start_node(&b, "b@127.0.0.1", "secret");
+    struct bytes_sink s = {0};
+    aemp_port p, from;
+    cr_assert_eq(aemp_port_open(b.node, bytes_cb, &s, &p), 0);
+    cr_assert_eq(aemp_port_open(a.node, bytes_cb, &(struct bytes_sink){0}, &from), 0);
+    aemp_addr to, fa;
+    cr_assert_eq(aemp_port_addr(b.node, p, &to), 0);
+    cr_assert_eq(aemp_port_addr(a.node, from, &fa), 0);
+    /* a fun: Module 'a@127.0.0.1', Pid a's, free variables a's pid and 'x' */
+    aemp_buf pid = AEMP_BUF_INIT, fun = AEMP_BUF_INIT, msg = AEMP_BUF_INIT;
+    cr_assert_eq(aemp_term_format(&pid, "~p", &fa), 0);
+    const char mod[] = {119, 11, 'a', '@', '1', '2', '7', '.', '0', '.', '0', '.', '1'};
+    const char x[] = {119, 1, 'x'};
+    cr_assert_eq(aemp__buf_put_u8(&fun, 112), 0); /* NEW_FUN_EXT */
+    cr_assert_eq(aemp__buf_put_u32(&fun, 0), 0);  /* Size, below */
+    cr_assert_eq(aemp__buf_put_u8(&fun, 0), 0);   /* Arity */
+    for (int i = 0; i < 16; i++)
+        cr_assert_eq(aemp__buf_put_u8(&fun, (uint8_t)i), 0); /* Uniq */
+    cr_assert_eq(aemp__buf_put_u32(&fun, 1), 0);             /* Index */
+    cr_assert_eq(aemp__buf_put_u32(&fun, 2), 0);             /* NumFree */
+    cr_assert_eq(aemp__buf_append(&fun, mod, sizeof mod), 0);
+    const char ints[] = {97, 0, 97, 0}; /* OldIndex, OldUniq */
+    cr_assert_eq(aemp__buf_append(&fun, ints, sizeof ints), 0);
+    cr_assert_eq(aemp__buf_append(&fun, pid.data, pid.len), 0);
+    cr_assert_eq(aemp__buf_append(&fun, pid.data, pid.len), 0);
+    cr_assert_eq(aemp__buf_append(&fun, x, sizeof x), 0);
+    aemp__put_u32(fun.data + 1, (uint32_t)(fun.len - 1));
+    aemp_term ft = aemp_buf_term(&fun);
+    cr_assert_eq(aemp_term_format(&msg, "{~p, [~p, ~a, ~s], #{~p => ~t}, 'a@127.0.0.1'}", &fa, &fa,
+                                  "a@127.0.0.1", "a@127.0.0.1", &fa, &ft),
+                 0);
+    aemp_term m = aemp_buf_term(&msg);
+    for (int i = 1; i <= 2; i++) {
+        cr_assert_eq(aemp_send(a.node, from, &to, &m), 0);
+        cr_assert(wait_int(&s.count, i, 5000));
+        cr_assert_eq(s.len, m.len);
+        cr_assert(memcmp(s.data, m.data, m.len) == 0, "message %d changed on the way", i);
+    }
+    /* it went by reference: b's cache of a's packets holds a's name */
+    aemp__conn *ca = conn_to(a.node, "b@127.0.0.1"), *cb = conn_to(b.node, "a@127.0.0.1");
+    cr_assert(ca && cb);
+    cr_assert(ca->self_sent);
+    cr_assert(cb->atoms && cb->atoms[0]);
+    cr_assert_eq(aemp__get_u16(cb->atoms[0]), 11);
+    cr_assert(memcmp(cb->atoms[0] + 2, "a@127.0.0.1", 11) == 0);
+    aemp_buf_free(&pid);
+    aemp_buf_free(&fun);
+    aemp_buf_free(&msg);
     stop_node(&a);
     stop_node(&b);
 }
