@@ -86,6 +86,12 @@ static size_t atom_size(const struct aemp__dist_header *h, unsigned i)
     return (h->alen[i] <= 255 ? 2 : 3) + (size_t)h->alen[i];
 }
 
+/* What the reference at t + at grows by as its atom. */
+static int64_t growth(const char *t, uint32_t at, void *arg)
+{
+    return (int64_t)atom_size(arg, (uint8_t)t[at + 1]) - 2;
+}
+
 /* t with every atom cache reference (from refpos) replaced by its atom,
  * into out; NEW_FUN_EXT sizes grow by what their references grew. */
 static int replace_refs(const char *t, size_t tlen, const aemp_buf *refpos,
@@ -111,44 +117,7 @@ static int replace_refs(const char *t, size_t tlen, const aemp_buf *refpos,
     }
     if (!rc) rc = aemp__buf_append(out, t + prev, tlen - prev);
     if (rc) return rc;
-    /* Each fun: its new place is its old one plus the growth of the
-     * references before it; its Size grows by that of those inside it.
-     * Entries come in walk order and funs nest, so one pass with a stack of
-     * open funs does it (the stack is as deep as terms may nest). */
-    struct open_fun {
-        size_t start, end, grown_before;
-    };
-    aemp_buf stack = AEMP_BUF_INIT; /* of struct open_fun: funs are rare */
-    size_t sp = 0;
-    size_t grown = 0;
-    rc = 0;
-    for (size_t k = 0; k <= refpos->len && !rc; k += 4) {
-        bool last = k + 4 > refpos->len;
-        uint32_t e = last ? 0 : aemp__get_u32(refpos->data + k);
-        size_t at = last ? SIZE_MAX : (e & ~AEMP__TERM_FUN_MARK);
-        struct open_fun *st = (struct open_fun *)(void *)stack.data;
-        while (sp > 0 && st[sp - 1].end <= at) {
-            struct open_fun *f = &st[--sp];
-            char *size = out->data + f->start + f->grown_before + 1;
-            uint64_t n = (uint64_t)aemp__get_u32(size) + (grown - f->grown_before);
-            if (n > UINT32_MAX) {
-                rc = AEMP_ETOOBIG;
-                break;
-            }
-            aemp__put_u32(size, (uint32_t)n);
-        }
-        if (last || rc) break;
-        if (e & AEMP__TERM_FUN_MARK) {
-            struct open_fun f = {at, at + 1 + aemp__get_u32(t + at + 1), grown};
-            stack.len = sp * sizeof f;
-            rc = aemp__buf_append(&stack, &f, sizeof f);
-            sp++;
-        } else {
-            grown += atom_size(h, (uint8_t)t[at + 1]) - 2;
-        }
-    }
-    aemp_buf_free(&stack);
-    return rc;
+    return aemp__term_fix_funs(t, refpos, out, growth, (void *)h);
 }
 
 /* One term at p[*pos]: with a version byte first in a pass-through packet; after a

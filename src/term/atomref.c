@@ -20,6 +20,57 @@ static size_t atom_bytes(const char *p)
     }
 }
 
+/* What the atom at t + at shrinks by as a 2-byte reference. */
+static int64_t shrink(const char *t, uint32_t at, void *arg)
+{
+    (void)arg;
+    return 2 - (int64_t)atom_bytes(t + at);
+}
+
+int aemp__term_fix_funs(const char *t, const aemp_buf *pos, aemp_buf *out,
+                        int64_t (*delta)(const char *t, uint32_t at, void *arg), void *arg)
+{
+    /* Each fun: its new place is its old one plus what the atoms before it
+     * changed by; its Size changes by what those inside it did. Offsets
+     * come in walk order and funs nest: one pass with a stack of open
+     * funs (as deep as terms may nest; funs are rare). */
+    struct open_fun {
+        size_t start, end;
+        int64_t moved_before;
+    };
+    aemp_buf stack = AEMP_BUF_INIT;
+    size_t sp = 0;
+    int64_t moved = 0;
+    int rc = 0;
+    for (size_t k = 0; k <= pos->len && !rc; k += 4) {
+        bool last = k + 4 > pos->len;
+        uint32_t e = last ? 0 : aemp__get_u32(pos->data + k);
+        size_t at = last ? SIZE_MAX : (e & ~AEMP__TERM_FUN_MARK);
+        struct open_fun *st = (struct open_fun *)(void *)stack.data;
+        while (sp > 0 && st[sp - 1].end <= at) {
+            struct open_fun *f = &st[--sp];
+            char *size = out->data + (int64_t)f->start + f->moved_before + 1;
+            int64_t n = (int64_t)aemp__get_u32(size) + (moved - f->moved_before);
+            if (n < 0 || n > UINT32_MAX) {
+                rc = AEMP_ETOOBIG;
+                break;
+            }
+            aemp__put_u32(size, (uint32_t)n);
+        }
+        if (last || rc) break;
+        if (e & AEMP__TERM_FUN_MARK) {
+            struct open_fun f = {at, at + 1 + aemp__get_u32(t + at + 1), moved};
+            stack.len = sp * sizeof f;
+            rc = aemp__buf_append(&stack, &f, sizeof f);
+            sp++;
+        } else {
+            moved += delta(t, (uint32_t)at, arg);
+        }
+    }
+    aemp_buf_free(&stack);
+    return rc;
+}
+
 int aemp__term_atoms_to_ref(const char *t, size_t tlen, const aemp_buf *pos, uint8_t idx,
                             aemp_buf *out)
 {
@@ -36,34 +87,5 @@ int aemp__term_atoms_to_ref(const char *t, size_t tlen, const aemp_buf *pos, uin
     }
     if (!rc) rc = aemp__buf_append(out, t + prev, tlen - prev);
     if (rc) return rc;
-    /* Each fun: its new place is its old one less what the atoms before it
-     * shrank; its Size shrinks by what those inside it did. Offsets come
-     * in walk order and funs nest: one pass with a stack of open funs. */
-    struct open_fun {
-        size_t start, end, shrunk_before;
-    };
-    aemp_buf stack = AEMP_BUF_INIT; /* of struct open_fun: funs are rare */
-    size_t sp = 0, shrunk = 0;
-    for (size_t k = 0; k <= pos->len && !rc; k += 4) {
-        bool last = k + 4 > pos->len;
-        uint32_t e = last ? 0 : aemp__get_u32(pos->data + k);
-        size_t at = last ? SIZE_MAX : (e & ~AEMP__TERM_FUN_MARK);
-        struct open_fun *st = (struct open_fun *)(void *)stack.data;
-        while (sp > 0 && st[sp - 1].end <= at) {
-            struct open_fun *f = &st[--sp];
-            char *size = out->data + (f->start - f->shrunk_before) + 1;
-            aemp__put_u32(size, aemp__get_u32(size) - (uint32_t)(shrunk - f->shrunk_before));
-        }
-        if (last) break;
-        if (e & AEMP__TERM_FUN_MARK) {
-            struct open_fun f = {at, at + 1 + aemp__get_u32(t + at + 1), shrunk};
-            stack.len = sp * sizeof f;
-            rc = aemp__buf_append(&stack, &f, sizeof f);
-            sp++;
-        } else {
-            shrunk += atom_bytes(t + at) - 2;
-        }
-    }
-    aemp_buf_free(&stack);
-    return rc;
+    return aemp__term_fix_funs(t, pos, out, shrink, NULL);
 }
