@@ -141,11 +141,16 @@ static aemp__conn *conn_up(void)
 /* What the node queued for the peer must be well-formed packets: a 4-byte
  * length, then either 112 and a control term and at most one payload term,
  * each with its version byte, or (the connection negotiated
- * DIST_HDR_ATOM_CACHE) a distribution header without references (131, 68,
- * 0) and the terms without version bytes; each term validates, and nothing
- * else follows. */
+ * DIST_HDR_ATOM_CACHE) a distribution header and the terms without version
+ * bytes. The header has no references (131, 68, 0) or one: the node's own
+ * name as entry 0 of segment 0, new (with its text) on the connection's
+ * first such packet and old after. Each term validates (with that one
+ * reference allowed), and nothing else follows. */
 static void check_wbuf(const aemp_buf *w)
 {
+    static const char me[] = NODE_NAME;
+    bool referred = false; /* a packet before referred to the entry */
+    aemp_buf refs = AEMP_BUF_INIT;
     size_t pos = 0;
     while (pos < w->len) {
         FUZZ_CHECK(w->len - pos >= 4);
@@ -156,22 +161,41 @@ static void check_wbuf(const aemp_buf *w)
         const char *p = w->data + pos;
         size_t used, k, terms = 0;
         bool headed = n >= 3 && (uint8_t)p[0] == 131;
+        unsigned nrefs = 0;
         if (headed) {
-            FUZZ_CHECK((uint8_t)p[1] == AEMP__EXT_DIST_HEADER && p[2] == 0);
+            FUZZ_CHECK((uint8_t)p[1] == AEMP__EXT_DIST_HEADER && (p[2] == 0 || p[2] == 1));
             k = 3;
+            nrefs = (unsigned)p[2];
+            if (nrefs) {
+                /* flags (new or old, segment 0, short atoms), entry 0 */
+                FUZZ_CHECK(n >= 5 && (p[3] == 8 || p[3] == 0) && p[4] == 0);
+                /* defined once, before any packet refers to it as old (the
+                 * buffer may start after the defining packet was written) */
+                FUZZ_CHECK(p[3] == 0 || !referred);
+                referred = true;
+                k = 5;
+                if (p[3] == 8) {
+                    FUZZ_CHECK(n >= 6 && (uint8_t)p[5] == sizeof me - 1 && n - 6 >= sizeof me - 1 &&
+                               memcmp(p + 6, me, sizeof me - 1) == 0);
+                    k = 6 + sizeof me - 1;
+                }
+            }
         } else {
             FUZZ_CHECK((uint8_t)p[0] == AEMP__EXT_PASS_THROUGH);
             k = 1;
         }
         while (k < n) {
             if (!headed) FUZZ_CHECK((uint8_t)p[k++] == 131);
-            FUZZ_CHECK(aemp__term_validate(p + k, n - k, &used) == 0);
+            refs.len = 0;
+            FUZZ_CHECK(aemp__term_validate_refs(p + k, n - k, &used, nrefs, &refs,
+                                                AEMP__TERM_MAX_DEPTH) == 0);
             k += used;
             terms++;
         }
         FUZZ_CHECK(k == n && terms >= 1 && terms <= 2);
         pos += n;
     }
+    aemp_buf_free(&refs);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
