@@ -68,6 +68,10 @@ size_t aemp__strlcpy(char *dst, const char *src, size_t size);
  * pointer is read and written as bytes, as it may be of any object type.
  * 0 or AEMP_ENOMEM (the array is unchanged). */
 int aemp__grow(void *arr, size_t n, size_t *cap, size_t size, size_t first);
+/* Room for want elements of size at *arr (a pointer to the array's
+ * pointer; capacity *cap, doubled from 4 until it holds want): 0 or
+ * AEMP_ENOMEM, the array unchanged. */
+int aemp__reserve(void *arr, size_t want, size_t *cap, size_t size);
 
 /* Whether host names this machine: gethostname() or its part before the
  * first dot, ignoring case. Resolvers fall back to 127.0.0.1 for such a

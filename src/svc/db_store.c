@@ -185,17 +185,6 @@ static int tab_reserve(aemp__dbs_fam *f, size_t want)
     return cap == f->tcap ? 0 : tab_resize(f, cap);
 }
 
-/* Room in the dense array for want keys. */
-static int arr_reserve(aemp__dbs_fam *f, size_t want)
-{
-    if (want <= f->cap) return 0;
-    key **a = realloc(f->arr, want * sizeof *a);
-    if (!a) return AEMP_ENOMEM;
-    f->arr = a;
-    f->cap = want;
-    return 0;
-}
-
 /* Take k out (linear probing: the entries after it that would no longer
  * be found move back into the gap). */
 static void tab_remove(aemp__dbs_fam *f, const key *k)
@@ -680,7 +669,8 @@ int aemp__dbs_walk_share(aemp__dbs *s, aemp__dbs_owner *apply, aemp_cursor *c, s
             f = fam_get(s, fp, flen, true);
             if (!f) return AEMP_ENOMEM;
             /* room for them all at once (if short, each set asks again) */
-            if (!arr_reserve(f, f->tcount + nk)) (void)tab_reserve(f, f->tcount + nk);
+            if (!aemp__reserve(&f->arr, f->tcount + nk, &f->cap, sizeof *f->arr))
+                (void)tab_reserve(f, f->tcount + nk);
         }
         for (uint32_t j = 0; j < nk;) {
             uint32_t m = 0;

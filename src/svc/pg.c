@@ -261,23 +261,6 @@ static void drop(struct scope *s, const char *why, const aemp_term *msg)
 /* Families and batches                                               */
 /* ------------------------------------------------------------------ */
 
-/* Room for want elements of size at *arr (capacity *cap): 0 or AEMP_ENOMEM. */
-static int reserve(void *arr, size_t want, size_t *cap, size_t size)
-{
-    if (want <= *cap) return 0;
-    size_t c = *cap ? *cap : 4;
-    while (c < want)
-        c *= 2;
-    if (c > SIZE_MAX / size) return AEMP_ENOMEM;
-    void *p;
-    memcpy(&p, arr, sizeof p);
-    void *q = realloc(p, c * size);
-    if (!q) return AEMP_ENOMEM;
-    memcpy(arr, &q, sizeof q);
-    *cap = c;
-    return 0;
-}
-
 static uint32_t pid_hash(const aemp_addr *a)
 {
     uint64_t h = ((uint64_t)a->w[0] | (uint64_t)a->w[1] << 32) * 0x9E3779B97F4A7C15ULL;
@@ -320,7 +303,7 @@ static int fam_index(struct fam *f, size_t cap)
 static int fam_reserve(struct fam *f, size_t more)
 {
     if (more > UINT32_MAX - 1 - f->ne) return AEMP_ENOMEM;
-    if (reserve(&f->e, f->ne + more, &f->cape, sizeof *f->e)) return AEMP_ENOMEM;
+    if (aemp__reserve(&f->e, f->ne + more, &f->cape, sizeof *f->e)) return AEMP_ENOMEM;
     size_t want = 2 * (f->members + more);
     if (want <= f->ixcap) return 0;
     size_t cap = f->ixcap ? f->ixcap : 16;
@@ -1108,7 +1091,7 @@ static void on_discover(struct scope *s, const aemp_addr *p)
 /* Room for more members in g (one growth for a sync's group). */
 static int group_reserve(struct scope *s, struct group *g, size_t more)
 {
-    if (reserve(&g->m, g->n + more, &g->cap, sizeof *g->m)) return AEMP_ENOMEM;
+    if (aemp__reserve(&g->m, g->n + more, &g->cap, sizeof *g->m)) return AEMP_ENOMEM;
     return g->fam ? fam_reserve(g->fam, more) : 0;
 }
 

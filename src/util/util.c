@@ -90,6 +90,22 @@ bool aemp__host_is_self(const char *host)
     return strcasecmp(host, self) == 0;
 }
 
+int aemp__reserve(void *arr, size_t want, size_t *cap, size_t size)
+{
+    if (want <= *cap) return 0;
+    size_t c = *cap ? *cap : 4;
+    while (c < want)
+        c *= 2;
+    if (c > SIZE_MAX / size) return AEMP_ENOMEM;
+    void *p;
+    memcpy(&p, arr, sizeof p);
+    void *q = realloc(p, c * size);
+    if (!q) return AEMP_ENOMEM;
+    memcpy(arr, &q, sizeof q);
+    *cap = c;
+    return 0;
+}
+
 int aemp__grow(void *arr, size_t n, size_t *cap, size_t size, size_t first)
 {
     void *p;
