@@ -2,8 +2,9 @@
  * db.c - the `aemp_db` service and the C database API (docs/database.md).
  *
  * A port registered as aemp_db speaks the replication protocol (version
- * 1, the shape of OTP 29's data_publisher): on every node up it sends
- * {discover, Self, 1} to {aemp_db, Node}; a discover is answered with the
+ * 2: the shape of OTP 29's data_publisher, with each family of a share as
+ * {Values, Stamps}): on every node up it sends {discover, Self, 2} to
+ * {aemp_db, Node}; a discover is answered with the
  * '$gen_cast' local_data of this node's share, and its sender becomes a
  * peer (monitored, discovered back); local_data replaces a peer's share,
  * update changes it; a peer's 'DOWN' drops its share. Local changes go to
@@ -18,7 +19,7 @@
 
 #include <stdlib.h>
 
-#define DB_VSN 1
+#define DB_VSN 2
 
 struct peer {
     uint32_t node_h;
@@ -414,8 +415,8 @@ static void on_local_data(db_t *db, const aemp_addr *pid, aemp_cursor share, con
     uint64_t maxstamp = 0;
     aemp_cursor check = share;
     if (aemp__dbs_walk_share(NULL, NULL, &check, &bytes, &maxstamp)) {
-        log_dropped("local_data with a share not of the form #{Family => #{Subkey => {Stamp, "
-                    "Value}}} (binaries, stamps of at most 64 bits)",
+        log_dropped("local_data with a share not of the form #{Family => {#{Subkey => Value}, "
+                    "[{Subkey, Stamp}]}} (binaries, stamps of at most 64 bits)",
                     msg, from);
         return;
     }

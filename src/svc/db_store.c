@@ -651,55 +651,208 @@ struct pending {
     aemp_term v;
 };
 
-/* #{Family => #{Subkey => {Stamp, Value}}}: checked (apply NULL) or
- * applied to owner apply. */
+/* One {Subkey, Stamp} of a Stamps list. */
+static int get_stamp_pair(aemp_cursor *c, const void **kp, size_t *klen, uint64_t *stamp)
+{
+    uint32_t arity;
+    if (aemp_get_tuple(c, &arity) || arity != 2 || aemp_get_binary(c, kp, klen) ||
+        *klen > AEMP_DB_MAXKEY || aemp_get_uint64(c, stamp))
+        return AEMP_ENOMATCH;
+    return 0;
+}
+
+/* A family's {Values, Stamps} after its name, checked: *bytes adds the
+ * cost of its values, *maxstamp sees every stamp (of pairs for no value
+ * too). */
+static int check_family(aemp_cursor *c, size_t flen, size_t *bytes, uint64_t *maxstamp)
+{
+    uint32_t nk, ns;
+    if (aemp_get_map(c, &nk)) return AEMP_ENOMATCH;
+    for (uint32_t j = 0; j < nk; j++) {
+        const void *kp;
+        size_t klen;
+        aemp_term v;
+        if (aemp_get_binary(c, &kp, &klen) || klen > AEMP_DB_MAXKEY || aemp_get_term(c, &v))
+            return AEMP_ENOMATCH;
+        *bytes += aemp__dbs_cost(flen, klen, v.len);
+    }
+    if (aemp_get_list(c, &ns)) return AEMP_ENOMATCH;
+    for (uint32_t j = 0; j < ns; j++) {
+        const void *kp;
+        size_t klen;
+        uint64_t stamp;
+        if (get_stamp_pair(c, &kp, &klen, &stamp)) return AEMP_ENOMATCH;
+        if (stamp > *maxstamp) *maxstamp = stamp;
+    }
+    return aemp_get_nil(c) ? AEMP_ENOMATCH : 0;
+}
+
+/* The stamps of a family's Values while it is applied. Senders list the
+ * subkeys in Stamps in the order of Values: while the counts agree and the
+ * subkeys match, the pairs are read in step (nothing allocated). Else the
+ * stamps come from an index of the family's subkeys (no more than its
+ * counted entries) filled from the whole list: the last pair for a subkey
+ * wins, none gives stamp 0. A mismatch after some values were set in step
+ * starts the family again from its first value with the index (a later
+ * pair may name an earlier subkey again; what is set again the same is no
+ * change). */
+struct sslot {
+    const void *kp; /* NULL: empty */
+    uint32_t klen, h;
+    uint64_t stamp;
+};
+
+struct stamps {
+    aemp_cursor list;  /* the list's first pair */
+    aemp_cursor next;  /* in step: the next pair */
+    uint32_t n, taken; /* pairs in the list; read in step */
+    struct sslot *idx; /* once out of step */
+    size_t mask;
+    aemp_cursor end; /* with idx: past the list's tail */
+};
+
+static struct sslot *sslot_find(const struct stamps *st, const void *kp, size_t klen, uint32_t h)
+{
+    for (size_t i = h & st->mask;; i = (i + 1) & st->mask) {
+        struct sslot *s = &st->idx[i];
+        if (!s->kp || (s->h == h && s->klen == klen && memcmp(s->kp, kp, klen) == 0)) return s;
+    }
+}
+
+/* Index the subkeys of the nk values at vals, then give them their stamps
+ * from the whole list. */
+static int stamps_index(struct stamps *st, aemp_cursor vals, uint32_t nk)
+{
+    size_t cap = 16;
+    while (nk > cap / 4 * 3)
+        cap *= 2;
+    st->idx = calloc(cap, sizeof *st->idx);
+    if (!st->idx) return AEMP_ENOMEM;
+    st->mask = cap - 1;
+    const void *kp;
+    size_t klen;
+    for (uint32_t i = 0; i < nk; i++) {
+        if (aemp_get_binary(&vals, &kp, &klen) || aemp_get_term(&vals, NULL)) return AEMP_ENOMATCH;
+        uint32_t h = key_hash(kp, klen);
+        struct sslot *s = sslot_find(st, kp, klen, h);
+        s->kp = kp;
+        s->klen = (uint32_t)klen;
+        s->h = h;
+    }
+    st->end = st->list;
+    for (uint32_t i = 0; i < st->n; i++) {
+        uint64_t stamp;
+        if (get_stamp_pair(&st->end, &kp, &klen, &stamp)) return AEMP_ENOMATCH;
+        struct sslot *s = sslot_find(st, kp, klen, key_hash(kp, klen));
+        if (s->kp) s->stamp = stamp;
+    }
+    return aemp_get_nil(&st->end) ? AEMP_ENOMATCH : 0;
+}
+
+/* In step: the next pair's stamp if it names subkey (else 1: out of step). */
+static int stamp_in_step(struct stamps *st, const void *kp, size_t klen, uint64_t *stamp)
+{
+    const void *sk;
+    size_t sklen;
+    aemp_cursor c = st->next;
+    if (get_stamp_pair(&c, &sk, &sklen, stamp)) return AEMP_ENOMATCH;
+    if (sklen != klen || memcmp(sk, kp, klen) != 0) return 1;
+    st->next = c;
+    st->taken++;
+    return 0;
+}
+
+/* Past the Stamps list (its pairs read in step, or indexed). */
+static int stamps_skip(struct stamps *st, aemp_cursor *c)
+{
+    if (st->idx) {
+        *c = st->end;
+        return 0;
+    }
+    *c = st->next;
+    for (uint32_t i = st->taken; i < st->n; i++) {
+        const void *kp;
+        size_t klen;
+        uint64_t stamp;
+        if (get_stamp_pair(c, &kp, &klen, &stamp)) return AEMP_ENOMATCH;
+    }
+    return aemp_get_nil(c) ? AEMP_ENOMATCH : 0;
+}
+
+/* A checked family's {Values, Stamps} after its name, applied to owner o. */
+static int apply_family(aemp__dbs *s, aemp__dbs_owner *o, const char *fp, size_t flen,
+                        aemp_cursor *c)
+{
+    uint32_t nk;
+    struct stamps st = {0};
+    /* the Stamps list is past the whole Values map */
+    st.list = *c;
+    if (aemp_get_term(&st.list, NULL) || aemp_get_list(&st.list, &st.n) || aemp_get_map(c, &nk))
+        return AEMP_ENOMATCH;
+    st.next = st.list;
+    const aemp_cursor vals = *c;
+    int rc = st.n == nk ? 0 : stamps_index(&st, vals, nk);
+    if (rc) {
+        free(st.idx);
+        return rc;
+    }
+    aemp__dbs_fam *f = fam_get(s, fp, flen, true);
+    if (!f) {
+        free(st.idx);
+        return AEMP_ENOMEM;
+    }
+    /* room for them all at once (if short, each set asks again) */
+    if (!aemp__reserve(&f->arr, f->tcount + nk, &f->cap, sizeof *f->arr))
+        (void)tab_reserve(f, f->tcount + nk);
+    struct pending pend[AHEAD];
+    for (uint32_t j = 0; j < nk && !rc;) {
+        uint32_t m = 0;
+        for (; m < AHEAD && j < nk && !rc; m++, j++) {
+            struct pending *e = &pend[m];
+            if (aemp_get_binary(c, &e->kp, &e->klen) || aemp_get_term(c, &e->v)) {
+                rc = AEMP_ENOMATCH;
+                break;
+            }
+            e->h = key_hash(e->kp, e->klen);
+            if (f->tcap) __builtin_prefetch(&f->tab[e->h & (f->tcap - 1)]);
+            if (st.idx) {
+                e->stamp = sslot_find(&st, e->kp, e->klen, e->h)->stamp;
+            } else if ((rc = stamp_in_step(&st, e->kp, e->klen, &e->stamp)) == 1) {
+                /* out of step: all again from the first value, indexed */
+                rc = stamps_index(&st, vals, nk);
+                *c = vals;
+                j = 0;
+                m = 0;
+                break;
+            }
+        }
+        for (uint32_t x = 0; x < m && !rc; x++) {
+            struct pending *e = &pend[x];
+            rc = set_in(s, o, f, e->kp, e->klen, e->h, e->stamp, &e->v);
+        }
+    }
+    if (!rc) rc = stamps_skip(&st, c);
+    free(st.idx);
+    fam_maybe_free(s, f);
+    return rc;
+}
+
+/* #{Family => {#{Subkey => Value}, [{Subkey, Stamp}]}}: checked (apply
+ * NULL) or applied to owner apply. */
 int aemp__dbs_walk_share(aemp__dbs *s, aemp__dbs_owner *apply, aemp_cursor *c, size_t *bytes,
                          uint64_t *maxstamp)
 {
-    uint32_t nf, nk, arity;
-    struct pending pend[AHEAD];
+    uint32_t nf, arity;
     if (aemp_get_map(c, &nf)) return AEMP_ENOMATCH;
     for (uint32_t i = 0; i < nf; i++) {
         const void *fp;
         size_t flen;
-        if (aemp_get_binary(c, &fp, &flen) || flen > AEMP_DB_MAXKEY || aemp_get_map(c, &nk))
+        if (aemp_get_binary(c, &fp, &flen) || flen > AEMP_DB_MAXKEY || aemp_get_tuple(c, &arity) ||
+            arity != 2)
             return AEMP_ENOMATCH;
-        aemp__dbs_fam *f = NULL;
-        if (apply) {
-            f = fam_get(s, fp, flen, true);
-            if (!f) return AEMP_ENOMEM;
-            /* room for them all at once (if short, each set asks again) */
-            if (!aemp__reserve(&f->arr, f->tcount + nk, &f->cap, sizeof *f->arr))
-                (void)tab_reserve(f, f->tcount + nk);
-        }
-        for (uint32_t j = 0; j < nk;) {
-            uint32_t m = 0;
-            for (; m < AHEAD && j < nk; m++, j++) {
-                struct pending *e = &pend[m];
-                if (aemp_get_binary(c, &e->kp, &e->klen) || e->klen > AEMP_DB_MAXKEY ||
-                    aemp_get_tuple(c, &arity) || arity != 2 || aemp_get_uint64(c, &e->stamp) ||
-                    aemp_get_term(c, &e->v)) {
-                    if (f) fam_maybe_free(s, f);
-                    return AEMP_ENOMATCH;
-                }
-                if (apply) {
-                    e->h = key_hash(e->kp, e->klen);
-                    if (f->tcap) __builtin_prefetch(&f->tab[e->h & (f->tcap - 1)]);
-                } else {
-                    *bytes += aemp__dbs_cost(flen, e->klen, e->v.len);
-                    if (e->stamp > *maxstamp) *maxstamp = e->stamp;
-                }
-            }
-            for (uint32_t x = 0; apply && x < m; x++) {
-                struct pending *e = &pend[x];
-                int rc = set_in(s, apply, f, e->kp, e->klen, e->h, e->stamp, &e->v);
-                if (rc) {
-                    fam_maybe_free(s, f);
-                    return rc;
-                }
-            }
-        }
-        if (f) fam_maybe_free(s, f);
+        int rc =
+            apply ? apply_family(s, apply, fp, flen, c) : check_family(c, flen, bytes, maxstamp);
+        if (rc) return rc;
     }
     return 0;
 }
@@ -781,6 +934,8 @@ struct enc {
     int rc;
 };
 
+/* A family of the owner as {Values, Stamps}: the stamps list names the
+ * subkeys in the order of the values map (receivers walk both in step). */
 static void enc_of(const char *k, void *val, void *arg)
 {
     (void)k;
@@ -788,14 +943,24 @@ static void enc_of(const char *k, void *val, void *arg)
     struct enc *e = arg;
     if (e->rc) return;
     int rc = put_binary(e->b, of->f->name, of->f->len);
+    if (!rc) rc = aemp__buf_put_u8(e->b, AEMP__EXT_SMALL_TUPLE);
+    if (!rc) rc = aemp__buf_put_u8(e->b, 2);
     if (!rc) rc = put_map_head(e->b, of->count);
     for (cand *c = of->head; c && !rc; c = c->onext) {
         rc = put_binary(e->b, c->k->subkey, c->k->klen);
-        if (!rc) rc = aemp__buf_put_u8(e->b, AEMP__EXT_SMALL_TUPLE);
-        if (!rc) rc = aemp__buf_put_u8(e->b, 2);
-        if (!rc) rc = put_uint(e->b, c->stamp);
         if (!rc) rc = aemp__buf_append(e->b, cand_value(c), c->vlen);
     }
+    if (!rc && of->count) {
+        rc = aemp__buf_put_u8(e->b, AEMP__EXT_LIST);
+        if (!rc) rc = aemp__buf_put_u32(e->b, (uint32_t)of->count);
+    }
+    for (cand *c = of->head; c && !rc; c = c->onext) {
+        rc = aemp__buf_put_u8(e->b, AEMP__EXT_SMALL_TUPLE);
+        if (!rc) rc = aemp__buf_put_u8(e->b, 2);
+        if (!rc) rc = put_binary(e->b, c->k->subkey, c->k->klen);
+        if (!rc) rc = put_uint(e->b, c->stamp);
+    }
+    if (!rc) rc = aemp__buf_put_u8(e->b, AEMP__EXT_NIL);
     e->rc = rc;
 }
 

@@ -68,7 +68,9 @@ int aemp__dbs_del(aemp__dbs *s, aemp__dbs_owner *o, const char *fam, size_t flen
 int aemp__dbs_own(aemp__dbs *s, aemp__dbs_owner *o, const char *fam, size_t flen, const char *key,
                   size_t klen, uint64_t *stamp);
 
-/* A received Share (#{Family => #{Subkey => {Stamp, Value}}}) or Ops
+/* A received Share (protocol version 2: #{Family => {#{Subkey => Value},
+ * [{Subkey, Stamp}]}}, each value's stamp the last pair's for its subkey,
+ * 0 if none; pairs for no value only count for *maxstamp) or Ops
  * ([{set, Family, Subkey, Stamp, Value} | {del, Family, Subkey}]) at the
  * cursor, families and subkeys binaries of at most AEMP_DB_MAXKEY bytes,
  * stamps of at most 64 bits. With apply NULL: checked whole, *bytes and
@@ -82,7 +84,8 @@ int aemp__dbs_walk_ops(aemp__dbs *s, aemp__dbs_owner *apply, aemp_cursor *c, siz
                        uint64_t *maxstamp);
 
 /* Append the owner's whole share as the protocol's Share term:
- * #{Family => #{Subkey => {Stamp, Value}}}. */
+ * #{Family => {#{Subkey => Value}, [{Subkey, Stamp}]}}, every subkey once in
+ * the list, in the order of the map. */
 int aemp__dbs_encode_share(aemp__dbs *s, aemp__dbs_owner *o, aemp_buf *out);
 
 /* The family, or NULL if it has neither entries nor watchers. */

@@ -279,16 +279,331 @@ Test(dbstore, share_encodes_as_the_protocol_says)
     char text[200];
     aemp_term_print(&share, text, sizeof text);
     /* map order is the hash's; either is the same map */
-    cr_assert(strcmp(text, "#{<<\"f\">> => #{<<\"k\">> => {300,x}},<<\"g\">> => #{<<\"k\">> => "
-                           "{1099511627776,x}}}") == 0 ||
-                  strcmp(text, "#{<<\"g\">> => #{<<\"k\">> => {1099511627776,x}},<<\"f\">> => "
-                               "#{<<\"k\">> => {300,x}}}") == 0,
+    cr_assert(strcmp(text, "#{<<\"f\">> => {#{<<\"k\">> => x},[{<<\"k\">>,300}]},<<\"g\">> => "
+                           "{#{<<\"k\">> => x},[{<<\"k\">>,1099511627776}]}}") == 0 ||
+                  strcmp(text, "#{<<\"g\">> => {#{<<\"k\">> => x},[{<<\"k\">>,1099511627776}]},"
+                               "<<\"f\">> => {#{<<\"k\">> => x},[{<<\"k\">>,300}]}}") == 0,
               "share %s", text);
     size_t used;
     cr_assert_eq(aemp__term_validate(out.data, out.len, &used), 0);
     cr_assert_eq(used, out.len);
     aemp__dbs_owner_free(s, a);
     aemp__dbs_free(s);
+    aemp_buf_free(&v);
+    aemp_buf_free(&out);
+}
+
+/* Take text (Erlang syntax) as a received Share: checked (the result),
+ * then, if it passed, applied to o in place of its share (mark, apply,
+ * sweep). Both walks end at the term's end. *bytes and *maxstamp: the
+ * check's. */
+static int take_share(aemp__dbs *s, aemp__dbs_owner *o, const char *text, size_t *bytes,
+                      uint64_t *maxstamp)
+{
+    aemp_buf b = AEMP_BUF_INIT;
+    cr_assert_eq(aemp_term_parse(&b, text, strlen(text), NULL), 0, "parse %s", text);
+    aemp_term t = aemp_buf_term(&b);
+    aemp_cursor c = aemp_cursor_of(&t);
+    size_t by = 0;
+    uint64_t ms = 0;
+    int rc = aemp__dbs_walk_share(NULL, NULL, &c, &by, &ms);
+    if (rc == 0) {
+        cr_assert_eq(c.pos, t.len, "the check of %s ends at its end", text);
+        c = aemp_cursor_of(&t);
+        aemp__dbs_owner_mark(o);
+        cr_assert_eq(aemp__dbs_walk_share(s, o, &c, NULL, NULL), 0, "apply %s", text);
+        aemp__dbs_owner_sweep(s, o);
+        cr_assert_eq(c.pos, t.len, "applying %s ends at its end", text);
+    }
+    if (bytes) *bytes = by;
+    if (maxstamp) *maxstamp = ms;
+    aemp_buf_free(&b);
+    return rc;
+}
+
+/* o's own entry of fam/key has stamp want (want -1: o has none). */
+static void expect_own(aemp__dbs *s, aemp__dbs_owner *o, const char *fam, const char *key,
+                       int64_t want)
+{
+    uint64_t stamp = 0;
+    int rc = aemp__dbs_own(s, o, fam, strlen(fam), key, strlen(key), &stamp);
+    if (want < 0) {
+        cr_assert_eq(rc, AEMP_ENOENT, "%s/%s is there (stamp %llu)", fam, key,
+                     (unsigned long long)stamp);
+        return;
+    }
+    cr_assert_eq(rc, 0, "%s/%s is not there", fam, key);
+    cr_assert_eq(stamp, (uint64_t)want, "%s/%s has stamp %llu, not %lld", fam, key,
+                 (unsigned long long)stamp, (long long)want);
+}
+
+/* Stamps listed in another order than the values (a parsed map's keys
+ * come sorted): each value still gets the stamp named with its subkey,
+ * and the stamp decides against another owner. Whether the pairs go out of
+ * step at the first value or after some, and whether the counts agree. */
+Test(dbstore, stamps_out_of_order_give_each_value_its_own)
+{
+    aemp__dbs *s = aemp__dbs_new();
+    aemp__dbs_owner *a = aemp__dbs_owner_new(s, aemp__intern("a@h", 3));
+    aemp__dbs_owner *b = aemp__dbs_owner_new(s, aemp__intern("b@h", 3));
+    aemp_buf v = AEMP_BUF_INIT;
+    aemp_term t = atom_term(&v, "theirs");
+    const char *keys[] = {"a", "b", "c", "d", "j", "k"};
+    for (size_t i = 0; i < 6; i++)
+        cr_assert_eq(aemp__dbs_set(s, b, "f", 1, keys[i], 1, 5, &t), 0);
+    uint64_t maxstamp;
+    cr_assert_eq(take_share(s, a,
+                            "#{<<\"f\">> => {#{<<\"j\">> => ja, <<\"k\">> => ka}, "
+                            "[{<<\"k\">>, 9}, {<<\"j\">>, 1}]}}",
+                            NULL, &maxstamp),
+                 0);
+    cr_assert_eq(maxstamp, 9);
+    expect_own(s, a, "f", "j", 1);
+    expect_own(s, a, "f", "k", 9);
+    expect_visible(s, "f", "j", "theirs", "b@h");
+    expect_visible(s, "f", "k", "ka", "a@h");
+    /* in step for a and b, out of step from c */
+    cr_assert_eq(take_share(s, a,
+                            "#{<<\"f\">> => {#{<<\"a\">> => 1, <<\"b\">> => 2, <<\"c\">> => 3, "
+                            "<<\"d\">> => 4}, [{<<\"a\">>, 6}, {<<\"b\">>, 2}, {<<\"d\">>, 3}, "
+                            "{<<\"c\">>, 8}]}}",
+                            NULL, NULL),
+                 0);
+    expect_own(s, a, "f", "a", 6);
+    expect_own(s, a, "f", "b", 2);
+    expect_own(s, a, "f", "c", 8);
+    expect_own(s, a, "f", "d", 3);
+    expect_own(s, a, "f", "j", -1); /* the new share replaced the last */
+    expect_visible(s, "f", "a", "1", "a@h");
+    expect_visible(s, "f", "b", "theirs", "b@h");
+    expect_visible(s, "f", "c", "3", "a@h");
+    expect_visible(s, "f", "d", "theirs", "b@h");
+    /* more pairs than values, in another order */
+    cr_assert_eq(take_share(s, a,
+                            "#{<<\"f\">> => {#{<<\"c\">> => 3, <<\"d\">> => 4}, "
+                            "[{<<\"d\">>, 7}, {<<\"x\">>, 2}, {<<\"c\">>, 1}]}}",
+                            NULL, NULL),
+                 0);
+    expect_own(s, a, "f", "c", 1);
+    expect_own(s, a, "f", "d", 7);
+    expect_visible(s, "f", "c", "theirs", "b@h");
+    expect_visible(s, "f", "d", "4", "a@h");
+    aemp__dbs_owner_free(s, a);
+    aemp__dbs_owner_free(s, b);
+    aemp__dbs_free(s);
+    aemp_buf_free(&v);
+}
+
+/* A subkey named twice: the last pair counts, also when the first was met
+ * in step (the family is taken again from its start). A subkey with no
+ * pair has stamp 0; a pair for no value is no entry, but its stamp counts
+ * for the clock. An empty family is nothing. */
+Test(dbstore, stamps_last_pair_wins_missing_is_0_extra_is_ignored)
+{
+    aemp__dbs *s = aemp__dbs_new();
+    aemp__dbs_owner *a = aemp__dbs_owner_new(s, aemp__intern("a@h", 3));
+    aemp__dbs_owner *b = aemp__dbs_owner_new(s, aemp__intern("b@h", 3));
+    aemp_buf v = AEMP_BUF_INIT;
+    aemp_term t = atom_term(&v, "theirs");
+    cr_assert_eq(aemp__dbs_set(s, b, "f", 1, "b", 1, 5, &t), 0);
+    cr_assert_eq(aemp__dbs_set(s, b, "f", 1, "k", 1, 5, &t), 0);
+    /* as many pairs as values: a and b in step, then b again */
+    cr_assert_eq(take_share(s, a,
+                            "#{<<\"f\">> => {#{<<\"a\">> => 1, <<\"b\">> => 2, <<\"c\">> => 3}, "
+                            "[{<<\"a\">>, 1}, {<<\"b\">>, 2}, {<<\"b\">>, 7}]}}",
+                            NULL, NULL),
+                 0);
+    expect_own(s, a, "f", "a", 1);
+    expect_own(s, a, "f", "b", 7);
+    expect_own(s, a, "f", "c", 0);
+    expect_visible(s, "f", "b", "2", "a@h");
+    /* more pairs than values: the last of three */
+    cr_assert_eq(take_share(s, a,
+                            "#{<<\"f\">> => {#{<<\"k\">> => mine}, "
+                            "[{<<\"k\">>, 9}, {<<\"k\">>, 3}, {<<\"k\">>, 6}]}}",
+                            NULL, NULL),
+                 0);
+    expect_own(s, a, "f", "k", 6);
+    expect_visible(s, "f", "k", "mine", "a@h");
+    cr_assert_eq(take_share(s, a,
+                            "#{<<\"f\">> => {#{<<\"k\">> => mine}, "
+                            "[{<<\"k\">>, 6}, {<<\"k\">>, 3}]}}",
+                            NULL, NULL),
+                 0);
+    expect_own(s, a, "f", "k", 3);
+    expect_visible(s, "f", "k", "theirs", "b@h");
+    /* missing and extra: only the values are entries, the extra stamp is
+     * seen */
+    size_t bytes;
+    uint64_t maxstamp;
+    cr_assert_eq(take_share(s, a,
+                            "#{<<\"f\">> => {#{<<\"k\">> => mine, <<\"m\">> => x}, "
+                            "[{<<\"k\">>, 8}, {<<\"z\">>, 99}]}, <<\"g\">> => {#{}, []}}",
+                            &bytes, &maxstamp),
+                 0);
+    expect_own(s, a, "f", "k", 8);
+    expect_own(s, a, "f", "m", 0);
+    expect_own(s, a, "f", "z", -1);
+    cr_assert_eq(maxstamp, 99);
+    aemp_buf x = AEMP_BUF_INIT;
+    size_t xlen = atom_term(&x, "x").len;
+    cr_assert_eq(bytes,
+                 aemp__dbs_cost(1, 1, atom_term(&v, "mine").len) + aemp__dbs_cost(1, 1, xlen));
+    cr_assert_eq(aemp__dbs_owner_bytes(a), bytes);
+    cr_assert_null(aemp__dbs_family(s, "g", 1), "an empty family is nothing");
+    cr_assert_eq(aemp__dbs_count(aemp__dbs_family(s, "f", 1)), 3);
+    /* pairs only */
+    cr_assert_eq(take_share(s, a, "#{<<\"f\">> => {#{}, [{<<\"k\">>, 12}]}}", &bytes, &maxstamp),
+                 0);
+    cr_assert_eq(maxstamp, 12);
+    cr_assert_eq(bytes, 0);
+    expect_own(s, a, "f", "k", -1);
+    aemp__dbs_owner_free(s, a);
+    aemp__dbs_owner_free(s, b);
+    aemp__dbs_free(s);
+    aemp_buf_free(&v);
+    aemp_buf_free(&x);
+}
+
+/* Shares of other shapes are refused whole by the check: nothing of them
+ * is applied. */
+Test(dbstore, malformed_shares_are_refused)
+{
+    const char *bad[] = {
+        "[]",
+        "#{f => {#{}, []}}",                                            /* family an atom */
+        "#{<<\"f\">> => #{<<\"k\">> => {1, x}}}",                       /* version 1 */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}}}",                          /* arity 1 */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1}], z}}",     /* arity 3 */
+        "#{<<\"f\">> => [#{<<\"k\">> => x}, [{<<\"k\">>, 1}]]}",        /* not a tuple */
+        "#{<<\"f\">> => {[{<<\"k\">>, 1}], #{<<\"k\">> => x}}}",        /* swapped */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, #{}}}",                     /* stamps a map */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1} | y]}}",    /* improper */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1} | <<>>]}}", /* improper */
+        "#{<<\"f\">> => {#{k => x}, [{<<\"k\">>, 1}]}}",                /* subkey an atom */
+        "#{<<\"f\">> => {#{\"k\" => x}, []}}",                          /* subkey a string */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{k, 1}]}}",                /* pair's an atom */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, -1}]}}",       /* negative */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 18446744073709551616}]}}", /* 2^64 */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1.0}]}}",                  /* a float */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1, 2}]}}", /* pair arity 3 */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>}]}}",       /* pair arity 1 */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, [<<\"k\">>]}}",         /* not a pair */
+        /* a malformed pair for no value */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1}, {<<\"z\">>, -1}]}}",
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1}, {z, 2}]}}",
+        "#{<<\"f\">> => {#{}, [{<<\"z\">>, 1, 2}]}}",
+        /* one good family and a bad one */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1}]}, <<\"g\">> => {#{}, [x]}}",
+        /* subkeys and families over AEMP_DB_MAXKEY */
+        "#{<<\"f\">> => {#{<<0:524288>> => x}, []}}",
+        "#{<<\"f\">> => {#{}, [{<<0:524288>>, 1}]}}",
+        "#{<<0:524288>> => {#{}, []}}",
+    };
+    aemp__dbs *s = aemp__dbs_new();
+    aemp__dbs_owner *a = aemp__dbs_owner_new(s, aemp__intern("a@h", 3));
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        cr_assert_eq(take_share(s, a, bad[i], NULL, NULL), AEMP_ENOMATCH, "accepted: %s", bad[i]);
+    cr_assert_eq(aemp__dbs_owner_bytes(a), 0);
+    cr_assert_null(aemp__dbs_family(s, "f", 1));
+    /* the bounds themselves are fine */
+    uint64_t maxstamp;
+    cr_assert_eq(take_share(s, a,
+                            "#{<<0:524280>> => {#{<<1:524280>> => x}, "
+                            "[{<<1:524280>>, 18446744073709551615}]}}",
+                            NULL, &maxstamp),
+                 0);
+    cr_assert_eq(maxstamp, UINT64_MAX);
+    aemp__dbs_owner_free(s, a);
+    aemp__dbs_free(s);
+}
+
+/* An owner's share encoded and taken by another store: every entry with
+ * its stamp; the stamps list names each subkey once, in the order of the
+ * values (what receivers walk in step). */
+Test(dbstore, encoded_share_walks_back_in_step)
+{
+    enum { N = 300 };
+    aemp__dbs *s = aemp__dbs_new(), *r = aemp__dbs_new();
+    aemp__dbs_owner *a = aemp__dbs_owner_new(s, aemp__intern("a@h", 3));
+    aemp__dbs_owner *ra = aemp__dbs_owner_new(r, aemp__intern("a@h", 3));
+    aemp_buf v = AEMP_BUF_INIT, out = AEMP_BUF_INIT;
+    char key[16], fam[4];
+    for (int i = 0; i < N; i++) {
+        aemp__buf_reset(&v);
+        cr_assert_eq(aemp_term_format(&v, "{v, ~i}", (int64_t)i), 0);
+        aemp_term t = aemp_buf_term(&v);
+        int n = snprintf(key, sizeof key, "k%d", i);
+        snprintf(fam, sizeof fam, "f%d", i % 3);
+        uint64_t stamp = i % 7 ? (uint64_t)i * 1000003 : UINT64_MAX - (uint64_t)i;
+        cr_assert_eq(aemp__dbs_set(s, a, fam, 2, key, (size_t)n, stamp, &t), 0);
+    }
+    cr_assert_eq(aemp__dbs_encode_share(s, a, &out), 0);
+    aemp_term share = aemp_buf_term(&out);
+    /* in step */
+    aemp_cursor c = aemp_cursor_of(&share);
+    uint32_t nf, arity, nk, ns;
+    cr_assert_eq(aemp_get_map(&c, &nf), 0);
+    cr_assert_eq(nf, 3);
+    for (uint32_t i = 0; i < nf; i++) {
+        cr_assert_eq(aemp_get_binary(&c, &(const void *){0}, &(size_t){0}), 0);
+        cr_assert_eq(aemp_get_tuple(&c, &arity), 0);
+        cr_assert_eq(arity, 2);
+        aemp_cursor l = c;
+        cr_assert_eq(aemp_get_term(&l, NULL), 0);
+        cr_assert_eq(aemp_get_map(&c, &nk), 0);
+        cr_assert_eq(aemp_get_list(&l, &ns), 0);
+        cr_assert_eq(ns, nk);
+        for (uint32_t j = 0; j < nk; j++) {
+            const void *kp, *sp;
+            size_t klen, slen;
+            cr_assert_eq(aemp_get_binary(&c, &kp, &klen), 0);
+            cr_assert_eq(aemp_get_term(&c, NULL), 0);
+            cr_assert_eq(aemp_get_tuple(&l, &arity), 0);
+            cr_assert_eq(aemp_get_binary(&l, &sp, &slen), 0);
+            cr_assert(slen == klen && memcmp(sp, kp, klen) == 0, "pair %u of family %u", j, i);
+            cr_assert_eq(aemp_get_uint64(&l, NULL), 0);
+        }
+        cr_assert_eq(aemp_get_nil(&l), 0);
+        c = l;
+    }
+    cr_assert_eq(c.pos, out.len);
+    /* taken whole by another store */
+    c = aemp_cursor_of(&share);
+    size_t bytes = 0;
+    uint64_t maxstamp = 0;
+    cr_assert_eq(aemp__dbs_walk_share(NULL, NULL, &c, &bytes, &maxstamp), 0);
+    cr_assert_eq(bytes, aemp__dbs_owner_bytes(a));
+    cr_assert_eq(maxstamp, UINT64_MAX);
+    c = aemp_cursor_of(&share);
+    cr_assert_eq(aemp__dbs_walk_share(r, ra, &c, NULL, NULL), 0);
+    cr_assert_eq(c.pos, out.len);
+    cr_assert_eq(aemp__dbs_owner_bytes(ra), bytes);
+    for (int i = 0; i < N; i++) {
+        int n = snprintf(key, sizeof key, "k%d", i);
+        snprintf(fam, sizeof fam, "f%d", i % 3);
+        uint64_t want = i % 7 ? (uint64_t)i * 1000003 : UINT64_MAX - (uint64_t)i, stamp;
+        cr_assert_eq(aemp__dbs_own(r, ra, fam, 2, key, (size_t)n, &stamp), 0);
+        cr_assert_eq(stamp, want, "%s/%s", fam, key);
+        aemp__dbs_ent e;
+        cr_assert_eq(aemp__dbs_get(aemp__dbs_family(r, fam, 2), key, (size_t)n, &e), 0);
+        char text[32], wtext[32];
+        aemp_term_print(&e.value, text, sizeof text);
+        snprintf(wtext, sizeof wtext, "{v,%d}", i);
+        cr_assert_str_eq(text, wtext);
+    }
+    /* an owner without entries: an empty map */
+    aemp__buf_reset(&out);
+    aemp__dbs_owner_clear(s, a);
+    cr_assert_eq(aemp__dbs_encode_share(s, a, &out), 0);
+    char text[16];
+    share = aemp_buf_term(&out);
+    aemp_term_print(&share, text, sizeof text);
+    cr_assert_str_eq(text, "#{}");
+    aemp__dbs_owner_free(s, a);
+    aemp__dbs_owner_free(r, ra);
+    aemp__dbs_free(s);
+    aemp__dbs_free(r);
     aemp_buf_free(&v);
     aemp_buf_free(&out);
 }
@@ -610,17 +925,21 @@ Test(db, hostile_messages_are_dropped)
         "{discover}",
         "{discover, 1, 1}",
         "{update, %s, [{set, <<\"f\">>, <<\"k\">>, 1, x}]}", /* unknown peer: dropped */
-        "{local_data, %s, 1, #{f => #{<<\"k\">> => {1, x}}}}",
-        "{local_data, %s, 1, #{<<\"f\">> => #{<<\"k\">> => {-1, x}}}}",
-        "{local_data, %s, 1, #{<<\"f\">> => #{<<\"k\">> => {1180591620717411303424, x}}}}",
-        "{local_data, %s, 1, #{<<\"f\">> => #{<<\"k\">> => x}}}",
-        "{local_data, %s, 1, #{<<\"f\">> => [a]}}",
+        "{local_data, %s, 2, #{f => {#{<<\"k\">> => x}, [{<<\"k\">>, 1}]}}}",
+        "{local_data, %s, 2, #{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, -1}]}}}",
+        "{local_data, %s, 2, #{<<\"f\">> => {#{<<\"k\">> => x}, "
+        "[{<<\"k\">>, 1180591620717411303424}]}}}",
+        "{local_data, %s, 2, #{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1} | y]}}}",
+        "{local_data, %s, 2, #{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1}, {z, 1}]}}}",
+        "{local_data, %s, 1, #{<<\"f\">> => #{<<\"k\">> => {1, x}}}}", /* version 1's */
+        "{local_data, %s, 2, #{<<\"f\">> => [a]}}",
         "{'$gen_cast', {other, %s}}",
-        "{'$gen_cast', {local_data, %s, 1, [1, 2]}}",
+        "{'$gen_cast', {local_data, %s, 2, [1, 2]}}",
         /* a share over the limit */
-        "{local_data, %s, 1, #{<<\"f\">> => #{<<\"k\">> => {1, <<0:65536>>}}}}",
-        /* a fine one */
-        "{local_data, %s, 1, #{<<\"f\">> => #{<<\"k\">> => {7, ok}}}}",
+        "{local_data, %s, 2, #{<<\"f\">> => {#{<<\"k\">> => <<0:65536>>}, [{<<\"k\">>, 1}]}}}",
+        /* a fine one (the stamp of a pair for no value counts for the clock) */
+        "{local_data, %s, 2, #{<<\"f\">> => {#{<<\"k\">> => ok}, [{<<\"k\">>, 7}, "
+        "{<<\"gone\">>, 12}]}}}",
         /* updates of bad shapes, and one over the limit: none applied */
         "{update, %s, [{del, <<\"f\">>, <<\"k\">>}, {set, <<\"f\">>, <<\"k2\">>, 8, x} | y]}",
         "{update, %s, [{del, <<\"f\">>, <<\"k\">>}, {put, <<\"f\">>, <<\"k2\">>, 8, x}]}",
@@ -635,13 +954,13 @@ Test(db, hostile_messages_are_dropped)
     /* the port that spoke for a dies: its share goes with it */
     cr_assert_eq(aemp_port_close(a.node, p), 0);
     EXPECT_VIEW(&rb, "");
-    /* b's clock saw stamp 9: its next set is stamped 10 */
+    /* b's clock saw stamp 12 (a pair for no value): its next set is stamped 13 */
     set_atom(b.node, "f", "k", "mine", NULL);
     EXPECT_VIEW(&rb, "k=mine@b@127.0.0.1 ");
     struct stamp_answer sa = {0};
     cr_assert_eq(aemp_db_family(b.node, "f", on_stamp, &sa), 0);
     cr_assert(wait_int(&sa.calls, 1, 2000));
-    cr_assert_eq(sa.stamp, 10);
+    cr_assert_eq(sa.stamp, 13);
     stop_node(&a);
     stop_node(&b);
 }
@@ -690,17 +1009,17 @@ Test(db, a_peer_that_has_the_share_is_not_sent_it_again)
     aemp_addr_format(&pa, ptext, sizeof ptext);
     aemp_addr_format(&qa, qtext, sizeof qtext);
     name_addr(&to, b.node, "aemp_db");
-    send_text(a.node, p, &to, "{discover, %s, 1}", ptext);
+    send_text(a.node, p, &to, "{discover, %s, 2}", ptext);
     cr_assert(wait_int(&sp.local_data, 1, 5000));
     cr_assert(wait_int(&sp.discover, 1, 5000), "a new peer is discovered back");
     /* p discovers again (as it would, answering b's discover): then q,
      * whose answer shows that b has read p's */
-    send_text(a.node, p, &to, "{discover, %s, 1}", ptext);
-    send_text(a.node, q, &to, "{discover, %s, 1}", qtext);
+    send_text(a.node, p, &to, "{discover, %s, 2}", ptext);
+    send_text(a.node, q, &to, "{discover, %s, 2}", qtext);
     cr_assert(wait_int(&sq.local_data, 1, 5000));
     cr_assert_eq(sp.local_data, 1, "p had the share and was sent it %d times", sp.local_data);
     /* q took p's place as a's peer: p is new again and gets the share */
-    send_text(a.node, p, &to, "{discover, %s, 1}", ptext);
+    send_text(a.node, p, &to, "{discover, %s, 2}", ptext);
     cr_assert(wait_int(&sp.local_data, 2, 5000));
     stop_node(&a);
     stop_node(&b);
