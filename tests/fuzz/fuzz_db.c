@@ -9,7 +9,8 @@
  * Checks after each input: every visible entry of every family the input
  * named is found again by its subkey with the same value, owner and stamp;
  * the owner's share encodes to one term that validates and walks back as
- * a Share of the same cost; db_mon's diff lists are disjoint. The store lives
+ * a Share of the same cost, which another store takes whole (as much held,
+ * as long encoded again); db_mon's diff lists are disjoint. The store lives
  * across inputs; what an owner holds is dropped every 64 inputs, so it
  * stays small and dropping is exercised too.
  */
@@ -61,11 +62,14 @@ static void check_named(const aemp_term *t, int share)
     if (share) {
         if (aemp_get_map(&c, &n)) return;
         for (uint32_t i = 0; i < n; i++) {
-            if (aemp_get_binary(&c, &p, &len) || aemp_get_map(&c, &k)) return;
+            /* Family => {Values, Stamps} */
+            if (aemp_get_binary(&c, &p, &len) || aemp_get_tuple(&c, &arity) || aemp_get_map(&c, &k))
+                return;
             check_family(aemp__dbs_family(store, p, len));
             for (uint32_t j = 0; j < k; j++)
                 if (aemp_get_term(&c, &(aemp_term){0}) || aemp_get_term(&c, &(aemp_term){0}))
                     return;
+            if (aemp_get_term(&c, &(aemp_term){0})) return;
         }
         return;
     }
@@ -120,6 +124,20 @@ static void check_encoding(aemp__dbs_owner *o)
         FUZZ_CHECK(aemp__dbs_walk_share(NULL, NULL, &c, &bytes, &maxstamp) == 0);
         FUZZ_CHECK(c.pos == b.len);
         FUZZ_CHECK(bytes == aemp__dbs_owner_bytes(o));
+        /* taken by another store (in step), it holds as much and encodes
+         * to as many bytes */
+        aemp__dbs *s2 = aemp__dbs_new();
+        aemp__dbs_owner *o2 = s2 ? aemp__dbs_owner_new(s2, aemp__intern("r@h", 3)) : NULL;
+        c = aemp_cursor_of(&t);
+        if (o2 && aemp__dbs_walk_share(s2, o2, &c, NULL, NULL) == 0) {
+            FUZZ_CHECK(c.pos == b.len);
+            FUZZ_CHECK(aemp__dbs_owner_bytes(o2) == bytes);
+            aemp_buf b2 = AEMP_BUF_INIT;
+            if (aemp__dbs_encode_share(s2, o2, &b2) == 0) FUZZ_CHECK(b2.len == b.len);
+            aemp_buf_free(&b2);
+        }
+        aemp__dbs_owner_free(s2, o2);
+        aemp__dbs_free(s2);
     }
     aemp_buf_free(&b);
 }

@@ -20,7 +20,7 @@ main(Args) ->
     All = [{"fuzz_term", fun terms/0}, {"fuzz_dist_packet", fun packets/0},
            {"fuzz_handshake_acceptor", fun acceptor/0},
            {"fuzz_handshake_initiator", fun initiator/0}, {"fuzz_epmd", fun epmd/0},
-           {"fuzz_parse", fun texts/0}],
+           {"fuzz_parse", fun texts/0}, {"fuzz_db", fun db/0}],
     [write(Dir, Name, Gen()) || {Name, Gen} <- All, Only =:= [] orelse lists:member(Name, Only)],
     ok.
 
@@ -266,3 +266,31 @@ texts() ->
             {"h_comments", <<"% a comment\n{ok, % another\n [1|2]}.\n">>},
             {"h_splice", <<"[a|[b|[c|\"de\"]]]">>}],
     Printed ++ Hand.
+
+%% ------------------------------------------------------------------
+%% fuzz_db: byte 0 picks the owner (bits 0..1) and a Share (bit 2) or
+%% Ops; then the term without the version byte. Shares are version 2:
+%% #{Family => {#{Subkey => Value}, [{Subkey, Stamp}]}}.
+
+db() ->
+    Ops = [{"ops_bad", 0, [{put, <<"f">>, <<"k">>}]},
+           {"ops_del", 1, [{del, <<"f">>, <<"k">>}, {set, <<"g">>, <<"k">>, 2, 1.5}]},
+           {"ops_mixed", 2, [{set, <<"f">>, <<"k">>, 3, v}, {del, <<"f">>, <<"k">>},
+                             {set, <<"f">>, <<"k">>, 4, w}]},
+           {"ops_set", 0, [{set, <<"f">>, <<"k">>, 7, hello}, {set, <<"f">>, <<"n">>, 1, {a, b}}]}],
+    Shares = [{"share_a", 4, #{<<"f">> => {#{<<"j">> => [1, 2], <<"k">> => x},
+                                           [{<<"j">>, 2}, {<<"k">>, 1}]},
+                               <<"g">> => {#{}, []}}},
+              {"share_b", 5, #{<<"f">> => {#{<<"k">> => <<"v">>}, [{<<"k">>, 3}]}}},
+              {"share_c", 6, #{<<"f">> => {#{<<"k">> => y, <<"k2">> => z},
+                                           [{<<"k">>, 3}, {<<"k2">>, 1 bsl 64 - 1}]}}},
+              %% out of order, a subkey twice, one missing, one extra
+              {"share_order", 4, #{<<"f">> => {#{<<"a">> => 1, <<"b">> => 2, <<"c">> => 3},
+                                               [{<<"b">>, 5}, {<<"a">>, 1}, {<<"b">>, 6},
+                                                {<<"z">>, 9}]}}},
+              %% in step, then a subkey named again
+              {"share_step", 5, #{<<"f">> => {#{<<"a">> => 1, <<"b">> => 2, <<"c">> => 3},
+                                              [{<<"a">>, 1}, {<<"b">>, 2}, {<<"b">>, 7}]}}},
+              {"share_bad", 4, #{f => {#{<<"k">> => x}, [{<<"k">>, 1}]}}},
+              {"share_v1", 4, #{<<"f">> => #{<<"k">> => {1, x}}}}],
+    [{Name, <<Sel, (strip(term_to_binary(T)))/binary>>} || {Name, Sel, T} <- Ops ++ Shares].
