@@ -8,6 +8,8 @@
  *
  * Checks after each input: every visible entry of every family the input
  * named is found again by its subkey with the same value, owner and stamp;
+ * every value of an applied Share has its own stamp (its subkey's last
+ * pair's, else 0; found by a plain scan);
  * the owner's share encodes to one term that validates and walks back as
  * a Share of the same cost, which another store takes whole (as much held,
  * as long encoded again); db_mon's diff lists are disjoint. The store lives
@@ -81,6 +83,59 @@ static void check_named(const aemp_term *t, int share)
             aemp_get_binary(&e, &p, &len))
             return;
         check_family(aemp__dbs_family(store, p, len));
+    }
+}
+
+/* The stamp a Share gives subkey (kp, klen) in the family whose Stamps
+ * list is at l: its last pair's, 0 if none (written plainly, a scan). */
+static uint64_t naive_stamp(aemp_cursor l, const void *kp, size_t klen)
+{
+    uint32_t n, arity;
+    uint64_t stamp = 0, st;
+    const void *sp;
+    size_t slen;
+    FUZZ_CHECK(aemp_get_list(&l, &n) == 0);
+    for (uint32_t i = 0; i < n; i++) {
+        FUZZ_CHECK(aemp_get_tuple(&l, &arity) == 0 && aemp_get_binary(&l, &sp, &slen) == 0 &&
+                   aemp_get_uint64(&l, &st) == 0);
+        if (slen == klen && memcmp(sp, kp, klen) == 0) stamp = st;
+    }
+    return stamp;
+}
+
+/* Every value of an applied Share has in owner o the stamp the protocol
+ * gives it (unless a family is named twice: then the later one counts). */
+static void check_stamps(const aemp_term *t, aemp__dbs_owner *o)
+{
+    aemp_cursor c = aemp_cursor_of(t);
+    uint32_t nf, nk, arity;
+    const void *fp, *kp;
+    size_t flen, klen;
+    FUZZ_CHECK(aemp_get_map(&c, &nf) == 0);
+    aemp_cursor fams = c;
+    for (uint32_t i = 0; i < nf; i++) {
+        FUZZ_CHECK(aemp_get_binary(&c, &fp, &flen) == 0 && aemp_get_term(&c, NULL) == 0);
+        aemp_cursor d = c;
+        for (uint32_t j = i + 1; j < nf; j++) {
+            const void *gp;
+            size_t glen;
+            FUZZ_CHECK(aemp_get_binary(&d, &gp, &glen) == 0 && aemp_get_term(&d, NULL) == 0);
+            if (glen == flen && memcmp(gp, fp, flen) == 0) return;
+        }
+    }
+    c = fams;
+    for (uint32_t i = 0; i < nf; i++) {
+        FUZZ_CHECK(aemp_get_binary(&c, &fp, &flen) == 0 && aemp_get_tuple(&c, &arity) == 0);
+        aemp_cursor l = c;
+        FUZZ_CHECK(aemp_get_term(&l, NULL) == 0 && aemp_get_map(&c, &nk) == 0);
+        for (uint32_t j = 0; j < nk; j++) {
+            uint64_t stamp;
+            FUZZ_CHECK(aemp_get_binary(&c, &kp, &klen) == 0 && aemp_get_term(&c, NULL) == 0);
+            FUZZ_CHECK(aemp__dbs_own(store, o, fp, flen, kp, klen, &stamp) == 0);
+            FUZZ_CHECK(stamp == naive_stamp(l, kp, klen));
+        }
+        c = l;
+        FUZZ_CHECK(aemp_get_term(&c, NULL) == 0);
     }
 }
 
@@ -166,7 +221,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(rc == 0 || rc == AEMP_ENOMEM);
         /* a share replaced what the owner had: nothing else is left (the
          * check counted a subkey given twice twice) */
-        if (share && rc == 0) FUZZ_CHECK(aemp__dbs_owner_bytes(o) <= bytes);
+        if (share && rc == 0) {
+            FUZZ_CHECK(aemp__dbs_owner_bytes(o) <= bytes);
+            check_stamps(&t, o);
+        }
         check_named(&t, share);
     }
     check_diff();
