@@ -1,7 +1,7 @@
 %% aemp_db: the replication server of the aemp database, registered as
 %% aemp_db on every node running the aemp application (C nodes run their
 %% own, a service port of the same name). It speaks the aemp_db protocol,
-%% version 1 (docs/database.md): the shape of OTP 29's data_publisher.
+%% version 2 (docs/database.md): the shape of OTP 29's data_publisher.
 %%
 %% State: this node's share (the entries it set), every peer's share, the
 %% view (per family and subkey the value of the winning entry: greatest
@@ -19,7 +19,7 @@
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(SERVER, aemp_db).
--define(VSN, 1).
+-define(VSN, 2).
 %% Stamps are 64-bit on C nodes: a greater one is malformed.
 -define(MAX_STAMP, 18446744073709551615).
 %% how deep a logged unexpected message is printed
@@ -28,8 +28,13 @@
 -record(st, {
     clock = 0 :: non_neg_integer(),
     local = #{} :: share(),
+    %% family => the local family's Stamps as the wire's list, made when
+    %% the share is first sent after a change of the family (a large share
+    %% is sent to every peer)
+    wire = #{} :: #{binary() => [{binary(), non_neg_integer()}]},
     %% peer server pid => {monitor ref, its share, whether it was sent
-    %% our share since it became our peer}
+    %% our share since it became our peer}; a peer's family keeps the
+    %% Stamps list it came with until a stamp is needed (stamped/2)
     peers = #{} :: #{pid() => {reference(), share(), boolean()}},
     %% family => subkey => Value of the winner (the winner itself, its
     %% stamp and owner, is found in the shares when asked: entry/2)
@@ -42,7 +47,12 @@
     regpids = #{} :: #{pid() => reference()}
 }).
 
--type share() :: #{binary() => #{binary() => {non_neg_integer(), term()}}}.
+%% family => {Values, Stamps}: Subkey => Value, and Subkey => Stamp (the
+%% local share and converted peer families) or the wire's [{Subkey,
+%% Stamp}] (a peer's family as it came: docs/database.md)
+-type share() :: #{binary() => {#{binary() => term()},
+                                #{binary() => non_neg_integer()}
+                                | [{binary(), non_neg_integer()}]}}.
 
 start_link() ->
     gen_server:start_link({local, ?SERVER}, ?MODULE, [], []).
@@ -87,7 +97,12 @@ handle_call({reg, F, S, Pid, V}, _From, St)
 handle_call({family, F}, _From, St) when is_binary(F) ->
     {reply, {ok, family_values(F, St)}, St};
 handle_call({entry, F, S}, _From, #st{local = Local} = St) when is_binary(F), is_binary(S) ->
-    {reply, {winner(S, shares(F, St), none), maps:get(S, maps:get(F, Local, #{}), none)}, St};
+    St1 = stamped(F, St),
+    Own = case Local of
+              #{F := {#{S := V}, Stamps}} -> {maps:get(S, Stamps, 0), V};
+              _ -> none
+          end,
+    {reply, {winner(S, shares(F, St1), none), Own}, St1};
 handle_call({mon, F, Pid}, _From, St) when is_binary(F), is_pid(Pid), node(Pid) =:= node() ->
     Ref = erlang:monitor(process, Pid),
     Pid ! {aemp_db_mon, Ref, F, family_values(F, St), #{}, []},
@@ -119,13 +134,13 @@ handle_info({discover, Peer, _Vsn}, #st{peers = Peers} = St) when is_pid(Peer), 
         #{Peer := {_, _, true}} ->
             {noreply, St};
         #{Peer := {Ref, Share, false}} ->
-            send_share(Peer, St),
-            {noreply, St#st{peers = Peers#{Peer => {Ref, Share, true}}}};
+            St1 = send_share(Peer, St),
+            {noreply, St1#st{peers = Peers#{Peer => {Ref, Share, true}}}};
         _ ->
-            send_share(Peer, St),
+            St1 = send_share(Peer, St),
             Ref = erlang:monitor(process, Peer),
             send(Peer, {discover, self(), ?VSN}),
-            {noreply, St#st{peers = Peers#{Peer => {Ref, #{}, true}}}}
+            {noreply, St1#st{peers = Peers#{Peer => {Ref, #{}, true}}}}
     end;
 handle_info({local_data, Peer, _Vsn, Share} = Msg, St) when is_pid(Peer), Peer =/= self() ->
     Known = maps:find(Peer, St#st.peers),
@@ -133,17 +148,17 @@ handle_info({local_data, Peer, _Vsn, Share} = Msg, St) when is_pid(Peer), Peer =
               {ok, {_, O, _}} -> O;
               error -> #{}
           end,
-    case check_share(Share, Old, St) of
+    case check_share(Share) of
         error ->
             {noreply, drop(Msg, St)};
-        {ok, Max, Whole} ->
+        {ok, Max} ->
             {Ref, Sent} = case Known of
                               {ok, {R, _, S}} -> {R, S};
                               error -> {erlang:monitor(process, Peer), false}
                           end,
             St1 = St#st{clock = max(St#st.clock, Max),
                         peers = (St#st.peers)#{Peer => {Ref, Share, Sent}}},
-            {noreply, replaced(Old, Share, Whole, St1)}
+            {noreply, replaced(Old, Share, St1)}
     end;
 handle_info({update, Peer, Ops} = Msg, St) when is_pid(Peer) ->
     case St#st.peers of
@@ -165,7 +180,7 @@ handle_info({'DOWN', Ref, process, Pid, _Reason} = Msg, St) ->
     case St#st.peers of
         #{Pid := {Ref, Share, _}} ->
             St1 = St#st{peers = maps:remove(Pid, St#st.peers)},
-            {noreply, maps:fold(fun(F, Entries, A) -> refresh(F, Entries, A) end, St1, Share)};
+            {noreply, maps:fold(fun(F, {Values, _}, A) -> refresh(F, Values, A) end, St1, Share)};
         _ ->
             case {St#st.subrefs, St#st.regs} of
                 {#{Ref := _}, _} ->
@@ -195,8 +210,20 @@ drop(Msg, St) ->
 discover(Node) ->
     send({?SERVER, Node}, {discover, self(), ?VSN}).
 
-send_share(Peer, St) ->
-    send(Peer, {'$gen_cast', {local_data, self(), ?VSN, St#st.local}}).
+%% The wire's share: each family's stamps as a list, in the order of
+%% its values (maps of the same keys list them in the same order, and
+%% term_to_binary encodes a map in that order), so that a C node walks
+%% both in step.
+send_share(Peer, #st{local = Local, wire = Wire0} = St) ->
+    Wire = maps:map(fun(F, {_, Stamps}) ->
+                            case Wire0 of
+                                #{F := L} -> L;
+                                _ -> maps:to_list(Stamps)
+                            end
+                    end, Local),
+    Share = maps:map(fun(F, {Values, _}) -> {Values, map_get(F, Wire)} end, Local),
+    send(Peer, {'$gen_cast', {local_data, self(), ?VSN, Share}}),
+    St#st{wire = Wire}.
 
 %% As data_publisher does: never set up a connection by sending, and never
 %% fail on a peer that is gone.
@@ -213,23 +240,24 @@ send(Dest, Msg) ->
 
 local_set(F, S, V, #st{clock = C, local = Local} = St) ->
     Stamp = C + 1,
-    Local1 = Local#{F => (maps:get(F, Local, #{}))#{S => {Stamp, V}}},
+    {Values, Stamps} = maps:get(F, Local, {#{}, #{}}),
+    Local1 = Local#{F => {Values#{S => V}, Stamps#{S => Stamp}}},
     broadcast([{set, F, S, Stamp, V}], St),
-    refresh(F, [S], St#st{clock = Stamp, local = Local1}).
+    refresh(F, [S], St#st{clock = Stamp, local = Local1, wire = maps:remove(F, St#st.wire)}).
 
 local_del(F, Subkeys, #st{local = Local} = St) ->
-    Entries = maps:get(F, Local, #{}),
-    case [S || S <- Subkeys, maps:is_key(S, Entries)] of
+    {Values, Stamps} = maps:get(F, Local, {#{}, #{}}),
+    case [S || S <- Subkeys, maps:is_key(S, Values)] of
         [] ->
             St;
         Gone ->
-            Entries1 = maps:without(Gone, Entries),
-            Local1 = case map_size(Entries1) of
+            Values1 = maps:without(Gone, Values),
+            Local1 = case map_size(Values1) of
                          0 -> maps:remove(F, Local);
-                         _ -> Local#{F => Entries1}
+                         _ -> Local#{F => {Values1, maps:without(Gone, Stamps)}}
                      end,
             broadcast([{del, F, S} || S <- Gone], St),
-            refresh(F, Gone, St#st{local = Local1})
+            refresh(F, Gone, St#st{local = Local1, wire = maps:remove(F, St#st.wire)})
     end.
 
 broadcast(Ops, #st{peers = Peers}) ->
@@ -251,53 +279,35 @@ reg(F, S, Pid, _V, #st{regs = Regs, regpids = RegPids} = St) ->
 %% Peers' shares
 %% ------------------------------------------------------------------
 
-%% A peer's share (replacing Old) checked: {ok, greatest stamp, Whole} or
-%% error. Whole has the values of each family taken whole (whole/4), made
-%% in the same pass as the check.
-check_share(Share, Old, St) when is_map(Share) ->
-    try maps:fold(fun(F, Entries, {Max, Whole}) when is_binary(F), is_map(Entries) ->
-                          List = maps:to_list(Entries),
-                          case whole(F, Entries, Old, St) of
-                              true ->
-                                  {Values, Max1} = values(List, [], Max),
-                                  {Max1, Whole#{F => maps:from_list(Values)}};
-                              false ->
-                                  {entries_stamp(List, Max), Whole}
-                          end
-                  end, {0, #{}}, Share) of
-        {Max, Whole} -> {ok, Max, Whole}
+%% A peer's share checked: {ok, greatest stamp} or error. Each family is
+%% {Values, Stamps}: a map of binary subkeys, and a list of {Subkey,
+%% Stamp} (docs/database.md).
+check_share(Share) when is_map(Share) ->
+    try maps:fold(fun(F, {Values, Stamps}, Max) when is_binary(F), is_map(Values) ->
+                          true = binaries(maps:keys(Values)),
+                          stamps_max(Stamps, Max)
+                  end, 0, Share) of
+        Max -> {ok, Max}
     catch
         error:_ -> error
     end;
-check_share(_, _, _) ->
+check_share(_) ->
     error.
 
-%% Whether a family of a peer's share is taken whole (a large share
-%% arriving): not empty, new in the peer's share, and no share holds it,
-%% so its entries are the winners and all of them are added.
-whole(F, Entries, Old, #st{view = View} = St) ->
-    map_size(Entries) > 0 andalso not is_map_key(F, Old) andalso not is_map_key(F, View)
-        andalso shares(F, St) =:= [].
-
-%% [{Subkey, Value}] of well-formed entries, and the greatest stamp.
-values([], Acc, Max) ->
-    {Acc, Max};
-values([{S, {Stamp, V}} | Entries], Acc, Max)
-  when is_binary(S), is_integer(Stamp), Stamp > Max, Stamp =< ?MAX_STAMP ->
-    values(Entries, [{S, V} | Acc], Stamp);
-values([{S, {Stamp, V}} | Entries], Acc, Max)
-  when is_binary(S), is_integer(Stamp), Stamp >= 0, Stamp =< Max ->
-    values(Entries, [{S, V} | Acc], Max).
+binaries([]) ->
+    true;
+binaries([S | Subkeys]) when is_binary(S) ->
+    binaries(Subkeys).
 
 %% (a list and a recursion: a third of the time of a maps:fold)
-entries_stamp([], Max) ->
+stamps_max([], Max) ->
     Max;
-entries_stamp([{S, {Stamp, _}} | Entries], Max)
+stamps_max([{S, Stamp} | Stamps], Max)
   when is_binary(S), is_integer(Stamp), Stamp > Max, Stamp =< ?MAX_STAMP ->
-    entries_stamp(Entries, Stamp);
-entries_stamp([{S, {Stamp, _}} | Entries], Max)
+    stamps_max(Stamps, Stamp);
+stamps_max([{S, Stamp} | Stamps], Max)
   when is_binary(S), is_integer(Stamp), Stamp >= 0, Stamp =< Max ->
-    entries_stamp(Entries, Max).
+    stamps_max(Stamps, Max).
 
 %% {ok, greatest stamp} of a well-formed op list, or error.
 ops_stamp([], Max) ->
@@ -311,16 +321,40 @@ ops_stamp(_, _) ->
     error.
 
 apply_op({set, F, S, Stamp, V}, Share) ->
-    Share#{F => (maps:get(F, Share, #{}))#{S => {Stamp, V}}};
+    {Values, Stamps} = maps:get(F, Share, {#{}, #{}}),
+    Share#{F => {Values#{S => V}, (stamps(Stamps))#{S => Stamp}}};
 apply_op({del, F, S}, Share) ->
     case Share of
-        #{F := Entries} ->
-            case maps:remove(S, Entries) of
+        #{F := {Values, Stamps}} ->
+            case maps:remove(S, Values) of
                 E when map_size(E) =:= 0 -> maps:remove(F, Share);
-                E -> Share#{F => E}
+                E -> Share#{F => {E, maps:remove(S, stamps(Stamps))}}
             end;
         _ ->
             Share
+    end.
+
+%% A family's stamps as a map: the last pair of a subkey wins (a subkey
+%% with none has stamp 0, see winner/3).
+stamps(Stamps) when is_map(Stamps) ->
+    Stamps;
+stamps(Stamps) ->
+    maps:from_list(Stamps).
+
+%% St with family F's stamps a map in every peer's share (a family taken
+%% whole keeps its list until another share holds it, or it changes).
+stamped(F, #st{peers = Peers} = St) ->
+    Listed0 = maps:fold(fun(P, {_, #{F := {_, Stamps}}, _}, A) when is_list(Stamps) -> [P | A];
+                           (_, _, A) -> A
+                        end, [], Peers),
+    case Listed0 of
+        [] ->
+            St;
+        Listed ->
+            St#st{peers = lists:foldl(fun(P, A) ->
+                                              {Ref, #{F := {V, L}} = Share, Sent} = map_get(P, A),
+                                              A#{P => {Ref, Share#{F => {V, stamps(L)}}, Sent}}
+                                      end, Peers, Listed)}
     end.
 
 %% Refresh the subkeys the ops touched, a family at a time, in the order
@@ -336,38 +370,38 @@ refresh_ops(Ops, St) ->
     maps:fold(fun(F, Subkeys, A) -> refresh(F, lists:usort(Subkeys), A) end, St, ByFamily).
 
 %% A peer's share Old was replaced by New: refresh the subkeys whose entry
-%% differs, a family at a time (a family the same in both costs a compare);
-%% a family taken whole (check_share/3) is its values.
-replaced(Old, New, Whole, St) ->
+%% differs, a family at a time (a family the same in both costs a compare).
+replaced(Old, New, St) ->
     maps:fold(fun(F, _, A) ->
-                      case {maps:get(F, Old, #{}), maps:get(F, New, #{})} of
-                          _ when is_map_key(F, Whole) -> taken(F, maps:get(F, Whole), A);
+                      case {maps:get(F, Old, {#{}, []}), maps:get(F, New, {#{}, []})} of
                           {E, E} -> A;
-                          {O, N} when map_size(O) =:= 0 -> refresh(F, N, A);
-                          {O, N} when map_size(N) =:= 0 -> refresh(F, O, A);
+                          {{O, _}, {N, _}} when map_size(O) =:= 0 -> refresh(F, N, A);
+                          {{O, _}, {N, _}} when map_size(N) =:= 0 -> refresh(F, O, A);
                           {O, N} -> refresh(F, changed(O, N), A)
                       end
               end, St, maps:merge(Old, New)).
 
-taken(F, Values, #st{view = View} = St) ->
-    maps:foreach(fun(Ref, Pid) -> Pid ! {aemp_db_mon, Ref, F, Values, #{}, []} end,
-                 maps:get(F, St#st.subs, #{})),
-    St#st{view = View#{F => Values}}.
-
-%% The subkeys of entries that differ between two maps of entries.
-changed(Old, New) ->
+%% The subkeys of entries that differ between two families {Values,
+%% Stamps}: gone, new, or another value or stamp.
+changed({OldV, OldS}, {NewV, NewS}) ->
+    {Os, Ns} = {stamps(OldS), stamps(NewS)},
     Gone = maps:fold(fun(S, _, A) ->
-                             case New of
+                             case NewV of
                                  #{S := _} -> A;
                                  _ -> [S | A]
                              end
-                     end, [], Old),
-    maps:fold(fun(S, E, A) ->
-                      case Old of
-                          #{S := E} -> A;
-                          _ -> [S | A]
+                     end, [], OldV),
+    maps:fold(fun(S, V, A) ->
+                      case OldV of
+                          #{S := V} ->
+                              case maps:get(S, Os, 0) =:= maps:get(S, Ns, 0) of
+                                  true -> A;
+                                  false -> [S | A]
+                              end;
+                          _ ->
+                              [S | A]
                       end
-              end, Gone, New).
+              end, Gone, NewV).
 
 %% ------------------------------------------------------------------
 %% The view: per subkey the value of the entry with the greatest {Stamp,
@@ -376,9 +410,14 @@ changed(Old, New) ->
 %% the family hear what became visible.
 %% ------------------------------------------------------------------
 
-refresh(F, Touched, #st{view = View} = St) ->
+refresh(F, Touched, #st{view = View} = St0) ->
     Old = maps:get(F, View, #{}),
-    Subs = maps:get(F, St#st.subs, #{}),
+    Subs = maps:get(F, St0#st.subs, #{}),
+    %% no stamp is needed when one share holds a family new here
+    St = case shares(F, St0) of
+             [_] when map_size(Old) =:= 0 -> St0;
+             _ -> stamped(F, St0)
+         end,
     {New, Added, Changed, Deleted} = diff(Touched, Old, shares(F, St), map_size(Subs) > 0),
     View1 = case map_size(New) of
                 0 -> maps:remove(F, View);
@@ -395,14 +434,15 @@ refresh(F, Touched, #st{view = View} = St) ->
     end,
     St#st{view = View1}.
 
-%% The non-empty entries of family F of every share: [{OwnerNode, Entries}].
+%% Family F of every share that holds some of it: [{OwnerNode, Values,
+%% Stamps}].
 shares(F, #st{local = Local, peers = Peers}) ->
     Own = case Local of
-              #{F := E} -> [{node(), E}];
+              #{F := {V, S}} -> [{node(), V, S}];
               _ -> []
           end,
-    maps:fold(fun(P, {_, #{F := Entries}, _}, Acc) when map_size(Entries) > 0 ->
-                      [{node(P), Entries} | Acc];
+    maps:fold(fun(P, {_, #{F := {V, S}}, _}, Acc) when map_size(V) > 0 ->
+                      [{node(P), V, S} | Acc];
                  (_, _, Acc) ->
                       Acc
               end, Own, Peers).
@@ -412,11 +452,10 @@ shares(F, #st{local = Local, peers = Peers}) ->
 diff(_Touched, Old, [], _Watched) ->
     %% no share holds the family (any more)
     {#{}, #{}, #{}, maps:keys(Old)};
-diff(_Touched, Old, [{_, Entries}], _Watched) when map_size(Old) =:= 0 ->
+diff(_Touched, Old, [{_, Values, _}], _Watched) when map_size(Old) =:= 0 ->
     %% a family only one share holds, new here (a peer's share arriving):
     %% its entries are the winners, and all of them are added
-    New = maps:map(fun(_, {_, V}) -> V end, Entries),
-    {New, New, #{}, []};
+    {Values, Values, #{}, []};
 diff(Touched, Old, Shares, Watched) ->
     %% lists, made into maps once at the end (faster than a put per
     %% subkey)
@@ -441,13 +480,18 @@ fold_keys(Fun, Acc, Keys) when is_list(Keys) ->
 fold_keys(Fun, Acc, Keys) ->
     maps:fold(fun(K, _, A) -> Fun(K, A) end, Acc, Keys).
 
-%% The winning entry {Stamp, OwnerNode, Value} of a subkey, or none.
+%% The winning entry {Stamp, OwnerNode, Value} of a subkey, or none
+%% (Stamps maps: stamped/2).
 winner(_S, [], Best) ->
     Best;
-winner(S, [{Node, Entries} | Shares], Best) ->
-    case Entries of
-        #{S := {Stamp, V}} when Best =:= none; {Stamp, Node} > {element(1, Best), element(2, Best)} ->
-            winner(S, Shares, {Stamp, Node, V});
+winner(S, [{Node, Values, Stamps} | Shares], Best) ->
+    case Values of
+        #{S := V} ->
+            Stamp = maps:get(S, Stamps, 0),
+            case Best =:= none orelse {Stamp, Node} > {element(1, Best), element(2, Best)} of
+                true -> winner(S, Shares, {Stamp, Node, V});
+                false -> winner(S, Shares, Best)
+            end;
         _ ->
             winner(S, Shares, Best)
     end.

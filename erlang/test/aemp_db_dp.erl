@@ -23,23 +23,27 @@ family(Family) ->
     ok = data_publisher:unsubscribe(aemp_db, Ref),
     Map.
 
-version() -> 1.
+version() -> 2.
 
-%% The global view: every node's share, and the Lamport clock.
+%% The global view: every node's share as #{Family => #{Subkey => {Stamp,
+%% Value}}}, and the Lamport clock. Local data (what peers are sent) is
+%% the wire's share: #{Family => {Values, [{Subkey, Stamp}]}}.
 init_global_view(_Scope, _Options) -> #{shares => #{}, clock => 0}.
 
 init_local_data(_Options) -> #{}.
 
 stop_global_view(_GlobalView) -> ok.
 
-update_local_data(Ops, Share) -> lists:foldl(fun apply_op/2, Share, Ops).
+update_local_data(Ops, Share) ->
+    wire(lists:foldl(fun apply_op/2, entries(Share), Ops)).
 
 update_global_view_and_notify(Node, Ops, _Subscriptions, #{shares := Shares, clock := C} = GV) ->
-    Share = update_local_data(Ops, maps:get(Node, Shares, #{})),
+    Share = lists:foldl(fun apply_op/2, maps:get(Node, Shares, #{}), Ops),
     Max = lists:max([C | [Stamp || {set, _, _, Stamp, _} <- Ops]]),
     GV#{shares := Shares#{Node => Share}, clock := Max}.
 
-data_diff(Old, New) ->
+data_diff(Old0, New0) ->
+    {Old, New} = {entries(Old0), entries(New0)},
     Dels = [{del, F, S} || {F, Entries} <- maps:to_list(Old), S <- maps:keys(Entries),
                            not maps:is_key(S, maps:get(F, New, #{}))],
     Sets = [{set, F, S, Stamp, V} || {F, Entries} <- maps:to_list(New),
@@ -68,6 +72,20 @@ translate_message({set, F, S, V}, #{clock := C} = GV) when is_binary(F), is_bina
     {update, [{set, F, S, C + 1, V}], GV#{clock := C + 1}};
 translate_message(_Msg, GV) ->
     {drop, GV}.
+
+%% The wire's share as #{Family => #{Subkey => {Stamp, Value}}}: a
+%% subkey's stamp is the last pair for it, 0 if none.
+entries(Share) ->
+    maps:map(fun(_, {Values, Stamps}) ->
+                     SM = maps:from_list(Stamps),
+                     maps:map(fun(S, V) -> {maps:get(S, SM, 0), V} end, Values)
+             end, Share).
+
+wire(Share) ->
+    maps:map(fun(_, Entries) ->
+                     {maps:map(fun(_, {_, V}) -> V end, Entries),
+                      [{S, Stamp} || {S, {Stamp, _}} <- maps:to_list(Entries)]}
+             end, Share).
 
 apply_op({set, F, S, Stamp, V}, Share) ->
     Share#{F => (maps:get(F, Share, #{}))#{S => {Stamp, V}}};

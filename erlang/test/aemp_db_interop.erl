@@ -132,11 +132,16 @@ monitors(A) ->
 %% the same process and keeps serving.
 hostile(A) ->
     Server = rpc:call(A, erlang, whereis, [aemp_db]),
-    [Server ! M || M <- [junk, {discover, self()}, {discover, not_a_pid, 1},
-                         {local_data, self(), 1, not_a_map},
-                         {local_data, self(), 1, #{<<"f">> => #{<<"s">> => {-1, x}}}},
-                         {local_data, self(), 1, #{<<"f">> => #{<<"s">> => {1 bsl 64, x}}}},
-                         {'$gen_cast', {local_data, self(), 1, #{1 => 2}}},
+    [Server ! M || M <- [junk, {discover, self()}, {discover, not_a_pid, 2},
+                         {local_data, self(), 2, not_a_map},
+                         {local_data, self(), 2, #{<<"f">> => {#{<<"s">> => x}, [{<<"s">>, -1}]}}},
+                         {local_data, self(), 2, #{<<"f">> => {#{<<"s">> => x}, [{<<"s">>, 1 bsl 64}]}}},
+                         {local_data, self(), 2, #{<<"f">> => {#{<<"s">> => x}, [{<<"s">>, 1} | x]}}},
+                         {local_data, self(), 2, #{<<"f">> => {#{s => x}, []}}},
+                         {local_data, self(), 2, #{<<"f">> => {#{<<"s">> => x}, [{s, 1}]}}},
+                         %% version 1's shape
+                         {local_data, self(), 1, #{<<"f">> => #{<<"s">> => {1, x}}}},
+                         {'$gen_cast', {local_data, self(), 2, #{1 => 2}}},
                          {update, self(), [{set, <<"f">>, <<"s">>, 1, x}]},
                          {update, Server, bad},
                          {'$gen_cast', junk}, {'$gen_call', junk, junk}, {'$gen_call', {1, 2}, x},
@@ -162,11 +167,15 @@ peers(A) ->
     W = spawn(A, ?MODULE, forward_mon, [self(), proto]),
     expect({fwd, #{}, #{}, []}, fwd(), proto_initial),
     P = spawn(fun() -> fake_peer(Server) end),
-    Share = fun(Entries) -> {'$gen_cast', {local_data, P, 1, #{<<"proto">> => Entries}}} end,
-    [{'$gen_cast', {local_data, Server, 1, ShareOfA}}, {discover, Server, 1}] =
-        peer_do(P, {discover, P, 1}),
-    expect(true, is_map_key(<<"conv">>, ShareOfA), share_of_a),
-    expect([], peer_do(P, {discover, P, 1}), no_share_twice),
+    Share = fun(Entries) -> {'$gen_cast', {local_data, P, 2, #{<<"proto">> => wire(Entries)}}} end,
+    [{'$gen_cast', {local_data, Server, 2, ShareOfA}}, {discover, Server, 2}] =
+        peer_do(P, {discover, P, 2}),
+    %% A's share in version 2's shape: each family its values and stamps
+    #{<<"conv">> := {ConvValues, ConvStamps}} = ShareOfA,
+    expect(lists:sort(maps:keys(ConvValues)), lists:sort([S || {S, _} <- ConvStamps]),
+           share_of_a_stamps),
+    expect(maps:keys(ConvValues), [S || {S, _} <- ConvStamps], share_of_a_in_step),
+    expect([], peer_do(P, {discover, P, 2}), no_share_twice),
     expect([], peer_do(P, Share(#{<<"a">> => {1, x}, <<"b">> => {1, y}})), first_share),
     expect({fwd, #{<<"a">> => x, <<"b">> => y}, #{}, []}, fwd(), first_share_added),
     expect([], peer_do(P, Share(#{<<"a">> => {2, x2}, <<"c">> => {1, z}})), second_share),
@@ -180,12 +189,37 @@ peers(A) ->
     {fwd, #{}, #{}, Gone} = fwd(),
     expect([<<"a">>, <<"c">>, <<"d">>], lists:sort(Gone), peer_gone),
     Q = spawn(fun() -> fake_peer(Server) end),
-    expect([], peer_do(Q, {local_data, Q, 1, #{}}), share_first),
-    [{'$gen_cast', {local_data, Server, 1, _}}] = peer_do(Q, {discover, Q, 1}),
-    expect([], peer_do(Q, {discover, Q, 1}), no_share_twice_q),
+    expect([], peer_do(Q, {local_data, Q, 2, #{}}), share_first),
+    [{'$gen_cast', {local_data, Server, 2, _}}] = peer_do(Q, {discover, Q, 2}),
+    expect([], peer_do(Q, {discover, Q, 2}), no_share_twice_q),
+    %% Stamps decide between two shares: a subkey takes the last pair
+    %% Stamps has for it, 0 if none (a first-pair rule, or a missing
+    %% stamp read as anything but 0, shows the other peer's value)
+    R = spawn(fun() -> fake_peer(Server) end),
+    Fam = fun(Pid, Values, Stamps) ->
+                  {'$gen_cast', {local_data, Pid, 2, #{<<"proto">> => {Values, Stamps}}}}
+          end,
+    expect([], peer_do(Q, Fam(Q, #{<<"s">> => q, <<"t">> => q, <<"u">> => q},
+                              [{<<"s">>, 3}, {<<"u">>, 1}, {<<"t">>, 5}])), q_share),
+    expect({fwd, #{<<"s">> => q, <<"t">> => q, <<"u">> => q}, #{}, []}, fwd(), q_added),
+    expect([], peer_do(R, Fam(R, #{<<"s">> => r, <<"t">> => r, <<"u">> => r},
+                              [{<<"s">>, 9}, {<<"t">>, 9}, {<<"s">>, 2}, {<<"x">>, 7}])),
+           r_share),
+    %% s: Q 3 > R 2 (R's last pair); t: R 9 > Q 5; u: Q 1 > R 0 (none)
+    expect({fwd, #{}, #{<<"t">> => r}, []}, fwd(), stamps_decide),
+    expect({{3, node(Q), q}, none}, rpc:call(A, aemp_db, entry, [<<"proto">>, <<"s">>]),
+           s_entry),
+    expect({{9, node(R), r}, none}, rpc:call(A, aemp_db, entry, [<<"proto">>, <<"t">>]),
+           t_winner_entry),
     exit(Q, kill),
+    exit(R, kill),
     exit(W, kill),
     log("protocol peers: the share once per peer, replaced shares told as what differs", []).
+
+%% #{Subkey => {Stamp, Value}} as the wire's {Values, Stamps}
+wire(Entries) ->
+    {maps:map(fun(_, {_, V}) -> V end, Entries),
+     [{S, Stamp} || {S, {Stamp, _}} <- maps:to_list(Entries)]}.
 
 %% A fake peer: sends what it is told to Server, then (a call: the server
 %% has taken the message once it answers) says what the server sent it.
