@@ -32,6 +32,9 @@
     %% the share is first sent after a change of the family (a large share
     %% is sent to every peer)
     wire = #{} :: #{binary() => [{binary(), non_neg_integer()}]},
+    %% the order term_to_binary writes a large map in, against maps:to_list
+    %% (wire_order/0)
+    order = keys :: keys | reversed | other,
     %% peer server pid => {monitor ref, its share, whether it was sent
     %% our share since it became our peer}; a peer's family keeps the
     %% Stamps list it came with until a stamp is needed (stamped/2)
@@ -73,7 +76,7 @@ init([]) ->
     %% before this server started discovers it only on its next connection.
     ok = net_kernel:monitor_nodes(true, [{node_type, all}]),
     _ = [discover(Node) || Node <- nodes(connected)],
-    {ok, #st{}}.
+    {ok, #st{order = wire_order()}}.
 
 %% ------------------------------------------------------------------
 %% Local calls (from the module aemp, which checked the arguments; they
@@ -210,20 +213,43 @@ drop(Msg, St) ->
 discover(Node) ->
     send({?SERVER, Node}, {discover, self(), ?VSN}).
 
-%% The wire's share: each family's stamps as a list, in the order of
-%% its values (maps of the same keys list them in the same order, and
-%% term_to_binary encodes a map in that order), so that a C node walks
-%% both in step.
-send_share(Peer, #st{local = Local, wire = Wire0} = St) ->
+%% The wire's share: each family's stamps as a list, in the order its
+%% values are encoded in, so that a C node walks both in step. Maps of the
+%% same keys list them in the same order; term_to_binary writes a map of
+%% up to 32 keys in that order, a larger one in it or (OTP 29) in reverse.
+send_share(Peer, #st{local = Local, wire = Wire0, order = Order} = St) ->
     Wire = maps:map(fun(F, {_, Stamps}) ->
                             case Wire0 of
                                 #{F := L} -> L;
+                                _ when Order =:= reversed, map_size(Stamps) > 32 ->
+                                    lists:reverse(maps:to_list(Stamps));
                                 _ -> maps:to_list(Stamps)
                             end
                     end, Local),
     Share = maps:map(fun(F, {Values, _}) -> {Values, map_get(F, Wire)} end, Local),
     send(Peer, {'$gen_cast', {local_data, self(), ?VSN, Share}}),
     St#st{wire = Wire}.
+
+%% The order term_to_binary writes a map of more than 32 keys in: that of
+%% maps:keys/1 (keys), its reverse (reversed: OTP 29), or another (other:
+%% C receivers then find the stamps through an index).
+wire_order() ->
+    Map = maps:from_list([{integer_to_binary(I), 0} || I <- lists:seq(1, 64)]),
+    <<131, 116, 64:32, Body/binary>> = term_to_binary(Map),
+    Keys = maps:keys(Map),
+    case encoded_keys(Body, []) of
+        Keys -> keys;
+        Rev -> case lists:reverse(Rev) of
+                   Keys -> reversed;
+                   _ -> other
+               end
+    end.
+
+%% the binary keys of a map of small integers, as encoded
+encoded_keys(<<109, Len:32, Key:Len/binary, 97, _, Rest/binary>>, Acc) ->
+    encoded_keys(Rest, [Key | Acc]);
+encoded_keys(_, Acc) ->
+    lists:reverse(Acc).
 
 %% As data_publisher does: never set up a connection by sending, and never
 %% fail on a peer that is gone.

@@ -166,6 +166,10 @@ peers(A) ->
     Server = rpc:call(A, erlang, whereis, [aemp_db]),
     W = spawn(A, ?MODULE, forward_mon, [self(), proto]),
     expect({fwd, #{}, #{}, []}, fwd(), proto_initial),
+    %% a family of more than 32 keys (a hash map: OTP 29 writes one in the
+    %% reverse of maps:keys/1)
+    Order = [integer_to_binary(I) || I <- lists:seq(1, 100)],
+    [ok = rpc:call(A, aemp, db_set, [order, K, 0]) || K <- Order],
     P = spawn(fun() -> fake_peer(Server) end),
     Share = fun(Entries) -> {'$gen_cast', {local_data, P, 2, #{<<"proto">> => wire(Entries)}}} end,
     [{'$gen_cast', {local_data, Server, 2, ShareOfA}}, {discover, Server, 2}] =
@@ -175,6 +179,11 @@ peers(A) ->
     expect(lists:sort(maps:keys(ConvValues)), lists:sort([S || {S, _} <- ConvStamps]),
            share_of_a_stamps),
     expect(maps:keys(ConvValues), [S || {S, _} <- ConvStamps], share_of_a_in_step),
+    %% the stamps of a large family in the order its values are encoded in
+    %% (this node runs A's release), so a C node walks both in step
+    #{<<"order">> := {OrderValues, OrderStamps}} = ShareOfA,
+    expect(encoded_keys(term_to_binary(OrderValues)), [S || {S, _} <- OrderStamps],
+           large_family_stamps_in_encoded_order),
     expect([], peer_do(P, {discover, P, 2}), no_share_twice),
     expect([], peer_do(P, Share(#{<<"a">> => {1, x}, <<"b">> => {1, y}})), first_share),
     expect({fwd, #{<<"a">> => x, <<"b">> => y}, #{}, []}, fwd(), first_share_added),
@@ -214,7 +223,17 @@ peers(A) ->
     exit(Q, kill),
     exit(R, kill),
     exit(W, kill),
+    ok = rpc:call(A, aemp, db_del, [order, Order]),
     log("protocol peers: the share once per peer, replaced shares told as what differs", []).
+
+%% The binary keys of an encoded map of small integers, in their order.
+encoded_keys(<<131, 116, _:32, Body/binary>>) ->
+    encoded_keys(Body, []).
+
+encoded_keys(<<>>, Acc) ->
+    lists:reverse(Acc);
+encoded_keys(<<109, Len:32, Key:Len/binary, 97, _, Rest/binary>>, Acc) ->
+    encoded_keys(Rest, [Key | Acc]).
 
 %% #{Subkey => {Stamp, Value}} as the wire's {Values, Stamps}
 wire(Entries) ->
