@@ -22,6 +22,14 @@ static aemp_term atom_term(aemp_buf *b, const char *a)
     return aemp_buf_term(b);
 }
 
+/* An owner of store s named node (a node name). */
+static aemp__dbs_owner *owner(aemp__dbs *s, const char *node)
+{
+    aemp__dbs_owner *o = aemp__dbs_owner_new(s, aemp__intern(node, strlen(node)));
+    cr_assert_not_null(o);
+    return o;
+}
+
 static void expect_visible(aemp__dbs *s, const char *fam, const char *key, const char *want,
                            const char *owner)
 {
@@ -104,8 +112,8 @@ static void expect_new_chg_gone(aemp__dbs *s, aemp__dbs_fam *f)
 Test(dbstore, diffs_list_added_changed_deleted)
 {
     aemp__dbs *s = aemp__dbs_new();
-    aemp__dbs_owner *a = aemp__dbs_owner_new(s, aemp__intern("a@h", 3));
-    aemp__dbs_owner *b = aemp__dbs_owner_new(s, aemp__intern("b@h", 3));
+    aemp__dbs_owner *a = owner(s, "a@h");
+    aemp__dbs_owner *b = owner(s, "b@h");
     aemp_buf v = AEMP_BUF_INIT;
     aemp_term t = atom_term(&v, "x");
     /* unwatched families record nothing */
@@ -155,7 +163,7 @@ Test(dbstore, diffs_list_added_changed_deleted)
 Test(dbstore, a_replaced_share_reports_only_what_changed)
 {
     aemp__dbs *s = aemp__dbs_new();
-    aemp__dbs_owner *a = aemp__dbs_owner_new(s, aemp__intern("a@h", 3));
+    aemp__dbs_owner *a = owner(s, "a@h");
     aemp_buf v = AEMP_BUF_INIT;
     aemp_term t = atom_term(&v, "x");
     aemp__dbs_fam *f = aemp__dbs_watch(s, "f", 1);
@@ -196,8 +204,8 @@ Test(dbstore, a_large_family_grows_and_shrinks)
 {
     enum { N = 20000 };
     aemp__dbs *s = aemp__dbs_new();
-    aemp__dbs_owner *a = aemp__dbs_owner_new(s, aemp__intern("a@h", 3));
-    aemp__dbs_owner *b = aemp__dbs_owner_new(s, aemp__intern("b@h", 3));
+    aemp__dbs_owner *a = owner(s, "a@h");
+    aemp__dbs_owner *b = owner(s, "b@h");
     aemp_buf v = AEMP_BUF_INIT;
     char key[32], want[64];
     aemp__dbs_fam *f = aemp__dbs_watch(s, "f", 1);
@@ -269,7 +277,7 @@ Test(dbstore, a_large_family_grows_and_shrinks)
 Test(dbstore, share_encodes_as_the_protocol_says)
 {
     aemp__dbs *s = aemp__dbs_new();
-    aemp__dbs_owner *a = aemp__dbs_owner_new(s, aemp__intern("a@h", 3));
+    aemp__dbs_owner *a = owner(s, "a@h");
     aemp_buf v = AEMP_BUF_INIT, out = AEMP_BUF_INIT;
     aemp_term t = atom_term(&v, "x");
     cr_assert_eq(aemp__dbs_set(s, a, "f", 1, "k", 1, 300, &t), 0);
@@ -349,8 +357,8 @@ static void expect_own(aemp__dbs *s, aemp__dbs_owner *o, const char *fam, const 
 Test(dbstore, stamps_out_of_order_give_each_value_its_own)
 {
     aemp__dbs *s = aemp__dbs_new();
-    aemp__dbs_owner *a = aemp__dbs_owner_new(s, aemp__intern("a@h", 3));
-    aemp__dbs_owner *b = aemp__dbs_owner_new(s, aemp__intern("b@h", 3));
+    aemp__dbs_owner *a = owner(s, "a@h");
+    aemp__dbs_owner *b = owner(s, "b@h");
     aemp_buf v = AEMP_BUF_INIT;
     aemp_term t = atom_term(&v, "theirs");
     const char *keys[] = {"a", "b", "c", "d", "j", "k"};
@@ -402,8 +410,8 @@ Test(dbstore, stamps_out_of_order_give_each_value_its_own)
 Test(dbstore, stamps_last_pair_wins_missing_is_0_extra_is_ignored)
 {
     aemp__dbs *s = aemp__dbs_new();
-    aemp__dbs_owner *a = aemp__dbs_owner_new(s, aemp__intern("a@h", 3));
-    aemp__dbs_owner *b = aemp__dbs_owner_new(s, aemp__intern("b@h", 3));
+    aemp__dbs_owner *a = owner(s, "a@h");
+    aemp__dbs_owner *b = owner(s, "b@h");
     aemp_buf v = AEMP_BUF_INIT;
     aemp_term t = atom_term(&v, "theirs");
     cr_assert_eq(aemp__dbs_set(s, b, "f", 1, "b", 1, 5, &t), 0);
@@ -496,7 +504,7 @@ Test(dbstore, malformed_shares_are_refused)
         "#{<<0:524288>> => {#{}, []}}",
     };
     aemp__dbs *s = aemp__dbs_new();
-    aemp__dbs_owner *a = aemp__dbs_owner_new(s, aemp__intern("a@h", 3));
+    aemp__dbs_owner *a = owner(s, "a@h");
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         cr_assert_eq(take_share(s, a, bad[i], NULL, NULL), AEMP_ENOMATCH, "accepted: %s", bad[i]);
     cr_assert_eq(aemp__dbs_owner_bytes(a), 0);
@@ -520,7 +528,7 @@ Test(dbstore, encoded_share_walks_back_in_step)
 {
     enum { N = 300 };
     aemp__dbs *s = aemp__dbs_new(), *r = aemp__dbs_new();
-    aemp__dbs_owner *a = aemp__dbs_owner_new(s, aemp__intern("a@h", 3));
+    aemp__dbs_owner *a = owner(s, "a@h");
     aemp__dbs_owner *ra = aemp__dbs_owner_new(r, aemp__intern("a@h", 3));
     aemp_buf v = AEMP_BUF_INIT, out = AEMP_BUF_INIT;
     char key[16], fam[4];
