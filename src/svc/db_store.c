@@ -15,6 +15,8 @@
  */
 #include "db_store.h"
 
+#include "../util/hash.h"
+
 #include <stdlib.h>
 
 typedef struct cand cand;
@@ -134,9 +136,10 @@ int aemp__dbs_cmp(uint64_t sa, uint32_t oa, uint64_t sb, uint32_t ob)
 /* a family's table of subkeys                                        */
 /* ------------------------------------------------------------------ */
 
+/* Keyed (a peer chooses the subkeys: util/hash.h). */
 static uint32_t key_hash(const char *subkey, size_t klen)
 {
-    uint64_t h = aemp__hash_bytes(subkey, klen);
+    uint64_t h = aemp__hash_keyed(subkey, klen);
     return (uint32_t)(h ^ (h >> 32));
 }
 

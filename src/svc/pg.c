@@ -43,6 +43,8 @@
  */
 #include "pg.h"
 
+#include "../util/hash.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -261,14 +263,13 @@ static void drop(struct scope *s, const char *why, const aemp_term *msg)
 /* Families and batches                                               */
 /* ------------------------------------------------------------------ */
 
+/* Keyed (a peer chooses its pids: util/hash.h). A member is a pid: ID,
+ * Serial, node and creation are all of it (w[2..4] are 0). */
 static uint32_t pid_hash(const aemp_addr *a)
 {
-    uint64_t h = ((uint64_t)a->w[0] | (uint64_t)a->w[1] << 32) * 0x9E3779B97F4A7C15ULL;
-    h ^= ((uint64_t)a->node | (uint64_t)a->creation << 32) * 0xC2B2AE3D27D4EB4FULL;
-    h ^= (uint64_t)(a->w[2] ^ a->w[3] ^ a->w[4]) * 0x165667B19E3779F9ULL;
-    h ^= h >> 29;
-    h *= 0xBF58476D1CE4E5B9ULL;
-    return (uint32_t)(h >> 32);
+    uint32_t f[4] = {a->w[0], a->w[1], a->node, a->creation};
+    uint64_t h = aemp__hash_keyed(f, sizeof f);
+    return (uint32_t)(h ^ (h >> 32));
 }
 
 /* The slot of pid in f's index, or of the empty slot that ends its probe. */
