@@ -33,10 +33,10 @@ static void check(const uint64_t k[2], int c, int d, const struct vector *v, siz
 Test(hash, siphash_2_4_reference_vectors)
 {
     const uint64_t k[2] = {0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL};
-    static const struct vector v[] = {
-        {0, 0x726fdb47dd0e0e31ULL},  {1, 0x74f839c593dc67fdULL},  {7, 0xab0200f58b01d137ULL},
-        {8, 0x93f5f5799a932462ULL},  {15, 0xa129ca6149be45e5ULL}, {16, 0x3f2acc7f57c29bdbULL},
-        {63, 0x958a324ceb064572ULL}};
+    static const struct vector v[] = {{0, 0x726fdb47dd0e0e31ULL},  {1, 0x74f839c593dc67fdULL},
+                                      {7, 0xab0200f58b01d137ULL},  {8, 0x93f5f5799a932462ULL},
+                                      {15, 0xa129ca6149be45e5ULL}, {16, 0x3f2acc7f57c29bdbULL},
+                                      {63, 0x958a324ceb064572ULL}};
     check(k, 2, 4, v, sizeof v / sizeof v[0]);
 }
 
