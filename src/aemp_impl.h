@@ -143,12 +143,16 @@ int aemp__term_validate_refs(const char *buf, size_t len, size_t *used, unsigned
 int aemp__term_find_atom(const char *buf, size_t len, const char *atom, size_t alen, aemp_buf *pos);
 int aemp__term_atoms_to_ref(const char *buf, size_t len, const aemp_buf *pos, uint8_t idx,
                             aemp_buf *out);
-/* After the atoms or references at pos (offsets into the old term t, as
- * recorded above, funs marked) were rewritten into out, each changing size
- * by delta(t, offset, arg) bytes: the Size of every NEW_FUN_EXT in out
- * made right. AEMP_ETOOBIG if one would leave 32 bits, or AEMP_ENOMEM. */
-int aemp__term_fix_funs(const char *t, const aemp_buf *pos, aemp_buf *out,
-                        int64_t (*delta)(const char *t, uint32_t at, void *arg), void *arg);
+/* The term t (tlen bytes) with each atom or reference at pos (offsets as
+ * recorded above, funs marked) rewritten, into out (replaced): put writes
+ * the new item for the one at t + at and says in *old how many bytes that
+ * took in t; delta(t, at, arg) is what the item's size changed by, and the
+ * Size of every NEW_FUN_EXT is made right with it. AEMP_ETOOBIG if one
+ * would leave 32 bits, or AEMP_ENOMEM. Both sides of the atom cache. */
+typedef int (*aemp__term_put_fn)(aemp_buf *out, const char *t, uint32_t at, void *arg, size_t *old);
+typedef int64_t (*aemp__term_delta_fn)(const char *t, uint32_t at, void *arg);
+int aemp__term_splice(const char *t, size_t tlen, const aemp_buf *pos, aemp__term_put_fn put,
+                      aemp__term_delta_fn delta, void *arg, aemp_buf *out);
 
 /* Elements of t if it is a proper list (NIL_EXT, STRING_EXT, or LIST_EXT
  * ending in []), else -1. */

@@ -92,32 +92,29 @@ static int64_t growth(const char *t, uint32_t at, void *arg)
     return (int64_t)atom_size(arg, (uint8_t)t[at + 1]) - 2;
 }
 
+/* The atom of the cache reference at t + at, from the header arg. */
+static int put_atom(aemp_buf *out, const char *t, uint32_t at, void *arg, size_t *old)
+{
+    const struct aemp__dist_header *h = arg;
+    unsigned i = (uint8_t)t[at + 1];
+    int rc;
+    *old = 2;
+    if (h->alen[i] <= 255) {
+        rc = aemp__buf_put_u8(out, AEMP__EXT_SMALL_ATOM_UTF8);
+        if (!rc) rc = aemp__buf_put_u8(out, (uint8_t)h->alen[i]);
+    } else {
+        rc = aemp__buf_put_u8(out, AEMP__EXT_ATOM_UTF8);
+        if (!rc) rc = aemp__buf_put_u16(out, h->alen[i]);
+    }
+    return rc ? rc : aemp__buf_append(out, h->atom[i], h->alen[i]);
+}
+
 /* t with every atom cache reference (from refpos) replaced by its atom,
  * into out; NEW_FUN_EXT sizes grow by what their references grew. */
 static int replace_refs(const char *t, size_t tlen, const aemp_buf *refpos,
                         const struct aemp__dist_header *h, aemp_buf *out)
 {
-    int rc = 0;
-    size_t prev = 0;
-    out->len = 0;
-    for (size_t k = 0; k + 4 <= refpos->len && !rc; k += 4) {
-        uint32_t at = aemp__get_u32(refpos->data + k);
-        if (at & AEMP__TERM_FUN_MARK) continue;
-        unsigned i = (uint8_t)t[at + 1];
-        rc = aemp__buf_append(out, t + prev, at - prev);
-        if (!rc && h->alen[i] <= 255) {
-            rc = aemp__buf_put_u8(out, AEMP__EXT_SMALL_ATOM_UTF8);
-            if (!rc) rc = aemp__buf_put_u8(out, (uint8_t)h->alen[i]);
-        } else if (!rc) {
-            rc = aemp__buf_put_u8(out, AEMP__EXT_ATOM_UTF8);
-            if (!rc) rc = aemp__buf_put_u16(out, h->alen[i]);
-        }
-        if (!rc) rc = aemp__buf_append(out, h->atom[i], h->alen[i]);
-        prev = at + 2;
-    }
-    if (!rc) rc = aemp__buf_append(out, t + prev, tlen - prev);
-    if (rc) return rc;
-    return aemp__term_fix_funs(t, refpos, out, growth, (void *)h);
+    return aemp__term_splice(t, tlen, refpos, put_atom, growth, (void *)h, out);
 }
 
 /* One term at p[*pos]: with a version byte first in a pass-through packet; after a

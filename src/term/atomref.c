@@ -27,8 +27,11 @@ static int64_t shrink(const char *t, uint32_t at, void *arg)
     return 2 - (int64_t)atom_bytes(t + at);
 }
 
-int aemp__term_fix_funs(const char *t, const aemp_buf *pos, aemp_buf *out,
-                        int64_t (*delta)(const char *t, uint32_t at, void *arg), void *arg)
+/* After the items at pos were rewritten into out, each changing size by
+ * delta(t, offset, arg) bytes: the Size of every NEW_FUN_EXT in out made
+ * right. */
+static int fix_funs(const char *t, const aemp_buf *pos, aemp_buf *out, aemp__term_delta_fn delta,
+                    void *arg)
 {
     /* Each fun: its new place is its old one plus what the atoms before it
      * changed by; its Size changes by what those inside it did. Offsets
@@ -71,8 +74,8 @@ int aemp__term_fix_funs(const char *t, const aemp_buf *pos, aemp_buf *out,
     return rc;
 }
 
-int aemp__term_atoms_to_ref(const char *t, size_t tlen, const aemp_buf *pos, uint8_t idx,
-                            aemp_buf *out)
+int aemp__term_splice(const char *t, size_t tlen, const aemp_buf *pos, aemp__term_put_fn put,
+                      aemp__term_delta_fn delta, void *arg, aemp_buf *out)
 {
     int rc = 0;
     size_t prev = 0;
@@ -80,12 +83,26 @@ int aemp__term_atoms_to_ref(const char *t, size_t tlen, const aemp_buf *pos, uin
     for (size_t k = 0; k + 4 <= pos->len && !rc; k += 4) {
         uint32_t at = aemp__get_u32(pos->data + k);
         if (at & AEMP__TERM_FUN_MARK) continue;
+        size_t old = 0;
         rc = aemp__buf_append(out, t + prev, at - prev);
-        if (!rc) rc = aemp__buf_put_u8(out, 82); /* ATOM_CACHE_REF */
-        if (!rc) rc = aemp__buf_put_u8(out, idx);
-        prev = at + atom_bytes(t + at);
+        if (!rc) rc = put(out, t, at, arg, &old);
+        prev = at + old;
     }
     if (!rc) rc = aemp__buf_append(out, t + prev, tlen - prev);
     if (rc) return rc;
-    return aemp__term_fix_funs(t, pos, out, shrink, NULL);
+    return fix_funs(t, pos, out, delta, arg);
+}
+
+/* The atom at t + at as ATOM_CACHE_REF *idx. */
+static int put_ref(aemp_buf *out, const char *t, uint32_t at, void *arg, size_t *old)
+{
+    *old = atom_bytes(t + at);
+    int rc = aemp__buf_put_u8(out, 82); /* ATOM_CACHE_REF */
+    return rc ? rc : aemp__buf_put_u8(out, *(const uint8_t *)arg);
+}
+
+int aemp__term_atoms_to_ref(const char *t, size_t tlen, const aemp_buf *pos, uint8_t idx,
+                            aemp_buf *out)
+{
+    return aemp__term_splice(t, tlen, pos, put_ref, shrink, &idx, out);
 }
