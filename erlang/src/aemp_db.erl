@@ -440,11 +440,14 @@ refresh(F, Touched, #st{view = View} = St0) ->
     Old = maps:get(F, View, #{}),
     Subs = maps:get(F, St0#st.subs, #{}),
     %% no stamp is needed when one share holds a family new here
-    St = case shares(F, St0) of
-             [_] when map_size(Old) =:= 0 -> St0;
-             _ -> stamped(F, St0)
-         end,
-    {New, Added, Changed, Deleted} = diff(Touched, Old, shares(F, St), map_size(Subs) > 0),
+    {St, Shares} = case shares(F, St0) of
+                       [_] = One when map_size(Old) =:= 0 ->
+                           {St0, One};
+                       _ ->
+                           St1 = stamped(F, St0),
+                           {St1, shares(F, St1)}
+                   end,
+    {New, Added, Changed, Deleted} = diff(Touched, Old, Shares, map_size(Subs) > 0),
     View1 = case map_size(New) of
                 0 -> maps:remove(F, View);
                 _ -> View#{F => New}
