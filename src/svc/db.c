@@ -2,15 +2,16 @@
  * db.c - the `aemp_db` service and the C database API (docs/database.md).
  *
  * A port registered as aemp_db speaks the replication protocol (version
- * 2: the shape of OTP 29's data_publisher, with each family of a share as
- * {Values, Stamps}): on every node up it sends {discover, Self, 2} to
- * {aemp_db, Node}; a discover is answered with the
- * '$gen_cast' local_data of this node's share, and its sender becomes a
- * peer (monitored, discovered back); local_data replaces a peer's share,
- * update changes it; a peer's 'DOWN' drops its share. Local changes go to
- * every peer as updates. What arrives is checked whole before anything is
- * applied: a message of another shape is logged and dropped, and the bytes
- * held for other nodes' shares are bounded (db_max_bytes).
+ * 3: the shape of OTP 29's data_publisher, with each family of a share as
+ * {Values, Stamps}, Stamps one binary of records): on every node up it
+ * sends {discover, Self, 3} to {aemp_db, Node}; a discover is answered
+ * with the '$gen_cast' local_data of this node's share, and its sender
+ * becomes a peer (monitored, discovered back); local_data replaces a
+ * peer's share, update changes it; a peer's 'DOWN' drops its share. Local
+ * changes go to every peer as updates. What arrives is checked whole
+ * before anything is applied: a message of another shape is logged and
+ * dropped, and the bytes held for other nodes' shares are bounded
+ * (db_max_bytes).
  *
  * The store (db_store.c) decides the visible entries. Callbacks (queries,
  * db_mon) run from one timer of the loop, never inside an API call.
@@ -19,7 +20,7 @@
 
 #include <stdlib.h>
 
-#define DB_VSN 2
+#define DB_VSN 3
 
 struct peer {
     uint32_t node_h;
@@ -416,7 +417,8 @@ static void on_local_data(db_t *db, const aemp_addr *pid, aemp_cursor share, con
     aemp_cursor check = share;
     if (aemp__dbs_walk_share(NULL, NULL, &check, &bytes, &maxstamp)) {
         log_dropped("local_data with a share not of the form #{Family => {#{Subkey => Value}, "
-                    "[{Subkey, Stamp}]}} (binaries, stamps of at most 64 bits)",
+                    "<<KeyLen:32, Subkey:KeyLen/binary, Stamp:64, ...>>}} (binaries, whole "
+                    "records)",
                     msg, from);
         return;
     }

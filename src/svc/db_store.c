@@ -654,22 +654,29 @@ struct pending {
     aemp_term v;
 };
 
-/* One {Subkey, Stamp} of a Stamps list. */
-static int get_stamp_pair(aemp_cursor *c, const void **kp, size_t *klen, uint64_t *stamp)
+/* One record of a Stamps binary, <<KeyLen:32, Subkey:KeyLen/binary,
+ * Stamp:64>>, at *p (before end); *p moves past it. AEMP_ENOMATCH if the
+ * bytes left are not a whole record or KeyLen > AEMP_DB_MAXKEY. */
+static int get_record(const uint8_t **p, const uint8_t *end, const void **kp, size_t *klen,
+                      uint64_t *stamp)
 {
-    uint32_t arity;
-    if (aemp_get_tuple(c, &arity) || arity != 2 || aemp_get_binary(c, kp, klen) ||
-        *klen > AEMP_DB_MAXKEY || aemp_get_uint64(c, stamp))
-        return AEMP_ENOMATCH;
+    size_t left = (size_t)(end - *p);
+    if (left < 4) return AEMP_ENOMATCH;
+    size_t n = aemp__get_u32(*p);
+    if (n > AEMP_DB_MAXKEY || n + 12 > left) return AEMP_ENOMATCH;
+    *kp = *p + 4;
+    *klen = n;
+    *stamp = aemp__get_u64(*p + 4 + n);
+    *p += n + 12;
     return 0;
 }
 
 /* A family's {Values, Stamps} after its name, checked: *bytes adds the
- * cost of its values, *maxstamp sees every stamp (of pairs for no value
+ * cost of its values, *maxstamp sees every stamp (of records for no value
  * too). */
 static int check_family(aemp_cursor *c, size_t flen, size_t *bytes, uint64_t *maxstamp)
 {
-    uint32_t nk, ns;
+    uint32_t nk;
     if (aemp_get_map(c, &nk)) return AEMP_ENOMATCH;
     for (uint32_t j = 0; j < nk; j++) {
         const void *kp;
@@ -679,26 +686,29 @@ static int check_family(aemp_cursor *c, size_t flen, size_t *bytes, uint64_t *ma
             return AEMP_ENOMATCH;
         *bytes += aemp__dbs_cost(flen, klen, v.len);
     }
-    if (aemp_get_list(c, &ns)) return AEMP_ENOMATCH;
-    for (uint32_t j = 0; j < ns; j++) {
+    const void *bp;
+    size_t blen;
+    if (aemp_get_binary(c, &bp, &blen)) return AEMP_ENOMATCH;
+    for (const uint8_t *p = bp, *end = p + blen; p != end;) {
         const void *kp;
         size_t klen;
         uint64_t stamp;
-        if (get_stamp_pair(c, &kp, &klen, &stamp)) return AEMP_ENOMATCH;
+        if (get_record(&p, end, &kp, &klen, &stamp)) return AEMP_ENOMATCH;
         if (stamp > *maxstamp) *maxstamp = stamp;
     }
-    return aemp_get_nil(c) ? AEMP_ENOMATCH : 0;
+    return 0;
 }
 
-/* The stamps of a family's Values while it is applied. Senders list the
- * subkeys in Stamps in the order of Values: while the counts agree and the
- * subkeys match, the pairs are read in step (nothing allocated). Else the
- * stamps come from an index of the family's subkeys (no more than its
- * counted entries) filled from the whole list: the last pair for a subkey
- * wins, none gives stamp 0. A mismatch after some values were set in step
- * starts the family again from its first value with the index (a later
- * pair may name an earlier subkey again; what is set again the same is no
- * change). */
+/* The stamps of a family's Values while it is applied. Senders write the
+ * subkeys in Stamps in the order of Values: while the subkeys match, the
+ * records are read in step (nothing allocated). Else (a subkey differs,
+ * the records run out before the values, or records are left after the
+ * last value) the stamps come from an index of the family's subkeys (no
+ * more than its counted entries) filled from all the records: the last
+ * record for a subkey wins, none gives stamp 0. Out of step after some
+ * values were set in step, the family starts again from its first value
+ * with the index (a later record may name an earlier subkey again; what
+ * is set again the same is no change). */
 struct sslot {
     const void *kp; /* NULL: empty */
     uint32_t klen, h;
@@ -706,12 +716,10 @@ struct sslot {
 };
 
 struct stamps {
-    aemp_cursor list;  /* the list's first pair */
-    aemp_cursor next;  /* in step: the next pair */
-    uint32_t n, taken; /* pairs in the list; read in step */
-    struct sslot *idx; /* once out of step */
+    const uint8_t *bin, *end; /* the Stamps binary's bytes */
+    const uint8_t *next;      /* in step: the next record */
+    struct sslot *idx;        /* once out of step */
     size_t mask;
-    aemp_cursor end; /* with idx: past the list's tail */
 };
 
 static struct sslot *sslot_find(const struct stamps *st, const void *kp, size_t klen, uint32_t h)
@@ -723,7 +731,7 @@ static struct sslot *sslot_find(const struct stamps *st, const void *kp, size_t 
 }
 
 /* Index the subkeys of the nk values at vals, then give them their stamps
- * from the whole list. */
+ * from all the records. */
 static int stamps_index(struct stamps *st, aemp_cursor vals, uint32_t nk)
 {
     size_t cap = 16;
@@ -742,44 +750,27 @@ static int stamps_index(struct stamps *st, aemp_cursor vals, uint32_t nk)
         s->klen = (uint32_t)klen;
         s->h = h;
     }
-    st->end = st->list;
-    for (uint32_t i = 0; i < st->n; i++) {
+    for (const uint8_t *p = st->bin; p != st->end;) {
         uint64_t stamp;
-        if (get_stamp_pair(&st->end, &kp, &klen, &stamp)) return AEMP_ENOMATCH;
+        if (get_record(&p, st->end, &kp, &klen, &stamp)) return AEMP_ENOMATCH;
         struct sslot *s = sslot_find(st, kp, klen, key_hash(kp, klen));
         if (s->kp) s->stamp = stamp;
     }
-    return aemp_get_nil(&st->end) ? AEMP_ENOMATCH : 0;
+    return 0;
 }
 
-/* In step: the next pair's stamp if it names subkey (else 1: out of step). */
+/* In step: the next record's stamp if it names subkey (else 1: out of
+ * step, also when the records have run out). */
 static int stamp_in_step(struct stamps *st, const void *kp, size_t klen, uint64_t *stamp)
 {
     const void *sk;
     size_t sklen;
-    aemp_cursor c = st->next;
-    if (get_stamp_pair(&c, &sk, &sklen, stamp)) return AEMP_ENOMATCH;
+    const uint8_t *p = st->next;
+    if (p == st->end) return 1;
+    if (get_record(&p, st->end, &sk, &sklen, stamp)) return AEMP_ENOMATCH;
     if (sklen != klen || memcmp(sk, kp, klen) != 0) return 1;
-    st->next = c;
-    st->taken++;
+    st->next = p;
     return 0;
-}
-
-/* Past the Stamps list (its pairs read in step, or indexed). */
-static int stamps_skip(struct stamps *st, aemp_cursor *c)
-{
-    if (st->idx) {
-        *c = st->end;
-        return 0;
-    }
-    *c = st->next;
-    for (uint32_t i = st->taken; i < st->n; i++) {
-        const void *kp;
-        size_t klen;
-        uint64_t stamp;
-        if (get_stamp_pair(c, &kp, &klen, &stamp)) return AEMP_ENOMATCH;
-    }
-    return aemp_get_nil(c) ? AEMP_ENOMATCH : 0;
 }
 
 /* A checked family's {Values, Stamps} after its name, applied to owner o. */
@@ -788,27 +779,33 @@ static int apply_family(aemp__dbs *s, aemp__dbs_owner *o, const char *fp, size_t
 {
     uint32_t nk;
     struct stamps st = {0};
-    /* the Stamps list is past the whole Values map */
-    st.list = *c;
-    if (aemp_get_term(&st.list, NULL) || aemp_get_list(&st.list, &st.n) || aemp_get_map(c, &nk))
+    /* the Stamps binary is past the whole Values map */
+    aemp_cursor after = *c;
+    const void *bp;
+    size_t blen;
+    if (aemp_get_term(&after, NULL) || aemp_get_binary(&after, &bp, &blen) || aemp_get_map(c, &nk))
         return AEMP_ENOMATCH;
-    st.next = st.list;
+    st.bin = st.next = bp;
+    st.end = st.bin + blen;
     const aemp_cursor vals = *c;
-    int rc = st.n == nk ? 0 : stamps_index(&st, vals, nk);
-    if (rc) {
-        free(st.idx);
-        return rc;
-    }
     aemp__dbs_fam *f = fam_get(s, fp, flen, true);
-    if (!f) {
-        free(st.idx);
-        return AEMP_ENOMEM;
-    }
+    if (!f) return AEMP_ENOMEM;
     /* room for them all at once (if short, each set asks again) */
     if (!aemp__reserve(&f->arr, f->tcount + nk, &f->cap, sizeof *f->arr))
         (void)tab_reserve(f, f->tcount + nk);
     struct pending pend[AHEAD];
-    for (uint32_t j = 0; j < nk && !rc;) {
+    int rc = 0;
+    for (uint32_t j = 0; !rc;) {
+        if (j == nk) {
+            /* records left after the last value in step (never sent: a
+             * record named again or for no value, which may give a value
+             * its last stamp): all again, indexed */
+            if (!nk || st.idx || st.next == st.end) break;
+            rc = stamps_index(&st, vals, nk);
+            *c = vals;
+            j = 0;
+            continue;
+        }
         uint32_t m = 0;
         for (; m < AHEAD && j < nk && !rc; m++, j++) {
             struct pending *e = &pend[m];
@@ -834,14 +831,15 @@ static int apply_family(aemp__dbs *s, aemp__dbs_owner *o, const char *fp, size_t
             rc = set_in(s, o, f, e->kp, e->klen, e->h, e->stamp, &e->v);
         }
     }
-    if (!rc) rc = stamps_skip(&st, c);
+    if (!rc) *c = after;
     free(st.idx);
     fam_maybe_free(s, f);
     return rc;
 }
 
-/* #{Family => {#{Subkey => Value}, [{Subkey, Stamp}]}}: checked (apply
- * NULL) or applied to owner apply. */
+/* #{Family => {#{Subkey => Value}, Stamps}}, Stamps a binary of records
+ * <<KeyLen:32, Subkey:KeyLen/binary, Stamp:64>>: checked (apply NULL) or
+ * applied to owner apply. */
 int aemp__dbs_walk_share(aemp__dbs *s, aemp__dbs_owner *apply, aemp_cursor *c, size_t *bytes,
                          uint64_t *maxstamp)
 {
@@ -912,32 +910,12 @@ static int put_binary(aemp_buf *b, const char *p, size_t n)
     return rc ? rc : aemp__buf_append(b, p, n);
 }
 
-static int put_uint(aemp_buf *b, uint64_t v)
-{
-    if (v < 256) {
-        int rc = aemp__buf_put_u8(b, AEMP__EXT_SMALL_INTEGER);
-        return rc ? rc : aemp__buf_put_u8(b, (uint8_t)v);
-    }
-    if (v < 0x80000000u) {
-        int rc = aemp__buf_put_u8(b, AEMP__EXT_INTEGER);
-        return rc ? rc : aemp__buf_put_u32(b, (uint32_t)v);
-    }
-    uint8_t d[8];
-    uint8_t nd = 0;
-    for (uint64_t x = v; x; x >>= 8)
-        d[nd++] = (uint8_t)x;
-    int rc = aemp__buf_put_u8(b, AEMP__EXT_SMALL_BIG);
-    if (!rc) rc = aemp__buf_put_u8(b, nd);
-    if (!rc) rc = aemp__buf_put_u8(b, 0);
-    return rc ? rc : aemp__buf_append(b, d, nd);
-}
-
 struct enc {
     aemp_buf *b;
     int rc;
 };
 
-/* A family of the owner as {Values, Stamps}: the stamps list names the
+/* A family of the owner as {Values, Stamps}: the stamps binary names the
  * subkeys in the order of the values map (receivers walk both in step). */
 static void enc_of(const char *k, void *val, void *arg)
 {
@@ -945,25 +923,32 @@ static void enc_of(const char *k, void *val, void *arg)
     struct ofam *of = val;
     struct enc *e = arg;
     if (e->rc) return;
-    int rc = put_binary(e->b, of->f->name, of->f->len);
-    if (!rc) rc = aemp__buf_put_u8(e->b, AEMP__EXT_SMALL_TUPLE);
-    if (!rc) rc = aemp__buf_put_u8(e->b, 2);
-    if (!rc) rc = put_map_head(e->b, of->count);
+    aemp_buf *b = e->b;
+    int rc = put_binary(b, of->f->name, of->f->len);
+    if (!rc) rc = aemp__buf_put_u8(b, AEMP__EXT_SMALL_TUPLE);
+    if (!rc) rc = aemp__buf_put_u8(b, 2);
+    if (!rc) rc = put_map_head(b, of->count);
     for (cand *c = of->head; c && !rc; c = c->onext) {
-        rc = put_binary(e->b, c->k->subkey, c->k->klen);
-        if (!rc) rc = aemp__buf_append(e->b, cand_value(c), c->vlen);
+        rc = put_binary(b, c->k->subkey, c->k->klen);
+        if (!rc) rc = aemp__buf_append(b, cand_value(c), c->vlen);
     }
-    if (!rc && of->count) {
-        rc = aemp__buf_put_u8(e->b, AEMP__EXT_LIST);
-        if (!rc) rc = aemp__buf_put_u32(e->b, (uint32_t)of->count);
-    }
+    /* the binary's length is written once its records are */
+    size_t head = b->len;
+    if (!rc) rc = aemp__buf_put_u8(b, AEMP__EXT_BINARY);
+    if (!rc) rc = aemp__buf_put_u32(b, 0);
     for (cand *c = of->head; c && !rc; c = c->onext) {
-        rc = aemp__buf_put_u8(e->b, AEMP__EXT_SMALL_TUPLE);
-        if (!rc) rc = aemp__buf_put_u8(e->b, 2);
-        if (!rc) rc = put_binary(e->b, c->k->subkey, c->k->klen);
-        if (!rc) rc = put_uint(e->b, c->stamp);
+        size_t klen = c->k->klen;
+        if (!(rc = aemp__buf_reserve(b, klen + 12))) {
+            char *p = b->data + b->len;
+            aemp__put_u32(p, (uint32_t)klen);
+            memcpy(p + 4, c->k->subkey, klen);
+            aemp__put_u32(p + 4 + klen, (uint32_t)(c->stamp >> 32));
+            aemp__put_u32(p + 8 + klen, (uint32_t)c->stamp);
+            b->len += klen + 12;
+        }
     }
-    if (!rc) rc = aemp__buf_put_u8(e->b, AEMP__EXT_NIL);
+    if (!rc && b->len - head - 5 > UINT32_MAX) rc = AEMP_ETOOBIG;
+    if (!rc) aemp__put_u32(b->data + head + 1, (uint32_t)(b->len - head - 5));
     e->rc = rc;
 }
 

@@ -68,24 +68,26 @@ int aemp__dbs_del(aemp__dbs *s, aemp__dbs_owner *o, const char *fam, size_t flen
 int aemp__dbs_own(aemp__dbs *s, aemp__dbs_owner *o, const char *fam, size_t flen, const char *key,
                   size_t klen, uint64_t *stamp);
 
-/* A received Share (protocol version 2: #{Family => {#{Subkey => Value},
- * [{Subkey, Stamp}]}}, each value's stamp the last pair's for its subkey,
- * 0 if none; pairs for no value only count for *maxstamp) or Ops
- * ([{set, Family, Subkey, Stamp, Value} | {del, Family, Subkey}]) at the
- * cursor, families and subkeys binaries of at most AEMP_DB_MAXKEY bytes,
- * stamps of at most 64 bits. With apply NULL: checked whole, *bytes and
- * *maxstamp add what it holds (the cost of its entries, its greatest
- * stamp); else applied to owner apply of s (only after a check passed:
- * then only AEMP_ENOMEM can fail, leaving part applied). AEMP_ENOMATCH for
- * another shape. */
+/* A received Share (protocol version 3: #{Family => {#{Subkey => Value},
+ * Stamps}}, Stamps a binary of whole records <<KeyLen:32,
+ * Subkey:KeyLen/binary, Stamp:64>>, each value's stamp the last record's
+ * for its subkey, 0 if none; records for no value only count for
+ * *maxstamp) or Ops ([{set, Family, Subkey, Stamp, Value} | {del, Family,
+ * Subkey}], stamps of at most 64 bits) at the cursor, families and
+ * subkeys (KeyLen too) of at most AEMP_DB_MAXKEY bytes. With apply NULL:
+ * checked whole, *bytes and *maxstamp add what it holds (the cost of its
+ * entries, its greatest stamp); else applied to owner apply of s (only
+ * after a check passed: then only AEMP_ENOMEM can fail, leaving part
+ * applied). AEMP_ENOMATCH for another shape. */
 int aemp__dbs_walk_share(aemp__dbs *s, aemp__dbs_owner *apply, aemp_cursor *c, size_t *bytes,
                          uint64_t *maxstamp);
 int aemp__dbs_walk_ops(aemp__dbs *s, aemp__dbs_owner *apply, aemp_cursor *c, size_t *bytes,
                        uint64_t *maxstamp);
 
 /* Append the owner's whole share as the protocol's Share term:
- * #{Family => {#{Subkey => Value}, [{Subkey, Stamp}]}}, every subkey once in
- * the list, in the order of the map. */
+ * #{Family => {#{Subkey => Value}, Stamps}}, every subkey once in the
+ * Stamps binary, in the order of the map. AEMP_ENOMEM, or AEMP_ETOOBIG
+ * for a family whose Stamps would pass 4 GiB (out as it was). */
 int aemp__dbs_encode_share(aemp__dbs *s, aemp__dbs_owner *o, aemp_buf *out);
 
 /* The family, or NULL if it has neither entries nor watchers. */

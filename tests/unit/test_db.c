@@ -283,15 +283,22 @@ Test(dbstore, share_encodes_as_the_protocol_says)
     cr_assert_eq(aemp__dbs_set(s, a, "f", 1, "k", 1, 300, &t), 0);
     cr_assert_eq(aemp__dbs_set(s, a, "g", 1, "k", 1, (uint64_t)1 << 40, &t), 0);
     cr_assert_eq(aemp__dbs_encode_share(s, a, &out), 0);
-    aemp_term share = aemp_buf_term(&out);
-    char text[200];
-    aemp_term_print(&share, text, sizeof text);
     /* map order is the hash's; either is the same map */
-    cr_assert(strcmp(text, "#{<<\"f\">> => {#{<<\"k\">> => x},[{<<\"k\">>,300}]},<<\"g\">> => "
-                           "{#{<<\"k\">> => x},[{<<\"k\">>,1099511627776}]}}") == 0 ||
-                  strcmp(text, "#{<<\"g\">> => {#{<<\"k\">> => x},[{<<\"k\">>,1099511627776}]},"
-                               "<<\"f\">> => {#{<<\"k\">> => x},[{<<\"k\">>,300}]}}") == 0,
+    const char *f = "<<\"f\">> => {#{<<\"k\">> => x}, <<1:32, \"k\", 300:64>>}";
+    const char *g = "<<\"g\">> => {#{<<\"k\">> => x}, <<1:32, \"k\", 1099511627776:64>>}";
+    aemp_buf fg = AEMP_BUF_INIT, gf = AEMP_BUF_INIT;
+    char text[256];
+    snprintf(text, sizeof text, "#{%s, %s}", f, g);
+    cr_assert_eq(aemp_term_parse(&fg, text, strlen(text), NULL), 0);
+    snprintf(text, sizeof text, "#{%s, %s}", g, f);
+    cr_assert_eq(aemp_term_parse(&gf, text, strlen(text), NULL), 0);
+    aemp_term share = aemp_buf_term(&out);
+    aemp_term_print(&share, text, sizeof text);
+    cr_assert((out.len == fg.len && memcmp(out.data, fg.data, fg.len) == 0) ||
+                  (out.len == gf.len && memcmp(out.data, gf.data, gf.len) == 0),
               "share %s", text);
+    aemp_buf_free(&fg);
+    aemp_buf_free(&gf);
     size_t used;
     cr_assert_eq(aemp__term_validate(out.data, out.len, &used), 0);
     cr_assert_eq(used, out.len);
@@ -350,10 +357,11 @@ static void expect_own(aemp__dbs *s, aemp__dbs_owner *o, const char *fam, const 
                  (unsigned long long)stamp, (long long)want);
 }
 
-/* Stamps listed in another order than the values (a parsed map's keys
+/* Stamps recorded in another order than the values (a parsed map's keys
  * come sorted): each value still gets the stamp named with its subkey,
- * and the stamp decides against another owner. Whether the pairs go out of
- * step at the first value or after some, and whether the counts agree. */
+ * and the stamp decides against another owner. Whether the records go
+ * out of step at the first value or after some, and whether the counts
+ * agree. */
 Test(dbstore, stamps_out_of_order_give_each_value_its_own)
 {
     aemp__dbs *s = aemp__dbs_new();
@@ -367,7 +375,7 @@ Test(dbstore, stamps_out_of_order_give_each_value_its_own)
     uint64_t maxstamp;
     cr_assert_eq(take_share(s, a,
                             "#{<<\"f\">> => {#{<<\"j\">> => ja, <<\"k\">> => ka}, "
-                            "[{<<\"k\">>, 9}, {<<\"j\">>, 1}]}}",
+                            "<<1:32, \"k\", 9:64, 1:32, \"j\", 1:64>>}}",
                             NULL, &maxstamp),
                  0);
     cr_assert_eq(maxstamp, 9);
@@ -378,8 +386,8 @@ Test(dbstore, stamps_out_of_order_give_each_value_its_own)
     /* in step for a and b, out of step from c */
     take_ok(s, a,
             "#{<<\"f\">> => {#{<<\"a\">> => 1, <<\"b\">> => 2, <<\"c\">> => 3, "
-            "<<\"d\">> => 4}, [{<<\"a\">>, 6}, {<<\"b\">>, 2}, {<<\"d\">>, 3}, "
-            "{<<\"c\">>, 8}]}}");
+            "<<\"d\">> => 4}, <<1:32, \"a\", 6:64, 1:32, \"b\", 2:64, 1:32, \"d\", 3:64, "
+            "1:32, \"c\", 8:64>>}}");
     expect_own(s, a, "f", "a", 6);
     expect_own(s, a, "f", "b", 2);
     expect_own(s, a, "f", "c", 8);
@@ -389,10 +397,10 @@ Test(dbstore, stamps_out_of_order_give_each_value_its_own)
     expect_visible(s, "f", "b", "theirs", "b@h");
     expect_visible(s, "f", "c", "3", "a@h");
     expect_visible(s, "f", "d", "theirs", "b@h");
-    /* more pairs than values, in another order */
+    /* more records than values, in another order */
     take_ok(s, a,
             "#{<<\"f\">> => {#{<<\"c\">> => 3, <<\"d\">> => 4}, "
-            "[{<<\"d\">>, 7}, {<<\"x\">>, 2}, {<<\"c\">>, 1}]}}");
+            "<<1:32, \"d\", 7:64, 1:32, \"x\", 2:64, 1:32, \"c\", 1:64>>}}");
     expect_own(s, a, "f", "c", 1);
     expect_own(s, a, "f", "d", 7);
     expect_visible(s, "f", "c", "theirs", "b@h");
@@ -403,10 +411,10 @@ Test(dbstore, stamps_out_of_order_give_each_value_its_own)
     aemp_buf_free(&v);
 }
 
-/* A subkey named twice: the last pair counts, also when the first was met
- * in step (the family is taken again from its start). A subkey with no
- * pair has stamp 0; a pair for no value is no entry, but its stamp counts
- * for the clock. An empty family is nothing. */
+/* A subkey named twice: the last record counts, also when the first was
+ * met in step (the family is taken again from its start). A subkey with no
+ * record has stamp 0; a record for no value is no entry, but its stamp
+ * counts for the clock. An empty family is nothing. */
 Test(dbstore, stamps_last_pair_wins_missing_is_0_extra_is_ignored)
 {
     aemp__dbs *s = aemp__dbs_new();
@@ -416,23 +424,23 @@ Test(dbstore, stamps_last_pair_wins_missing_is_0_extra_is_ignored)
     aemp_term t = atom_term(&v, "theirs");
     cr_assert_eq(aemp__dbs_set(s, b, "f", 1, "b", 1, 5, &t), 0);
     cr_assert_eq(aemp__dbs_set(s, b, "f", 1, "k", 1, 5, &t), 0);
-    /* as many pairs as values: a and b in step, then b again */
+    /* as many records as values: a and b in step, then b again */
     take_ok(s, a,
             "#{<<\"f\">> => {#{<<\"a\">> => 1, <<\"b\">> => 2, <<\"c\">> => 3}, "
-            "[{<<\"a\">>, 1}, {<<\"b\">>, 2}, {<<\"b\">>, 7}]}}");
+            "<<1:32, \"a\", 1:64, 1:32, \"b\", 2:64, 1:32, \"b\", 7:64>>}}");
     expect_own(s, a, "f", "a", 1);
     expect_own(s, a, "f", "b", 7);
     expect_own(s, a, "f", "c", 0);
     expect_visible(s, "f", "b", "2", "a@h");
-    /* more pairs than values: the last of three */
+    /* more records than values: the last of three */
     take_ok(s, a,
             "#{<<\"f\">> => {#{<<\"k\">> => mine}, "
-            "[{<<\"k\">>, 9}, {<<\"k\">>, 3}, {<<\"k\">>, 6}]}}");
+            "<<1:32, \"k\", 9:64, 1:32, \"k\", 3:64, 1:32, \"k\", 6:64>>}}");
     expect_own(s, a, "f", "k", 6);
     expect_visible(s, "f", "k", "mine", "a@h");
     take_ok(s, a,
             "#{<<\"f\">> => {#{<<\"k\">> => mine}, "
-            "[{<<\"k\">>, 6}, {<<\"k\">>, 3}]}}");
+            "<<1:32, \"k\", 6:64, 1:32, \"k\", 3:64>>}}");
     expect_own(s, a, "f", "k", 3);
     expect_visible(s, "f", "k", "theirs", "b@h");
     /* missing and extra: only the values are entries, the extra stamp is
@@ -441,7 +449,8 @@ Test(dbstore, stamps_last_pair_wins_missing_is_0_extra_is_ignored)
     uint64_t maxstamp;
     cr_assert_eq(take_share(s, a,
                             "#{<<\"f\">> => {#{<<\"k\">> => mine, <<\"m\">> => x}, "
-                            "[{<<\"k\">>, 8}, {<<\"z\">>, 99}]}, <<\"g\">> => {#{}, []}}",
+                            "<<1:32, \"k\", 8:64, 1:32, \"z\", 99:64>>}, "
+                            "<<\"g\">> => {#{}, <<>>}}",
                             &bytes, &maxstamp),
                  0);
     expect_own(s, a, "f", "k", 8);
@@ -455,9 +464,9 @@ Test(dbstore, stamps_last_pair_wins_missing_is_0_extra_is_ignored)
     cr_assert_eq(aemp__dbs_owner_bytes(a), bytes);
     cr_assert_null(aemp__dbs_family(s, "g", 1), "an empty family is nothing");
     cr_assert_eq(aemp__dbs_count(aemp__dbs_family(s, "f", 1)), 3);
-    /* pairs only */
-    cr_assert_eq(take_share(s, a, "#{<<\"f\">> => {#{}, [{<<\"k\">>, 12}]}}", &bytes, &maxstamp),
-                 0);
+    /* records only */
+    cr_assert_eq(
+        take_share(s, a, "#{<<\"f\">> => {#{}, <<1:32, \"k\", 12:64>>}}", &bytes, &maxstamp), 0);
     cr_assert_eq(maxstamp, 12);
     cr_assert_eq(bytes, 0);
     expect_own(s, a, "f", "k", -1);
@@ -468,40 +477,92 @@ Test(dbstore, stamps_last_pair_wins_missing_is_0_extra_is_ignored)
     aemp_buf_free(&x);
 }
 
+/* Records left after the values were all met in step (never sent): one
+ * naming a value again gives it its stamp (the last record wins, greater
+ * or not), one for no value only counts for the clock. */
+Test(dbstore, records_left_after_an_in_step_walk_still_count)
+{
+    aemp__dbs *s = aemp__dbs_new();
+    aemp__dbs_owner *a = owner(s, "a@h");
+    aemp__dbs_owner *b = owner(s, "b@h");
+    aemp_buf v = AEMP_BUF_INIT;
+    aemp_term t = atom_term(&v, "theirs");
+    cr_assert_eq(aemp__dbs_set(s, b, "f", 1, "b", 1, 5, &t), 0);
+    /* the last subkey again, with a greater stamp: it wins */
+    take_ok(s, a,
+            "#{<<\"f\">> => {#{<<\"a\">> => 1, <<\"b\">> => 2}, "
+            "<<1:32, \"a\", 1:64, 1:32, \"b\", 2:64, 1:32, \"b\", 9:64>>}}");
+    expect_own(s, a, "f", "a", 1);
+    expect_own(s, a, "f", "b", 9);
+    expect_visible(s, "f", "b", "2", "a@h");
+    /* again with a smaller one: the last still wins */
+    take_ok(s, a,
+            "#{<<\"f\">> => {#{<<\"a\">> => 1, <<\"b\">> => 2}, "
+            "<<1:32, \"a\", 1:64, 1:32, \"b\", 9:64, 1:32, \"b\", 3:64>>}}");
+    expect_own(s, a, "f", "b", 3);
+    expect_visible(s, "f", "b", "theirs", "b@h");
+    /* the first subkey again */
+    take_ok(s, a,
+            "#{<<\"f\">> => {#{<<\"a\">> => 1, <<\"b\">> => 2}, "
+            "<<1:32, \"a\", 1:64, 1:32, \"b\", 2:64, 1:32, \"a\", 7:64>>}}");
+    expect_own(s, a, "f", "a", 7);
+    expect_own(s, a, "f", "b", 2);
+    /* one for no value, and values with no record at all */
+    uint64_t maxstamp;
+    cr_assert_eq(take_share(s, a,
+                            "#{<<\"f\">> => {#{<<\"a\">> => 1, <<\"b\">> => 2}, "
+                            "<<1:32, \"a\", 4:64, 1:32, \"b\", 6:64, 1:32, \"z\", 50:64>>}, "
+                            "<<\"g\">> => {#{<<\"a\">> => 1}, <<>>}}",
+                            NULL, &maxstamp),
+                 0);
+    cr_assert_eq(maxstamp, 50);
+    expect_own(s, a, "f", "a", 4);
+    expect_own(s, a, "f", "b", 6);
+    expect_own(s, a, "f", "z", -1);
+    expect_own(s, a, "g", "a", 0);
+    aemp__dbs_owner_free(s, a);
+    aemp__dbs_owner_free(s, b);
+    aemp__dbs_free(s);
+    aemp_buf_free(&v);
+}
+
 /* Shares of other shapes are refused whole by the check: nothing of them
  * is applied. */
 Test(dbstore, malformed_shares_are_refused)
 {
     const char *bad[] = {
         "[]",
-        "#{f => {#{}, []}}",                                            /* family an atom */
-        "#{<<\"f\">> => #{<<\"k\">> => {1, x}}}",                       /* version 1 */
-        "#{<<\"f\">> => {#{<<\"k\">> => x}}}",                          /* arity 1 */
-        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1}], z}}",     /* arity 3 */
-        "#{<<\"f\">> => [#{<<\"k\">> => x}, [{<<\"k\">>, 1}]]}",        /* not a tuple */
-        "#{<<\"f\">> => {[{<<\"k\">>, 1}], #{<<\"k\">> => x}}}",        /* swapped */
-        "#{<<\"f\">> => {#{<<\"k\">> => x}, #{}}}",                     /* stamps a map */
-        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1} | y]}}",    /* improper */
-        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1} | <<>>]}}", /* improper */
-        "#{<<\"f\">> => {#{k => x}, [{<<\"k\">>, 1}]}}",                /* subkey an atom */
-        "#{<<\"f\">> => {#{\"k\" => x}, []}}",                          /* subkey a string */
-        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{k, 1}]}}",                /* pair's an atom */
-        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, -1}]}}",       /* negative */
-        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 18446744073709551616}]}}", /* 2^64 */
-        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1.0}]}}",                  /* a float */
-        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1, 2}]}}", /* pair arity 3 */
-        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>}]}}",       /* pair arity 1 */
-        "#{<<\"f\">> => {#{<<\"k\">> => x}, [<<\"k\">>]}}",         /* not a pair */
-        /* a malformed pair for no value */
-        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1}, {<<\"z\">>, -1}]}}",
-        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1}, {z, 2}]}}",
-        "#{<<\"f\">> => {#{}, [{<<\"z\">>, 1, 2}]}}",
+        "#{f => {#{}, <<>>}}",                                           /* family an atom */
+        "#{<<\"f\">> => #{<<\"k\">> => {1, x}}}",                        /* version 1 */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1}]}}",         /* version 2 */
+        "#{<<\"f\">> => {#{}, []}}",                                     /* version 2, empty */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}}}",                           /* arity 1 */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, <<1:32, \"k\", 1:64>>, z}}", /* arity 3 */
+        "#{<<\"f\">> => [#{<<\"k\">> => x}, <<1:32, \"k\", 1:64>>]}",    /* not a tuple */
+        "#{<<\"f\">> => {<<1:32, \"k\", 1:64>>, #{<<\"k\">> => x}}}",    /* swapped */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, #{}}}",                      /* stamps a map */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, 1}}",                        /* an integer */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, \"abc\"}}",                  /* a string */
+        "#{<<\"f\">> => {#{k => x}, <<1:32, \"k\", 1:64>>}}",            /* subkey an atom */
+        "#{<<\"f\">> => {#{\"k\" => x}, <<>>}}",                         /* subkey a string */
+        /* a bitstring: whole records and 3 bits */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, <<1:32, \"k\", 1:64, 1:3>>}}",
+        "#{<<\"f\">> => {#{}, <<1:3>>}}",
+        /* records not whole: a stamp of 7 bytes, KeyLen cut, KeyLen past
+         * the end, a record after a good one cut */
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, <<1:32, \"k\", 1:56>>}}",
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, <<1:32, \"k\", 1:64, 0:24>>}}",
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, <<2:32, \"k\", 1:64>>}}",
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, <<4294967295:32, \"k\", 1:64>>}}",
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, <<1:32, \"k\", 1:64, 1:32, \"z\">>}}",
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, <<1:32, \"k\", 1:64, 0:32>>}}",
+        "#{<<\"f\">> => {#{}, <<0>>}}",
         /* one good family and a bad one */
-        "#{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1}]}, <<\"g\">> => {#{}, [x]}}",
-        /* subkeys and families over AEMP_DB_MAXKEY */
-        "#{<<\"f\">> => {#{<<0:524288>> => x}, []}}",
-        "#{<<\"f\">> => {#{}, [{<<0:524288>>, 1}]}}",
-        "#{<<0:524288>> => {#{}, []}}",
+        "#{<<\"f\">> => {#{<<\"k\">> => x}, <<1:32, \"k\", 1:64>>}, <<\"g\">> => {#{}, <<1:32>>}}",
+        /* subkeys (KeyLen too) and families over AEMP_DB_MAXKEY */
+        "#{<<\"f\">> => {#{<<0:524288>> => x}, <<>>}}",
+        "#{<<\"f\">> => {#{}, <<65536:32, 0:524288, 1:64>>}}",
+        "#{<<0:524288>> => {#{}, <<>>}}",
     };
     aemp__dbs *s = aemp__dbs_new();
     aemp__dbs_owner *a = owner(s, "a@h");
@@ -513,17 +574,25 @@ Test(dbstore, malformed_shares_are_refused)
     uint64_t maxstamp;
     cr_assert_eq(take_share(s, a,
                             "#{<<0:524280>> => {#{<<1:524280>> => x}, "
-                            "[{<<1:524280>>, 18446744073709551615}]}}",
+                            "<<65535:32, 1:524280, 18446744073709551615:64>>}}",
                             NULL, &maxstamp),
                  0);
     cr_assert_eq(maxstamp, UINT64_MAX);
+    /* an empty subkey (KeyLen 0), a stamp with the top bit set */
+    take_ok(s, a,
+            "#{<<\"f\">> => {#{<<>> => x, <<\"k\">> => y}, "
+            "<<0:32, 5:64, 1:32, \"k\", 9223372036854775808:64>>}}");
+    expect_own(s, a, "f", "", 5);
+    uint64_t st;
+    cr_assert_eq(aemp__dbs_own(s, a, "f", 1, "k", 1, &st), 0);
+    cr_assert_eq(st, (uint64_t)1 << 63);
     aemp__dbs_owner_free(s, a);
     aemp__dbs_free(s);
 }
 
 /* An owner's share encoded and taken by another store: every entry with
- * its stamp; the stamps list names each subkey once, in the order of the
- * values (what receivers walk in step). */
+ * its stamp; the Stamps binary names each subkey once, in the order of
+ * the values (what receivers walk in step), as whole records. */
 Test(dbstore, encoded_share_walks_back_in_step)
 {
     enum { N = 300 };
@@ -545,7 +614,7 @@ Test(dbstore, encoded_share_walks_back_in_step)
     aemp_term share = aemp_buf_term(&out);
     /* in step */
     aemp_cursor c = aemp_cursor_of(&share);
-    uint32_t nf, arity, nk, ns;
+    uint32_t nf, arity, nk;
     cr_assert_eq(aemp_get_map(&c, &nf), 0);
     cr_assert_eq(nf, 3);
     for (uint32_t i = 0; i < nf; i++) {
@@ -555,19 +624,27 @@ Test(dbstore, encoded_share_walks_back_in_step)
         aemp_cursor l = c;
         cr_assert_eq(aemp_get_term(&l, NULL), 0);
         cr_assert_eq(aemp_get_map(&c, &nk), 0);
-        cr_assert_eq(aemp_get_list(&l, &ns), 0);
-        cr_assert_eq(ns, nk);
+        const void *bp;
+        size_t blen;
+        cr_assert_eq(aemp_get_binary(&l, &bp, &blen), 0);
+        const uint8_t *p = bp, *end = p + blen;
         for (uint32_t j = 0; j < nk; j++) {
-            const void *kp, *sp;
-            size_t klen, slen;
+            const void *kp;
+            size_t klen;
             cr_assert_eq(aemp_get_binary(&c, &kp, &klen), 0);
             cr_assert_eq(aemp_get_term(&c, NULL), 0);
-            cr_assert_eq(aemp_get_tuple(&l, &arity), 0);
-            cr_assert_eq(aemp_get_binary(&l, &sp, &slen), 0);
-            cr_assert(slen == klen && memcmp(sp, kp, klen) == 0, "pair %u of family %u", j, i);
-            cr_assert_eq(aemp_get_uint64(&l, NULL), 0);
+            cr_assert_geq((size_t)(end - p), 4 + klen + 8, "record %u of family %u", j, i);
+            cr_assert_eq(aemp__get_u32(p), klen, "record %u of family %u", j, i);
+            cr_assert(memcmp(p + 4, kp, klen) == 0, "record %u of family %u", j, i);
+            uint64_t stamp = aemp__get_u64(p + 4 + klen);
+            char kt[16] = {0};
+            cr_assert_lt(klen, sizeof kt);
+            memcpy(kt, kp, klen);
+            int k = atoi(kt + 1);
+            cr_assert_eq(stamp, k % 7 ? (uint64_t)k * 1000003 : UINT64_MAX - (uint64_t)k);
+            p += 4 + klen + 8;
         }
-        cr_assert_eq(aemp_get_nil(&l), 0);
+        cr_assert(p == end, "nothing after the records of family %u", i);
         c = l;
     }
     cr_assert_eq(c.pos, out.len);
@@ -928,21 +1005,21 @@ Test(db, hostile_messages_are_dropped)
         "{discover}",
         "{discover, 1, 1}",
         "{update, %s, [{set, <<\"f\">>, <<\"k\">>, 1, x}]}", /* unknown peer: dropped */
-        "{local_data, %s, 2, #{f => {#{<<\"k\">> => x}, [{<<\"k\">>, 1}]}}}",
-        "{local_data, %s, 2, #{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, -1}]}}}",
-        "{local_data, %s, 2, #{<<\"f\">> => {#{<<\"k\">> => x}, "
-        "[{<<\"k\">>, 1180591620717411303424}]}}}",
-        "{local_data, %s, 2, #{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1} | y]}}}",
-        "{local_data, %s, 2, #{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1}, {z, 1}]}}}",
+        "{local_data, %s, 3, #{f => {#{<<\"k\">> => x}, <<1:32, \"k\", 1:64>>}}}",
+        "{local_data, %s, 3, #{<<\"f\">> => {#{<<\"k\">> => x}, <<1:32, \"k\", 1:56>>}}}",
+        "{local_data, %s, 3, #{<<\"f\">> => {#{<<\"k\">> => x}, <<9:32, \"k\", 1:64>>}}}",
+        "{local_data, %s, 3, #{<<\"f\">> => {#{<<\"k\">> => x}, <<1:32, \"k\", 1:64, 1:1>>}}}",
+        "{local_data, %s, 2, #{<<\"f\">> => {#{<<\"k\">> => x}, [{<<\"k\">>, 1}]}}}", /* v2 */
         "{local_data, %s, 1, #{<<\"f\">> => #{<<\"k\">> => {1, x}}}}", /* version 1's */
-        "{local_data, %s, 2, #{<<\"f\">> => [a]}}",
+        "{local_data, %s, 3, #{<<\"f\">> => [a]}}",
         "{'$gen_cast', {other, %s}}",
-        "{'$gen_cast', {local_data, %s, 2, [1, 2]}}",
+        "{'$gen_cast', {local_data, %s, 3, [1, 2]}}",
         /* a share over the limit */
-        "{local_data, %s, 2, #{<<\"f\">> => {#{<<\"k\">> => <<0:65536>>}, [{<<\"k\">>, 1}]}}}",
-        /* a fine one (the stamp of a pair for no value counts for the clock) */
-        "{local_data, %s, 2, #{<<\"f\">> => {#{<<\"k\">> => ok}, [{<<\"k\">>, 7}, "
-        "{<<\"gone\">>, 12}]}}}",
+        "{local_data, %s, 3, #{<<\"f\">> => {#{<<\"k\">> => <<0:65536>>}, <<1:32, \"k\", 1:64>>}}}",
+        /* a fine one (the stamp of a record for no value counts for the
+         * clock) */
+        "{local_data, %s, 3, #{<<\"f\">> => {#{<<\"k\">> => ok}, <<1:32, \"k\", 7:64, "
+        "4:32, \"gone\", 12:64>>}}}",
         /* updates of bad shapes, and one over the limit: none applied */
         "{update, %s, [{del, <<\"f\">>, <<\"k\">>}, {set, <<\"f\">>, <<\"k2\">>, 8, x} | y]}",
         "{update, %s, [{del, <<\"f\">>, <<\"k\">>}, {put, <<\"f\">>, <<\"k2\">>, 8, x}]}",
@@ -957,7 +1034,7 @@ Test(db, hostile_messages_are_dropped)
     /* the port that spoke for a dies: its share goes with it */
     cr_assert_eq(aemp_port_close(a.node, p), 0);
     EXPECT_VIEW(&rb, "");
-    /* b's clock saw stamp 12 (a pair for no value): its next set is stamped 13 */
+    /* b's clock saw stamp 12 (a record for no value): its next set is stamped 13 */
     set_atom(b.node, "f", "k", "mine", NULL);
     EXPECT_VIEW(&rb, "k=mine@b@127.0.0.1 ");
     struct stamp_answer sa = {0};
