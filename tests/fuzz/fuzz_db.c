@@ -9,7 +9,7 @@
  * Checks after each input: every visible entry of every family the input
  * named is found again by its subkey with the same value, owner and stamp;
  * every value of an applied Share has its own stamp (its subkey's last
- * pair's, else 0; found by a plain scan);
+ * record's in the Stamps binary, else 0; found by a plain scan);
  * the owner's share encodes to one term that validates and walks back as
  * a Share of the same cost, which another store takes whole (as much held,
  * as long encoded again); db_mon's diff lists are disjoint. The store lives
@@ -87,19 +87,28 @@ static void check_named(const aemp_term *t, int share)
 }
 
 /* The stamp a Share gives subkey (kp, klen) in the family whose Stamps
- * list is at l: its last pair's, 0 if none (written plainly, a scan). */
+ * binary is at l: its last record's, 0 if none (written plainly, a scan
+ * of <<KeyLen:32, Subkey:KeyLen/binary, Stamp:64>> records). */
 static uint64_t naive_stamp(aemp_cursor l, const void *kp, size_t klen)
 {
-    uint32_t n, arity;
-    uint64_t stamp = 0, st;
-    const void *sp;
-    size_t slen;
-    FUZZ_CHECK(aemp_get_list(&l, &n) == 0);
-    for (uint32_t i = 0; i < n; i++) {
-        FUZZ_CHECK(aemp_get_tuple(&l, &arity) == 0 && aemp_get_binary(&l, &sp, &slen) == 0 &&
-                   aemp_get_uint64(&l, &st) == 0);
-        if (slen == klen && memcmp(sp, kp, klen) == 0) stamp = st;
+    uint64_t stamp = 0;
+    const void *bp;
+    size_t blen;
+    FUZZ_CHECK(aemp_get_binary(&l, &bp, &blen) == 0);
+    const uint8_t *b = bp;
+    size_t i = 0;
+    while (i < blen) {
+        FUZZ_CHECK(blen - i >= 4);
+        size_t slen =
+            ((size_t)b[i] << 24) | ((size_t)b[i + 1] << 16) | ((size_t)b[i + 2] << 8) | b[i + 3];
+        FUZZ_CHECK(slen <= AEMP_DB_MAXKEY && blen - i - 4 >= slen + 8);
+        uint64_t st = 0;
+        for (size_t j = 0; j < 8; j++)
+            st = st << 8 | b[i + 4 + slen + j];
+        if (slen == klen && memcmp(b + i + 4, kp, klen) == 0) stamp = st;
+        i += 4 + slen + 8;
     }
+    FUZZ_CHECK(i == blen);
     return stamp;
 }
 

@@ -278,19 +278,32 @@ db() ->
            {"ops_mixed", 2, [{set, <<"f">>, <<"k">>, 3, v}, {del, <<"f">>, <<"k">>},
                              {set, <<"f">>, <<"k">>, 4, w}]},
            {"ops_set", 0, [{set, <<"f">>, <<"k">>, 7, hello}, {set, <<"f">>, <<"n">>, 1, {a, b}}]}],
+    %% protocol version 3: each family {Values, Stamps}, Stamps one binary of
+    %% <<KeyLen:32, Subkey/binary, Stamp:64>> records
     Shares = [{"share_a", 4, #{<<"f">> => {#{<<"j">> => [1, 2], <<"k">> => x},
-                                           [{<<"j">>, 2}, {<<"k">>, 1}]},
-                               <<"g">> => {#{}, []}}},
-              {"share_b", 5, #{<<"f">> => {#{<<"k">> => <<"v">>}, [{<<"k">>, 3}]}}},
+                                           recs([{<<"j">>, 2}, {<<"k">>, 1}])},
+                               <<"g">> => {#{}, <<>>}}},
+              {"share_b", 5, #{<<"f">> => {#{<<"k">> => <<"v">>}, recs([{<<"k">>, 3}])}}},
               {"share_c", 6, #{<<"f">> => {#{<<"k">> => y, <<"k2">> => z},
-                                           [{<<"k">>, 3}, {<<"k2">>, 1 bsl 64 - 1}]}}},
+                                           recs([{<<"k">>, 3}, {<<"k2">>, 1 bsl 64 - 1}])}}},
               %% out of order, a subkey twice, one missing, one extra
               {"share_order", 4, #{<<"f">> => {#{<<"a">> => 1, <<"b">> => 2, <<"c">> => 3},
-                                               [{<<"b">>, 5}, {<<"a">>, 1}, {<<"b">>, 6},
-                                                {<<"z">>, 9}]}}},
+                                               recs([{<<"b">>, 5}, {<<"a">>, 1}, {<<"b">>, 6},
+                                                     {<<"z">>, 9}])}}},
               %% in step, then a subkey named again
               {"share_step", 5, #{<<"f">> => {#{<<"a">> => 1, <<"b">> => 2, <<"c">> => 3},
-                                              [{<<"a">>, 1}, {<<"b">>, 2}, {<<"b">>, 7}]}}},
-              {"share_bad", 4, #{f => {#{<<"k">> => x}, [{<<"k">>, 1}]}}},
+                                              recs([{<<"a">>, 1}, {<<"b">>, 2}, {<<"b">>, 7}])}}},
+              %% all in step, then records left over: the last subkey again, an extra
+              {"share_left", 6, #{<<"f">> => {#{<<"a">> => 1, <<"b">> => 2},
+                                              recs([{<<"a">>, 1}, {<<"b">>, 2}, {<<"b">>, 9},
+                                                    {<<"z">>, 4}])}}},
+              %% malformed: a family an atom, a record cut short, a bitstring,
+              %% version 2's list, version 1's map
+              {"share_bad", 4, #{f => {#{<<"k">> => x}, recs([{<<"k">>, 1}])}}},
+              {"share_cut", 5, #{<<"f">> => {#{<<"k">> => x}, <<1:32, "k", 1:56>>}}},
+              {"share_bits", 6, #{<<"f">> => {#{<<"k">> => x}, <<1:32, "k", 1:64, 1:3>>}}},
+              {"share_v2", 4, #{<<"f">> => {#{<<"k">> => x}, [{<<"k">>, 1}]}}},
               {"share_v1", 4, #{<<"f">> => #{<<"k">> => {1, x}}}}],
     [{Name, <<Sel, (strip(term_to_binary(T)))/binary>>} || {Name, Sel, T} <- Ops ++ Shares].
+
+recs(Pairs) -> << <<(byte_size(K)):32, K/binary, S:64>> || {K, S} <- Pairs >>.
