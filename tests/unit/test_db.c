@@ -1026,8 +1026,8 @@ Test(db, hostile_messages_are_dropped)
         "{local_data, %s, 3, #{<<\"f\">> => {#{<<\"k\">> => <<0:65536>>}, <<1:32, \"k\", 1:64>>}}}",
         /* a fine one (the stamp of a record for no value counts for the
          * clock) */
-        "{local_data, %s, 3, #{<<\"f\">> => {#{<<\"k\">> => ok}, <<1:32, \"k\", 7:64, "
-        "4:32, \"gone\", 12:64>>}}}",
+        ("{local_data, %s, 3, #{<<\"f\">> => {#{<<\"k\">> => ok}, <<1:32, \"k\", 7:64, "
+         "4:32, \"gone\", 12:64>>}}}"),
         /* updates of bad shapes, and one over the limit: none applied */
         "{update, %s, [{del, <<\"f\">>, <<\"k\">>}, {set, <<\"f\">>, <<\"k2\">>, 8, x} | y]}",
         "{update, %s, [{del, <<\"f\">>, <<\"k\">>}, {put, <<\"f\">>, <<\"k2\">>, 8, x}]}",
