@@ -490,44 +490,40 @@ Test(dbstore, stamps_last_pair_wins_missing_is_0_extra_is_ignored)
  * or not), one for no value only counts for the clock. */
 Test(dbstore, records_left_after_an_in_step_walk_still_count)
 {
+    static const struct {
+        const char *recs; /* the Stamps of #{a => 1, b => 2} */
+        int64_t a, b;     /* the stamps they get */
+        uint64_t max;     /* the greatest seen */
+    } cases[] = {
+        /* the last subkey again, with a greater stamp: it wins */
+        {"1:32, \"a\", 1:64, 1:32, \"b\", 2:64, 1:32, \"b\", 9:64", 1, 9, 9},
+        /* with a smaller one: the last still wins */
+        {"1:32, \"a\", 1:64, 1:32, \"b\", 9:64, 1:32, \"b\", 3:64", 1, 3, 9},
+        /* the first subkey again */
+        {"1:32, \"a\", 1:64, 1:32, \"b\", 2:64, 1:32, \"a\", 7:64", 7, 2, 7},
+        /* a subkey of no value */
+        {"1:32, \"a\", 4:64, 1:32, \"b\", 6:64, 1:32, \"z\", 50:64", 4, 6, 50},
+    };
     aemp__dbs *s = aemp__dbs_new();
     aemp__dbs_owner *a = owner(s, "a@h");
     aemp__dbs_owner *b = owner(s, "b@h");
     aemp_buf v = AEMP_BUF_INIT;
     aemp_term t = atom_term(&v, "theirs");
     cr_assert_eq(aemp__dbs_set(s, b, "f", 1, "b", 1, 5, &t), 0);
-    /* the last subkey again, with a greater stamp: it wins */
-    take_ok(s, a,
-            "#{<<\"f\">> => {#{<<\"a\">> => 1, <<\"b\">> => 2}, "
-            "<<1:32, \"a\", 1:64, 1:32, \"b\", 2:64, 1:32, \"b\", 9:64>>}}");
-    expect_own(s, a, "f", "a", 1);
-    expect_own(s, a, "f", "b", 9);
-    expect_visible(s, "f", "b", "2", "a@h");
-    /* again with a smaller one: the last still wins */
-    take_ok(s, a,
-            "#{<<\"f\">> => {#{<<\"a\">> => 1, <<\"b\">> => 2}, "
-            "<<1:32, \"a\", 1:64, 1:32, \"b\", 9:64, 1:32, \"b\", 3:64>>}}");
-    expect_own(s, a, "f", "b", 3);
-    expect_visible(s, "f", "b", "theirs", "b@h");
-    /* the first subkey again */
-    take_ok(s, a,
-            "#{<<\"f\">> => {#{<<\"a\">> => 1, <<\"b\">> => 2}, "
-            "<<1:32, \"a\", 1:64, 1:32, \"b\", 2:64, 1:32, \"a\", 7:64>>}}");
-    expect_own(s, a, "f", "a", 7);
-    expect_own(s, a, "f", "b", 2);
-    /* one for no value, and values with no record at all */
-    uint64_t maxstamp;
-    cr_assert_eq(take_share(s, a,
-                            "#{<<\"f\">> => {#{<<\"a\">> => 1, <<\"b\">> => 2}, "
-                            "<<1:32, \"a\", 4:64, 1:32, \"b\", 6:64, 1:32, \"z\", 50:64>>}, "
-                            "<<\"g\">> => {#{<<\"a\">> => 1}, <<>>}}",
-                            NULL, &maxstamp),
-                 0);
-    cr_assert_eq(maxstamp, 50);
-    expect_own(s, a, "f", "a", 4);
-    expect_own(s, a, "f", "b", 6);
-    expect_own(s, a, "f", "z", -1);
-    expect_own(s, a, "g", "a", 0);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char text[200];
+        snprintf(text, sizeof text, "#{<<\"f\">> => {#{<<\"a\">> => 1, <<\"b\">> => 2}, <<%s>>}}",
+                 cases[i].recs);
+        uint64_t maxstamp;
+        cr_assert_eq(take_share(s, a, text, NULL, &maxstamp), 0, "refused: %s", text);
+        cr_assert_eq(maxstamp, cases[i].max, "%s", text);
+        expect_own(s, a, "f", "a", cases[i].a);
+        expect_own(s, a, "f", "b", cases[i].b);
+        expect_own(s, a, "f", "z", -1);
+        /* b's stamp decides against b@h's 5 */
+        bool mine = cases[i].b > 5;
+        expect_visible(s, "f", "b", mine ? "2" : "theirs", mine ? "a@h" : "b@h");
+    }
     aemp__dbs_owner_free(s, a);
     aemp__dbs_owner_free(s, b);
     aemp__dbs_free(s);
