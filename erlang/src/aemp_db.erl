@@ -1,7 +1,7 @@
 %% aemp_db: the replication server of the aemp database, registered as
 %% aemp_db on every node running the aemp application (C nodes run their
 %% own, a service port of the same name). It speaks the aemp_db protocol,
-%% version 2 (docs/database.md): the shape of OTP 29's data_publisher.
+%% version 3 (docs/database.md): the shape of OTP 29's data_publisher.
 %%
 %% State: this node's share (the entries it set), every peer's share, the
 %% view (per family and subkey the value of the winning entry: greatest
@@ -19,7 +19,7 @@
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(SERVER, aemp_db).
--define(VSN, 2).
+-define(VSN, 3).
 %% Stamps are 64-bit on C nodes: a greater one is malformed.
 -define(MAX_STAMP, 18446744073709551615).
 %% how deep a logged unexpected message is printed
@@ -28,16 +28,16 @@
 -record(st, {
     clock = 0 :: non_neg_integer(),
     local = #{} :: share(),
-    %% family => the local family's Stamps as the wire's list, made when
+    %% family => the local family's Stamps as the wire's binary, made when
     %% the share is first sent after a change of the family (a large share
     %% is sent to every peer)
-    wire = #{} :: #{binary() => [{binary(), non_neg_integer()}]},
+    wire = #{} :: #{binary() => binary()},
     %% the order term_to_binary writes a large map in, against maps:to_list
     %% (wire_order/0)
     order = keys :: keys | reversed | other,
     %% peer server pid => {monitor ref, its share, whether it was sent
     %% our share since it became our peer}; a peer's family keeps the
-    %% Stamps list it came with until a stamp is needed (stamped/2)
+    %% Stamps binary it came with until a stamp is needed (stamped/2)
     peers = #{} :: #{pid() => {reference(), share(), boolean()}},
     %% family => subkey => Value of the winner (the winner itself, its
     %% stamp and owner, is found in the shares when asked: entry/2)
@@ -51,11 +51,10 @@
 }).
 
 %% family => {Values, Stamps}: Subkey => Value, and Subkey => Stamp (the
-%% local share and converted peer families) or the wire's [{Subkey,
-%% Stamp}] (a peer's family as it came: docs/database.md)
+%% local share and converted peer families) or the wire's binary of
+%% records (a peer's family as it came: stamp_records/2, docs/database.md)
 -type share() :: #{binary() => {#{binary() => term()},
-                                #{binary() => non_neg_integer()}
-                                | [{binary(), non_neg_integer()}]}}.
+                                #{binary() => non_neg_integer()} | binary()}}.
 
 start_link() ->
     gen_server:start_link({local, ?SERVER}, ?MODULE, [], []).
@@ -213,22 +212,29 @@ drop(Msg, St) ->
 discover(Node) ->
     send({?SERVER, Node}, {discover, self(), ?VSN}).
 
-%% The wire's share: each family's stamps as a list, in the order its
-%% values are encoded in, so that a C node walks both in step. Maps of the
-%% same keys list them in the same order; term_to_binary writes a map of
-%% up to 32 keys in that order, a larger one in it or (OTP 29) in reverse.
+%% The wire's share: each family's stamps as one binary of records, in
+%% the order its values are encoded in, so that a C node walks both in
+%% step. Maps of the same keys list them in the same order; term_to_binary
+%% writes a map of up to 32 keys in that order, a larger one in it or (OTP
+%% 29) in reverse.
 send_share(Peer, #st{local = Local, wire = Wire0, order = Order} = St) ->
     Wire = maps:map(fun(F, {_, Stamps}) ->
                             case Wire0 of
-                                #{F := L} -> L;
+                                #{F := B} -> B;
                                 _ when Order =:= reversed, map_size(Stamps) > 32 ->
-                                    lists:reverse(maps:to_list(Stamps));
-                                _ -> maps:to_list(Stamps)
+                                    stamp_records(lists:reverse(maps:to_list(Stamps)));
+                                _ -> stamp_records(maps:to_list(Stamps))
                             end
                     end, Local),
     Share = maps:map(fun(F, {Values, _}) -> {Values, map_get(F, Wire)} end, Local),
     send(Peer, {'$gen_cast', {local_data, self(), ?VSN, Share}}),
     St#st{wire = Wire}.
+
+%% A family's Stamps on the wire: a record <<KeyLen:32, Subkey, Stamp:64>>
+%% per pair (one binary: off the heap of a receiver, which keeps it as it
+%% came until it needs a stamp).
+stamp_records(Pairs) ->
+    << <<(byte_size(S)):32, S/binary, Stamp:64>> || {S, Stamp} <- Pairs >>.
 
 %% The order term_to_binary writes a map of more than 32 keys in: that of
 %% maps:keys/1 (keys), its reverse (reversed: OTP 29), or another (other:
@@ -306,8 +312,8 @@ reg(F, S, Pid, _V, #st{regs = Regs, regpids = RegPids} = St) ->
 %% ------------------------------------------------------------------
 
 %% A peer's share checked: {ok, greatest stamp} or error. Each family is
-%% {Values, Stamps}: a map of binary subkeys, and a list of {Subkey,
-%% Stamp} (docs/database.md).
+%% {Values, Stamps}: a map of binary subkeys, and a binary of whole
+%% stamp records (docs/database.md).
 check_share(Share) when is_map(Share) ->
     try maps:fold(fun(F, {Values, Stamps}, Max) when is_binary(F), is_map(Values) ->
                           true = binaries(maps:keys(Values)),
@@ -325,15 +331,11 @@ binaries([]) ->
 binaries([S | Subkeys]) when is_binary(S) ->
     binaries(Subkeys).
 
-%% (a list and a recursion: a third of the time of a maps:fold)
-stamps_max([], Max) ->
+%% (a match context over the binary: nothing is built)
+stamps_max(<<>>, Max) ->
     Max;
-stamps_max([{S, Stamp} | Stamps], Max)
-  when is_binary(S), is_integer(Stamp), Stamp > Max, Stamp =< ?MAX_STAMP ->
-    stamps_max(Stamps, Stamp);
-stamps_max([{S, Stamp} | Stamps], Max)
-  when is_binary(S), is_integer(Stamp), Stamp >= 0, Stamp =< Max ->
-    stamps_max(Stamps, Max).
+stamps_max(<<Len:32, _:Len/binary, Stamp:64, Rest/binary>>, Max) ->
+    stamps_max(Rest, max(Stamp, Max)).
 
 %% {ok, greatest stamp} of a well-formed op list, or error.
 ops_stamp([], Max) ->
@@ -360,17 +362,17 @@ apply_op({del, F, S}, Share) ->
             Share
     end.
 
-%% A family's stamps as a map: the last pair of a subkey wins (a subkey
+%% A family's stamps as a map: the last record of a subkey wins (a subkey
 %% with none has stamp 0, see winner/3).
 stamps(Stamps) when is_map(Stamps) ->
     Stamps;
-stamps(Stamps) ->
-    maps:from_list(Stamps).
+stamps(Records) ->
+    maps:from_list([{S, Stamp} || <<Len:32, S:Len/binary, Stamp:64>> <= Records]).
 
 %% St with family F's stamps a map in every peer's share (a family taken
-%% whole keeps its list until another share holds it, or it changes).
+%% whole keeps its records until another share holds it, or it changes).
 stamped(F, #st{peers = Peers} = St) ->
-    Listed0 = maps:fold(fun(P, {_, #{F := {_, Stamps}}, _}, A) when is_list(Stamps) -> [P | A];
+    Listed0 = maps:fold(fun(P, {_, #{F := {_, Stamps}}, _}, A) when is_binary(Stamps) -> [P | A];
                            (_, _, A) -> A
                         end, [], Peers),
     case Listed0 of
@@ -399,7 +401,7 @@ refresh_ops(Ops, St) ->
 %% differs, a family at a time (a family the same in both costs a compare).
 replaced(Old, New, St) ->
     maps:fold(fun(F, _, A) ->
-                      case {maps:get(F, Old, {#{}, []}), maps:get(F, New, {#{}, []})} of
+                      case {maps:get(F, Old, {#{}, <<>>}), maps:get(F, New, {#{}, <<>>})} of
                           {E, E} -> A;
                           {{O, _}, {N, _}} when map_size(O) =:= 0 -> refresh(F, N, A);
                           {{O, _}, {N, _}} when map_size(N) =:= 0 -> refresh(F, O, A);

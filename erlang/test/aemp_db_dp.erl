@@ -23,11 +23,12 @@ family(Family) ->
     ok = data_publisher:unsubscribe(aemp_db, Ref),
     Map.
 
-version() -> 2.
+version() -> 3.
 
 %% The global view: every node's share as #{Family => #{Subkey => {Stamp,
 %% Value}}}, and the Lamport clock. Local data (what peers are sent) is
-%% the wire's share: #{Family => {Values, [{Subkey, Stamp}]}}.
+%% the wire's share: #{Family => {Values, Stamps}}, Stamps a binary of
+%% records <<KeyLen:32, Subkey, Stamp:64>>.
 init_global_view(_Scope, _Options) -> #{shares => #{}, clock => 0}.
 
 init_local_data(_Options) -> #{}.
@@ -74,17 +75,19 @@ translate_message(_Msg, GV) ->
     {drop, GV}.
 
 %% The wire's share as #{Family => #{Subkey => {Stamp, Value}}}: a
-%% subkey's stamp is the last pair for it, 0 if none.
+%% subkey's stamp is the last record for it, 0 if none.
 entries(Share) ->
     maps:map(fun(_, {Values, Stamps}) ->
-                     SM = maps:from_list(Stamps),
+                     SM = maps:from_list([{S, Stamp}
+                                          || <<Len:32, S:Len/binary, Stamp:64>> <= Stamps]),
                      maps:map(fun(S, V) -> {maps:get(S, SM, 0), V} end, Values)
              end, Share).
 
 wire(Share) ->
     maps:map(fun(_, Entries) ->
                      {maps:map(fun(_, {_, V}) -> V end, Entries),
-                      [{S, Stamp} || {S, {Stamp, _}} <- maps:to_list(Entries)]}
+                      << <<(byte_size(S)):32, S/binary, Stamp:64>>
+                         || {S, {Stamp, _}} <- maps:to_list(Entries) >>}
              end, Share).
 
 apply_op({set, F, S, Stamp, V}, Share) ->

@@ -133,15 +133,20 @@ monitors(A) ->
 hostile(A) ->
     Server = rpc:call(A, erlang, whereis, [aemp_db]),
     [Server ! M || M <- [junk, {discover, self()}, {discover, not_a_pid, 2},
-                         {local_data, self(), 2, not_a_map},
-                         {local_data, self(), 2, #{<<"f">> => {#{<<"s">> => x}, [{<<"s">>, -1}]}}},
-                         {local_data, self(), 2, #{<<"f">> => {#{<<"s">> => x}, [{<<"s">>, 1 bsl 64}]}}},
-                         {local_data, self(), 2, #{<<"f">> => {#{<<"s">> => x}, [{<<"s">>, 1} | x]}}},
-                         {local_data, self(), 2, #{<<"f">> => {#{s => x}, []}}},
-                         {local_data, self(), 2, #{<<"f">> => {#{<<"s">> => x}, [{s, 1}]}}},
-                         %% version 1's shape
+                         {local_data, self(), 3, not_a_map},
+                         %% a record cut short, a length past the end, bits
+                         %% left over, a byte too many
+                         {local_data, self(), 3, #{<<"f">> => {#{<<"s">> => x}, <<1:32, "s", 1:56>>}}},
+                         {local_data, self(), 3, #{<<"f">> => {#{<<"s">> => x}, <<9:32, "s", 1:64>>}}},
+                         {local_data, self(), 3, #{<<"f">> => {#{<<"s">> => x}, <<1:32, "s", 1:64, 0:3>>}}},
+                         {local_data, self(), 3, #{<<"f">> => {#{<<"s">> => x}, <<1:32, "s", 1:64, 0>>}}},
+                         {local_data, self(), 3, #{<<"f">> => {#{s => x}, <<>>}}},
+                         {local_data, self(), 3, #{<<"f">> => {#{<<"s">> => x}, [{<<"s">>, 1}]}}},
+                         {local_data, self(), 3, #{<<"f">> => {#{<<"s">> => x}, <<>>, x}}},
+                         %% versions 1 and 2's shapes
                          {local_data, self(), 1, #{<<"f">> => #{<<"s">> => {1, x}}}},
-                         {'$gen_cast', {local_data, self(), 2, #{1 => 2}}},
+                         {local_data, self(), 2, #{<<"f">> => {#{<<"s">> => x}, [{<<"s">>, 1}]}}},
+                         {'$gen_cast', {local_data, self(), 3, #{1 => 2}}},
                          {update, self(), [{set, <<"f">>, <<"s">>, 1, x}]},
                          {update, Server, bad},
                          {'$gen_cast', junk}, {'$gen_call', junk, junk}, {'$gen_call', {1, 2}, x},
@@ -154,6 +159,9 @@ hostile(A) ->
                    catch error:E -> E end, api_badarg),
     expect(Server, rpc:call(A, erlang, whereis, [aemp_db]), same_server),
     expect(#{<<"k">> => 4}, rpc:call(A, aemp, db_family, [mon]), still_serving),
+    %% no share above was taken: this process is no peer, so the update
+    %% after them was dropped too
+    expect(#{}, rpc:call(A, aemp, db_family, [f]), malformed_shares_dropped),
     log("hostile messages dropped, server kept", []).
 
 %% Fake peers (processes here) talk the protocol to A's server. The first
@@ -171,20 +179,23 @@ peers(A) ->
     Order = [integer_to_binary(I) || I <- lists:seq(1, 100)],
     [ok = rpc:call(A, aemp, db_set, [order, K, 0]) || K <- Order],
     P = spawn(fun() -> fake_peer(Server) end),
-    Share = fun(Entries) -> {'$gen_cast', {local_data, P, 2, #{<<"proto">> => wire(Entries)}}} end,
-    [{'$gen_cast', {local_data, Server, 2, ShareOfA}}, {discover, Server, 2}] =
-        peer_do(P, {discover, P, 2}),
-    %% A's share in version 2's shape: each family its values and stamps
-    #{<<"conv">> := {ConvValues, ConvStamps}} = ShareOfA,
+    Share = fun(Entries) -> {'$gen_cast', {local_data, P, 3, #{<<"proto">> => wire(Entries)}}} end,
+    [{'$gen_cast', {local_data, Server, 3, ShareOfA}}, {discover, Server, 3}] =
+        peer_do(P, {discover, P, 3}),
+    %% A's share in version 3's shape: each family its values and a binary
+    %% of stamp records
+    #{<<"conv">> := {ConvValues, ConvRecords}} = ShareOfA,
+    ConvStamps = pairs(ConvRecords),
     expect(lists:sort(maps:keys(ConvValues)), lists:sort([S || {S, _} <- ConvStamps]),
            share_of_a_stamps),
     expect(maps:keys(ConvValues), [S || {S, _} <- ConvStamps], share_of_a_in_step),
+    expect(true, lists:all(fun({_, Stamp}) -> Stamp > 0 end, ConvStamps), share_of_a_stamped),
     %% the stamps of a large family in the order its values are encoded in
     %% (this node runs A's release), so a C node walks both in step
-    #{<<"order">> := {OrderValues, OrderStamps}} = ShareOfA,
-    expect(encoded_keys(term_to_binary(OrderValues)), [S || {S, _} <- OrderStamps],
+    #{<<"order">> := {OrderValues, OrderRecords}} = ShareOfA,
+    expect(encoded_keys(term_to_binary(OrderValues)), [S || {S, _} <- pairs(OrderRecords)],
            large_family_stamps_in_encoded_order),
-    expect([], peer_do(P, {discover, P, 2}), no_share_twice),
+    expect([], peer_do(P, {discover, P, 3}), no_share_twice),
     expect([], peer_do(P, Share(#{<<"a">> => {1, x}, <<"b">> => {1, y}})), first_share),
     expect({fwd, #{<<"a">> => x, <<"b">> => y}, #{}, []}, fwd(), first_share_added),
     expect([], peer_do(P, Share(#{<<"a">> => {2, x2}, <<"c">> => {1, z}})), second_share),
@@ -198,15 +209,15 @@ peers(A) ->
     {fwd, #{}, #{}, Gone} = fwd(),
     expect([<<"a">>, <<"c">>, <<"d">>], lists:sort(Gone), peer_gone),
     Q = spawn(fun() -> fake_peer(Server) end),
-    expect([], peer_do(Q, {local_data, Q, 2, #{}}), share_first),
-    [{'$gen_cast', {local_data, Server, 2, _}}] = peer_do(Q, {discover, Q, 2}),
-    expect([], peer_do(Q, {discover, Q, 2}), no_share_twice_q),
-    %% Stamps decide between two shares: a subkey takes the last pair
-    %% Stamps has for it, 0 if none (a first-pair rule, or a missing
+    expect([], peer_do(Q, {local_data, Q, 3, #{}}), share_first),
+    [{'$gen_cast', {local_data, Server, 3, _}}] = peer_do(Q, {discover, Q, 3}),
+    expect([], peer_do(Q, {discover, Q, 3}), no_share_twice_q),
+    %% Stamps decide between two shares: a subkey takes the last record
+    %% Stamps has for it, 0 if none (a first-record rule, or a missing
     %% stamp read as anything but 0, shows the other peer's value)
     R = spawn(fun() -> fake_peer(Server) end),
     Fam = fun(Pid, Values, Stamps) ->
-                  {'$gen_cast', {local_data, Pid, 2, #{<<"proto">> => {Values, Stamps}}}}
+                  {'$gen_cast', {local_data, Pid, 3, #{<<"proto">> => {Values, records(Stamps)}}}}
           end,
     expect([], peer_do(Q, Fam(Q, #{<<"s">> => q, <<"t">> => q, <<"u">> => q},
                               [{<<"s">>, 3}, {<<"u">>, 1}, {<<"t">>, 5}])), q_share),
@@ -238,7 +249,16 @@ encoded_keys(<<109, Len:32, Key:Len/binary, 97, _, Rest/binary>>, Acc) ->
 %% #{Subkey => {Stamp, Value}} as the wire's {Values, Stamps}
 wire(Entries) ->
     {maps:map(fun(_, {_, V}) -> V end, Entries),
-     [{S, Stamp} || {S, {Stamp, _}} <- maps:to_list(Entries)]}.
+     records([{S, Stamp} || {S, {Stamp, _}} <- maps:to_list(Entries)])}.
+
+%% [{Subkey, Stamp}] as the wire's binary of stamp records, and back
+records(Pairs) ->
+    << <<(byte_size(S)):32, S/binary, Stamp:64>> || {S, Stamp} <- Pairs >>.
+
+pairs(<<>>) ->
+    [];
+pairs(<<Len:32, S:Len/binary, Stamp:64, Rest/binary>>) ->
+    [{S, Stamp} | pairs(Rest)].
 
 %% A fake peer: sends what it is told to Server, then (a call: the server
 %% has taken the message once it answers) says what the server sent it.

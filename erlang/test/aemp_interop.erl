@@ -1485,7 +1485,7 @@ db_test({C1, C2, N1}) ->
     {ok, _} = pg:start(aemp),
     true = register(aemp_db, self()),
     F = <<"f">>,
-    Share = #{F => {#{<<"e1">> => erl}, [{<<"e1">>, 5}]}},
+    Share = #{F => {#{<<"e1">> => erl}, <<2:32, "e1", 5:64>>}},
     %% C1 discovers us when the connection comes up; we answer as the
     %% protocol says and get its (empty) share
     connect(C1),
@@ -1524,8 +1524,11 @@ db_test({C1, C2, N1}) ->
     db_wait(C1, F, lists:sort([{Id, undefined, C2, 8} | Next]), c1_sees_reg),
     %% a message of another shape is dropped; C1 goes on
     C1Db ! {update, self(), not_a_list},
-    C1Db ! {local_data, self(), 2, #{F => [x]}},
+    C1Db ! {local_data, self(), 3, #{F => [x]}},
+    %% versions 1 and 2's shapes, and a stamp record cut short
     C1Db ! {local_data, self(), 1, #{F => #{<<"k9">> => {1, x}}}},
+    C1Db ! {local_data, self(), 2, #{F => {#{<<"k9">> => x}, [{<<"k9">>, 1}]}}},
+    C1Db ! {local_data, self(), 3, #{F => {#{<<"k9">> => x}, <<2:32, "k9", 1:32>>}}},
     C1Db ! hello,
     ok = p_call(C1, set, [F, <<"k2">>, v3]),
     expect([{set, F, <<"k2">>, 9, v3}], db_update(C1Db), c1_lives_after_bad_messages),
@@ -1605,17 +1608,17 @@ db_c_view(CNode, F, K) ->
 %% discover it back, as data_publisher does. Its pid.
 db_discovered(Node, Share) ->
     receive
-        {discover, Pid, 2} when node(Pid) =:= Node ->
-            gen_server:cast(Pid, {local_data, self(), 2, Share}),
+        {discover, Pid, 3} when node(Pid) =:= Node ->
+            gen_server:cast(Pid, {local_data, self(), 3, Share}),
             erlang:monitor(process, Pid),
-            Pid ! {discover, self(), 2},
+            Pid ! {discover, self(), 3},
             Pid
     after ?REPLY_MS -> throw({no_discover_from, Node})
     end.
 
 db_local_data(Pid) ->
     receive
-        {'$gen_cast', {local_data, Pid, 2, S}} -> S
+        {'$gen_cast', {local_data, Pid, 3, S}} -> S
     after ?REPLY_MS -> throw({no_local_data_from, Pid})
     end.
 
