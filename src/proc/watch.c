@@ -18,6 +18,8 @@
  */
 #include "watch.h"
 
+#include "../util/hash.h"
+
 #include <stdlib.h>
 
 static void run_exits(aemp_node *n);
@@ -156,15 +158,6 @@ static void store_shrink(struct aemp__wstore *s)
 /* keys                                                               */
 /* ------------------------------------------------------------------ */
 
-static uint64_t mix(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    return x ^ (x >> 33);
-}
-
 static bool same(const aemp_addr *a, const aemp_addr *b)
 {
     return memcmp(a, b, sizeof *a) == 0;
@@ -210,28 +203,46 @@ static uint64_t pid_id(aemp_node *n, const aemp_addr *a)
     return aemp__addr_pid_id(a);
 }
 
-/* An end as the table keys it: a local id, or a hash of its address. */
+/*
+ * The table's hashes are keyed (util/hash.h): a peer chooses the remote
+ * pids, names and references it links and monitors with, and with a public
+ * hash could make them share a bucket. Our own ids and reference numbers
+ * are keyed too: they are public (in every pid and reference we send) and
+ * a peer can have us make many and keep the ones that collide, and a keyed
+ * word costs a few nanoseconds (docs/benchmarks.md).
+ */
+
+/* An end as the table keys it: a local id, or its address. */
 static uint64_t end_key(aemp_node *n, const aemp_addr *a)
 {
     uint64_t id = pid_id(n, a);
-    return id ? mix(id) : aemp__hash_bytes(a, sizeof *a);
+    return id ? aemp__hash_keyed64(id) : aemp__hash_keyed(a, sizeof *a);
 }
 
 static uint64_t rec_end_key(const wrec *w, int i)
 {
     return (w->flags & F_EXT(i))
-               ? aemp__hash_bytes(&((const wext *)(uintptr_t)w->end[i])->addr, sizeof(aemp_addr))
-               : mix(w->end[i]);
+               ? aemp__hash_keyed(&((const wext *)(uintptr_t)w->end[i])->addr, sizeof(aemp_addr))
+               : aemp__hash_keyed64(w->end[i]);
 }
 
+/* A link by its two ends, either way round. The ends' keys are keyed
+ * hashes already, which a peer cannot predict, so a public mix of the two
+ * is enough. */
 static uint64_t link_hash(uint64_t a, uint64_t b)
 {
-    return mix((a < b ? a : b) * 31 + (a < b ? b : a) + 'L');
+    uint64_t x = (a < b ? a : b) * 31 + (a < b ? b : a) + 'L';
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    return x ^ (x >> 33);
 }
 
 static uint64_t monitor_hash(uint64_t number, const aemp_addr *foreign)
 {
-    return foreign ? aemp__hash_bytes(foreign, sizeof *foreign) : mix(number ^ 0x4d4f4e);
+    return foreign ? aemp__hash_keyed(foreign, sizeof *foreign)
+                   : aemp__hash_keyed64(number ^ 0x4d4f4e);
 }
 
 static uint64_t rec_hash(const wrec *w)

@@ -12,6 +12,8 @@
  */
 #include "term_local.h"
 
+#include "../util/hash.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -32,12 +34,11 @@ static size_t bytes;     /* text held */
 static uint32_t *index_; /* open addressing: handle or 0 */
 static size_t index_cap; /* a power of two */
 
+/* Keyed (util/hash.h): peers choose most of the names (node names in the
+ * pids they send, the names they send to). */
 static uint32_t hash_text(const char *s, size_t n)
 {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (uint8_t)s[i]) * 16777619u;
-    return h;
+    return (uint32_t)aemp__hash_keyed(s, n);
 }
 
 static struct entry *entry_of(uint32_t h)

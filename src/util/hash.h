@@ -4,7 +4,9 @@
  * pids) with a fixed, public function lets the peer pick keys that all
  * land in one slot and make every insertion walk the ones before. These
  * tables hash with SipHash-1-3 under a key drawn at random once per
- * process, which a peer cannot learn. */
+ * process, which a peer cannot learn: the chained maps (map.h), the
+ * table of links and monitors (proc/watch.c), the interned names
+ * (term/intern.c), the db store's subkeys and pg's member index. */
 #ifndef AEMP_HASH_H
 #define AEMP_HASH_H
 
@@ -13,6 +15,9 @@
 
 /* SipHash-1-3 of the n bytes at p under the process's random key. */
 uint64_t aemp__hash_keyed(const void *p, size_t n);
+/* The same of one 64-bit number (its 8 bytes little-endian), without the
+ * byte loop: for tables keyed by ids and numbers. */
+uint64_t aemp__hash_keyed64(uint64_t x);
 
 /* SipHash-c-d of the n bytes at p under key k (k[0]: key bytes 0-7, k[1]:
  * bytes 8-15, little-endian), for the tests' reference vectors. */

@@ -1,5 +1,6 @@
 /* map.c - a small chained hash map with byte-string keys (copied). */
 #include "../aemp_impl.h"
+#include "hash.h"
 #include "map.h"
 
 #include <stdlib.h>
@@ -11,16 +12,6 @@ struct aemp__map_ent {
     size_t klen;
     char key[]; /* NUL-terminated copy */
 };
-
-uint64_t aemp__hash_bytes(const void *k, size_t n)
-{
-    /* FNV-1a: keys are short node names, port ids and atoms. */
-    const uint8_t *p = k;
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 1099511628211ULL;
-    return h;
-}
 
 void aemp__map_init(aemp__map *m)
 {
@@ -61,13 +52,13 @@ static struct aemp__map_ent **find(const aemp__map *m, const void *key, size_t k
 
 void *aemp__map_get(const aemp__map *m, const void *key, size_t klen)
 {
-    struct aemp__map_ent **pe = find(m, key, klen, aemp__hash_bytes(key, klen));
+    struct aemp__map_ent **pe = find(m, key, klen, aemp__hash_keyed(key, klen));
     return pe ? (*pe)->val : NULL;
 }
 
 int aemp__map_put(aemp__map *m, const void *key, size_t klen, void *val)
 {
-    uint64_t h = aemp__hash_bytes(key, klen);
+    uint64_t h = aemp__hash_keyed(key, klen);
     struct aemp__map_ent **pe = find(m, key, klen, h);
     if (pe) {
         (*pe)->val = val;
@@ -90,7 +81,7 @@ int aemp__map_put(aemp__map *m, const void *key, size_t klen, void *val)
 
 void *aemp__map_del(aemp__map *m, const void *key, size_t klen)
 {
-    struct aemp__map_ent **pe = find(m, key, klen, aemp__hash_bytes(key, klen));
+    struct aemp__map_ent **pe = find(m, key, klen, aemp__hash_keyed(key, klen));
     if (!pe) return NULL;
     struct aemp__map_ent *e = *pe;
     void *val = e->val;

@@ -1,12 +1,13 @@
-/* map.h - a small chained hash map with byte-string keys (copied). */
+/* map.h - a small chained hash map with byte-string keys (copied),
+ * hashed with the process's keyed hash (hash.h: peers choose many of the
+ * keys, names above all). The order aemp__map_each visits entries in
+ * follows the hash, so it changes from run to run: nothing may depend on
+ * it. */
 #ifndef AEMP_MAP_H
 #define AEMP_MAP_H
 
 #include <stddef.h>
 #include <stdint.h>
-
-/* FNV-1a of n bytes (the map's own hash; short keys). */
-uint64_t aemp__hash_bytes(const void *k, size_t n);
 
 struct aemp__map_ent;
 typedef struct aemp__map {

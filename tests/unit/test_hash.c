@@ -2,7 +2,8 @@
  * test_hash.c - the keyed hash (src/util/hash.c): SipHash-2-4 and -1-3
  * against reference values (the paper's key 00..0f and messages 00..n-1;
  * SipHash-1-3 with the zero key, the values Rust's DefaultHasher gives),
- * and the process key: stable within the process, not the zero key.
+ * and the process key: stable within the process, not the zero key; a
+ * word hashed alone (aemp__hash_keyed64) as its 8 bytes.
  */
 #include <criterion/criterion.h>
 
@@ -61,4 +62,16 @@ Test(hash, the_process_key_is_stable_and_not_zero)
     /* (a zero or fixed key would give the public value) */
     cr_assert_neq(h, aemp__siphash(zero, 1, 3, m, sizeof m));
     cr_assert_neq(aemp__hash_keyed(m, 14), h);
+}
+
+Test(hash, a_keyed_word_is_the_keyed_hash_of_its_bytes)
+{
+    const uint64_t x[] = {0, 1, 0x4d4f4e, 0x0123456789abcdefULL, UINT64_MAX};
+    for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) {
+        uint8_t le[8];
+        for (int j = 0; j < 8; j++)
+            le[j] = (uint8_t)(x[i] >> (8 * j));
+        cr_assert_eq(aemp__hash_keyed64(x[i]), aemp__hash_keyed(le, sizeof le), "word %zu", i);
+    }
+    cr_assert_neq(aemp__hash_keyed64(1), aemp__hash_keyed64(2));
 }
