@@ -716,7 +716,8 @@ int aemp_timer_cancel(aemp_node *node, uint64_t timer);
 int aemp_mon_nodes(aemp_node *node, aemp_nodes_cb cb, void *arg, uint64_t *handle);
 int aemp_mon_nodes_cancel(aemp_node *node, uint64_t handle);
 /* up_nodes: the names of the nodes connected now, up to max of them into
- * names (valid for the life of the process); returns how many are up. */
+ * names (in no particular order; valid for the life of the process);
+ * returns how many are up. */
 size_t aemp_up_nodes(aemp_node *node, const char **names, size_t max);
 /* node_is_up in AEMP's three states: 1 up, 0 known (it was up, or a
  * connection was tried) but down now, AEMP_ENOENT never heard of. */
