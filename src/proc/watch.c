@@ -207,36 +207,41 @@ static uint64_t pid_id(aemp_node *n, const aemp_addr *a)
  * The table's hashes are keyed (util/hash.h): a peer chooses the remote
  * pids, names and references it links and monitors with, and with a public
  * hash could make them share a bucket. Our own ids and reference numbers
- * are keyed too: they are public (in every pid and reference we send) and
- * a peer can have us make many and keep the ones that collide, and a keyed
- * word costs a few nanoseconds (docs/benchmarks.md).
+ * go through the keyed hash too: they are public (in every pid and
+ * reference we send), and a peer could have us make many and keep the
+ * ones that collide. A keyed word costs a few nanoseconds
+ * (docs/benchmarks.md).
  */
 
-/* An end as the table keys it: a local id, or its address. */
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    return x ^ (x >> 33);
+}
+
+/* An end as a link's hash takes it: a local id mixed (a bijection, so two
+ * ends never share a value; only the keyed hash of the pair below decides
+ * the bucket), or the keyed hash of its address. */
 static uint64_t end_key(aemp_node *n, const aemp_addr *a)
 {
     uint64_t id = pid_id(n, a);
-    return id ? aemp__hash_keyed64(id) : aemp__hash_keyed(a, sizeof *a);
+    return id ? mix(id) : aemp__hash_keyed(a, sizeof *a);
 }
 
 static uint64_t rec_end_key(const wrec *w, int i)
 {
     return (w->flags & F_EXT(i))
                ? aemp__hash_keyed(&((const wext *)(uintptr_t)w->end[i])->addr, sizeof(aemp_addr))
-               : aemp__hash_keyed64(w->end[i]);
+               : mix(w->end[i]);
 }
 
-/* A link by its two ends, either way round. The ends' keys are keyed
- * hashes already, which a peer cannot predict, so a public mix of the two
- * is enough. */
+/* A link by its two ends, either way round: one keyed hash of the pair. */
 static uint64_t link_hash(uint64_t a, uint64_t b)
 {
-    uint64_t x = (a < b ? a : b) * 31 + (a < b ? b : a) + 'L';
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    return x ^ (x >> 33);
+    return aemp__hash_keyed64((a < b ? a : b) * 31 + (a < b ? b : a) + 'L');
 }
 
 static uint64_t monitor_hash(uint64_t number, const aemp_addr *foreign)
