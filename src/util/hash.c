@@ -89,6 +89,14 @@ uint64_t aemp__hash_keyed(const void *p, size_t n)
     return aemp__siphash(key, 1, 3, p, n);
 }
 
+uint64_t aemp__hash_mult(void)
+{
+    pthread_once(&key_once, key_init);
+    /* odd, and with its top bit set: the slot is taken from the high bits
+     * of the product */
+    return aemp__siphash(key, 1, 3, "aemp idmap multiplier", 21) | 1 | 1ULL << 63;
+}
+
 uint64_t aemp__hash_keyed64(uint64_t x)
 {
     pthread_once(&key_once, key_init);

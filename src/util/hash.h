@@ -19,6 +19,11 @@ uint64_t aemp__hash_keyed(const void *p, size_t n);
  * byte loop: for tables keyed by ids and numbers. */
 uint64_t aemp__hash_keyed64(uint64_t x);
 
+/* An odd 64-bit multiplier drawn from the process's key (the same for
+ * the whole process), for multiplicative hashing of the ids this node
+ * hands out itself (idmap.h). */
+uint64_t aemp__hash_mult(void);
+
 /* SipHash-c-d of the n bytes at p under key k (k[0]: key bytes 0-7, k[1]:
  * bytes 8-15, little-endian), for the tests' reference vectors. */
 uint64_t aemp__siphash(const uint64_t k[2], int c, int d, const void *p, size_t n);

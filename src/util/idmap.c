@@ -1,26 +1,23 @@
 /* idmap.c - a hash map from 64-bit ids to pointers (idmap.h). */
 #include "../aemp_impl.h"
+#include "hash.h"
 #include "idmap.h"
 
 #include <stdlib.h>
 
 #define MIN_SLOTS 64
 
-static size_t home(uint64_t id, size_t mask)
-{
-    return (size_t)(id * 0x9E3779B97F4A7C15ull >> 17) & mask;
-}
-
 void aemp__idmap_init(aemp__idmap *m)
 {
     m->slots = NULL;
     m->mask = 0;
     m->count = 0;
+    m->mult = 0;
 }
 
-static void place(struct aemp__idslot *slots, size_t mask, uint64_t id, void *val)
+static void place(struct aemp__idslot *slots, size_t mask, uint64_t mult, uint64_t id, void *val)
 {
-    size_t i = home(id, mask);
+    size_t i = (size_t)(id * mult >> 17) & mask;
     while (slots[i].id)
         i = (i + 1) & mask;
     slots[i].id = id;
@@ -32,7 +29,7 @@ static int resize(aemp__idmap *m, size_t nslots)
     struct aemp__idslot *s = calloc(nslots, sizeof *s);
     if (!s) return AEMP_ENOMEM;
     for (size_t i = 0; m->slots && i <= m->mask; i++)
-        if (m->slots[i].id) place(s, nslots - 1, m->slots[i].id, m->slots[i].val);
+        if (m->slots[i].id) place(s, nslots - 1, m->mult, m->slots[i].id, m->slots[i].val);
     free(m->slots);
     m->slots = s;
     m->mask = nslots - 1;
@@ -43,7 +40,7 @@ int aemp__idmap_put(aemp__idmap *m, uint64_t id, void *val)
 {
     if (!id) return AEMP_EINVAL;
     if (m->slots) {
-        for (size_t i = home(id, m->mask); m->slots[i].id; i = (i + 1) & m->mask) {
+        for (size_t i = aemp__idmap_home(m, id); m->slots[i].id; i = (i + 1) & m->mask) {
             if (m->slots[i].id == id) {
                 m->slots[i].val = val;
                 return 0;
@@ -51,11 +48,12 @@ int aemp__idmap_put(aemp__idmap *m, uint64_t id, void *val)
         }
     }
     size_t nslots = m->slots ? m->mask + 1 : 0;
+    if (!m->slots) m->mult = aemp__hash_mult();
     if (4 * (m->count + 1) > 3 * nslots) {
         int rc = resize(m, nslots ? 2 * nslots : MIN_SLOTS);
         if (rc) return rc;
     }
-    place(m->slots, m->mask, id, val);
+    place(m->slots, m->mask, m->mult, id, val);
     m->count++;
     return 0;
 }
@@ -63,7 +61,7 @@ int aemp__idmap_put(aemp__idmap *m, uint64_t id, void *val)
 void *aemp__idmap_del(aemp__idmap *m, uint64_t id)
 {
     if (!m->slots || !id) return NULL;
-    size_t i = home(id, m->mask);
+    size_t i = aemp__idmap_home(m, id);
     while (m->slots[i].id != id) {
         if (!m->slots[i].id) return NULL;
         i = (i + 1) & m->mask;
@@ -71,7 +69,7 @@ void *aemp__idmap_del(aemp__idmap *m, uint64_t id)
     void *val = m->slots[i].val;
     /* shift back the entries after it that probed past i */
     for (size_t j = (i + 1) & m->mask; m->slots[j].id; j = (j + 1) & m->mask) {
-        size_t h = home(m->slots[j].id, m->mask);
+        size_t h = aemp__idmap_home(m, m->slots[j].id);
         /* j's entry may move to i unless its home lies in (i, j] */
         bool stays = i <= j ? (h > i && h <= j) : (h > i || h <= j);
         if (stays) continue;

@@ -3,6 +3,11 @@
  * grow to millions (ports by id): open addressing with linear probing,
  * slots of {id, pointer} (a probe reads no entry's memory), at most 3/4
  * full, deletion by shifting back (no tombstones). Id 0 is never a key.
+ * The ids are this node's own (sequential), hashed by multiplying with an
+ * odd number drawn from the process's random key (hash.h) when the map
+ * first takes an entry: which ids share a run of slots cannot be worked
+ * out from outside, so a peer that can have ports made and closed here
+ * cannot keep only the colliding ones.
  */
 #ifndef AEMP_IDMAP_H
 #define AEMP_IDMAP_H
@@ -19,14 +24,20 @@ typedef struct aemp__idmap {
     struct aemp__idslot *slots;
     size_t mask; /* slots - 1 (a power of two), 0 when there are none */
     size_t count;
+    uint64_t mult; /* odd; set with the first slots */
 } aemp__idmap;
+
+static inline size_t aemp__idmap_home(const aemp__idmap *m, uint64_t id)
+{
+    return (size_t)(id * m->mult >> 17) & m->mask;
+}
 
 void aemp__idmap_init(aemp__idmap *m);
 /* NULL if absent. */
 static inline void *aemp__idmap_get(const aemp__idmap *m, uint64_t id)
 {
     if (!m->slots) return NULL;
-    for (size_t i = (size_t)(id * 0x9E3779B97F4A7C15ull >> 17) & m->mask;; i = (i + 1) & m->mask) {
+    for (size_t i = aemp__idmap_home(m, id);; i = (i + 1) & m->mask) {
         if (m->slots[i].id == id) return m->slots[i].val;
         if (!m->slots[i].id) return NULL;
     }

@@ -75,3 +75,13 @@ Test(hash, a_keyed_word_is_the_keyed_hash_of_its_bytes)
     }
     cr_assert_neq(aemp__hash_keyed64(1), aemp__hash_keyed64(2));
 }
+
+Test(hash, the_id_multiplier_is_odd_stable_and_secret)
+{
+    uint64_t k = aemp__hash_mult();
+    cr_assert_eq(k & 1, 1);
+    cr_assert_eq(k >> 63, 1);
+    cr_assert_eq(aemp__hash_mult(), k);
+    /* not the public Fibonacci constant the id maps used before */
+    cr_assert_neq(k, 0x9E3779B97F4A7C15ULL);
+}

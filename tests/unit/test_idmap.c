@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 
 #include "aemp_impl.h"
+#include "util/hash.h"
 #include "util/idmap.h"
 
 #include <stdlib.h>
@@ -60,5 +61,21 @@ Test(idmap, grows_and_shrinks)
     cr_assert_leq(m.mask + 1, 1024, "the table shrank to %zu slots", m.mask + 1);
     for (uint64_t id = 199991; id <= 200000; id++)
         cr_assert_eq(aemp__idmap_get(&m, id), (void *)(uintptr_t)id);
+    aemp__idmap_free(&m);
+}
+
+Test(idmap, slots_follow_the_process_multiplier)
+{
+    aemp__idmap m;
+    aemp__idmap_init(&m);
+    cr_assert_eq(aemp__idmap_put(&m, 42, &m), 0);
+    cr_assert_eq(m.mult, aemp__hash_mult());
+    /* the entry sits at its home under that multiplier (no collision in a
+     * table of one) */
+    cr_assert_eq(m.slots[aemp__idmap_home(&m, 42)].id, 42);
+    aemp__idmap_free(&m);
+    cr_assert_null(aemp__idmap_get(&m, 42));
+    cr_assert_eq(aemp__idmap_put(&m, 7, &m), 0);
+    cr_assert_eq(aemp__idmap_get(&m, 7), &m);
     aemp__idmap_free(&m);
 }
