@@ -448,6 +448,17 @@ typedef struct aemp_node_config {
      * discovers a hidden node); 0 means 5000, at most 3600000 (more:
      * AEMP_EINVAL). Profile key pg_rediscover_ms. */
     unsigned pg_rediscover_ms;
+    /* Most links and monitors this node holds with their other end on one
+     * peer node (monitors the peer made of our ports, monitors our ports
+     * made of its processes, links either way), each about 100 bytes; 0
+     * means 1000000. Beyond it the peer's monitor fires at once with reason
+     * `system_limit`, its link breaks at once with an exit signal of that
+     * reason, its spawn request with link or monitor is answered
+     * system_limit (one log line per peer per 10 s at most, with a count;
+     * the connection stays up); aemp_monitor(), aemp_link(), aemp_mon*()
+     * and aemp_spawn() towards that node fail with AEMP_ETOOBIG. The count
+     * drops as they go. Profile key max_watches_per_peer. */
+    unsigned max_watches_per_peer;
 } aemp_node_config;
 
 /*
@@ -529,7 +540,9 @@ int aemp_port_kill(aemp_node *node, aemp_port port, const aemp_term *reason);
  * {Name, Node} for a name; Reason is the exit reason, `noproc`, or
  * `noconnection`. *ref (kind AEMP_ADDR_REF) identifies the monitor. Fires
  * at most once. AEMP_ENOENT if watcher is not a live local port;
- * AEMP_ECLOSED also while the target's node is fenced (see aemp_send()).
+ * AEMP_ECLOSED also while the target's node is fenced (see aemp_send());
+ * AEMP_ETOOBIG if the node holds max_watches_per_peer links and monitors
+ * with the target's node already (aemp_node_config).
  */
 int aemp_monitor(aemp_node *node, aemp_port watcher, const aemp_addr *target, aemp_addr *ref);
 /* Cancel a monitor made by aemp_monitor() (no 'DOWN' follows); AEMP_ENOENT
@@ -540,7 +553,8 @@ int aemp_demonitor(aemp_node *node, const aemp_addr *ref);
  * reason (ports do not trap exits; an Erlang process that does gets
  * {'EXIT', Pid, Reason}); a lost connection breaks the link with
  * `noconnection`. AEMP_ENOENT if either local end is not there;
- * AEMP_ECLOSED also while pid's node is fenced (see aemp_send()). */
+ * AEMP_ECLOSED also while pid's node is fenced (see aemp_send());
+ * AEMP_ETOOBIG as for aemp_monitor() (max_watches_per_peer). */
 int aemp_link(aemp_node *node, aemp_port port, const aemp_addr *pid);
 /* Remove a link (no error if there is none). Towards another node, as OTP's
  * link protocol: the link counts as gone at once (exit signals over it are
@@ -678,7 +692,7 @@ int aemp_kil(aemp_node *node, const aemp_addr *port, const aemp_term *reason);
  * the loop), `noconnection` if its node's connection was lost or could not
  * be made. *ref (may be NULL) identifies the monitor: aemp_demonitor(ref)
  * cancels it (nothing fires after). AEMP_EINVAL for a target that is not a
- * pid or name.
+ * pid or name; AEMP_ETOOBIG as aemp_monitor() (max_watches_per_peer).
  */
 typedef void (*aemp_mon_cb)(aemp_node *node, const aemp_addr *target, const aemp_term *reason,
                             void *arg);
@@ -764,7 +778,9 @@ int aemp_unexport_init(aemp_node *node, const char *module, const char *function
  * The outcome of aemp_spawn(): err 0 and pid the new process (valid during
  * the call), monitor_ref the monitor's reference when AEMP_SPAWN_MONITOR was
  * asked (else NULL); or err an error and pid NULL: AEMP_EINVAL (the peer
- * refused the request as badarg or badopt), AEMP_ETOOBIG (system_limit),
+ * refused the request as badarg or badopt), AEMP_ETOOBIG (system_limit, or
+ * this node's max_watches_per_peer reached before the answer came: a link
+ * the answer made is broken with that reason, a monitor taken back),
  * AEMP_ENOTSUP (the peer cannot spawn), AEMP_EPROTO (an answer that makes
  * no sense), AEMP_ENOENT (`from` died before the answer came: a link the
  * answer made is broken with from's exit reason, a monitor taken back), the
@@ -799,7 +815,8 @@ typedef void (*aemp_spawn_cb)(aemp_node *node, int err, const aemp_addr *pid,
  * `alive@host`, args not a proper list), AEMP_ENOENT (from is
  * not a live local port), AEMP_ENOTSUP (the connection to peer is up and
  * the peer cannot spawn), AEMP_ECLOSED (the node is closing), AEMP_EBUSY
- * (as aemp_send()), AEMP_ENOMEM.
+ * (as aemp_send()), AEMP_ETOOBIG (a link or monitor asked and the node
+ * holds max_watches_per_peer with peer: aemp_node_config), AEMP_ENOMEM.
  */
 int aemp_spawn(aemp_node *node, aemp_port from, const char *peer, const char *module,
                const char *function, const aemp_term *args, unsigned flags, aemp_spawn_cb cb,

@@ -36,7 +36,7 @@ int aemp_node_create(uv_loop_t *loop, const aemp_node_config *cfg, aemp_node **o
     n->nodes_arg = cfg->nodes_arg;
     /* Subscribers are told in subscription order: the application hears of
      * a lost node after the process layer has broken its links. */
-    if ((rc = aemp__proc_init(n)) || (rc = aemp__svc_init(n, cfg)) ||
+    if ((rc = aemp__proc_init(n, cfg)) || (rc = aemp__svc_init(n, cfg)) ||
         (rc = aemp__seeds_start(n, cfg)) || (rc = aemp__node_subscribe(n, on_nodes, NULL, NULL)) ||
         (rc = aemp__node_start(n, cfg->listen_port)))
         goto fail;

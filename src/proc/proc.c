@@ -59,7 +59,7 @@ static void on_idle(uv_idle_t *h)
     if (!more && !p->deferred.len && !p->kills.len && !p->pending) uv_idle_stop(&p->deferred_idle);
 }
 
-int aemp__proc_init(aemp_node *n)
+int aemp__proc_init(aemp_node *n, const aemp_node_config *cfg)
 {
     struct aemp__proc *p = calloc(1, sizeof *p);
     if (!p) return AEMP_ENOMEM;
@@ -75,7 +75,7 @@ int aemp__proc_init(aemp_node *n)
     n->proc = p;
     aemp__mon_init(n);
     aemp__alias_init(n);
-    int rc = aemp__watch_init(n);
+    int rc = aemp__watch_init(n, cfg);
     if (!rc) rc = aemp__spawn_init(n);
     if (rc) {
         aemp__alias_free(n);

@@ -81,8 +81,8 @@ struct aemp__proc {
 };
 
 /* Set up the process layer on n (installs its control-message handlers and
- * its node-event subscription). */
-int aemp__proc_init(aemp_node *n);
+ * its node-event subscription; cfg: max_watches_per_peer). */
+int aemp__proc_init(aemp_node *n, const aemp_node_config *cfg);
 /* Kill every port (reason shutdown) and close the layer's handle;
  * aemp__node_part_closed(n) follows when it is closed. */
 void aemp__proc_close(aemp_node *n);

@@ -378,11 +378,18 @@ void aemp__spawn_request(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__
         reply(c, req, from_t, 0, NULL, "badarg");
         return;
     }
+    if (!aemp__watch_from_peer(n, c, &from, "spawn request")) return;
     bool monitor, link;
     if (parse_opts(&m->el[5], &monitor, &link)) {
         AEMP_LOGI("spawn request from %s of %s:%s: bad options: answered badopt", c->peer, mod,
                   fun);
         reply(c, req, from_t, 0, NULL, "badopt");
+        return;
+    }
+    if (!aemp__watch_room(n, from.node, (unsigned)link + (unsigned)monitor)) {
+        /* the link or monitor would pass max_watches_per_peer */
+        aemp__watch_refused(n, c);
+        reply(c, req, from_t, 0, NULL, "system_limit");
         return;
     }
     struct spawn_fn *s = find_fn(n, mod, fun);
@@ -527,6 +534,8 @@ int aemp_spawn(aemp_node *n, aemp_port from, const char *peer, const char *modul
     uint32_t peer_h = aemp__intern(peer, strlen(peer));
     if (!peer_h) return AEMP_ETOOBIG;
     if (peer_h == n->name_h) return spawn_here(n, from, module, function, args, flags, cb, arg);
+    if (!aemp__watch_room(n, peer_h, !!(flags & AEMP_SPAWN_LINK) + !!(flags & AEMP_SPAWN_MONITOR)))
+        return AEMP_ETOOBIG; /* max_watches_per_peer */
     int err;
     aemp__conn *c = aemp__node_conn(n, peer_h, false, &err);
     if (c && aemp__conn_up(c) && !(c->flags & AEMP__DFLAG_SPAWN)) return AEMP_ENOTSUP;
@@ -624,8 +633,18 @@ static void on_spawn_reply(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp
     bool monitor = (rflags & AEMP__SPAWN_FLAG_MONITOR) && (p->flags & AEMP_SPAWN_MONITOR);
     aemp_addr self;
     aemp__addr_pid(&self, n->name_h, n->creation, p->from);
-    if (p->from_dead) {
-        /* The requester is gone: the new process learns it as OTP's would. */
+    /* Links and monitors made meanwhile may have left no room for these
+     * (max_watches_per_peer): then the spawn fails with system_limit, and
+     * the new process learns it as if the requester had died of it. */
+    bool full =
+        !p->from_dead && !aemp__watch_room(n, c->peer_h, (unsigned)link + (unsigned)monitor);
+    if (full) {
+        aemp__buf_reset(&p->reason);
+        if (aemp_term_format(&p->reason, "system_limit")) link = false;
+    }
+    if (p->from_dead || full) {
+        /* The requester is gone (or has no room): the new process learns
+         * it as OTP's would. */
         if (link) {
             aemp_term reason = aemp_buf_term(&p->reason);
             aemp__watch_send_exit(n, &self, &pid, &reason);
@@ -636,7 +655,7 @@ static void on_spawn_reply(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp
                 aemp__conn_ctl(c, &ctl, NULL);
             aemp_buf_free(&ctl);
         }
-        finish(n, p, AEMP_ENOENT, NULL, NULL);
+        finish(n, p, full ? AEMP_ETOOBIG : AEMP_ENOENT, NULL, NULL);
         return;
     }
     if ((link && aemp__watch_link(n, &self, &pid)) ||

@@ -42,9 +42,14 @@ enum { W_LINK = 1, W_MONITOR = 2 };
 #define F_LOC(i) (4u << (i))
 #define F_REFX 16u
 
-/* A list of the records with an end on one remote node. */
+/* A list of the records with an end on one remote node, how many there
+ * are (max_watches_per_peer bounds it), and the refusals not yet logged. */
 typedef struct wlist {
     uint32_t head;
+    uint32_t count;
+    uint64_t refused;   /* since the last line logged */
+    uint64_t logged_ms; /* when that line was logged */
+    bool logged;        /* a line was logged (logged_ms is set) */
 } wlist;
 
 /* An end that is not a local pid: its address, and the list it is in. */
@@ -77,17 +82,19 @@ _Static_assert(sizeof(wrec) == 48, "a link or monitor record is 48 bytes");
 #define CHUNK_BITS 10
 #define CHUNK (1u << CHUNK_BITS)
 #define MAX_RECORDS (UINT32_C(1) << 31) /* an element holds index << 1 */
+#define DEFAULT_MAX_PER_PEER 1000000u   /* max_watches_per_peer */
 
 struct aemp__wstore {
     wrec **chunks; /* slabs of CHUNK records; index 0 is never used */
     uint32_t nchunks, cap;
-    uint32_t fresh;    /* the next index never handed out */
-    uint32_t free;     /* free records, chained through hnext */
-    uint32_t *b;       /* buckets: chains through hnext */
-    uint32_t mask;     /* buckets - 1 */
-    uint32_t count;    /* records in use */
-    aemp__map peers;   /* node handle (4 bytes) -> wlist */
-    aemp__port *dying; /* the port being killed: out of the table, its list still read */
+    uint32_t fresh;        /* the next index never handed out */
+    uint32_t free;         /* free records, chained through hnext */
+    uint32_t *b;           /* buckets: chains through hnext */
+    uint32_t mask;         /* buckets - 1 */
+    uint32_t count;        /* records in use */
+    aemp__map peers;       /* node handle (4 bytes) -> wlist */
+    uint32_t max_per_peer; /* max_watches_per_peer: records in one wlist */
+    aemp__port *dying;     /* the port being killed: out of the table, its list still read */
 };
 
 /* What fire() acts on: a record as addresses, taken out of every table. */
@@ -423,6 +430,58 @@ static wlist *peer_list(aemp_node *n, uint32_t peer_h, bool make)
     return l;
 }
 
+/* The list of the remote node end i of w is on, or NULL (a local end). */
+static wlist *peer_end(const wrec *w, int i)
+{
+    if ((w->flags & F_EXT(i)) && !(w->flags & F_LOC(i)))
+        return ((const wext *)(uintptr_t)w->end[i])->u.list;
+    return NULL;
+}
+
+bool aemp__watch_room(aemp_node *n, uint32_t peer_h, unsigned more)
+{
+    if (peer_h == n->name_h) return true;
+    wlist *l = peer_list(n, peer_h, false);
+    return !l || (uint64_t)l->count + more <= S(n)->max_per_peer;
+}
+
+/* Log what the peer's list refused: the first refusal at once, then one
+ * line per AEMP__REFUSAL_LOG_MS at most with the count (and what is left
+ * when the node goes down). */
+static void refusal_log(aemp_node *n, const char *peer, wlist *l, uint64_t now)
+{
+    if (!l->refused) return;
+    if (l->logged)
+        AEMP_LOGW("%s: %llu links and monitors refused in the last %llu s (max_watches_per_peer "
+                  "%u reached)",
+                  peer, (unsigned long long)l->refused,
+                  (unsigned long long)((now - l->logged_ms + 999) / 1000), S(n)->max_per_peer);
+    else
+        AEMP_LOGW("%s: a link or monitor refused: this node holds max_watches_per_peer (%u) with "
+                  "it; further refusals are counted and logged every %u s at most",
+                  peer, S(n)->max_per_peer, AEMP__REFUSAL_LOG_MS / 1000);
+    l->refused = 0;
+    l->logged = true;
+    l->logged_ms = now;
+}
+
+void aemp__watch_refused(aemp_node *n, const aemp__conn *c)
+{
+    wlist *l = peer_list(n, c->peer_h, false);
+    if (!l) return;
+    l->refused++;
+    uint64_t now = uv_now(n->loop);
+    if (!l->logged || now - l->logged_ms >= AEMP__REFUSAL_LOG_MS) refusal_log(n, c->peer, l, now);
+}
+
+bool aemp__watch_from_peer(aemp_node *n, const aemp__conn *c, const aemp_addr *from,
+                           const char *what)
+{
+    if (from->node == c->peer_h) return true;
+    AEMP_LOGW("%s from %s: the sender is not a process of that node: ignored", what, c->peer);
+    return false;
+}
+
 /* ------------------------------------------------------------------ */
 /* adding and taking                                                  */
 /* ------------------------------------------------------------------ */
@@ -453,6 +512,9 @@ static int set_end(aemp_node *n, wrec *w, int i, const aemp_addr *a)
     } else if (!(x->u.list = peer_list(n, a->node, true))) {
         free(x);
         return AEMP_ENOMEM;
+    } else if (x->u.list->count >= S(n)->max_per_peer) {
+        free(x);
+        return AEMP_ETOOBIG;
     }
     w->flags |= F_EXT(i);
     w->end[i] = (uint64_t)(uintptr_t)x;
@@ -498,8 +560,10 @@ static int watch_add(aemp_node *n, int kind, const aemp_addr *a, const aemp_addr
     w->hnext = *bucket;
     *bucket = i;
     s->count++;
-    for (int e = 0; e < 2; e++)
+    for (int e = 0; e < 2; e++) {
         list_insert(s, head[e], i << 1 | (uint32_t)e);
+        if (peer_end(w, e)) peer_end(w, e)->count++;
+    }
     return 0;
 }
 
@@ -524,8 +588,10 @@ static void watch_take(aemp_node *n, uint32_t i, wview *v)
             ref_of_number(n, w->ref, &v->ref);
     }
     table_unlink(s, i);
-    list_remove(n, i << 1);
-    list_remove(n, i << 1 | 1);
+    for (int e = 0; e < 2; e++) {
+        list_remove(n, i << 1 | (uint32_t)e);
+        if (peer_end(w, e)) peer_end(w, e)->count--;
+    }
     free_ext(w);
     rec_release(s, i);
     s->count--;
@@ -883,6 +949,7 @@ static void on_event(aemp_node *n, const aemp__event_info *ev, void *arg)
      * monitor of that node, say) starts a list of its own; the records of
      * this one still find it through their ends. */
     aemp__map_del(&S(n)->peers, &ev->peer_h, sizeof ev->peer_h);
+    refusal_log(n, ev->peer, list, uv_now(n->loop));
     aemp_buf b = AEMP_BUF_INIT;
     term_of_atom(&b, "noconnection");
     aemp_term reason = aemp_buf_term(&b);
@@ -1124,17 +1191,22 @@ static void on_link(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_m
     /* {LINK, FromPid, ToPid} */
     aemp_node *n = arg;
     aemp_addr from, to;
-    if (dec(n, &m->el[1], PID, &from) || dec(n, &m->el[2], PID, &to)) return;
-    if (!aemp__proc_resolve(n, &to)) {
+    if (dec(n, &m->el[1], PID, &from) || dec(n, &m->el[2], PID, &to) ||
+        !aemp__watch_from_peer(n, c, &from, "LINK"))
+        return;
+    /* a port that is not there, or a link over max_watches_per_peer: the
+     * link breaks at once */
+    int rc = aemp__proc_resolve(n, &to) ? aemp__watch_link(n, &from, &to) : AEMP_ENOENT;
+    if (rc == AEMP_ENOENT || rc == AEMP_ETOOBIG) {
         aemp_buf b = AEMP_BUF_INIT;
-        term_of_atom(&b, "noproc");
+        term_of_atom(&b, rc == AEMP_ENOENT ? "noproc" : "system_limit");
         aemp_term reason = aemp_buf_term(&b);
         send_exit(n, true, &to, &from, &reason);
         aemp_buf_free(&b);
-        return;
-    }
-    if (aemp__watch_link(n, &from, &to))
+        if (rc == AEMP_ETOOBIG) aemp__watch_refused(n, c);
+    } else if (rc) {
         AEMP_LOGE("out of memory: link from %s not recorded", c->peer);
+    }
 }
 
 static void on_unlink(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo)
@@ -1207,17 +1279,21 @@ static void on_monitor(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ct
         AEMP_LOGW("MONITOR_P from %s: malformed: ignored", c->peer);
         return;
     }
-    if (!aemp__proc_resolve(n, &target)) {
-        /* Unknown: answer at once, or the Erlang caller waits forever. */
+    if (!aemp__watch_from_peer(n, c, &from, "MONITOR_P")) return;
+    /* Unknown, or over max_watches_per_peer: answer at once, or the Erlang
+     * caller waits forever. */
+    int rc =
+        aemp__proc_resolve(n, &target) ? aemp__watch_monitor(n, &from, &target, &ref) : AEMP_ENOENT;
+    if (rc == AEMP_ENOENT || rc == AEMP_ETOOBIG) {
         aemp_buf ctl = AEMP_BUF_INIT;
-        if (aemp__ctl_enc(&ctl, AEMP__CTL_MONITOR_P_EXIT, "aaaA", &target, &from, &ref, "noproc") ==
-            0)
+        if (aemp__ctl_enc(&ctl, AEMP__CTL_MONITOR_P_EXIT, "aaaA", &target, &from, &ref,
+                          rc == AEMP_ENOENT ? "noproc" : "system_limit") == 0)
             aemp__conn_ctl(c, &ctl, NULL);
         aemp_buf_free(&ctl);
-        return;
-    }
-    if (aemp__watch_monitor(n, &from, &target, &ref))
+        if (rc == AEMP_ETOOBIG) aemp__watch_refused(n, c);
+    } else if (rc) {
         AEMP_LOGE("out of memory: monitor from %s not recorded", c->peer);
+    }
 }
 
 static void on_demonitor(void *arg, aemp__conn *c, const aemp__ctl_in *m, aemp__ctl_memo *memo)
@@ -1243,7 +1319,7 @@ static void on_monitor_exit(void *arg, aemp__conn *c, const aemp__ctl_in *m, aem
     deliver_down(n, &v, m->has_payload ? &m->payload : &m->el[4]);
 }
 
-int aemp__watch_init(aemp_node *n)
+int aemp__watch_init(aemp_node *n, const aemp_node_config *cfg)
 {
     static const struct {
         enum aemp__ctl tag;
@@ -1279,6 +1355,7 @@ int aemp__watch_init(aemp_node *n)
     struct aemp__wstore *s = calloc(1, sizeof *s);
     if (!s) return AEMP_ENOMEM;
     s->fresh = 1;
+    s->max_per_peer = cfg->max_watches_per_peer ? cfg->max_watches_per_peer : DEFAULT_MAX_PER_PEER;
     aemp__map_init(&s->peers);
     P(n)->ws = s;
     for (size_t i = 0; i < sizeof handlers / sizeof *handlers; i++)

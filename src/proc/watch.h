@@ -21,14 +21,28 @@ int aemp__proc_deliver_later(aemp_node *n, aemp__port *port, const aemp_term *ms
 /* watch.c */
 /* Is t the atom `atom`? */
 bool aemp__is_atom(const aemp_term *t, const char *atom);
-int aemp__watch_init(aemp_node *n);
+int aemp__watch_init(aemp_node *n, const aemp_node_config *cfg);
 void aemp__watch_free(aemp_node *n);
 void aemp__proc_kill_atom(aemp_node *n, uint64_t id, const char *atom);
-/* A link between a remote pid and a local port; 0 or AEMP_ENOMEM. */
+/* A link between a remote pid and a local port; 0, AEMP_ENOMEM, or
+ * AEMP_ETOOBIG when the remote end's node holds max_watches_per_peer
+ * records here (nothing recorded). */
 int aemp__watch_link(aemp_node *n, const aemp_addr *a, const aemp_addr *b);
-/* A monitor: watcher watches target (as given) under ref. */
+/* A monitor: watcher watches target (as given) under ref; errors as
+ * aemp__watch_link. */
 int aemp__watch_monitor(aemp_node *n, const aemp_addr *watcher, const aemp_addr *target,
                         const aemp_addr *ref);
+/* Can `more` new records with an end on node peer_h be held
+ * (max_watches_per_peer)? Always for this node. */
+bool aemp__watch_room(aemp_node *n, uint32_t peer_h, unsigned more);
+/* The peer of c asked for a link or monitor beyond the limit: counted,
+ * logged at most once per AEMP__REFUSAL_LOG_MS per peer. */
+void aemp__watch_refused(aemp_node *n, const aemp__conn *c);
+/* Is from (the sender of a LINK, MONITOR_P or SPAWN_REQUEST from c) a
+ * process of c's node? Logged if not: the message is then ignored, as a
+ * peer may not make records in another node's name. */
+bool aemp__watch_from_peer(aemp_node *n, const aemp__conn *c, const aemp_addr *from,
+                           const char *what);
 /* The exit signal of a link from `from` to the remote pid `to`, as if
  * there had been a link between them. */
 void aemp__watch_send_exit(aemp_node *n, const aemp_addr *from, const aemp_addr *to,

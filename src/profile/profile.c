@@ -49,6 +49,7 @@ enum key_id {
     K_PG_MAX_GROUP_TERM,  /* pg */
     K_PG_MAX_GROUP_NAMES, /* pg */
     K_PG_REDISCOVER,      /* pg */
+    K_MAX_WATCHES,        /* links and monitors per peer */
     K_COUNT
 };
 
@@ -110,6 +111,8 @@ static const struct key_def {
     [K_PG_MAX_GROUP_TERM] = {"pg_max_group_term", V_NUMBER, 1, 16777216},
     [K_PG_MAX_GROUP_NAMES] = {"pg_max_group_names", V_NUMBER, 1, SIZE_MAX},
     [K_PG_REDISCOVER] = {"pg_rediscover_ms", V_NUMBER, 1, 3600000},
+    /* aemp_node_config.max_watches_per_peer */
+    [K_MAX_WATCHES] = {"max_watches_per_peer", V_NUMBER, 1, UINT32_MAX},
 };
 
 struct aemp_profile {
@@ -911,6 +914,9 @@ int aemp_profile_apply(const aemp_profile *p, aemp_node_config *cfg)
             break;
         case K_PG_REDISCOVER:
             cfg->pg_rediscover_ms = (unsigned)num_value(p, k);
+            break;
+        case K_MAX_WATCHES:
+            cfg->max_watches_per_peer = (unsigned)num_value(p, k);
             break;
         case K_READ_BATCH:
             cfg->read_batch_ms = strcmp(p->val[k], "off") == 0 ? -1 : (int)num_value(p, k);

@@ -590,3 +590,114 @@ Test(proc, simultaneous_unlinks_agree)
     stop_node(&a);
     stop_node(&b);
 }
+
+struct log_lines {
+    int n, limit_lines;
+};
+
+static void count_limit_lines(int level, const char *msg, void *arg)
+{
+    struct log_lines *l = arg;
+    l->n++;
+    if (strstr(msg, "a@127.0.0.1") && strstr(msg, "max_watches_per_peer")) l->limit_lines++;
+}
+
+/* A round trip from a to b and back: what a sent before has been handled
+ * by b, and b's answers to it by a. */
+static void round_trip(aemp_port ap, const aemp_addr *bprobe, struct inbox *bin, aemp_port bp,
+                       const aemp_addr *aprobe, struct inbox *ain, struct node_ctx *a,
+                       struct node_ctx *b)
+{
+    int bc = bin->count, ac = ain->count;
+    cr_assert_eq(aemp_sendf(a->node, ap, bprobe, "{sync}"), 0);
+    cr_assert(wait_int(&bin->count, bc + 1, 5000));
+    cr_assert_eq(aemp_sendf(b->node, bp, aprobe, "{sync}"), 0);
+    cr_assert(wait_int(&ain->count, ac + 1, 5000));
+}
+
+/* max_watches_per_peer: b holds at most 5 links and monitors with a. The
+ * monitor beyond fires at once with system_limit, the link beyond breaks
+ * with it, the 5 held fire with the port's real reason; b's own calls
+ * towards a fail with AEMP_ETOOBIG; once some go, new ones are taken. */
+Test(proc, watches_per_peer_limit)
+{
+    static struct log_lines lines;
+    memset(&lines, 0, sizeof lines);
+    aemp_log_set_callback(count_limit_lines, &lines);
+    aemp_log_set_level(AEMP_LOG_WARN);
+    struct node_ctx a, b;
+    start_node(&a, "a@127.0.0.1", "secret");
+    aemp_node_config cfg = {0};
+    cfg.name = "b@127.0.0.1";
+    cfg.cookie = "secret";
+    cfg.max_watches_per_peer = 5;
+    start_node_cfg(&b, cfg);
+    struct inbox w = {0}, t = {0}, pa = {0}, pb = {0}, bw = {0};
+    aemp_port wp, tp, pap, pbp, bwp;
+    aemp_addr wa, ta, paa, pba, bwa, refs[6], ref;
+    open_inbox(a.node, &w, &wp, &wa);
+    open_inbox(b.node, &t, &tp, &ta);
+    open_inbox(a.node, &pa, &pap, &paa);
+    open_inbox(b.node, &pb, &pbp, &pba);
+    open_inbox(b.node, &bw, &bwp, &bwa);
+    /* six monitors of b's port from a: the sixth fires at once */
+    for (int i = 0; i < 6; i++)
+        cr_assert_eq(aemp_monitor(a.node, wp, &ta, &refs[i]), 0);
+    round_trip(wp, &pba, &pb, pbp, &paa, &pa, &a, &b);
+    cr_assert(wait_int(&w.count, 1, 5000));
+    cr_assert_str_eq(w.tag, "DOWN");
+    cr_assert(strstr(w.last, ",system_limit}") != NULL, "%s", w.last);
+    cr_assert_eq(aemp__watch_count(b.node), 5);
+    cr_assert_eq(aemp__watch_count(a.node), 5, "the refused monitor is gone on a too");
+    cr_assert_geq(lines.limit_lines, 1, "the refusal is not logged");
+    /* b's own calls towards a: over the limit */
+    cr_assert_eq(aemp_monitor(b.node, bwp, &wa, &ref), AEMP_ETOOBIG);
+    cr_assert_eq(aemp_link(b.node, bwp, &wa), AEMP_ETOOBIG);
+    aemp_buf r = AEMP_BUF_INIT;
+    term_of(&r, "[]");
+    aemp_term rt = aemp_buf_term(&r);
+    cr_assert_eq(
+        aemp_spawn(b.node, bwp, "a@127.0.0.1", "m", "f", &rt, AEMP_SPAWN_MONITOR, NULL, NULL),
+        AEMP_ETOOBIG);
+    /* ... but a local monitor is no record with a */
+    cr_assert_eq(aemp_monitor(b.node, bwp, &pba, &ref), 0);
+    cr_assert_eq(aemp_demonitor(b.node, &ref), 0);
+    /* two go: room for two links from a; the third breaks at once */
+    cr_assert_eq(aemp_demonitor(a.node, &refs[0]), 0);
+    cr_assert_eq(aemp_demonitor(a.node, &refs[1]), 0);
+    struct inbox l[3], lw = {0};
+    aemp_port lp[3], lwp;
+    aemp_addr la[3], lwa, lref;
+    memset(l, 0, sizeof l);
+    open_inbox(a.node, &lw, &lwp, &lwa);
+    for (int i = 0; i < 3; i++) {
+        open_inbox(a.node, &l[i], &lp[i], &la[i]);
+        cr_assert_eq(aemp_monitor(a.node, lwp, &la[i], &lref), 0);
+        cr_assert_eq(aemp_link(a.node, lp[i], &ta), 0);
+    }
+    round_trip(wp, &pba, &pb, pbp, &paa, &pa, &a, &b);
+    cr_assert(wait_int(&lw.count, 1, 5000));
+    cr_assert(strstr(lw.last, ",system_limit}") != NULL, "%s", lw.last);
+    cr_assert(alive(a.node, lp[0]) && alive(a.node, lp[1]) && !alive(a.node, lp[2]));
+    cr_assert_eq(aemp__watch_count(b.node), 5);
+    /* b's port dies: the three monitors and two links held fire with its
+     * reason */
+    term_of(&r, "{gone, far}");
+    rt = aemp_buf_term(&r);
+    cr_assert_eq(aemp_port_kill(b.node, tp, &rt), 0);
+    cr_assert(wait_int(&w.count, 4, 5000));
+    cr_assert(strstr(w.last, ",{gone,far}}") != NULL, "%s", w.last);
+    cr_assert(wait_int(&lw.count, 3, 5000));
+    cr_assert(strstr(lw.last, ",{gone,far}}") != NULL, "%s", lw.last);
+    cr_assert_eq(aemp__watch_count(b.node), 0);
+    /* with none held, b's calls towards a are taken again */
+    cr_assert_eq(aemp_monitor(b.node, bwp, &wa, &ref), 0);
+    cr_assert_eq(aemp_link(b.node, bwp, &wa), 0);
+    cr_assert_eq(aemp__watch_count(b.node), 2);
+    round_trip(wp, &pba, &pb, pbp, &paa, &pa, &a, &b);
+    cr_assert_eq(aemp__watch_count(a.node), 2, "a holds b's monitor and link");
+    aemp_log_set_callback(NULL, NULL);
+    aemp_buf_free(&r);
+    stop_node(&a);
+    stop_node(&b);
+}

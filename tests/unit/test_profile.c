@@ -154,7 +154,7 @@ Test(profile, key_list)
     size_t n = 0;
     while (aemp_profile_key(n))
         n++;
-    cr_assert_eq(n, 26);
+    cr_assert_eq(n, 27);
     cr_assert_str_eq(aemp_profile_key(0), "parent");
     cr_assert_str_eq(aemp_profile_key(10), "read_batch_ms");
     cr_assert_str_eq(aemp_profile_key(14), "tls_verify");
@@ -167,6 +167,7 @@ Test(profile, key_list)
     cr_assert_str_eq(aemp_profile_key(23), "pg_max_group_term");
     cr_assert_str_eq(aemp_profile_key(24), "pg_max_group_names");
     cr_assert_str_eq(aemp_profile_key(25), "pg_rediscover_ms");
+    cr_assert_str_eq(aemp_profile_key(26), "max_watches_per_peer");
 }
 
 Test(profile, missing_file_or_profile)
@@ -675,6 +676,20 @@ Test(profile, db_max_bytes)
     aemp_profile_free(p);
     cr_assert_eq(load_rc("[a]\ndb_max_bytes = 0\n"), AEMP_EINVAL);
     cr_assert_eq(load_rc("[a]\ndb_max_bytes = lots\n"), AEMP_EINVAL);
+}
+
+Test(profile, max_watches_per_peer)
+{
+    write_file(file, "[a]\nmax_watches_per_peer = 5\n[b]\nparent = a\n", 0600);
+    aemp_profile *p = NULL;
+    aemp_node_config cfg = {0};
+    cr_assert_eq(aemp_profile_load(file, "b", &p), 0, "%s", logged);
+    cr_assert_eq(aemp_profile_apply(p, &cfg), 0);
+    cr_assert_eq(cfg.max_watches_per_peer, 5, "inherited");
+    aemp_profile_free(p);
+    cr_assert_eq(load_rc("[a]\nmax_watches_per_peer = 0\n"), AEMP_EINVAL);
+    cr_assert_eq(load_rc("[a]\nmax_watches_per_peer = 4294967296\n"), AEMP_EINVAL);
+    cr_assert_eq(load_rc("[a]\nmax_watches_per_peer = many\n"), AEMP_EINVAL);
 }
 
 Test(profile, read_batch_off)
