@@ -20,6 +20,8 @@ static aemp_node *node;
 static uv_signal_t node_sigterm;
 static void (*node_ready_hook)(aemp_node *n); /* may stay NULL */
 static void (*node_stop_hook)(void);          /* may stay NULL */
+/* may stay NULL: sets more of the configuration before the node is made */
+static void (*node_config_hook)(aemp_node_config *cfg);
 
 static void node_on_ready(aemp_node *n, int status, void *arg)
 {
@@ -66,6 +68,7 @@ static int node_start(uv_loop_t *loop, const char *name, const char *cookie)
     cfg.name = name;
     cfg.cookie = cookie;
     cfg.ready_cb = node_on_ready;
+    if (node_config_hook) node_config_hook(&cfg);
     return aemp_node_create(loop, &cfg, &node);
 }
 

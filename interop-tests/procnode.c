@@ -4,7 +4,7 @@
  * that the test can drive links, monitors, kills and exit signals in both
  * directions from Erlang and see every result.
  *
- * Usage: procnode NAME COOKIE
+ * Usage: procnode NAME COOKIE [MAX_WATCHES_PER_PEER]
  * Prints "ready NAME" once registered with EPMD, then runs until SIGTERM
  * (exit 0). Requests, each answered with {reply, Tag, Result}:
  *   {open, From, Tag}                  -> Pid of a new port that forwards
@@ -165,11 +165,22 @@ static void ctl_cb(aemp_node *n, aemp_port self, const aemp_term *msg, const aem
     aemp_buf_free(&r);
 }
 
+static unsigned max_watches; /* 0: the default */
+
+static void set_max_watches(aemp_node_config *cfg)
+{
+    cfg->max_watches_per_peer = max_watches;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: procnode NAME COOKIE\n");
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: procnode NAME COOKIE [MAX_WATCHES_PER_PEER]\n");
         return 2;
+    }
+    if (argc == 4) {
+        max_watches = (unsigned)strtoul(argv[3], NULL, 10);
+        node_config_hook = set_max_watches;
     }
     uv_loop_t *loop = uv_default_loop();
     aemp_port ctl;

@@ -320,6 +320,27 @@ test(supervise, CNode) -> supervise_test(CNode);
 test(ports, Arg) -> ports_test(Arg);
 test(db, Arg) -> db_test(Arg);
 test(ports_after, Arg) -> ports_after_test(Arg);
+%% procnode.c started with max_watches_per_peer 5: the sixth monitor of a
+%% C port fires at once with system_limit, a link beyond the limit breaks
+%% at once with it; once one goes another is taken; the C port dies and
+%% the five held fire with its real reason.
+test(watch_limit, CNode) ->
+    connect(CNode),
+    process_flag(trap_exit, true),
+    P = c_open(CNode),
+    [R1 | Rest] = [erlang:monitor(process, P) || _ <- lists:seq(1, 5)],
+    M6 = erlang:monitor(process, P),
+    expect(system_limit, down_reason(M6), monitor_beyond_limit),
+    true = link(P),
+    expect(system_limit, receive {'EXIT', P, R} -> R after ?REPLY_MS -> timeout end,
+           link_beyond_limit),
+    expect(true, c_call(CNode, alive, [P]), port_lives_on),
+    true = erlang:demonitor(R1, [flush]),
+    M7 = erlang:monitor(process, P),
+    ok = c_call(CNode, kill, [P, {gone, far}]),
+    [expect({gone, far}, down_reason(M), held_monitor_fires) || M <- Rest ++ [M7]],
+    receive {'DOWN', _, _, _, _} = D -> throw({stray, D}) after 0 -> ok end,
+    receive {'EXIT', _, _} = E -> throw({stray, E}) after 0 -> ok end;
 test(proc, CNode) ->
     connect(CNode),
     process_flag(trap_exit, true),
