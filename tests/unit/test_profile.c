@@ -99,6 +99,19 @@ static int load_rc(const char *text)
     return rc;
 }
 
+/* The numbers profile `name` of text gives a config (its strings are
+ * not to be read: the profile is freed). */
+static aemp_node_config applied(const char *text, const char *name)
+{
+    write_file(file, text, 0600);
+    aemp_profile *p = NULL;
+    aemp_node_config cfg = {0};
+    cr_assert_eq(aemp_profile_load(file, name, &p), 0, "%s", logged);
+    cr_assert_eq(aemp_profile_apply(p, &cfg), 0);
+    aemp_profile_free(p);
+    return cfg;
+}
+
 static void assert_logged(const char *what)
 {
     cr_assert_not_null(strstr(logged, what), "log lacks '%s':\n%s", what, logged);
@@ -572,13 +585,7 @@ Test(profile, apply_tls_verify_yes_and_numbers)
 
 Test(profile, max_term_depth)
 {
-    write_file(file, "[a]\nmax_term_depth = 20000\n", 0600);
-    aemp_profile *p = NULL;
-    aemp_node_config cfg = {0};
-    cr_assert_eq(aemp_profile_load(file, "a", &p), 0, "%s", logged);
-    cr_assert_eq(aemp_profile_apply(p, &cfg), 0);
-    cr_assert_eq(cfg.max_term_depth, 20000);
-    aemp_profile_free(p);
+    cr_assert_eq(applied("[a]\nmax_term_depth = 20000\n", "a").max_term_depth, 20000);
     cr_assert_eq(load_rc("[a]\nmax_term_depth = 0\n"), AEMP_EINVAL);
 }
 
@@ -667,26 +674,16 @@ Test(profile, pg_limits)
 
 Test(profile, db_max_bytes)
 {
-    write_file(file, "[a]\ndb_max_bytes = 1048576\n", 0600);
-    aemp_profile *p = NULL;
-    aemp_node_config cfg = {0};
-    cr_assert_eq(aemp_profile_load(file, "a", &p), 0, "%s", logged);
-    cr_assert_eq(aemp_profile_apply(p, &cfg), 0);
-    cr_assert_eq(cfg.db_max_bytes, 1048576);
-    aemp_profile_free(p);
+    cr_assert_eq(applied("[a]\ndb_max_bytes = 1048576\n", "a").db_max_bytes, 1048576);
     cr_assert_eq(load_rc("[a]\ndb_max_bytes = 0\n"), AEMP_EINVAL);
     cr_assert_eq(load_rc("[a]\ndb_max_bytes = lots\n"), AEMP_EINVAL);
 }
 
 Test(profile, max_watches_per_peer)
 {
-    write_file(file, "[a]\nmax_watches_per_peer = 5\n[b]\nparent = a\n", 0600);
-    aemp_profile *p = NULL;
-    aemp_node_config cfg = {0};
-    cr_assert_eq(aemp_profile_load(file, "b", &p), 0, "%s", logged);
-    cr_assert_eq(aemp_profile_apply(p, &cfg), 0);
-    cr_assert_eq(cfg.max_watches_per_peer, 5, "inherited");
-    aemp_profile_free(p);
+    cr_assert_eq(
+        applied("[a]\nmax_watches_per_peer = 5\n[b]\nparent = a\n", "b").max_watches_per_peer, 5,
+        "inherited");
     cr_assert_eq(load_rc("[a]\nmax_watches_per_peer = 0\n"), AEMP_EINVAL);
     cr_assert_eq(load_rc("[a]\nmax_watches_per_peer = 4294967296\n"), AEMP_EINVAL);
     cr_assert_eq(load_rc("[a]\nmax_watches_per_peer = many\n"), AEMP_EINVAL);
