@@ -52,7 +52,7 @@
 
 %% family => {Values, Stamps}: Subkey => Value, and Subkey => Stamp (the
 %% local share and converted peer families) or the wire's binary of
-%% records (a peer's family as it came: stamp_records/2, docs/database.md)
+%% records (a peer's family as it came: stamp_records/1, docs/database.md)
 -type share() :: #{binary() => {#{binary() => term()},
                                 #{binary() => non_neg_integer()} | binary()}}.
 
