@@ -59,6 +59,12 @@ static inline void aemp__put_u32(void *p, uint32_t v)
     d[2] = (uint8_t)(v >> 8);
     d[3] = (uint8_t)v;
 }
+static inline void aemp__put_u64(void *p, uint64_t v)
+{
+    uint8_t *d = (uint8_t *)p;
+    aemp__put_u32(d, (uint32_t)(v >> 32));
+    aemp__put_u32(d + 4, (uint32_t)v);
+}
 
 /* Bounded string copy: always NUL-terminates when size > 0; returns
  * strlen(src) (truncated if >= size), like strlcpy. */

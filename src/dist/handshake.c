@@ -397,8 +397,7 @@ static int on_name(aemp__hs *hs, const uint8_t *m, size_t n, aemp_buf *out)
     size_t mylen = strlen(hs->my_name);
     uint8_t c[CHALLENGE_MSG_FIXED + AEMP_MAXNODELEN];
     c[0] = TAG_NAME;
-    aemp__put_u32(c + 1, (uint32_t)(hs->my_flags >> 32));
-    aemp__put_u32(c + 5, (uint32_t)hs->my_flags);
+    aemp__put_u64(c + 1, hs->my_flags);
     aemp__put_u32(c + 9, hs->my_challenge);
     aemp__put_u32(c + 13, hs->my_creation);
     aemp__put_u16(c + 17, (uint16_t)mylen);
@@ -463,8 +462,7 @@ int aemp__hs_start(aemp__hs *hs, aemp_buf *out)
     size_t mylen = strlen(hs->my_name);
     uint8_t m[NAME_MSG_FIXED + AEMP_MAXNODELEN];
     m[0] = TAG_NAME;
-    aemp__put_u32(m + 1, (uint32_t)(hs->my_flags >> 32));
-    aemp__put_u32(m + 5, (uint32_t)hs->my_flags);
+    aemp__put_u64(m + 1, hs->my_flags);
     aemp__put_u32(m + 9, hs->my_creation);
     aemp__put_u16(m + 13, (uint16_t)mylen);
     memcpy(m + NAME_MSG_FIXED, hs->my_name, mylen);

@@ -942,8 +942,7 @@ static void enc_of(const char *k, void *val, void *arg)
             char *p = b->data + b->len;
             aemp__put_u32(p, (uint32_t)klen);
             memcpy(p + 4, c->k->subkey, klen);
-            aemp__put_u32(p + 4 + klen, (uint32_t)(c->stamp >> 32));
-            aemp__put_u32(p + 8 + klen, (uint32_t)c->stamp);
+            aemp__put_u64(p + 4 + klen, c->stamp);
             b->len += klen + 12;
         }
     }

@@ -127,8 +127,7 @@ static int put_double(aemp_buf *b, double d)
     memcpy(&bits, &d, sizeof bits);
     uint8_t e[9];
     e[0] = NEW_FLOAT_EXT;
-    aemp__put_u32(e + 1, (uint32_t)(bits >> 32));
-    aemp__put_u32(e + 5, (uint32_t)bits);
+    aemp__put_u64(e + 1, bits);
     return aemp__buf_append(b, e, sizeof e);
 }
 

@@ -1583,8 +1583,7 @@ static int enc(const struct parser *p, const struct node *x, aemp_buf *b)
         uint64_t bits;
         uint8_t e[9] = {NEW_FLOAT_EXT};
         memcpy(&bits, &x->u.f, sizeof bits);
-        aemp__put_u32(e + 1, (uint32_t)(bits >> 32));
-        aemp__put_u32(e + 5, (uint32_t)bits);
+        aemp__put_u64(e + 1, bits);
         return aemp__buf_append(b, e, sizeof e);
     }
     case N_ATOM:
