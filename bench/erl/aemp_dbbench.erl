@@ -27,9 +27,17 @@
 %%                            times pg:join(aemp, {t, Now}, self()) (a new group
 %%                            each time, never left: a leave just before each
 %%                            join would wake the receiver up for it)
+%%   pair_recv K Family       both receivers in one: pg:monitor_scope(aemp)
+%%                            and aemp:db_mon(Family), K changes of each:
+%%                            p50 p99 max count of pg, then of the family
+%%   pair_send Target K Family IntervalMs
+%%                            both senders in one: K times a pg:join and a
+%%                            db_set, IntervalMs apart, which goes first
+%%                            alternating (the two figures of one run share
+%%                            the machine's state: a paired comparison)
 -module(aemp_dbbench).
 -export([hold_pg/1, hold_set/1, join_pg/1, join_db/1, lat_recv/1, lat_send/1,
-         pg_lat_recv/1, pg_lat_send/1]).
+         pg_lat_recv/1, pg_lat_send/1, pair_recv/1, pair_send/1]).
 
 now_ms() -> erlang:monotonic_time(microsecond) / 1000.
 
@@ -97,10 +105,14 @@ join_db_wait(Ref, N, Have, T0) ->
     end.
 
 stats(Lat) ->
+    result("~s", [figures(Lat)]).
+
+%% "p50 p99 max count" of latencies in us
+figures(Lat) ->
     S = lists:sort(Lat),
     K = length(S),
     P = fun(Pc) -> lists:nth((K - 1) * Pc div 100 + 1, S) end,
-    result("~.1f ~.1f ~.1f ~p", [P(50), P(99), lists:last(S), K]).
+    io_lib:format("~.1f ~.1f ~.1f ~p", [P(50), P(99), lists:last(S), K]).
 
 lat_recv([K, F]) ->
     {ok, _} = application:ensure_all_started(aemp),
@@ -137,6 +149,9 @@ lat_send([T, K, F, I]) ->
     Ref = aemp:db_mon(fam(F)),
     true = net_kernel:connect_node(list_to_atom(T)),
     wait_ready(Ref),
+    %% as pg_lat_send, which watches group ready only: the sender's own
+    %% sets are not told to it
+    ok = aemp:db_demon(Ref),
     timer:sleep(200),
     Ival = list_to_integer(I),
     [begin
@@ -192,5 +207,67 @@ pg_lat_send([T, K, I]) ->
          timer:sleep(Ival)
      end
      || _ <- lists:seq(1, list_to_integer(K))],
+    io:format("RESULT sent~n"),
+    receive after infinity -> ok end.
+
+pair_recv([K, F]) ->
+    {ok, _} = pg:start(aemp),
+    {ok, _} = application:ensure_all_started(aemp),
+    {PRef, _} = pg:monitor_scope(aemp),
+    ARef = aemp:db_mon(fam(F)),
+    ok = aemp:db_set(fam(F), <<"ready">>, 0),
+    ok = pg:join(aemp, ready, self()),
+    io:format("ready~n"),
+    pair_loop(PRef, ARef, list_to_integer(K), list_to_integer(K), [], []).
+
+pair_loop(_, _, 0, 0, P, A) ->
+    pair_result(P, A);
+pair_loop(PRef, ARef, KP, KA, P, A) ->
+    receive
+        {PRef, join, {t, Sent}, _} ->
+            Now = os:system_time(nanosecond),
+            pair_loop(PRef, ARef, KP - 1, KA, [(Now - Sent) / 1000 | P], A);
+        {PRef, _, _, _} ->
+            pair_loop(PRef, ARef, KP, KA, P, A);
+        {aemp_db_mon, ARef, _, Added, Changed, _} ->
+            Now = os:system_time(nanosecond),
+            case maps:merge(Added, Changed) of
+                #{<<"t">> := Sent} when is_integer(Sent) ->
+                    pair_loop(PRef, ARef, KP, KA - 1, P, [(Now - Sent) / 1000 | A]);
+                _ ->
+                    pair_loop(PRef, ARef, KP, KA, P, A)
+            end
+    after quiet(P ++ A) -> pair_result(P, A)
+    end.
+
+pair_result(P, A) when P =:= []; A =:= [] ->
+    result("timeout ~p ~p", [length(P), length(A)]);
+pair_result(P, A) ->
+    result("~s ~s", [figures(P), figures(A)]).
+
+pair_send([T, K, F, I]) ->
+    {ok, _} = pg:start(aemp),
+    {ok, _} = application:ensure_all_started(aemp),
+    {PRef, _} = pg:monitor(aemp, ready),
+    ARef = aemp:db_mon(fam(F)),
+    true = net_kernel:connect_node(list_to_atom(T)),
+    receive {PRef, join, ready, _} -> ok after 30000 -> result("timeout ready", []) end,
+    wait_ready(ARef),
+    ok = aemp:db_demon(ARef),
+    timer:sleep(200),
+    Ival = list_to_integer(I),
+    Join = fun() -> ok = pg:join(aemp, {t, os:system_time(nanosecond)}, self()) end,
+    Set = fun() -> ok = aemp:db_set(fam(F), <<"t">>, os:system_time(nanosecond)) end,
+    [begin
+         {First, Second} = case N rem 2 of
+                               0 -> {Join, Set};
+                               1 -> {Set, Join}
+                           end,
+         First(),
+         timer:sleep(Ival),
+         Second(),
+         timer:sleep(Ival)
+     end
+     || N <- lists:seq(1, list_to_integer(K))],
     io:format("RESULT sent~n"),
     receive after infinity -> ok end.

@@ -163,6 +163,13 @@ family(F) -> text(F).
 
 subkey(S) -> text(S).
 
+%% A short text is checked here, a longer one by the unicode module
+%% (faster per byte, slower to start: db_set's usual subkey is short).
+text(B) when is_binary(B), byte_size(B) =< 64 ->
+    case utf8(B) of
+        true -> B;
+        false -> error(badarg)
+    end;
 text(B) when is_binary(B) ->
     case unicode:characters_to_binary(B, utf8, utf8) of
         B -> B;
@@ -170,6 +177,11 @@ text(B) when is_binary(B) ->
     end;
 text(_) ->
     error(badarg).
+
+utf8(<<C, Rest/binary>>) when C < 128 -> utf8(Rest);
+utf8(<<_/utf8, Rest/binary>>) -> utf8(Rest);
+utf8(<<>>) -> true;
+utf8(_) -> false.
 
 scopes() ->
     case application:get_env(aemp, scopes, [aemp]) of

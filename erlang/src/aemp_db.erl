@@ -4,9 +4,9 @@
 %% version 3 (docs/database.md): the shape of OTP 29's data_publisher.
 %%
 %% State: this node's share (the entries it set), every peer's share, the
-%% view (per family and subkey the value of the winning entry: greatest
-%% {Stamp, Owner}), the Lamport clock, db_mon subscribers and the pids of
-%% db_reg entries.
+%% view of the watched families (per family and subkey the value of the
+%% winning entry: greatest {Stamp, Owner}), the Lamport clock, db_mon
+%% subscribers and the pids of db_reg entries.
 %% Use it through the module aemp; the calls below are its internals.
 %%
 %% Anything a peer sends is checked before it is used: a message of
@@ -40,7 +40,10 @@
     %% Stamps binary it came with until a stamp is needed (stamped/2)
     peers = #{} :: #{pid() => {reference(), share(), boolean()}},
     %% family => subkey => Value of the winner (the winner itself, its
-    %% stamp and owner, is found in the shares when asked: entry/2)
+    %% stamp and owner, is found in the shares when asked: entry/2): kept
+    %% up to date for a family somebody watches (absent: empty); for
+    %% another, the last one a query worked out, until the family changes
+    %% (family_values/2)
     view = #{} :: #{binary() => #{binary() => term()}},
     %% family => #{monitor ref => subscriber}; ref => family
     subs = #{} :: #{binary() => #{reference() => pid()}},
@@ -97,7 +100,8 @@ handle_call({reg, F, S, Pid, V}, _From, St)
   when is_binary(F), is_binary(S), is_pid(Pid), node(Pid) =:= node() ->
     {reply, ok, reg(F, S, Pid, V, local_set(F, S, V, St))};
 handle_call({family, F}, _From, St) when is_binary(F) ->
-    {reply, {ok, family_values(F, St)}, St};
+    {Values, St1} = family_values(F, St),
+    {reply, {ok, Values}, St1};
 handle_call({entry, F, S}, _From, #st{local = Local} = St) when is_binary(F), is_binary(S) ->
     St1 = stamped(F, St),
     Own = case Local of
@@ -107,11 +111,18 @@ handle_call({entry, F, S}, _From, #st{local = Local} = St) when is_binary(F), is
     {reply, {winner(S, shares(F, St1), none), Own}, St1};
 handle_call({mon, F, Pid}, _From, St) when is_binary(F), is_pid(Pid), node(Pid) =:= node() ->
     Ref = erlang:monitor(process, Pid),
-    Pid ! {aemp_db_mon, Ref, F, family_values(F, St), #{}, []},
-    Subs = maps:get(F, St#st.subs, #{}),
+    {Values, St1} = family_values(F, St),
+    Pid ! {aemp_db_mon, Ref, F, Values, #{}, []},
+    %% a watched family's view is kept from now on
+    View = case map_size(Values) of
+               0 -> maps:remove(F, St1#st.view);
+               _ -> (St1#st.view)#{F => Values}
+           end,
+    Subs = maps:get(F, St1#st.subs, #{}),
     {reply, {ok, Ref},
-     St#st{subs = (St#st.subs)#{F => Subs#{Ref => Pid}},
-           subrefs = (St#st.subrefs)#{Ref => F}}};
+     St1#st{view = View,
+            subs = (St1#st.subs)#{F => Subs#{Ref => Pid}},
+            subrefs = (St1#st.subrefs)#{Ref => F}}};
 handle_call({demon, Ref}, _From, St) when is_reference(Ref) ->
     {reply, ok, unsubscribe(Ref, St)};
 handle_call(Request, From, St) ->
@@ -169,7 +180,7 @@ handle_info({update, Peer, Ops} = Msg, St) when is_pid(Peer) ->
                 error ->
                     {noreply, drop(Msg, St)};
                 {ok, Max} ->
-                    Share1 = lists:foldl(fun apply_op/2, Share, Ops),
+                    Share1 = apply_ops(Ops, Share),
                     St1 = St#st{clock = max(St#st.clock, Max),
                                 peers = (St#st.peers)#{Peer => {Ref, Share1, Sent}}},
                     {noreply, refresh_ops(Ops, St1)}
@@ -348,6 +359,11 @@ ops_stamp([{del, F, S} | Ops], Max) when is_binary(F), is_binary(S) ->
 ops_stamp(_, _) ->
     error.
 
+apply_ops([], Share) ->
+    Share;
+apply_ops([Op | Ops], Share) ->
+    apply_ops(Ops, apply_op(Op, Share)).
+
 apply_op({set, F, S, Stamp, V}, Share) ->
     {Values, Stamps} = maps:get(F, Share, {#{}, #{}}),
     Share#{F => {Values#{S => V}, (stamps(Stamps))#{S => Stamp}}};
@@ -372,10 +388,7 @@ stamps(Records) ->
 %% St with family F's stamps a map in every peer's share (a family taken
 %% whole keeps its records until another share holds it, or it changes).
 stamped(F, #st{peers = Peers} = St) ->
-    Listed0 = maps:fold(fun(P, {_, #{F := {_, Stamps}}, _}, A) when is_binary(Stamps) -> [P | A];
-                           (_, _, A) -> A
-                        end, [], Peers),
-    case Listed0 of
+    case [P || {P, {_, #{F := {_, Stamps}}, _}} <- maps:to_list(Peers), is_binary(Stamps)] of
         [] ->
             St;
         Listed ->
@@ -387,6 +400,10 @@ stamped(F, #st{peers = Peers} = St) ->
 
 %% Refresh the subkeys the ops touched, a family at a time, in the order
 %% the families first appear.
+refresh_ops([{set, F, S, _, _}], St) ->
+    refresh(F, [S], St);
+refresh_ops([{del, F, S}], St) ->
+    refresh(F, [S], St);
 refresh_ops(Ops, St) ->
     ByFamily = lists:foldl(fun(Op, Acc) ->
                                    {F, S} = case Op of
@@ -400,7 +417,10 @@ refresh_ops(Ops, St) ->
 %% A peer's share Old was replaced by New: refresh the subkeys whose entry
 %% differs, a family at a time (a family the same in both costs a compare).
 replaced(Old, New, St) ->
-    maps:fold(fun(F, _, A) ->
+    maps:fold(fun(F, _, A) when not is_map_key(F, A#st.subs) ->
+                      %% nobody watches: nothing to tell, no view to keep
+                      refresh(F, [], A);
+                 (F, _, A) ->
                       case {maps:get(F, Old, {#{}, <<>>}), maps:get(F, New, {#{}, <<>>})} of
                           {E, E} -> A;
                           {{O, _}, {N, _}} when map_size(O) =:= 0 -> refresh(F, N, A);
@@ -435,12 +455,41 @@ changed({OldV, OldS}, {NewV, NewS}) ->
 %% The view: per subkey the value of the entry with the greatest {Stamp,
 %% OwnerNode} among every share holding it. Recomputed for the subkeys a
 %% change touched (a list, or a map whose keys they are); subscribers of
-%% the family hear what became visible.
+%% the family hear what became visible. A family nobody watches keeps no
+%% view: a change costs nothing more than the share's, and a query works
+%% the view out (family_values/2).
 %% ------------------------------------------------------------------
 
+refresh(F, _Touched, #st{subs = AllSubs, view = View} = St) when not is_map_key(F, AllSubs) ->
+    St#st{view = maps:remove(F, View)};
+refresh(F, [S], St0) ->
+    %% one subkey (a single set or delete, the usual change): the same as
+    %% below, told before the view is stored
+    St = stamped(F, St0),
+    #st{view = View, subs = #{F := Subs}} = St,
+    Old = maps:get(F, View, #{}),
+    New = case {key_winner(F, S, St), Old} of
+              {none, #{S := _}} ->
+                  notify(Subs, F, #{}, #{}, [S]),
+                  maps:remove(S, Old);
+              {none, _} ->
+                  Old;
+              {{_, _, V}, #{S := V}} ->
+                  Old;
+              {{_, _, V}, #{S := _}} ->
+                  notify(Subs, F, #{}, #{S => V}, []),
+                  Old#{S := V};
+              {{_, _, V}, _} ->
+                  notify(Subs, F, #{S => V}, #{}, []),
+                  Old#{S => V}
+          end,
+    St#st{view = case map_size(New) of
+                     0 -> maps:remove(F, View);
+                     _ -> View#{F => New}
+                 end};
 refresh(F, Touched, #st{view = View} = St0) ->
     Old = maps:get(F, View, #{}),
-    Subs = maps:get(F, St0#st.subs, #{}),
+    Subs = maps:get(F, St0#st.subs),
     %% no stamp is needed when one share holds a family new here
     {St, Shares} = case shares(F, St0) of
                        [_] = One when map_size(Old) =:= 0 ->
@@ -449,21 +498,22 @@ refresh(F, Touched, #st{view = View} = St0) ->
                            St1 = stamped(F, St0),
                            {St1, shares(F, St1)}
                    end,
-    {New, Added, Changed, Deleted} = diff(Touched, Old, Shares, map_size(Subs) > 0),
+    {New, Added, Changed, Deleted} = diff(Touched, Old, Shares, true),
     View1 = case map_size(New) of
                 0 -> maps:remove(F, View);
                 _ -> View#{F => New}
             end,
     case Deleted of
-        _ when map_size(Subs) =:= 0 ->
-            ok;
         [] when map_size(Added) =:= 0, map_size(Changed) =:= 0 ->
             ok;
         _ ->
-            maps:foreach(fun(Ref, Pid) -> Pid ! {aemp_db_mon, Ref, F, Added, Changed, Deleted} end,
-                         Subs)
+            notify(Subs, F, Added, Changed, Deleted)
     end,
     St#st{view = View1}.
+
+notify(Subs, F, Added, Changed, Deleted) ->
+    _ = [Pid ! {aemp_db_mon, Ref, F, Added, Changed, Deleted} || {Ref, Pid} <- maps:to_list(Subs)],
+    ok.
 
 %% Family F of every share that holds some of it: [{OwnerNode, Values,
 %% Stamps}].
@@ -511,24 +561,67 @@ fold_keys(Fun, Acc, Keys) when is_list(Keys) ->
 fold_keys(Fun, Acc, Keys) ->
     maps:fold(fun(K, _, A) -> Fun(K, A) end, Acc, Keys).
 
+%% winner(S, shares(F, St), none) without the list of shares (St
+%% stamped/2 for F)
+key_winner(F, S, #st{local = Local, peers = Peers}) ->
+    Own = case Local of
+              #{F := {#{S := V}, Stamps}} -> {maps:get(S, Stamps, 0), node(), V};
+              _ -> none
+          end,
+    peers_winner(F, S, maps:to_list(Peers), Own).
+
+peers_winner(_F, _S, [], Best) ->
+    Best;
+peers_winner(F, S, [{P, {_, Share, _}} | Peers], Best) ->
+    case Share of
+        #{F := {#{S := V}, Stamps}} ->
+            peers_winner(F, S, Peers, better({maps:get(S, Stamps, 0), node(P), V}, Best));
+        _ ->
+            peers_winner(F, S, Peers, Best)
+    end.
+
 %% The winning entry {Stamp, OwnerNode, Value} of a subkey, or none
 %% (Stamps maps: stamped/2).
 winner(_S, [], Best) ->
     Best;
 winner(S, [{Node, Values, Stamps} | Shares], Best) ->
     case Values of
-        #{S := V} ->
-            Stamp = maps:get(S, Stamps, 0),
-            case Best =:= none orelse {Stamp, Node} > {element(1, Best), element(2, Best)} of
-                true -> winner(S, Shares, {Stamp, Node, V});
-                false -> winner(S, Shares, Best)
-            end;
-        _ ->
-            winner(S, Shares, Best)
+        #{S := V} -> winner(S, Shares, better({maps:get(S, Stamps, 0), Node, V}, Best));
+        _ -> winner(S, Shares, Best)
     end.
 
-family_values(F, #st{view = View}) ->
-    maps:get(F, View, #{}).
+%% the entry of greater {Stamp, OwnerNode}
+better(Entry, none) ->
+    Entry;
+better({Stamp, Node, _} = Entry, {BStamp, BNode, _}) when {Stamp, Node} > {BStamp, BNode} ->
+    Entry;
+better(_, Best) ->
+    Best.
+
+%% {The family's view, St}: the one kept (a watched family, or one a
+%% query worked out before), or worked out from the shares (and kept
+%% until the family changes, when more than one share holds it: one
+%% share's values are the view as they are).
+family_values(F, #st{view = View, subs = Subs} = St) ->
+    case View of
+        #{F := Values} ->
+            {Values, St};
+        _ when is_map_key(F, Subs) ->
+            {#{}, St};
+        _ ->
+            case shares(F, St) of
+                [] ->
+                    {#{}, St};
+                [{_, Values, _}] ->
+                    {Values, St};
+                _ ->
+                    St1 = stamped(F, St),
+                    Shares = shares(F, St1),
+                    Keys = lists:foldl(fun({_, V, _}, A) -> maps:merge(A, V) end, #{}, Shares),
+                    {New, _, _, _} = diff(Keys, #{}, Shares, false),
+                    {New, St1#st{view = View#{F => New}}}
+            end
+    end.
 
 unsubscribe(Ref, #st{subs = Subs, subrefs = SubRefs} = St) ->
     case maps:take(Ref, SubRefs) of

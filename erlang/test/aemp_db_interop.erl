@@ -22,6 +22,7 @@ run([A, B, C]) ->
     [expect({ok, [aemp]}, rpc:call(N, application, ensure_all_started, [aemp]), {start, N})
      || N <- [A, B]],
     Servers = [{N, rpc:call(N, erlang, whereis, [aemp_db])} || N <- [A, node()]],
+    arguments(),
     convergence([node(), A, B]),
     conflict(A, B),
     monitors(A),
@@ -36,6 +37,31 @@ run([A, B, C]) ->
     expect(Servers, [{N, rpc:call(N, erlang, whereis, [aemp_db])} || N <- [A, node()]],
            same_servers),
     ok.
+
+%% Families and subkeys are UTF-8 text: anything else is badarg, short
+%% (checked by aemp itself) or long (by the unicode module).
+arguments() ->
+    Long = binary:copy(<<"a">>, 100),
+    Bad = [<<255>>, <<"ok", 192, 128>>, <<237, 160, 128>>, <<244, 144, 128, 128>>,
+           <<"cut", 206>>, <<Long/binary, 255>>, <<255, Long/binary>>, sub, "list", <<1:3>>],
+    [expect(badarg, badarg(fun() -> aemp:db_set(args, S, 1) end), {bad_subkey, S}) || S <- Bad],
+    [expect(badarg, badarg(fun() -> aemp:db_set(F, <<"s">>, 1) end), {bad_family, F})
+     || F <- Bad, not is_atom(F)],
+    Good = [<<>>, <<"Ω"/utf8>>, <<239, 191, 191>>, <<244, 143, 191, 191>>,
+            binary:copy(<<"ŝ"/utf8>>, 64), <<Long/binary, "Ω"/utf8>>],
+    [ok = aemp:db_set('argš', S, S) || S <- Good],
+    expect(maps:from_list([{S, S} || S <- Good]), aemp:db_family(<<"argš"/utf8>>), good_subkeys),
+    ok = aemp:db_del('argš', Good),
+    expect(#{}, aemp:db_family('argš'), good_subkeys_deleted),
+    log("families and subkeys: ~p malformed refused, ~p kinds of UTF-8 taken",
+        [length(Bad), length(Good)]).
+
+badarg(Fun) ->
+    try Fun() of
+        Other -> {returned, Other}
+    catch
+        error:badarg -> badarg
+    end.
 
 %% Sets on several nodes converge to the same family everywhere; a
 %% deletion too. Each node's last op is the set of its own key, so once
@@ -84,12 +110,32 @@ conflict(A, B) ->
     wait(conflict_converged, fun() -> [visible(N, cf, <<"x">>) || N <- Nodes] end,
          [Winner || _ <- Nodes]),
     log("concurrent sets: stamp ~p on both, ~p wins everywhere", [Sa, element(2, Winner)]),
+    %% Nobody watches cf: each query works the view out from the shares
+    %% (two hold x here) and keeps it until the family changes.
+    Family = fun() -> [rpc:call(N, aemp, db_family, [cf]) || N <- Nodes] end,
+    expect([#{<<"x">> => element(3, Winner)} || _ <- Nodes], Family(), conflict_family),
     ok = aemp:db_set(cf, <<"x">>, later),
     wait(later_set_wins, fun() -> [value(N, cf, <<"x">>) || N <- Nodes] end,
          [later || _ <- Nodes]),
+    expect([#{<<"x">> => later} || _ <- Nodes], Family(), later_set_in_family),
     ok = aemp:db_del(cf, <<"x">>),
     wait(next_after_delete, fun() -> [value(N, cf, <<"x">>) || N <- Nodes] end,
-         [element(3, Winner) || _ <- Nodes]).
+         [element(3, Winner) || _ <- Nodes]),
+    expect([#{<<"x">> => element(3, Winner)} || _ <- Nodes], Family(), next_in_family),
+    %% Watched from now on: the first call is the family as it is, then
+    %% every change; once nobody watches, queries follow changes again.
+    Ref = aemp:db_mon(cf),
+    expect({<<"cf">>, #{<<"x">> => element(3, Winner)}, #{}, []}, mon_msg(Ref), cf_watched),
+    ok = aemp:db_set(cf, <<"x">>, again),
+    expect({<<"cf">>, #{}, #{<<"x">> => again}, []}, mon_msg(Ref), cf_set_told),
+    ok = aemp:db_del(cf, <<"x">>),
+    expect({<<"cf">>, #{}, #{<<"x">> => element(3, Winner)}, []}, mon_msg(Ref), cf_del_told),
+    ok = aemp:db_demon(Ref),
+    ok = aemp:db_set(cf, <<"x">>, unwatched),
+    expect(#{<<"x">> => unwatched}, aemp:db_family(cf), unwatched_set_in_family),
+    ok = aemp:db_del(cf, <<"x">>),
+    expect(#{<<"x">> => element(3, Winner)}, aemp:db_family(cf), unwatched_del_in_family),
+    wait(cf_settled, Family, [#{<<"x">> => element(3, Winner)} || _ <- Nodes]).
 
 %% db_mon here: the whole family at once, then added, changed and deleted
 %% as A changes it; nothing after db_demon; a dead subscriber is dropped.
@@ -116,6 +162,10 @@ monitors(A) ->
     wait(set_after_demon, fun() -> aemp:db_family(mon) end, #{<<"k">> => 4}),
     expect(none, receive {aemp_db_mon, _, _, _, _, _} = M -> M after 0 -> none end,
            nothing_after_demon),
+    %% changed while nobody watched: a new watcher still gets it as it is
+    Ref3 = aemp:db_mon(mon),
+    expect({<<"mon">>, #{<<"k">> => 4}, #{}, []}, mon_msg(Ref3), initial_after_unwatched),
+    ok = aemp:db_demon(Ref3),
     %% a subscriber that dies is forgotten (the server monitors it)
     Server = whereis(aemp_db),
     Self = self(),
