@@ -113,14 +113,10 @@ handle_call({mon, F, Pid}, _From, St) when is_binary(F), is_pid(Pid), node(Pid) 
     Ref = erlang:monitor(process, Pid),
     {Values, St1} = family_values(F, St),
     Pid ! {aemp_db_mon, Ref, F, Values, #{}, []},
-    %% a watched family's view is kept from now on
-    View = case map_size(Values) of
-               0 -> maps:remove(F, St1#st.view);
-               _ -> (St1#st.view)#{F => Values}
-           end,
     Subs = maps:get(F, St1#st.subs, #{}),
+    %% a watched family's view is kept from now on
     {reply, {ok, Ref},
-     St1#st{view = View,
+     St1#st{view = put_view(F, Values, St1#st.view),
             subs = (St1#st.subs)#{F => Subs#{Ref => Pid}},
             subrefs = (St1#st.subrefs)#{Ref => F}}};
 handle_call({demon, Ref}, _From, St) when is_reference(Ref) ->
@@ -483,10 +479,7 @@ refresh(F, [S], St0) ->
                   notify(Subs, F, #{S => V}, #{}, []),
                   Old#{S => V}
           end,
-    St#st{view = case map_size(New) of
-                     0 -> maps:remove(F, View);
-                     _ -> View#{F => New}
-                 end};
+    St#st{view = put_view(F, New, View)};
 refresh(F, Touched, #st{view = View} = St0) ->
     Old = maps:get(F, View, #{}),
     Subs = maps:get(F, St0#st.subs),
@@ -499,17 +492,19 @@ refresh(F, Touched, #st{view = View} = St0) ->
                            {St1, shares(F, St1)}
                    end,
     {New, Added, Changed, Deleted} = diff(Touched, Old, Shares, true),
-    View1 = case map_size(New) of
-                0 -> maps:remove(F, View);
-                _ -> View#{F => New}
-            end,
     case Deleted of
         [] when map_size(Added) =:= 0, map_size(Changed) =:= 0 ->
             ok;
         _ ->
             notify(Subs, F, Added, Changed, Deleted)
     end,
-    St#st{view = View1}.
+    St#st{view = put_view(F, New, View)}.
+
+%% (a watched family's view: absent when empty)
+put_view(F, New, View) when map_size(New) =:= 0 ->
+    maps:remove(F, View);
+put_view(F, New, View) ->
+    View#{F => New}.
 
 notify(Subs, F, Added, Changed, Deleted) ->
     _ = [Pid ! {aemp_db_mon, Ref, F, Added, Changed, Deleted} || {Ref, Pid} <- maps:to_list(Subs)],
