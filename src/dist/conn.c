@@ -1178,6 +1178,11 @@ static bool headed(const aemp__conn *c)
 /* Entry of the peer's atom cache (segment 0) that holds this node's name. */
 #define SELF_ATOM_SLOT 0
 
+/* A larger payload goes with its atoms as they are: the references would
+ * save the peer little beside its size, and finding them costs a walk and
+ * a copy of all of it (a database share of megabytes). */
+#define SELF_REFS_MAX (64 * 1024)
+
 /* The term t (*len bytes) with this node's name as atom cache reference 0,
  * in out: true, with *len its new length; false when t does not name this
  * node (or is not one whole term: then it goes as it is). */
@@ -1212,7 +1217,7 @@ static int put_packet(aemp__conn *c, const char *ctl, size_t clen, int ctl_refs,
         ctl = c->ac_ctl.data;
         refs = true;
     }
-    if (h && payload && self_refs(c, pdata, &plen, &c->ac_msg)) {
+    if (h && payload && plen <= SELF_REFS_MAX && self_refs(c, pdata, &plen, &c->ac_msg)) {
         pdata = c->ac_msg.data;
         refs = true;
     }

@@ -94,6 +94,7 @@ struct aemp__db {
     aemp__sub *sub;
     uint64_t pg_watch;  /* the watch of every pg family, 0: no pg */
     aemp_buf undef;     /* the atom undefined, encoded once: pg members' value */
+    size_t share_len;   /* bytes of the last local_data sent: the next one's size */
     aemp__map mirrored; /* family -> (void *)1: its pg members are in store */
 };
 
@@ -347,18 +348,29 @@ static void send_discover(db_t *db, const aemp_addr *to)
         AEMP_LOGW("db: discover to %s not sent: %s", aemp_addr_node_name(to), aemp_strerror(rc));
 }
 
+/* The message is written in one buffer, sized by the last one: its head
+ * with [] where the share goes (the last byte, since nothing follows the
+ * share), then the share over it. A share of megabytes is encoded once
+ * and neither copied nor walked again before the connection takes it. */
 static void send_local_data(db_t *db, const aemp_addr *to)
 {
-    aemp_buf share = AEMP_BUF_INIT;
-    int rc = aemp__dbs_encode_share(db->store, db->self, &share);
+    aemp_buf m = AEMP_BUF_INIT;
+    int rc =
+        aemp_term_format(&m, "{'$gen_cast', {local_data, ~p, ~i, []}}", &db->pid, (int64_t)DB_VSN);
+    if (!rc && (m.len == 0 || (unsigned char)m.data[m.len - 1] != AEMP__EXT_NIL)) rc = AEMP_EINVAL;
     if (!rc) {
-        aemp_term t = aemp_buf_term(&share);
-        rc = aemp_sendf(db->n, db->port, to, "{'$gen_cast', {local_data, ~p, ~i, ~t}}", &db->pid,
-                        (int64_t)DB_VSN, &t);
+        m.len--;
+        rc = aemp__buf_reserve(&m, db->share_len);
+    }
+    if (!rc) rc = aemp__dbs_encode_share(db->store, db->self, &m);
+    if (!rc) {
+        db->share_len = m.len;
+        aemp_term t = aemp_buf_term(&m);
+        rc = aemp_send(db->n, db->port, to, &t);
     }
     if (rc)
         AEMP_LOGW("db: local_data to %s not sent: %s", aemp_addr_node_name(to), aemp_strerror(rc));
-    aemp_buf_free(&share);
+    aemp_buf_free(&m);
 }
 
 struct bcast {
