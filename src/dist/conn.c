@@ -1178,10 +1178,12 @@ static bool headed(const aemp__conn *c)
 /* Entry of the peer's atom cache (segment 0) that holds this node's name. */
 #define SELF_ATOM_SLOT 0
 
-/* A larger payload goes with its atoms as they are: the references would
- * save the peer little beside its size, and finding them costs a walk and
- * a copy of all of it (a database share of megabytes). */
-#define SELF_REFS_MAX (64 * 1024)
+/* A term of more than SPARSE_MIN bytes that names this node less than once
+ * in SPARSE_BYTES goes as it is: rewriting it is a copy of all of it, and
+ * a few references save the peer less (a database share of megabytes
+ * holds one pid; a pg group's sync, a pid every 15 bytes, is rewritten). */
+#define SPARSE_MIN (64 * 1024)
+#define SPARSE_BYTES 256
 
 /* The term t (*len bytes) with this node's name as atom cache reference 0,
  * in out: true, with *len its new length; false when t does not name this
@@ -1191,10 +1193,11 @@ static bool self_refs(aemp__conn *c, const char *t, size_t *len, aemp_buf *out)
     const char *me = c->d->name;
     if (aemp__term_find_atom(t, *len, me, strlen(me), &c->ac_pos) || !c->ac_pos.len) return false;
     /* (only funs: nothing to replace) */
-    bool any = false;
-    for (size_t k = 0; k + 4 <= c->ac_pos.len && !any; k += 4)
-        any = !(aemp__get_u32(c->ac_pos.data + k) & AEMP__TERM_FUN_MARK);
-    if (!any || aemp__term_atoms_to_ref(t, *len, &c->ac_pos, 0, out)) return false;
+    size_t refs = 0;
+    for (size_t k = 0; k + 4 <= c->ac_pos.len; k += 4)
+        refs += !(aemp__get_u32(c->ac_pos.data + k) & AEMP__TERM_FUN_MARK);
+    if (!refs || (*len > SPARSE_MIN && refs < *len / SPARSE_BYTES)) return false;
+    if (aemp__term_atoms_to_ref(t, *len, &c->ac_pos, 0, out)) return false;
     *len = out->len;
     return true;
 }
@@ -1217,7 +1220,7 @@ static int put_packet(aemp__conn *c, const char *ctl, size_t clen, int ctl_refs,
         ctl = c->ac_ctl.data;
         refs = true;
     }
-    if (h && payload && plen <= SELF_REFS_MAX && self_refs(c, pdata, &plen, &c->ac_msg)) {
+    if (h && payload && self_refs(c, pdata, &plen, &c->ac_msg)) {
         pdata = c->ac_msg.data;
         refs = true;
     }

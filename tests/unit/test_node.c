@@ -325,6 +325,80 @@ static aemp__conn *conn_to(aemp_node *n, const char *peer)
     return aemp__map_get(&n->conns, &h, sizeof h);
 }
 
+/* Keeps a copy of the last message, whatever its size. */
+struct big_sink {
+    int count;
+    aemp_buf last;
+};
+
+static void big_cb(aemp_node *n, aemp_port self, const aemp_term *msg, const aemp_addr *from,
+                   void *arg)
+{
+    (void)n;
+    (void)self;
+    (void)from;
+    struct big_sink *s = arg;
+    s->last.len = 0;
+    cr_assert_eq(aemp__buf_append(&s->last, msg->data, msg->len), 0);
+    s->count++;
+}
+
+/* A large message that names the node once (a database share: one pid in
+ * megabytes) goes with the name as text, not rewritten; a large one that
+ * names it densely (a pg sync: a pid every few bytes) goes by reference.
+ * Both arrive as sent. */
+Test(node, large_sparse_message_keeps_its_atoms_dense_one_goes_by_reference)
+{
+    struct node_ctx a, b;
+    start_node(&a, "a@127.0.0.1", "secret");
+    start_node(&b, "b@127.0.0.1", "secret");
+    struct big_sink s = {0, AEMP_BUF_INIT};
+    aemp_port p, q;
+    cr_assert_eq(aemp_port_open(b.node, big_cb, &s, &p), 0);
+    cr_assert_eq(aemp_port_open(a.node, bytes_cb, &(struct bytes_sink){0}, &q), 0);
+    aemp_addr to, qa;
+    cr_assert_eq(aemp_port_addr(b.node, p, &to), 0);
+    cr_assert_eq(aemp_port_addr(a.node, q, &qa), 0);
+    aemp_port nobody = {0}; /* no sender: the control message names b only */
+    /* sparse: a's pid once beside 200,000 bytes */
+    aemp_buf blob = AEMP_BUF_INIT, msg = AEMP_BUF_INIT;
+    cr_assert_eq(aemp__buf_reserve(&blob, 200000), 0);
+    memset(blob.data, 'x', 200000);
+    blob.len = 200000;
+    cr_assert_eq(aemp_term_format(&msg, "{~p, ~b}", &qa, blob.data, blob.len), 0);
+    aemp_term m = aemp_buf_term(&msg);
+    cr_assert_eq(aemp_send(a.node, nobody, &to, &m), 0);
+    cr_assert(wait_int(&s.count, 1, 5000));
+    cr_assert(s.last.len == m.len && memcmp(s.last.data, m.data, m.len) == 0);
+    /* (a message that goes by reference is rewritten into ac_msg) */
+    aemp__conn *ca = conn_to(a.node, "b@127.0.0.1");
+    cr_assert(ca);
+    cr_assert_lt(ca->ac_msg.len, 64 * 1024, "a sparse large message went by reference");
+    /* dense: 5,000 of a's pids (rewritten, about 75 KB: a buffer the idle
+     * release keeps) */
+    msg.len = 0;
+    cr_assert_eq(aemp__buf_put_u8(&msg, 108), 0); /* LIST_EXT */
+    cr_assert_eq(aemp__buf_put_u32(&msg, 5000), 0);
+    aemp_buf pid = AEMP_BUF_INIT;
+    cr_assert_eq(aemp_term_format(&pid, "~p", &qa), 0);
+    for (int i = 0; i < 5000; i++)
+        cr_assert_eq(aemp__buf_append(&msg, pid.data, pid.len), 0);
+    cr_assert_eq(aemp__buf_put_u8(&msg, 106), 0); /* NIL_EXT */
+    cr_assert_gt(msg.len, 64 * 1024);
+    m = aemp_buf_term(&msg);
+    cr_assert_eq(aemp_send(a.node, nobody, &to, &m), 0);
+    cr_assert(wait_int(&s.count, 2, 5000));
+    cr_assert(s.last.len == m.len && memcmp(s.last.data, m.data, m.len) == 0);
+    cr_assert_gt(ca->ac_msg.len, 64 * 1024, "a dense large message did not go by reference");
+    cr_assert_lt(ca->ac_msg.len, m.len);
+    aemp_buf_free(&pid);
+    aemp_buf_free(&blob);
+    aemp_buf_free(&msg);
+    aemp_buf_free(&s.last);
+    stop_node(&a);
+    stop_node(&b);
+}
+
 /* A node names itself by atom cache reference in what it sends (its pids,
  * references and the atom of its name, in the control message and the
  * message, inside a fun too); the receiver gets the bytes that were sent. */
