@@ -24,6 +24,8 @@
 -define(MAX_STAMP, 18446744073709551615).
 %% how deep a logged unexpected message is printed
 -define(LOG_DEPTH, 12).
+%% the env db_join_heap_words when not set (8 MB on a 64-bit runtime)
+-define(JOIN_HEAP, 1000000).
 
 -record(st, {
     clock = 0 :: non_neg_integer(),
@@ -50,7 +52,13 @@
     subrefs = #{} :: #{reference() => binary()},
     %% db_reg: monitor ref => {pid, [{family, subkey}]}; pid => ref
     regs = #{} :: #{reference() => {pid(), [{binary(), binary()}]}},
-    regpids = #{} :: #{pid() => reference()}
+    regpids = #{} :: #{pid() => reference()},
+    %% peers discovered whose share has not come yet (awaiting/2); while
+    %% there are any, the heap is at least join_heap words, else
+    %% min_heap, the process's own minimum
+    awaiting = #{} :: #{pid() => true},
+    join_heap = 0 :: non_neg_integer(),
+    min_heap = 0 :: non_neg_integer()
 }).
 
 %% family => {Values, Stamps}: Subkey => Value, and Subkey => Stamp (the
@@ -78,7 +86,15 @@ init([]) ->
     %% before this server started discovers it only on its next connection.
     ok = net_kernel:monitor_nodes(true, [{node_type, all}]),
     _ = [discover(Node) || Node <- nodes(connected)],
-    {ok, #st{order = wire_order()}}.
+    {min_heap_size, Min} = process_info(self(), min_heap_size),
+    JoinHeap = case application:get_env(aemp, db_join_heap_words, ?JOIN_HEAP) of
+                   N when is_integer(N), N >= 0 -> N;
+                   Other ->
+                       logger:warning("aemp_db: db_join_heap_words ~0P is no count of words, "
+                                      "~p taken", [Other, ?LOG_DEPTH, ?JOIN_HEAP]),
+                       ?JOIN_HEAP
+               end,
+    {ok, #st{order = wire_order(), join_heap = JoinHeap, min_heap = Min}}.
 
 %% ------------------------------------------------------------------
 %% Local calls (from the module aemp, which checked the arguments; they
@@ -149,7 +165,7 @@ handle_info({discover, Peer, _Vsn}, #st{peers = Peers} = St) when is_pid(Peer), 
             St1 = send_share(Peer, St),
             Ref = erlang:monitor(process, Peer),
             send(Peer, {discover, self(), ?VSN}),
-            {noreply, St1#st{peers = Peers#{Peer => {Ref, #{}, true}}}}
+            {noreply, awaiting(Peer, St1#st{peers = Peers#{Peer => {Ref, #{}, true}}})}
     end;
 handle_info({local_data, Peer, _Vsn, Share} = Msg, St) when is_pid(Peer), Peer =/= self() ->
     Known = maps:find(Peer, St#st.peers),
@@ -167,7 +183,7 @@ handle_info({local_data, Peer, _Vsn, Share} = Msg, St) when is_pid(Peer), Peer =
                           end,
             St1 = St#st{clock = max(St#st.clock, Max),
                         peers = (St#st.peers)#{Peer => {Ref, Share, Sent}}},
-            {noreply, replaced(Old, Share, St1)}
+            {noreply, arrived(Peer, replaced(Old, Share, St1))}
     end;
 handle_info({update, Peer, Ops} = Msg, St) when is_pid(Peer) ->
     case St#st.peers of
@@ -188,7 +204,7 @@ handle_info({update, Peer, Ops} = Msg, St) when is_pid(Peer) ->
 handle_info({'DOWN', Ref, process, Pid, _Reason} = Msg, St) ->
     case St#st.peers of
         #{Pid := {Ref, Share, _}} ->
-            St1 = St#st{peers = maps:remove(Pid, St#st.peers)},
+            St1 = arrived(Pid, St#st{peers = maps:remove(Pid, St#st.peers)}),
             {noreply, maps:fold(fun(F, {Values, _}, A) -> refresh(F, Values, A) end, St1, Share)};
         _ ->
             case {St#st.subrefs, St#st.regs} of
@@ -211,6 +227,30 @@ handle_info({nodedown, _Node, _Info}, St) ->
     {noreply, St};
 handle_info(Msg, St) ->
     {noreply, drop(Msg, St)}.
+
+%% A peer's first share can be large, and the collection that takes it in
+%% sizes the heap to what it holds then: the next allocation would collect
+%% again at once, copying it all a second time (a 100,000-entry family:
+%% about 9 ms of a join's 100). So while a share is awaited the heap is
+%% kept at least join_heap words (the env db_join_heap_words, 0: never);
+%% the process's own minimum comes back when none is.
+awaiting(Peer, #st{awaiting = Aw, join_heap = Words} = St) ->
+    case map_size(Aw) =:= 0 andalso Words > 0 of
+        true -> process_flag(min_heap_size, Words);
+        false -> ok
+    end,
+    St#st{awaiting = Aw#{Peer => true}}.
+
+arrived(Peer, #st{awaiting = Aw0, join_heap = Words, min_heap = Min} = St) ->
+    case maps:take(Peer, Aw0) of
+        {_, Aw} when map_size(Aw) =:= 0, Words > 0 ->
+            process_flag(min_heap_size, Min),
+            St#st{awaiting = Aw};
+        {_, Aw} ->
+            St#st{awaiting = Aw};
+        error ->
+            St
+    end.
 
 drop(Msg, St) ->
     logger:warning("aemp_db: dropped unexpected message ~0P", [Msg, ?LOG_DEPTH]),

@@ -228,10 +228,19 @@ peers(A) ->
     %% reverse of maps:keys/1)
     Order = [integer_to_binary(I) || I <- lists:seq(1, 100)],
     [ok = rpc:call(A, aemp, db_set, [order, K, 0]) || K <- Order],
+    %% While a discovered peer's share is awaited, the server's minimum
+    %% heap is at least the env db_join_heap_words (default 1,000,000
+    %% words; the runtime rounds up to a heap size), else its own (the
+    %% runtime's)
+    MinHeap = fun() -> rpc:call(A, erlang, process_info, [Server, min_heap_size]) end,
+    Own = rpc:call(A, erlang, system_info, [min_heap_size]),
+    expect(Own, MinHeap(), own_min_heap),
     P = spawn(fun() -> fake_peer(Server) end),
     Share = fun(Entries) -> {'$gen_cast', {local_data, P, 3, #{<<"proto">> => wire(Entries)}}} end,
     [{'$gen_cast', {local_data, Server, 3, ShareOfA}}, {discover, Server, 3}] =
         peer_do(P, {discover, P, 3}),
+    JoinHeap = fun() -> element(2, MinHeap()) >= 1000000 end,
+    expect(true, JoinHeap(), join_heap_while_share_awaited),
     %% A's share in version 3's shape: each family its values and a binary
     %% of stamp records
     #{<<"conv">> := {ConvValues, ConvRecords}} = ShareOfA,
@@ -247,6 +256,7 @@ peers(A) ->
            large_family_stamps_in_encoded_order),
     expect([], peer_do(P, {discover, P, 3}), no_share_twice),
     expect([], peer_do(P, Share(#{<<"a">> => {1, x}, <<"b">> => {1, y}})), first_share),
+    expect(Own, MinHeap(), own_min_heap_once_share_came),
     expect({fwd, #{<<"a">> => x, <<"b">> => y}, #{}, []}, fwd(), first_share_added),
     expect([], peer_do(P, Share(#{<<"a">> => {2, x2}, <<"c">> => {1, z}})), second_share),
     expect({fwd, #{<<"c">> => z}, #{<<"a">> => x2}, [<<"b">>]}, fwd(), share_replaced),
@@ -258,6 +268,12 @@ peers(A) ->
     exit(P, kill),
     {fwd, #{}, #{}, Gone} = fwd(),
     expect([<<"a">>, <<"c">>, <<"d">>], lists:sort(Gone), peer_gone),
+    %% a peer that goes before its share came: the server's own minimum
+    Gone1 = spawn(fun() -> fake_peer(Server) end),
+    [_, _] = peer_do(Gone1, {discover, Gone1, 3}),
+    expect(true, JoinHeap(), join_heap_again),
+    exit(Gone1, kill),
+    wait(own_min_heap_once_peer_gone, MinHeap, Own),
     Q = spawn(fun() -> fake_peer(Server) end),
     expect([], peer_do(Q, {local_data, Q, 3, #{}}), share_first),
     [{'$gen_cast', {local_data, Server, 3, _}}] = peer_do(Q, {discover, Q, 3}),
