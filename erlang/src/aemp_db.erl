@@ -24,8 +24,10 @@
 -define(MAX_STAMP, 18446744073709551615).
 %% how deep a logged unexpected message is printed
 -define(LOG_DEPTH, 12).
-%% the env db_join_heap_words when not set (8 MB on a 64-bit runtime)
+%% the env db_join_heap_words when not set (8 MB on a 64-bit runtime),
+%% and the most it may be (1 GB)
 -define(JOIN_HEAP, 1000000).
+-define(JOIN_HEAP_MAX, 134217728).
 
 -record(st, {
     clock = 0 :: non_neg_integer(),
@@ -88,10 +90,11 @@ init([]) ->
     _ = [discover(Node) || Node <- nodes(connected)],
     {min_heap_size, Min} = process_info(self(), min_heap_size),
     JoinHeap = case application:get_env(aemp, db_join_heap_words, ?JOIN_HEAP) of
-                   N when is_integer(N), N >= 0 -> N;
+                   N when is_integer(N), N >= 0, N =< ?JOIN_HEAP_MAX -> N;
                    Other ->
-                       logger:warning("aemp_db: db_join_heap_words ~0P is no count of words, "
-                                      "~p taken", [Other, ?LOG_DEPTH, ?JOIN_HEAP]),
+                       logger:warning("aemp_db: db_join_heap_words ~0P is not a count of words "
+                                      "from 0 to ~p, ~p taken",
+                                      [Other, ?LOG_DEPTH, ?JOIN_HEAP_MAX, ?JOIN_HEAP]),
                        ?JOIN_HEAP
                end,
     {ok, #st{order = wire_order(), join_heap = JoinHeap, min_heap = Min}}.
@@ -175,7 +178,8 @@ handle_info({local_data, Peer, _Vsn, Share} = Msg, St) when is_pid(Peer), Peer =
           end,
     case check_share(Share) of
         error ->
-            {noreply, drop(Msg, St)};
+            %% (and no more room kept for it)
+            {noreply, arrived(Peer, drop(Msg, St))};
         {ok, Max} ->
             {Ref, Sent} = case Known of
                               {ok, {R, _, S}} -> {R, S};

@@ -268,7 +268,14 @@ peers(A) ->
     exit(P, kill),
     {fwd, #{}, #{}, Gone} = fwd(),
     expect([<<"a">>, <<"c">>, <<"d">>], lists:sort(Gone), peer_gone),
-    %% a peer that goes before its share came: the server's own minimum
+    %% a malformed share ends the wait too, as does a peer that goes
+    %% before its share came: the server's own minimum
+    Bad = spawn(fun() -> fake_peer(Server) end),
+    [_, _] = peer_do(Bad, {discover, Bad, 3}),
+    expect(true, JoinHeap(), join_heap_for_bad),
+    expect([], peer_do(Bad, {'$gen_cast', {local_data, Bad, 3, not_a_map}}), malformed_share),
+    expect(Own, MinHeap(), own_min_heap_once_malformed_share_came),
+    exit(Bad, kill),
     Gone1 = spawn(fun() -> fake_peer(Server) end),
     [_, _] = peer_do(Gone1, {discover, Gone1, 3}),
     expect(true, JoinHeap(), join_heap_again),
