@@ -17,7 +17,7 @@ void aemp__idmap_init(aemp__idmap *m)
 
 static void place(struct aemp__idslot *slots, size_t mask, uint64_t mult, uint64_t id, void *val)
 {
-    size_t i = (size_t)(id * mult >> 17) & mask;
+    size_t i = aemp__idmap_slot(id, mult, mask);
     while (slots[i].id)
         i = (i + 1) & mask;
     slots[i].id = id;

@@ -27,9 +27,15 @@ typedef struct aemp__idmap {
     uint64_t mult; /* odd; set with the first slots */
 } aemp__idmap;
 
+/* The slot an id starts its probe at, in slots of mask + 1 under mult. */
+static inline size_t aemp__idmap_slot(uint64_t id, uint64_t mult, size_t mask)
+{
+    return (size_t)(id * mult >> 17) & mask;
+}
+
 static inline size_t aemp__idmap_home(const aemp__idmap *m, uint64_t id)
 {
-    return (size_t)(id * m->mult >> 17) & m->mask;
+    return aemp__idmap_slot(id, m->mult, m->mask);
 }
 
 void aemp__idmap_init(aemp__idmap *m);
